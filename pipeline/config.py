@@ -1,0 +1,286 @@
+"""params.yaml -> typed, strictly validated config objects.
+
+Every key must be present and of the right type; unknown keys, missing keys, wrong types and out-of-range
+values raise one :class:`ConfigError` whose message names the file, the dotted key, the value and what is
+allowed. Nothing here rewrites params.yaml.
+
+Profiles: ``profile: sample`` (committed; the embedded sample on a 2-core CPU) uses params.yaml as it is.
+``profile: full`` deep-merges ``profiles/full.yaml`` (next to params.yaml) over it: WikiArt + street sources,
+paper-scale sizes and schedules, CUDA. Both files are DVC params of every stage, and each stage writes the
+effective parameters it ran with next to its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from methods.errors import NstError
+
+PROFILES_DIR = "profiles"
+
+
+class ConfigError(NstError):
+    """params.yaml (or a profile) is invalid; the message names the key and what is allowed."""
+
+
+class Strict(BaseModel):
+    """Base for every config section: no unknown keys, no type coercion, no NaN/inf, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class BaseSection(Strict):
+    seed: Seed
+    device: Literal["auto", "cpu", "cuda"]
+
+
+class EncoderSection(Strict):
+    # "caffe" | "torchvision" | a path to a torchvision-layout VGG-19 state_dict (see methods/encoder.py).
+    weights: Annotated[str, Field(min_length=1)]
+    pool: Literal["max", "avg"]
+
+
+class RoleSource(Strict):
+    source: Literal["sample", "folder", "streets", "wikiart"]
+
+
+class SampleSource(Strict):
+    dir: Annotated[str, Field(min_length=1)]
+
+
+class FolderSource(Strict):
+    content_dir: str | None
+    style_dir: str | None
+    license: Annotated[str, Field(min_length=1)]
+
+
+class WikiArtSource(Strict):
+    endpoint: Annotated[str, Field(pattern=r"^https?://")]
+    repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
+    revision: Annotated[str, Field(min_length=1)]
+    data_dir: str
+    shards: PositiveInt
+    class_by: Literal["style", "artist", "genre"]
+    styles: list[str]
+    artists: list[str]
+    genres: list[str]
+    per_class: PositiveInt
+    seed: Seed
+    license: Annotated[str, Field(min_length=1)]
+
+
+class StreetsSource(Strict):
+    provider: Literal["mapillary"]
+    api_url: Annotated[str, Field(pattern=r"^https?://")]
+    token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    bbox: Annotated[list[float], Field(min_length=4, max_length=4)]
+    limit: Annotated[int, Field(ge=1, le=2000)]
+    image_field: Literal["thumb_256_url", "thumb_1024_url", "thumb_2048_url", "thumb_original_url"]
+    seed: Seed
+    license: Annotated[str, Field(min_length=1)]
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_order(cls, v: list[float]) -> list[float]:
+        west, south, east, north = v
+        if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+            raise ValueError("must be [west, south, east, north] with west < east in [-180, 180], south < north in [-90, 90]")
+        return v
+
+
+class DownloadSection(Strict):
+    cache_dir: Annotated[str, Field(min_length=1)]
+    retries: Annotated[int, Field(ge=0, le=20)]
+    backoff_s: Annotated[float, Field(ge=0.0, le=600.0)]
+    timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)]
+
+
+class FetchSection(Strict):
+    content: RoleSource
+    style: RoleSource
+    sample: SampleSource
+    folder: FolderSource
+    wikiart: WikiArtSource
+    streets: StreetsSource
+    download: DownloadSection
+
+    @model_validator(mode="after")
+    def _sources_fit_roles(self) -> FetchSection:
+        if self.content.source == "wikiart":
+            raise ValueError("fetch.content.source = 'wikiart' is not allowed: WikiArt provides style images")
+        if self.style.source == "streets":
+            raise ValueError("fetch.style.source = 'streets' is not allowed: street views are content images")
+        for role in ("content", "style"):
+            if getattr(self, role).source == "folder" and getattr(self.folder, f"{role}_dir") is None:
+                raise ValueError(f"fetch.{role}.source = 'folder' needs fetch.folder.{role}_dir (a directory path)")
+        return self
+
+
+class ResizeSection(Strict):
+    edge: Literal["long", "short"]
+    size: Annotated[int, Field(ge=16, le=8192)]
+    upscale: bool
+
+
+class SplitSection(Strict):
+    train: Fraction
+    val: Fraction
+    test: Fraction
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSection:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        if min(self.train, self.val, self.test) <= 0:
+            raise ValueError("every split fraction must be > 0 (each split needs at least one image)")
+        return self
+
+
+class PrepareSection(Strict):
+    seed: Seed
+    max_pixels: Annotated[int, Field(ge=1, le=1_000_000_000)]
+    min_side: Annotated[int, Field(ge=1, le=4096)]
+    resize: ResizeSection
+    split: SplitSection
+
+
+class Params(Strict):
+    profile: Literal["sample", "full"]
+    base: BaseSection
+    encoder: EncoderSection
+    fetch: FetchSection
+    prepare: PrepareSection
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-4`` (PyYAML's 1.1 rules make them strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping, with one clear error for a missing, unparsable or non-mapping file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any], *, where: str = "") -> dict[str, Any]:
+    """``base`` with ``overlay`` merged in; mappings merge key by key, anything else replaces.
+
+    An overlay key absent from ``base`` is an error: a profile may only change existing parameters.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in merged:
+            raise ConfigError(f"unknown key {dotted!r} in profile (params.yaml has no such key)")
+        if isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = deep_merge(merged[key], value, where=dotted)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return f"missing key {key!r}"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, err["loc"][:-1])
+        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {key!r}{hint}"
+    value = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:
+        return msg
+    return f"{key} = {value!r}: {msg}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def validate(data: dict[str, Any], source: str) -> Params:
+    """Validate a merged params mapping; raise one ConfigError naming every bad key."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, Params) for e in exc.errors(include_url=False)]
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def effective_dict(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The params mapping after applying the selected profile (not yet validated)."""
+    path = Path(path)
+    data = read_yaml(path)
+    profile = data.get("profile", "sample")
+    if profile != "sample":
+        if profile not in ("full",):
+            raise ConfigError(f"{path}: profile = {profile!r}: must be 'sample' or 'full'")
+        overlay_path = path.parent / PROFILES_DIR / f"{profile}.yaml"
+        overlay = read_yaml(overlay_path)
+        try:
+            data = deep_merge(data, overlay)
+        except ConfigError as exc:
+            raise ConfigError(f"{overlay_path}: {exc}") from None
+        data["profile"] = profile
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read params.yaml, apply its profile and validate strictly.
+
+    Raises:
+        ConfigError: naming the file, the dotted key, the value and what is allowed.
+    """
+    path = Path(path)
+    data = effective_dict(path)
+    source = str(path) if data.get("profile", "sample") == "sample" else f"{path} + profiles/{data['profile']}.yaml"
+    return validate(data, source)
+
+
+def dump_params(params: Params) -> str:
+    """YAML text of the effective parameters (written beside stage outputs)."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)

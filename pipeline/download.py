@@ -1,0 +1,164 @@
+"""Robust HTTP downloads: streamed to a temp file, retried with exponential backoff, resumed with HTTP Range
+where the server allows it, sha256-verified, and renamed into place atomically. A file at ``dest`` is therefore
+always complete (and verified when a checksum is known); a partial body only ever lives in ``dest.part``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from tqdm.auto import tqdm
+
+from methods.errors import NstError
+from methods.utils import sha256_file
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_USER_AGENT = "nst-bench/0.1 (+https://github.com/; research benchmark)"
+
+
+class DownloadError(NstError):
+    """A download failed for good (after retries, a non-retryable status, or a checksum mismatch)."""
+
+
+class _Retryable(Exception):
+    """A transient failure: worth another attempt."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Waits are ``backoff_s * 2**attempt`` seconds between attempts."""
+
+    retries: int = 4
+    backoff_s: float = 1.0
+    timeout_s: float = 60.0
+
+
+def with_retries(
+    what: str, attempt_fn: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run ``attempt_fn`` until it succeeds, retrying transient errors ``policy.retries`` times."""
+    for attempt in range(policy.retries + 1):
+        try:
+            return attempt_fn()
+        except (_Retryable, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            if attempt == policy.retries:
+                raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}") from exc
+            wait = policy.backoff_s * 2**attempt
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, exc, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _check_status(response: requests.Response, url: str) -> None:
+    if response.status_code in RETRYABLE_STATUS:
+        raise _Retryable(f"HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
+
+
+def get_json(
+    url: str,
+    *,
+    policy: RetryPolicy = RetryPolicy(),
+    headers: dict[str, str] | None = None,
+    session: requests.Session | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """GET a JSON document with the same retry policy as downloads."""
+    http = session or requests.Session()
+    hdrs = {"User-Agent": _USER_AGENT, **(headers or {})}
+
+    def attempt() -> Any:
+        with http.get(url, headers=hdrs, timeout=policy.timeout_s) as response:
+            _check_status(response, url)
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise DownloadError(f"{url}: response is not JSON ({exc})") from exc
+
+    return with_retries(url, attempt, policy, sleep)
+
+
+def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str, str], policy: RetryPolicy) -> None:
+    offset = part.stat().st_size if part.exists() else 0
+    hdrs = dict(headers)
+    if offset:
+        hdrs["Range"] = f"bytes={offset}-"
+    with http.get(url, headers=hdrs, stream=True, timeout=policy.timeout_s) as response:
+        if response.status_code == 416:  # our partial file is no prefix the server recognises: start over
+            part.unlink(missing_ok=True)
+            raise _Retryable("HTTP 416 for the resume range; restarting from byte 0")
+        _check_status(response, url)
+        resumed = offset > 0 and response.status_code == 206
+        if resumed:
+            content_range = response.headers.get("Content-Range", "")
+            if not content_range.startswith(f"bytes {offset}-"):
+                part.unlink(missing_ok=True)
+                raise _Retryable(f"server answered the resume with Content-Range {content_range!r}; restarting")
+        else:
+            offset = 0
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length is not None else None
+        with (
+            open(part, "ab" if resumed else "wb") as fh,
+            tqdm(
+                total=expected, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5], disable=None, leave=False
+            ) as bar,
+        ):
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                fh.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if expected is not None and size != expected:
+        raise _Retryable(f"incomplete body: {size} of {expected} bytes")
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+    headers: dict[str, str] | None = None,
+    session: requests.Session | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
+    """Download ``url`` to ``dest`` and return ``dest``.
+
+    A ``dest`` already present is kept when it matches ``sha256`` (or when no checksum is known).
+    The body streams into ``dest.part``; transient failures (connection errors, timeouts, HTTP 408/429/5xx,
+    a body shorter than Content-Length) are retried, resuming with a Range request; the finished file is
+    checked against ``sha256`` and only then renamed to ``dest``.
+
+    Raises:
+        DownloadError: retries exhausted, a non-retryable HTTP status, or a checksum mismatch (the partial
+            file is deleted; ``dest`` is never created from a bad body).
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        if sha256 is None or sha256_file(dest) == sha256.lower():
+            log.debug("%s: already present%s", dest, " and verified" if sha256 else "")
+            return dest
+        log.warning("%s: present but its sha256 does not match; downloading again", dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    http = session or requests.Session()
+    hdrs = {"User-Agent": _USER_AGENT, **(headers or {})}
+    with_retries(url, lambda: _fetch_into(url, part, http, hdrs, policy), policy, sleep)
+    if sha256 is not None:
+        actual = sha256_file(part)
+        if actual != sha256.lower():
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {actual}); file discarded")
+    os.replace(part, dest)
+    return dest

@@ -1,0 +1,250 @@
+"""Image and file IO: the only module that touches PIL. Reads are strict, writes are atomic.
+
+``read_image`` returns a float32 RGB tensor (1, 3, H, W) in [0, 1]. Documented handling of image kinds:
+
+============================  =============================================================================
+EXIF orientation              applied (``ImageOps.exif_transpose``), so pixels are upright
+grayscale (L, 1)              replicated to three channels
+palette (P)                   expanded through the palette (to RGBA first when it has transparency)
+alpha (RGBA, LA, PA)          composited over white (paintings and photos have no meaningful alpha)
+CMYK                          converted with Pillow's colour conversion (no ICC colour management)
+16-bit (I;16*, I)             scaled from 0..65535 to [0, 1] without truncating to 8 bits
+YCbCr, LAB, HSV               converted to RGB
+float (F)                     rejected: no defined value range
+============================  =============================================================================
+
+Rejected with an :class:`ImageError` naming the file: missing, zero-byte, not an image, truncated or corrupt,
+more than ``max_pixels`` pixels (checked from the header before any decoding: decompression bombs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from methods.errors import NstError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Default decompression-bomb bound (prepare.max_pixels overrides): 40 MP is ~ a 7700 x 5200 photo.
+DEFAULT_MAX_PIXELS = 40_000_000
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+class ImageError(NstError):
+    """An image file cannot be used; the message names the file and the reason."""
+
+
+# ----------------------------------------------------------------------------------------- atomic files
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
+
+    On error the temporary file is removed and ``path`` (if it existed) is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory that replaces ``path`` as a whole on success.
+
+    The old ``path`` survives any failure inside the block (it is only moved aside, then deleted, after
+    the new directory is complete).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files (by suffix, case-insensitive) directly in ``folder``, sorted by name; hidden files skipped.
+
+    Raises:
+        ImageError: ``folder`` is missing or not a directory.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageError(f"{folder}: folder does not exist")
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a folder")
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"{path}: file does not exist")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own, configurable bound below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image file (Pillow cannot identify it)") from exc
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read image ({exc})") from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageError(
+            f"{path}: {width}x{height} = {width * height} pixels exceeds max_pixels = {max_pixels} "
+            "(decompression-bomb guard; raise prepare.max_pixels to allow it)"
+        )
+    if width < 1 or height < 1:
+        img.close()
+        raise ImageError(f"{path}: image has no pixels ({width}x{height})")
+    return img
+
+
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, read from the header only (no pixel decoding)."""
+    with _open(Path(path), max_pixels) as img:
+        width, height = img.size
+        orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation tag
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _to_array(img: Image.Image, path: Path) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] from any supported mode (see the module docstring)."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageError(f"{path}: {mode} image has values outside 0..65535")
+        arr = (arr / 65535.0).astype(np.float32)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "F":
+        raise ImageError(f"{path}: floating-point images (mode F) are not supported (no defined value range)")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Load an image as a float32 RGB tensor of shape (1, 3, H, W) in [0, 1].
+
+    Raises:
+        ImageError: the file is missing, empty, not an image, truncated/corrupt, over ``max_pixels``,
+            or in an unsupported mode. The message names the file.
+    """
+    path = Path(path)
+    img = _open(path, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+        arr = _to_array(img, path)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # Pillow signals truncated / corrupt data with OSError ("image file is truncated", "broken data
+        # stream"), sometimes SyntaxError or ValueError for malformed headers.
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from exc
+    finally:
+        img.close()
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """A (1, 3, H, W) or (3, H, W) tensor in [0, 1] as an 8-bit RGB PIL image (values clamped, rounded)."""
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise NstError(f"to_pil takes one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise NstError(f"expected an RGB image tensor (3, H, W), got shape {tuple(image.shape)}")
+    arr = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def write_image(image: Tensor, path: str | Path) -> None:
+    """Save a (1, 3, H, W) tensor in [0, 1] as PNG (8-bit RGB), atomically (temp file + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        to_pil(image).save(tmp, format="PNG")
+
+
+def sniff_image_suffix(data: bytes) -> str | None:
+    """File suffix (".jpg", ".png", ...) for encoded image bytes, or None when Pillow cannot identify them."""
+    import io as _io
+
+    try:
+        with Image.open(_io.BytesIO(data)) as img:
+            fmt = (img.format or "").upper()
+    except (UnidentifiedImageError, OSError):
+        return None
+    return {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}.get(fmt)
+
+
+def write_csv(rows: list[dict[str, object]], fields: tuple[str, ...], path: str | Path) -> None:
+    """Write ``rows`` as CSV with a header of ``fields`` (None -> empty cell), atomically."""
+    import csv
+    import io as _io
+
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+    write_text_atomic(path, buf.getvalue())
