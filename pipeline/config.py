@@ -130,7 +130,7 @@ class FetchSection(Strict):
 
 class ResizeSection(Strict):
     edge: Literal["long", "short"]
-    size: Annotated[int, Field(ge=16, le=8192)]
+    side_px: Annotated[int, Field(ge=16, le=8192)]
     upscale: bool
 
 

@@ -4,7 +4,7 @@
   unreadable, corrupt, over-``max_pixels`` and under-``min_side`` images are skipped with a warning and counted
   (``status``/``reason`` columns of the prepared manifest, totals in ``stats.json``). A role with fewer usable
   images than splits is an error.
-- Resizing: the ``resize.edge`` side (long or short) is scaled to ``resize.size`` px, aspect ratio kept,
+- Resizing: the ``resize.edge`` side (long or short) is scaled to ``resize.side_px`` px, aspect ratio kept,
   antialiased bicubic, never enlarged unless ``resize.upscale``. Saved as 8-bit RGB PNG ``<id>.png``.
 - Splitting: per role, ids are sorted, shuffled with ``Random(f"{seed}:{role}")`` and cut into train/val/test by
   the fractions (largest-remainder rounding, at least one image each). Same inputs + seed -> same split.
@@ -102,7 +102,7 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
                 row.update(status="skipped", reason=str(exc))
                 rows.append(row)
                 continue
-            image = resize_to_edge(image, cfg.resize.size, cfg.resize.edge, cfg.resize.upscale)
+            image = resize_to_edge(image, cfg.resize.side_px, cfg.resize.edge, cfg.resize.upscale)
             staging = tmp / "_staging" / rec.role / f"{rec.id}.png"
             staging.parent.mkdir(parents=True, exist_ok=True)
             write_image(image, staging)

@@ -1,0 +1,45 @@
+"""Shared fixtures: repository paths, tiny seeded images, a small random encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def make_image(tmp_path: Path):
+    """Factory: write a seeded random RGB image of ``size`` (w, h) to ``tmp_path/<name>`` and return its path."""
+
+    def _make(name: str, size: tuple[int, int] = (96, 72), seed: int = 0, folder: Path | None = None) -> Path:
+        rng = np.random.default_rng(seed)
+        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        path = (folder or tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+        return path
+
+    return _make
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path, repo_root: Path, make_image) -> Path:
+    """A small sample folder (content/, style/) of seeded images with an ATTRIBUTION.md, in tmp_path/sample."""
+    root = tmp_path / "sample"
+    for role, n in (("content", 5), ("style", 4)):
+        lines = ["# Sources", ""]
+        for i in range(n):
+            name = f"{role}{i}.png"
+            make_image(name, size=(120 + 10 * i, 90), seed=100 * (role == "style") + i, folder=root / role)
+            lines.append(f"- {name}: made by the test; licence: CC0-1.0")
+        (root / role / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

@@ -1,0 +1,168 @@
+"""prepare stage: validation with counted skips, resize policy, deterministic disjoint splits, atomic output."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from methods.image import resize_to_edge
+from pipeline import fetch, prepare
+from pipeline.config import Params, SplitSection, load_params
+from pipeline.prepare import PrepareError, assign_splits, split_counts
+from pipeline.sources import FetchError
+
+HALVES = SplitSection(train=0.5, val=0.25, test=0.25)
+
+
+@pytest.fixture
+def params(repo_root: Path, sample_copy: Path) -> Params:
+    base = load_params(repo_root / "params.yaml")
+    fetch_cfg = base.fetch.model_copy(update={"sample": base.fetch.sample.model_copy(update={"dir": str(sample_copy)})})
+    return base.model_copy(update={"fetch": fetch_cfg})
+
+
+def with_prepare(params: Params, **changes) -> Params:
+    return params.model_copy(update={"prepare": params.prepare.model_copy(update=changes)})
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("n", "split", "expected"),
+    [
+        (8, HALVES, (4, 2, 2)),  # exact
+        (7, HALVES, (3, 2, 2)),  # 3.5/1.75/1.75: floors 3/1/1, remainders .5/.75/.75 -> val, test
+        (3, HALVES, (1, 1, 1)),
+        (10, SplitSection(train=0.8, val=0.1, test=0.1), (8, 1, 1)),
+        (5, SplitSection(train=0.8, val=0.1, test=0.1), (3, 1, 1)),  # 4/0.5/0.5 -> 4/1/1 = 6 -> train gives one
+    ],
+)
+def test_split_counts_by_hand(n, split, expected):
+    assert split_counts(n, split) == expected
+
+
+def test_split_counts_invariants():
+    for n in range(3, 60):
+        counts = split_counts(n, SplitSection(train=0.7, val=0.2, test=0.1))
+        assert sum(counts) == n
+        assert min(counts) >= 1
+
+
+def test_split_counts_too_few():
+    with pytest.raises(PrepareError, match="2 usable style image"):
+        split_counts(2, HALVES, "style")
+
+
+def test_assign_splits_deterministic_disjoint_and_order_free():
+    ids = [f"img{i:02d}" for i in range(30)]
+    first = assign_splits(ids, HALVES, seed=3, role="content")
+    again = assign_splits(list(reversed(ids)), HALVES, seed=3, role="content")
+    assert first == again
+    assert set(first) == set(ids)  # every id in exactly one split
+    assert sorted(first.values()).count("train") == 15
+    assert assign_splits(ids, HALVES, seed=4, role="content") != first
+    assert assign_splits(ids, HALVES, seed=3, role="style") != first
+
+
+def test_run_prepares_resizes_and_splits(tmp_path, params):
+    fetch.run(params, tmp_path / "raw")
+    stats = prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
+    # 5 content: 2.5/1.25/1.25 -> 2/1/1 + the largest remainder (train) = 3/1/1; 4 style: exactly 2/1/1
+    assert stats["content"] == {"usable": 5, "skipped": 0, "train": 3, "val": 1, "test": 1}
+    assert stats["style"] == {"usable": 4, "skipped": 0, "train": 2, "val": 1, "test": 1}
+    rows = read_rows(tmp_path / "prepared" / "manifest.csv")
+    assert len(rows) == 9
+    seen: dict[str, set[str]] = {"content": set(), "style": set()}
+    for row in rows:
+        path = tmp_path / "prepared" / row["file"]
+        assert path.parent == tmp_path / "prepared" / row["split"] / row["role"]
+        with Image.open(path) as img:
+            assert img.mode == "RGB"
+            assert img.size == (int(row["width"]), int(row["height"]))
+        # sample images are 120..160 px wide, below the 256 px bound: never upscaled
+        assert (int(row["width"]), int(row["height"])) == (int(row["src_width"]), int(row["src_height"]))
+        assert row["id"] not in seen[row["role"]]
+        seen[row["role"]].add(row["id"])
+    assert json.loads((tmp_path / "prepared" / "stats.json").read_text()) == stats
+
+
+def test_resize_policy(tmp_path, params):
+    fetch.run(params, tmp_path / "raw")
+    small = with_prepare(params, resize=params.prepare.resize.model_copy(update={"side_px": 64, "edge": "short"}))
+    prepare.run(small, tmp_path / "raw", tmp_path / "prepared")
+    for row in read_rows(tmp_path / "prepared" / "manifest.csv"):
+        w, h, sw, sh = (int(row[k]) for k in ("width", "height", "src_width", "src_height"))
+        assert min(w, h) == 64
+        assert max(w, h) == round(max(sw, sh) * 64 / min(sw, sh))
+
+
+def test_resize_to_edge_upscale_flag():
+    import torch
+
+    img = torch.rand(1, 3, 30, 40)
+    assert resize_to_edge(img, 80).shape[-2:] == (30, 40)  # no upscaling by default
+    assert resize_to_edge(img, 80, upscale=True).shape[-2:] == (60, 80)
+    out = resize_to_edge(img, 20, edge="short")
+    assert out.shape[-2:] == (20, 27) and 0 <= out.min() and out.max() <= 1
+
+
+def test_run_is_deterministic(tmp_path, params):
+    fetch.run(params, tmp_path / "raw")
+    prepare.run(params, tmp_path / "raw", tmp_path / "a")
+    prepare.run(params, tmp_path / "raw", tmp_path / "b")
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+
+def test_bad_images_are_skipped_and_counted(tmp_path, params, sample_copy, make_image):
+    (sample_copy / "content" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (sample_copy / "content" / "empty.png").write_bytes(b"")
+    make_image("tiny.png", size=(40, 30), folder=sample_copy / "content")  # below min_side = 64
+    fetch.run(params, tmp_path / "raw")
+    stats = prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
+    assert stats["content"]["skipped"] == 3
+    assert stats["content"]["usable"] == 5
+    skipped = {r["id"]: r["reason"] for r in read_rows(tmp_path / "prepared" / "manifest.csv") if r["status"] == "skipped"}
+    assert set(skipped) == {"broken", "empty", "tiny"}
+    assert "not an image" in skipped["broken"]
+    assert "0 bytes" in skipped["empty"]
+    assert "min_side" in skipped["tiny"]
+    assert not any((tmp_path / "prepared").rglob("tiny.png"))
+
+
+def test_file_changed_after_fetch_is_skipped(tmp_path, params, make_image):
+    fetch.run(params, tmp_path / "raw")
+    make_image("content0.png", size=(120, 90), seed=999, folder=tmp_path / "raw" / "content")
+    prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
+    rows = {r["id"]: r for r in read_rows(tmp_path / "prepared" / "manifest.csv") if r["role"] == "content"}
+    assert rows["content0"]["status"] == "skipped"
+    assert "sha256 differs" in rows["content0"]["reason"]
+
+
+def test_too_few_images_errors_and_keeps_earlier_output(tmp_path, params, sample_copy):
+    fetch.run(params, tmp_path / "raw")
+    prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
+    before = tree_digest(tmp_path / "prepared")
+    for path in list((sample_copy / "style").glob("style[1-3].png")):
+        path.unlink()
+    fetch.run(params, tmp_path / "raw")
+    with pytest.raises(PrepareError, match="1 usable style image"):
+        prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
+    assert tree_digest(tmp_path / "prepared") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared", "raw", "sample"]  # no temp dirs left
+
+
+def test_missing_manifest(tmp_path, params):
+    with pytest.raises(FetchError, match=r"manifest\.csv: manifest not found"):
+        prepare.run(params, tmp_path / "nothing", tmp_path / "prepared")

@@ -1,0 +1,113 @@
+"""The `nst` command and the real DVC pipeline on a copy of this repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(cwd),
+           "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path, repo_root: Path) -> Path:
+    """What a fresh clone holds: tracked and untracked-but-not-ignored files, in a new git repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo_root, capture_output=True, check=True
+    ).stdout.decode()
+    dest = tmp_path / "repo"
+    for rel in filter(None, listed.split("\0")):
+        src = repo_root / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run(["git", "init", "-q"], dest)
+    return dest
+
+
+def test_help_lists_the_stages(repo_root):
+    out = run([str(BIN / "nst"), "--help"], repo_root).stdout
+    assert "fetch" in out and "prepare" in out
+
+
+def test_bad_params_give_one_line_and_exit_2(tmp_path, repo_root):
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["prepare"]["resize"]["side_px"] = "big"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run([str(BIN / "nst"), "prepare", "--params", "params.yaml"], tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("nst prepare: error:") and "prepare.resize.side_px = 'big'" in lines[0]
+
+
+def test_failed_fetch_keeps_earlier_output(tmp_path, repo_root, sample_copy):
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["fetch"]["sample"]["dir"] = str(sample_copy)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run([str(BIN / "nst"), "fetch", "--out", "raw"], tmp_path)
+    manifest = (tmp_path / "raw" / "manifest.csv").read_bytes()
+    for path in (sample_copy / "style").glob("*.png"):
+        path.unlink()
+    proc = run([str(BIN / "nst"), "fetch", "--out", "raw"], tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "holds no image files" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "raw" / "manifest.csv").read_bytes() == manifest
+
+
+@pytest.mark.slow
+def test_dvc_repro_from_a_fresh_copy(repo_copy):
+    dvc = str(BIN / "dvc")
+    first = run([dvc, "repro"], repo_copy)
+    assert "Running stage 'fetch'" in first.stdout and "Running stage 'prepare'" in first.stdout
+    for split in ("train", "val", "test"):
+        for role in ("content", "style"):
+            assert any((repo_copy / "data/prepared" / split / role).glob("*.png")), f"{split}/{role} is empty"
+    assert "up to date" in run([dvc, "status"], repo_copy).stdout
+
+    second = run([dvc, "repro"], repo_copy)
+    assert "Running stage" not in second.stdout
+
+    params = repo_copy / "params.yaml"
+    text = params.read_text()
+    assert "    side_px: 256" in text
+    params.write_text(text.replace("    side_px: 256", "    side_px: 128", 1))
+    third = run([dvc, "repro"], repo_copy)
+    assert "Running stage 'prepare'" in third.stdout
+    assert "Running stage 'fetch'" not in third.stdout
+    assert "up to date" in run([dvc, "status"], repo_copy).stdout
+
+    # The full-scale profile's values are DVC params too: editing them marks the stages that read them.
+    full = repo_copy / "profiles" / "full.yaml"
+    full.write_text(full.read_text().replace("side_px: 512", "side_px: 640"))
+    status = run([dvc, "status"], repo_copy).stdout
+    assert "prepare:" in status and "fetch:" not in status
+
+
+def test_no_param_is_named_like_a_dvc_meta_field(repo_root):
+    """DVC 3 drops `size`/`nfiles` keys from its run-cache key; such a param would restore stale outputs."""
+
+    def keys(node, where=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield f"{where}.{key}".lstrip("."), key
+                yield from keys(value, f"{where}.{key}")
+
+    for name in ("params.yaml", "profiles/full.yaml"):
+        bad = [dotted for dotted, key in keys(yaml.safe_load((repo_root / name).read_text())) if key in ("size", "nfiles")]
+        assert not bad, f"{name}: rename {bad}"
