@@ -281,7 +281,11 @@ def _torchvision_convs() -> tuple[dict[str, Tensor], str, str]:
             f"place the file at {target} or use encoder.weights: caffe"
         ) from exc
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    return convs_from_torchvision_layout(state, "torchvision VGG19_Weights.IMAGENET1K_V1"), url, sha256_file(path)
+    return (
+        convs_from_torchvision_layout(state, "torchvision VGG19_Weights.IMAGENET1K_V1"),
+        url,
+        sha256_file(path),
+    )
 
 
 def load_encoder(
@@ -351,4 +355,3 @@ def random_encoder(
         last_layer=last_layer,
         pool=pool,
     )
-

@@ -96,7 +96,9 @@ class StreetsSource(Strict):
     def _bbox_order(cls, v: list[float]) -> list[float]:
         west, south, east, north = v
         if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-            raise ValueError("must be [west, south, east, north] with west < east in [-180, 180], south < north in [-90, 90]")
+            raise ValueError(
+                "must be [west, south, east, north] with west < east in [-180, 180], south < north in [-90, 90]"
+            )
         return v
 
 
@@ -191,7 +193,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):

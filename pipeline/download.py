@@ -50,7 +50,12 @@ def with_retries(
     for attempt in range(policy.retries + 1):
         try:
             return attempt_fn()
-        except (_Retryable, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            _Retryable,
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             if attempt == policy.retries:
                 raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}") from exc
             wait = policy.backoff_s * 2**attempt
@@ -112,7 +117,13 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
         with (
             open(part, "ab" if resumed else "wb") as fh,
             tqdm(
-                total=expected, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5], disable=None, leave=False
+                total=expected,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                desc=part.name[:-5],
+                disable=None,
+                leave=False,
             ) as bar,
         ):
             for chunk in response.iter_content(chunk_size=1 << 16):

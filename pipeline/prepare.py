@@ -126,7 +126,11 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
                 os.replace(tmp / "_staging" / role / f"{row['id']}.png", dest)
                 row.update(split=split, file=dest.relative_to(tmp).as_posix())
             per_split = Counter(assignment.values())
-            stats[role] = {"usable": len(usable), "skipped": skipped, **{s: per_split.get(s, 0) for s in SPLITS}}
+            stats[role] = {
+                "usable": len(usable),
+                "skipped": skipped,
+                **{s: per_split.get(s, 0) for s in SPLITS},
+            }
         shutil.rmtree(tmp / "_staging", ignore_errors=True)
         rows.sort(key=lambda r: (str(r["role"]), str(r["split"]), str(r["id"])))
         write_csv(rows, MANIFEST_FIELDS, tmp / "manifest.csv")

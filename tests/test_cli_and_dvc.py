@@ -41,7 +41,8 @@ def repo_copy(tmp_path: Path, repo_root: Path) -> Path:
 
 def test_help_lists_the_stages(repo_root):
     out = run([str(BIN / "nst"), "--help"], repo_root).stdout
-    assert "fetch" in out and "prepare" in out
+    assert "fetch" in out
+    assert "prepare" in out
 
 
 def test_bad_params_give_one_line_and_exit_2(tmp_path, repo_root):
@@ -53,7 +54,8 @@ def test_bad_params_give_one_line_and_exit_2(tmp_path, repo_root):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("nst prepare: error:") and "prepare.resize.side_px = 'big'" in lines[0]
+    assert lines[0].startswith("nst prepare: error:")
+    assert "prepare.resize.side_px = 'big'" in lines[0]
 
 
 def test_failed_fetch_keeps_earlier_output(tmp_path, repo_root, sample_copy):
@@ -66,7 +68,8 @@ def test_failed_fetch_keeps_earlier_output(tmp_path, repo_root, sample_copy):
         path.unlink()
     proc = run([str(BIN / "nst"), "fetch", "--out", "raw"], tmp_path, check=False)
     assert proc.returncode == 2
-    assert "holds no image files" in proc.stderr and "Traceback" not in proc.stderr
+    assert "holds no image files" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert (tmp_path / "raw" / "manifest.csv").read_bytes() == manifest
 
 
@@ -74,7 +77,8 @@ def test_failed_fetch_keeps_earlier_output(tmp_path, repo_root, sample_copy):
 def test_dvc_repro_from_a_fresh_copy(repo_copy):
     dvc = str(BIN / "dvc")
     first = run([dvc, "repro"], repo_copy)
-    assert "Running stage 'fetch'" in first.stdout and "Running stage 'prepare'" in first.stdout
+    assert "Running stage 'fetch'" in first.stdout
+    assert "Running stage 'prepare'" in first.stdout
     for split in ("train", "val", "test"):
         for role in ("content", "style"):
             assert any((repo_copy / "data/prepared" / split / role).glob("*.png")), f"{split}/{role} is empty"
@@ -96,7 +100,8 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     full = repo_copy / "profiles" / "full.yaml"
     full.write_text(full.read_text().replace("side_px: 512", "side_px: 640"))
     status = run([dvc, "status"], repo_copy).stdout
-    assert "prepare:" in status and "fetch:" not in status
+    assert "prepare:" in status
+    assert "fetch:" not in status
 
 
 def test_no_param_is_named_like_a_dvc_meta_field(repo_root):
@@ -109,5 +114,7 @@ def test_no_param_is_named_like_a_dvc_meta_field(repo_root):
                 yield from keys(value, f"{where}.{key}")
 
     for name in ("params.yaml", "profiles/full.yaml"):
-        bad = [dotted for dotted, key in keys(yaml.safe_load((repo_root / name).read_text())) if key in ("size", "nfiles")]
+        bad = [
+            dotted for dotted, key in keys(yaml.safe_load((repo_root / name).read_text())) if key in ("size", "nfiles")
+        ]
         assert not bad, f"{name}: rename {bad}"

@@ -67,8 +67,7 @@ def _select(
             unknown = [w for w in wanted if valid is not None and w not in valid]
             if unknown:
                 raise FetchError(
-                    f"fetch.wikiart.{col}s: unknown {col} name(s) {', '.join(unknown)}; "
-                    f"valid: {', '.join(valid or [])}"
+                    f"fetch.wikiart.{col}s: unknown {col} name(s) {', '.join(unknown)}; valid: {', '.join(valid or [])}"
                 )
         for row in range(table.num_rows):
             keep = all(
@@ -81,7 +80,12 @@ def _select(
     for label in sorted(by_class):
         rows = by_class[label]
         if len(rows) < cfg.per_class:
-            log.warning("wikiart: class %s has only %d matching rows (per_class = %d)", label, len(rows), cfg.per_class)
+            log.warning(
+                "wikiart: class %s has only %d matching rows (per_class = %d)",
+                label,
+                len(rows),
+                cfg.per_class,
+            )
         for s, row in sorted(rng.sample(rows, min(cfg.per_class, len(rows)))):
             chosen.append((s, row, label))
     if not chosen:
@@ -153,6 +157,8 @@ def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: 
             ident = safe_id(f"{label}-{Path(shards[s]['path']).stem}-{row}")
             dest = raw_dir / role / f"{ident}{suffix}"
             dest.write_bytes(data)
-            records.append(make_record(raw_dir, role, "wikiart", ident, dest, f"{urls[s]}#row={row}", cfg.license, label))
+            records.append(
+                make_record(raw_dir, role, "wikiart", ident, dest, f"{urls[s]}#row={row}", cfg.license, label)
+            )
     log.info("wikiart: %d paintings from %s@%s", len(records), cfg.repo, sha[:12])
     return records

@@ -36,7 +36,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize(
@@ -46,7 +50,11 @@ def tree_digest(root: Path) -> dict[str, str]:
         (7, HALVES, (3, 2, 2)),  # 3.5/1.75/1.75: floors 3/1/1, remainders .5/.75/.75 -> val, test
         (3, HALVES, (1, 1, 1)),
         (10, SplitSection(train=0.8, val=0.1, test=0.1), (8, 1, 1)),
-        (5, SplitSection(train=0.8, val=0.1, test=0.1), (3, 1, 1)),  # 4/0.5/0.5 -> 4/1/1 = 6 -> train gives one
+        (
+            5,
+            SplitSection(train=0.8, val=0.1, test=0.1),
+            (3, 1, 1),
+        ),  # 4/0.5/0.5 -> 4/1/1 = 6 -> train gives one
     ],
 )
 def test_split_counts_by_hand(n, split, expected):
@@ -115,7 +123,9 @@ def test_resize_to_edge_upscale_flag():
     assert resize_to_edge(img, 80).shape[-2:] == (30, 40)  # no upscaling by default
     assert resize_to_edge(img, 80, upscale=True).shape[-2:] == (60, 80)
     out = resize_to_edge(img, 20, edge="short")
-    assert out.shape[-2:] == (20, 27) and 0 <= out.min() and out.max() <= 1
+    assert out.shape[-2:] == (20, 27)
+    assert out.min() >= 0
+    assert out.max() <= 1
 
 
 def test_run_is_deterministic(tmp_path, params):
@@ -133,7 +143,9 @@ def test_bad_images_are_skipped_and_counted(tmp_path, params, sample_copy, make_
     stats = prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
     assert stats["content"]["skipped"] == 3
     assert stats["content"]["usable"] == 5
-    skipped = {r["id"]: r["reason"] for r in read_rows(tmp_path / "prepared" / "manifest.csv") if r["status"] == "skipped"}
+    skipped = {
+        r["id"]: r["reason"] for r in read_rows(tmp_path / "prepared" / "manifest.csv") if r["status"] == "skipped"
+    }
     assert set(skipped) == {"broken", "empty", "tiny"}
     assert "not an image" in skipped["broken"]
     assert "0 bytes" in skipped["empty"]
