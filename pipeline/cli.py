@@ -11,9 +11,9 @@ import os
 import sys
 
 from methods.errors import NstError
-from pipeline import fetch, prepare
+from pipeline import fetch, prepare, stylize
 
-STAGES = (fetch, prepare)
+STAGES = (fetch, prepare, stylize)
 
 
 def parser() -> argparse.ArgumentParser:

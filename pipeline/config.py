@@ -159,12 +159,60 @@ class PrepareSection(Strict):
     split: SplitSection
 
 
+class TrackingSection(Strict):
+    uri: Annotated[str, Field(min_length=1)]  # MLFLOW_TRACKING_URI, when set, wins
+    experiment: Annotated[str, Field(min_length=1)]
+    max_step_points: Annotated[int, Field(ge=10, le=100_000)]
+
+
+def _check_layer_names(names: list[str]) -> list[str]:
+    from methods.encoder import LAYER_NAMES
+
+    unknown = [n for n in names if n not in LAYER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown VGG-19 layer(s) {', '.join(unknown)}; valid: {', '.join(LAYER_NAMES)}")
+    return names
+
+
+class GatysSection(Strict):
+    content_layers: Annotated[list[str], Field(min_length=1)]
+    style_layers: Annotated[list[str], Field(min_length=1)]
+    content_weight: Annotated[float, Field(ge=0.0)]
+    style_weight: Annotated[float, Field(ge=0.0)]
+    tv_weight: Annotated[float, Field(ge=0.0)]
+    init: Literal["content", "noise", "style"]
+    optimizer: Literal["lbfgs", "adam"]
+    iterations: Annotated[int, Field(ge=0, le=1_000_000)]
+    lr: Annotated[float, Field(gt=0.0)] | None
+    image_size: Annotated[int, Field(ge=16, le=8192)] | None
+    seed: Seed
+    amp: bool
+    channels_last: bool
+
+    _layers = field_validator("content_layers", "style_layers")(_check_layer_names)
+
+
+class MethodsSection(Strict):
+    gatys: GatysSection
+
+
+METHOD_NAMES = ("gatys",)
+
+
+class StylizeSection(Strict):
+    methods: Annotated[list[Literal["gatys"]], Field(min_length=1)]  # the stylize@<method> stages dvc.yaml runs
+    grids: Annotated[int, Field(ge=0, le=10_000)]  # content | style | output grids logged to MLflow per method
+
+
 class Params(Strict):
     profile: Literal["sample", "full"]
     base: BaseSection
     encoder: EncoderSection
+    tracking: TrackingSection
     fetch: FetchSection
     prepare: PrepareSection
+    methods: MethodsSection
+    stylize: StylizeSection
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -174,18 +222,22 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2 floats such as ``1e-4`` (PyYAML's 1.1 rules make them strings)."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
+_YAML12_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
 )
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes strings :class:`_Loader` would read as floats (``"1e5"``), so dumps re-load equal."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -194,7 +246,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
@@ -285,4 +337,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def dump_params(params: Params) -> str:
     """YAML text of the effective parameters (written beside stage outputs)."""
-    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+    return yaml.dump(params.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)

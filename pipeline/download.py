@@ -163,6 +163,10 @@ def download(
         log.warning("%s: present but its sha256 does not match; downloading again", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if sha256 is None:
+        # Without a checksum a leftover .part (perhaps of an older version of the file) cannot be trusted to be a
+        # prefix of this body: resume only within this call's retries.
+        part.unlink(missing_ok=True)
     http = session or requests.Session()
     hdrs = {"User-Agent": _USER_AGENT, **(headers or {})}
     with_retries(url, lambda: _fetch_into(url, part, http, hdrs, policy), policy, sleep)

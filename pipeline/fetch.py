@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from pipeline import tracking
 from pipeline.config import FetchSection, Params, dump_params, load_params
 from pipeline.io import atomic_dir, write_text_atomic
 from pipeline.sources import ROLES, Record, write_manifest
@@ -53,5 +54,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run(load_params(args.params), args.out)
+    params = load_params(args.params)
+    tree = params.model_dump(mode="json")
+    with tracking.stage_run(
+        "fetch", None, {"profile": tree["profile"], "fetch": tree["fetch"]},
+        uri=params.tracking.uri, experiment=params.tracking.experiment,
+    ) as logger:  # fmt: skip
+        records = run(params, args.out)
+        counts = Counter(f"{r.role}_{r.source}" for r in records)
+        logger.log_metrics({"images": len(records), **{f"images_{k}": v for k, v in counts.items()}})
+        logger.log_artifact(args.out / "manifest.csv")
     return 0

@@ -47,6 +47,12 @@ class ImageError(NstError):
 # ----------------------------------------------------------------------------------------- atomic files
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
@@ -60,6 +66,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -83,6 +90,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -146,10 +154,19 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 
 
 def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) after EXIF orientation, read from the header only (no pixel decoding)."""
-    with _open(Path(path), max_pixels) as img:
+    """(width, height) after EXIF orientation, read from the header (no pixel decoding, except that Pillow
+    decodes a PNG without an eXIf chunk before its pixel data, to look for one after it).
+
+    Raises:
+        ImageError: as :func:`read_image` for a file that cannot be opened (or, for PNG, decoded).
+    """
+    path = Path(path)
+    with _open(path, max_pixels) as img:
         width, height = img.size
-        orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation tag
+        try:
+            orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation tag
+        except (OSError, SyntaxError, ValueError) as exc:  # PngImageFile.getexif() loads (decodes) the image
+            raise ImageError(f"{path}: corrupt or truncated image ({exc})") from exc
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
@@ -248,3 +265,18 @@ def write_csv(rows: list[dict[str, object]], fields: tuple[str, ...], path: str 
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
     write_text_atomic(path, buf.getvalue())
+
+
+def side_by_side(images: list[Tensor], height: int = 256, gap: int = 4) -> Image.Image:
+    """Images (each (1, 3, H, W) in [0, 1]) scaled to a common ``height`` and joined left to right on white."""
+    pils = []
+    for image in images:
+        pil = to_pil(image)
+        width = max(1, round(pil.width * height / pil.height))
+        pils.append(pil.resize((width, height), Image.Resampling.LANCZOS))
+    canvas = Image.new("RGB", (sum(p.width for p in pils) + gap * (len(pils) - 1), height), "white")
+    x = 0
+    for pil in pils:
+        canvas.paste(pil, (x, 0))
+        x += pil.width + gap
+    return canvas

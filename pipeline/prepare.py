@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.utils import sha256_file
+from pipeline import tracking
 from pipeline.config import Params, SplitSection, dump_params, load_params
 from pipeline.io import ImageError, atomic_dir, read_image, write_csv, write_image, write_text_atomic
 from pipeline.sources import ROLES, read_manifest
@@ -150,5 +151,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run(load_params(args.params), args.raw, args.out)
+    params = load_params(args.params)
+    tree = params.model_dump(mode="json")
+    with tracking.stage_run(
+        "prepare", None, {"profile": tree["profile"], "prepare": tree["prepare"]},
+        uri=params.tracking.uri, experiment=params.tracking.experiment,
+    ) as logger:  # fmt: skip
+        stats = run(params, args.raw, args.out)
+        flat = {"skipped": stats["skipped"]}
+        for role in ROLES:
+            flat.update({f"{role}_{k}": v for k, v in stats[role].items()})  # type: ignore[union-attr]
+        logger.log_metrics(flat)
+        logger.log_artifact(args.out / "manifest.csv")
     return 0

@@ -43,3 +43,11 @@ def sample_copy(tmp_path: Path, repo_root: Path, make_image) -> Path:
             lines.append(f"- {name}: made by the test; licence: CC0-1.0")
         (root / role / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path_factory, monkeypatch):
+    """Every test logs to its own throwaway sqlite store, never to the repository's mlflow.db."""
+    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -76,9 +76,14 @@ def test_failed_fetch_keeps_earlier_output(tmp_path, repo_root, sample_copy):
 @pytest.mark.slow
 def test_dvc_repro_from_a_fresh_copy(repo_copy):
     dvc = str(BIN / "dvc")
+    params = repo_copy / "params.yaml"
+    text = params.read_text()
+    assert "    iterations: 30 " in text
+    params.write_text(text.replace("    iterations: 30 ", "    iterations: 2 ", 1))  # keep the test short
     first = run([dvc, "repro"], repo_copy)
-    assert "Running stage 'fetch'" in first.stdout
-    assert "Running stage 'prepare'" in first.stdout
+    for stage in ("fetch", "prepare", "stylize@gatys"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert len(list((repo_copy / "outputs/gatys").glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
     for split in ("train", "val", "test"):
         for role in ("content", "style"):
             assert any((repo_copy / "data/prepared" / split / role).glob("*.png")), f"{split}/{role} is empty"
@@ -87,12 +92,12 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     second = run([dvc, "repro"], repo_copy)
     assert "Running stage" not in second.stdout
 
-    params = repo_copy / "params.yaml"
     text = params.read_text()
     assert "    side_px: 256" in text
     params.write_text(text.replace("    side_px: 256", "    side_px: 128", 1))
     third = run([dvc, "repro"], repo_copy)
     assert "Running stage 'prepare'" in third.stdout
+    assert "Running stage 'stylize@gatys'" in third.stdout  # its inputs changed
     assert "Running stage 'fetch'" not in third.stdout
     assert "up to date" in run([dvc, "status"], repo_copy).stdout
 

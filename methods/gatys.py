@@ -1,0 +1,230 @@
+"""Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
+
+The output image itself is optimised so that its relu4_2 features match the content image's and its Gram
+matrices on relu1_1..relu5_1 match the style image's, optionally with a total-variation prior. Loss scales follow
+jcjohnson/neural-style (``neural_style.lua``): the caffe VGG-19 on 0..255 BGR input, Gram matrices divided by C*H*W,
+MSE losses — so its default weights (content 5, style 100) carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from methods.encoder import CAFFE_MEAN_BGR, VGGEncoder, check_layers, load_encoder
+from methods.errors import NstError
+from methods.image import resize_to_edge
+from methods.losses import content_loss, gram_matrix, gram_style_loss, total_variation
+from methods.registry import register
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class GatysParams:
+    """Hyper-parameters; each default cites its source."""
+
+    # Gatys et al. 2016 sec. 3: content on "conv4_2" (its rectified response, i.e. relu4_2 in pystiche naming).
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    # Gatys et al. 2016 sec. 3: style on conv1_1, conv2_1, conv3_1, conv4_1, conv5_1 (rectified), equal weights.
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    content_weight: float = 5.0  # neural-style `-content_weight 5e0`
+    style_weight: float = 100.0  # neural-style `-style_weight 1e2`
+    # Gatys et al. 2016 use no TV term; neural-style's `-tv_weight 1e-3` is on an unnormalised 0..255 sum, so it
+    # does not carry over to methods.losses.total_variation (a mean on [0, 1]); off by default, tuned by Optuna.
+    tv_weight: float = 0.0
+    # Gatys et al. 2016 sec. 3 start from white noise; neural-style `-init random` = mean colour + 0.001 * N(0, 1)
+    # on the 0..255 scale, which is what "noise" does here.
+    init: Literal["content", "noise", "style"] = "noise"
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"  # neural-style `-optimizer lbfgs` (Gatys et al. 2016 sec. 3)
+    iterations: int = 1000  # neural-style `-num_iterations 1000`
+    # None = per optimiser: L-BFGS 1.0 (neural-style's optim.lbfgs learningRate); Adam 10/255 (neural-style
+    # `-learning_rate 1e1` on the 0..255 scale, our images are in [0, 1]).
+    lr: float | None = None
+    # neural-style `-image_size 512`: the long side the optimisation runs at; None = the content's own size.
+    # The output is always resized back to the content's H x W.
+    image_size: int | None = 512
+    seed: int = 0  # noise init
+    amp: bool = False  # bf16 autocast for the encoder on CUDA (losses stay float32); ignored on CPU
+    channels_last: bool = False  # channels_last memory format on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        check_layers([*self.content_layers, *self.style_layers])
+        if self.init not in ("content", "noise", "style"):
+            raise NstError(f"gatys: init must be content | noise | style, got {self.init!r}")
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise NstError(f"gatys: optimizer must be lbfgs | adam, got {self.optimizer!r}")
+        if self.iterations < 0:
+            raise NstError(f"gatys: iterations must be >= 0, got {self.iterations}")
+        for key in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, key)
+            if not (value >= 0 and value != float("inf")):
+                raise NstError(f"gatys: {key} must be a finite number >= 0, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise NstError(f"gatys: lr must be > 0, got {self.lr}")
+        if self.image_size is not None and self.image_size < 16:
+            raise NstError(f"gatys: image_size must be >= 16 px (or null), got {self.image_size}")
+
+    @property
+    def effective_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1.0 if self.optimizer == "lbfgs" else 10.0 / 255.0
+
+    def replace(self, **changes: Any) -> GatysParams:
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            known = ", ".join(f.name for f in dataclasses.fields(self))
+            raise NstError(f"gatys: unknown parameter(s) {', '.join(unknown)}; known: {known}")
+        for key in ("content_layers", "style_layers"):
+            if key in changes:
+                changes[key] = tuple(changes[key])
+        return dataclasses.replace(self, **changes)
+
+
+def _noise_init(like: Tensor, seed: int) -> Tensor:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    mean_rgb = torch.tensor(CAFFE_MEAN_BGR[::-1]).view(1, 3, 1, 1) / 255.0
+    noise = torch.randn(like.shape, generator=gen) * (0.001 / 255.0)
+    return (mean_rgb + noise).to(device=like.device, dtype=like.dtype)
+
+
+@register("gatys")
+class Gatys:
+    """Optimisation-based NST. ``stylize(content, style)``: (B, 3, H, W) in [0, 1] -> same shape as content.
+
+    Args:
+        params: hyper-parameters (defaults: the paper / neural-style).
+        encoder: the shared VGG-19; defaults to the caffe weights.
+    """
+
+    name = "gatys"
+
+    def __init__(self, params: GatysParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
+        self.params = params or GatysParams()
+        self.encoder = encoder if encoder is not None else load_encoder("caffe")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None) -> Gatys:
+        """Build from a params.yaml ``methods.gatys`` mapping (keys = :class:`GatysParams` fields)."""
+        return cls(GatysParams().replace(**dict(cfg)), encoder=encoder)
+
+    def stylize(
+        self,
+        content: Tensor,
+        style: Tensor,
+        *,
+        callback: StepCallback | None = None,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> Tensor:
+        """Optimise an image towards ``content``'s structure and ``style``'s Gram statistics.
+
+        Args:
+            content: (B, 3, H, W) in [0, 1]; the output has this shape and device.
+            style: (1 or B, 3, H_s, W_s) in [0, 1]; any size (resized with the content to ``image_size``).
+            callback: called at every loss evaluation with ``(index, {"content", "style", "tv", "total"})``, the
+                weighted loss terms (floats). Adam evaluates once per iteration; L-BFGS at most 1.25 x iterations
+                (line-search trials included).
+            progress: show a tqdm bar.
+            **overrides: any :class:`GatysParams` field for this call only.
+        """
+        p = self.params.replace(**overrides) if overrides else self.params
+        for name, img in (("content", content), ("style", style)):
+            if img.ndim != 4 or img.shape[1] != 3:
+                raise NstError(f"gatys: {name} must have shape (B, 3, H, W), got {tuple(img.shape)}")
+        if style.shape[0] not in (1, content.shape[0]):
+            raise NstError(f"gatys: style batch {style.shape[0]} must be 1 or the content batch {content.shape[0]}")
+        device = content.device
+        cuda = device.type == "cuda"
+        encoder = self.encoder.to(device)
+        height, width = content.shape[-2:]
+        work_content = content.float()
+        work_style = style.to(device=device, dtype=torch.float32)
+        if p.image_size is not None:
+            work_content = resize_to_edge(work_content, p.image_size, "long", upscale=True)
+            work_style = resize_to_edge(work_style, p.image_size, "long", upscale=True)
+        if cuda and p.channels_last:
+            encoder = encoder.to(memory_format=torch.channels_last)
+            work_content = work_content.contiguous(memory_format=torch.channels_last)
+            work_style = work_style.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and p.amp) else contextlib.nullcontext()
+
+        def features(image: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
+            with autocast:
+                feats = encoder(image, layers)
+            return {k: v.float() for k, v in feats.items()}
+
+        with torch.no_grad():
+            content_targets = features(work_content, p.content_layers)
+            style_grams = {k: gram_matrix(v) for k, v in features(work_style, p.style_layers).items()}
+
+        if p.init == "content":
+            start = work_content.clone()
+        elif p.init == "style":
+            start = F.interpolate(work_style, size=work_content.shape[-2:], mode="bilinear", align_corners=False)
+            start = start.expand_as(work_content).clone()
+        else:
+            start = _noise_init(work_content, p.seed)
+        image = start.requires_grad_(True)
+        layers = tuple(dict.fromkeys((*p.content_layers, *p.style_layers)))
+
+        def loss(x: Tensor) -> tuple[Tensor, dict[str, float]]:
+            feats = features(x, layers)
+            c = sum(content_loss(feats[k], content_targets[k]) for k in p.content_layers).sum()
+            s = gram_style_loss(feats, style_grams).sum()
+            tv = total_variation(x).sum()
+            weighted = {"content": p.content_weight * c, "style": p.style_weight * s, "tv": p.tv_weight * tv}
+            total = weighted["content"] + weighted["style"] + weighted["tv"]
+            terms = {k: float(v.detach()) for k, v in weighted.items()}
+            terms["total"] = float(total.detach())
+            return total, terms
+
+        bar = tqdm(total=p.iterations, desc="gatys", unit="it", disable=not progress, leave=False)
+        evaluations = 0
+
+        def closure() -> Tensor:
+            nonlocal evaluations
+            opt.zero_grad(set_to_none=True)
+            total, terms = loss(image)
+            if not math.isfinite(terms["total"]):
+                raise NstError(
+                    f"gatys: loss became non-finite at evaluation {evaluations} ({terms}); lower lr or weights"
+                )
+            total.backward()
+            if callback is not None:
+                callback(evaluations, terms)
+            evaluations += 1
+            bar.set_postfix(loss=f"{terms['total']:.4g}")
+            return total
+
+        if p.optimizer == "lbfgs":
+            # One step() runs all iterations, as neural-style's optim.lbfgs(maxIter = num_iterations) does, keeping the
+            # curvature history (100 pairs, optim.lbfgs's default). With a strong-Wolfe line search: Gatys et al. used
+            # scipy's L-BFGS-B, which line-searches, and without one a noise start overshoots badly. Evaluations
+            # (and callbacks) are capped at 1.25 x iterations, torch's default max_eval.
+            opt: torch.optim.Optimizer = torch.optim.LBFGS(
+                [image], lr=p.effective_lr, max_iter=p.iterations, history_size=100, line_search_fn="strong_wolfe"
+            )
+            if p.iterations > 0:
+                opt.step(closure)
+            bar.update(p.iterations)
+        else:
+            opt = torch.optim.Adam([image], lr=p.effective_lr)
+            for _ in range(p.iterations):
+                opt.step(closure)
+                bar.update(1)
+        bar.close()
+        out = image.detach().clamp(0, 1)
+        if out.shape[-2:] != (height, width):
+            out = F.interpolate(out, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        return out.clamp(0, 1).to(content.dtype)

@@ -1,0 +1,271 @@
+"""stylize stage: every test content x every test style with one method -> ``outputs/<method>/``.
+
+Writes ``<content>__<style>.png`` (the content's H x W) and ``timing.csv`` (seconds, peak memory, device, input
+sha256s and final loss terms per pair). ``timing.csv`` is rewritten atomically after every pair, so an interrupted
+run, restarted, skips the finished pairs (dvc.yaml marks the folder ``persist`` for this); a change of the method's
+parameters, the encoder, the device or the code (recorded in ``.stylize-state.json``) starts the folder afresh, and a
+pair whose input images changed is redone. Also the one-off ``nst stylize`` command, through the same code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+
+from methods import Method, get_method
+from methods.encoder import VGGEncoder, load_encoder
+from methods.errors import NstError
+from methods.utils import sha256_file
+from pipeline import tracking
+from pipeline.config import METHOD_NAMES, ConfigError, Params, _Loader, load_params
+from pipeline.io import list_images, read_image, side_by_side, write_csv, write_image, write_text_atomic
+from pipeline.resources import measure, pick_device
+
+log = logging.getLogger(__name__)
+
+TIMING_FIELDS = (
+    "content", "style", "file", "seconds", "peak_mem_mb", "device", "content_sha256", "style_sha256",
+    "loss_content", "loss_style", "loss_tv", "loss_total",
+)  # fmt: skip
+STATE_FILE = ".stylize-state.json"
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of the methods package and this stage: a code change invalidates resumed pairs."""
+    import hashlib
+
+    import methods
+
+    digest = hashlib.sha256()
+    files = sorted(Path(methods.__file__).parent.rglob("*.py")) + [Path(__file__)]
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def method_config(params: Params, name: str) -> dict[str, Any]:
+    """The ``methods.<name>`` section as a plain dict."""
+    return getattr(params.methods, name).model_dump()
+
+
+def build_method(name: str, config: Mapping[str, Any], encoder: VGGEncoder) -> Method:
+    return get_method(name).from_config(config, encoder=encoder)
+
+
+def stylize_pair(
+    method: Method, content_path: Path, style_path: Path, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float, list[dict[str, float]]]:
+    """Stylize one pair; returns (content, style, output) on CPU, seconds, peak MB and the per-step loss terms."""
+    content = read_image(content_path).to(device)
+    style = read_image(style_path).to(device)
+    history: list[dict[str, float]] = []
+    with measure(device) as usage:
+        output = method.stylize(content, style, callback=lambda _step, terms: history.append(terms))
+    if output.shape != content.shape:
+        raise NstError(f"{method.name} returned {tuple(output.shape)} for content {tuple(content.shape)}")
+    return content.cpu(), style.cpu(), output.cpu(), usage.seconds, usage.peak_mem_mb, history
+
+
+def _read_timing(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run(
+    params: Params,
+    method_name: str,
+    content_dir: Path,
+    style_dir: Path,
+    out_dir: Path,
+    *,
+    encoder: VGGEncoder | None = None,
+    logger: tracking.RunLogger | None = None,
+) -> list[dict[str, Any]]:
+    """Stylize the grid into ``out_dir``, resuming finished pairs; returns the timing rows."""
+    device = pick_device(params.base.device)
+    contents, styles = list_images(content_dir), list_images(style_dir)
+    for role, found, folder in (("content", contents, content_dir), ("style", styles, style_dir)):
+        if not found:
+            raise NstError(f"{folder}: no {role} images to stylize")
+    encoder = encoder or load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    config = method_config(params, method_name)
+    state = {"method": method_name, "config": config, "encoder_sha256": encoder.weights_sha256,
+             "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint()}  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"
+    previous = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if previous != state:
+        if previous is not None:
+            log.info(
+                "stylize@%s: parameters, encoder, device or code changed since the last run; starting afresh",
+                method_name,
+            )
+        for stale in [*out_dir.glob("*.png"), timing_path]:
+            stale.unlink(missing_ok=True)
+        write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    grid = [(c, s) for c in contents for s in styles]
+    expected = {f"{c.stem}__{s.stem}.png" for c, s in grid}
+    shas = {p: sha256_file(p) for p in {*contents, *styles}}
+    done: dict[str, dict[str, Any]] = {}
+    for row in _read_timing(timing_path):
+        c, s = content_dir / f"{row['content']}", style_dir / f"{row['style']}"
+        if (
+            row["file"] in expected
+            and (out_dir / row["file"]).is_file()
+            and shas.get(c) == row["content_sha256"]
+            and shas.get(s) == row["style_sha256"]
+        ):
+            done[row["file"]] = row
+    for stale in out_dir.glob("*.png"):
+        if stale.name not in done:
+            stale.unlink()
+    if done:
+        log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))
+
+    method = build_method(method_name, config, encoder)
+    rows: list[dict[str, Any]] = list(done.values())
+    grids_logged = 0
+    bar = tqdm(grid, desc=f"stylize@{method_name}", unit="pair", disable=None)
+    for content_path, style_path in bar:
+        name = f"{content_path.stem}__{style_path.stem}.png"
+        if name in done:
+            continue
+        content, style, output, seconds, peak, history = stylize_pair(method, content_path, style_path, device)
+        write_image(output, out_dir / name)
+        final = history[-1] if history else {}
+        rows.append({
+            "content": content_path.name, "style": style_path.name, "file": name, "seconds": round(seconds, 4),
+            "peak_mem_mb": round(peak, 1), "device": device.type, "content_sha256": shas[content_path],
+            "style_sha256": shas[style_path],
+            **{f"loss_{k}": final.get(k, "") for k in ("content", "style", "tv", "total")},
+        })  # fmt: skip
+        rows.sort(key=lambda r: r["file"])
+        write_csv(rows, TIMING_FIELDS, timing_path)
+        if logger is not None:
+            logger.log_step_series(f"{Path(name).stem}/", history)
+            if grids_logged < params.stylize.grids:
+                logger.log_image(side_by_side([content, style, output]), f"grids/{name}")
+                grids_logged += 1
+    if not timing_path.is_file():  # nothing to do and nothing done before (cannot happen with a non-empty grid)
+        write_csv(rows, TIMING_FIELDS, timing_path)
+    if logger is not None:
+        seconds = [float(r["seconds"]) for r in rows]
+        peaks = [float(r["peak_mem_mb"]) for r in rows]
+        logger.log_metrics({
+            "pairs": len(rows), "seconds_mean": statistics.fmean(seconds), "seconds_total": sum(seconds),
+            "peak_mem_mb_max": max(peaks), "peak_mem_mb_mean": statistics.fmean(peaks),
+        })  # fmt: skip
+        logger.log_artifact(timing_path)
+    return rows
+
+
+def stage_params(params: Params, method_name: str) -> dict[str, Any]:
+    """The params tree a stylize run depends on (logged to MLflow and hashed)."""
+    dump = params.model_dump(mode="json")
+    return {"profile": dump["profile"], "base": dump["base"], "encoder": dump["encoder"],
+            "method": {method_name: dump["methods"][method_name]}, "stylize": dump["stylize"]}  # fmt: skip
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["iterations=10", "init=noise"]`` -> ``{"iterations": 10, "init": "noise"}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        import yaml
+
+        out[key.strip()] = yaml.load(value, Loader=_Loader)
+    return out
+
+
+def override_method(params: Params, method_name: str, overrides: Mapping[str, Any]) -> Params:
+    """``params`` with ``methods.<method_name>`` updated and re-validated (strict: unknown keys, types, ranges)."""
+    section = getattr(params.methods, method_name)
+    merged = {**section.model_dump(), **overrides}
+    try:
+        new_section = type(section).model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"methods.{method_name}.{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
+            if e["type"] != "extra_forbidden"
+            else f"unknown key methods.{method_name}.{'.'.join(map(str, e['loc']))} "
+            f"(allowed: {', '.join(type(section).model_fields)})"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"--set: {problems}") from None
+    methods = params.methods.model_copy(update={method_name: new_section})
+    return params.model_copy(update={"methods": methods})
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stylize-stage", help="stylize the test grid with one method (stage stylize@<method>)", description=__doc__
+    )
+    p.add_argument("--method", required=True, choices=METHOD_NAMES)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--content", type=Path, default=Path("data/prepared/test/content"))
+    p.add_argument("--style", type=Path, default=Path("data/prepared/test/style"))
+    p.add_argument("--out", type=Path, required=True, help="e.g. outputs/<method>")
+    p.set_defaults(func=main_stage)
+
+    one = sub.add_parser(
+        "stylize",
+        help="stylize one content image with one style image",
+        description="One-off stylization with the same code path as the stylize stage; parameters come from "
+        "params.yaml's methods.<method>, changed with --set key=value.",
+    )
+    one.add_argument("--method", default="gatys", choices=METHOD_NAMES)
+    one.add_argument("content", type=Path)
+    one.add_argument("style", type=Path)
+    one.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
+    one.add_argument("--params", type=Path, default=Path("params.yaml"))
+    one.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    one.set_defaults(func=main_one)
+
+
+def main_stage(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
+    with tracking.stage_run(
+        "stylize",
+        args.method,
+        stage_params(params, args.method),
+        uri=params.tracking.uri,
+        experiment=params.tracking.experiment,
+        tags=tags,
+        max_step_points=params.tracking.max_step_points,
+    ) as logger:
+        rows = run(params, args.method, args.content, args.style, args.out, encoder=encoder, logger=logger)
+    log.info("stylize@%s: %d pairs in %s", args.method, len(rows), args.out)
+    return 0
+
+
+def main_one(args: argparse.Namespace) -> int:
+    params = override_method(load_params(args.params), args.method, parse_overrides(args.overrides))
+    device = pick_device(params.base.device)
+    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    method = build_method(args.method, method_config(params, args.method), encoder)
+    _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
+    write_image(output, args.out)
+    final = history[-1] if history else {}
+    print(json.dumps({"out": str(args.out), "seconds": round(seconds, 3), "peak_mem_mb": round(peak, 1), **final}))
+    return 0

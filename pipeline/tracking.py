@@ -1,0 +1,172 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Default store ``sqlite:///mlflow.db`` at the repository root (``MLFLOW_TRACKING_URI`` wins over
+``tracking.uri``); artifacts of experiments created here go to ``mlartifacts/`` beside a sqlite file. One experiment
+per pipeline, one run per stage x method, tagged ``stage``, ``method``, ``git_sha``, ``params_hash`` and
+``encoder_sha256``. Browse with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+_MAX_PARAM_CHARS = 6000  # MLflow's param value limit
+
+
+def resolve_uri(configured: str | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``configured``, else :data:`DEFAULT_URI`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_URI
+
+
+def _artifact_root(uri: str) -> str | None:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None  # a tracking server chooses its own artifact store
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become JSON; long values are truncated to MLflow's limit."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted))
+        else:
+            text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+            out[dotted] = text[:_MAX_PARAM_CHARS]
+    return out
+
+
+def params_hash(tree: Mapping[str, Any]) -> str:
+    """Short sha256 of the canonical JSON of a params tree (identifies a configuration across runs)."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """HEAD's sha (with ``-dirty`` when the work tree has changes), or ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+class RunLogger:
+    """Logging into one open MLflow run (what a stage sees; keeps mlflow out of every other module)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, max_step_points: int = 200) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.max_step_points = max_step_points
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
+
+    def log_step_series(self, prefix: str, history: list[dict[str, float]]) -> None:
+        """Per-step loss terms as step metrics, thinned to at most ``max_step_points`` evenly spaced steps."""
+        if not history:
+            return
+        stride = max(1, -(-len(history) // self.max_step_points))
+        steps = sorted({*range(0, len(history), stride), len(history) - 1})
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(f"{prefix}{k}", float(v), now, s) for s in steps for k, v in history[s].items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(k[:250], v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        """Log a PIL image as ``artifact_file`` (e.g. ``grids/a__b.png``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            image.save(path)
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    method: str | None,
+    params: Mapping[str, Any],
+    *,
+    uri: str | None = None,
+    experiment: str = "nst-bench",
+    tags: Mapping[str, str] | None = None,
+    max_step_points: int = 200,
+) -> Iterator[RunLogger]:
+    """Open one MLflow run for ``stage`` (x ``method``), log the flattened params and standard tags.
+
+    The run ends FINISHED on success and FAILED (re-raising) on error or interrupt.
+    """
+    tracking_uri = resolve_uri(uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = (
+        exp.experiment_id if exp is not None else client.create_experiment(experiment, _artifact_root(tracking_uri))
+    )
+    all_tags = {
+        "stage": stage,
+        "method": method or "",
+        "git_sha": git_sha(),
+        "params_hash": params_hash(params),
+        "mlflow.runName": f"{stage}@{method}" if method else stage,
+        **(tags or {}),
+    }
+    run = client.create_run(exp_id, tags=all_tags)
+    logger = RunLogger(client, run.info.run_id, max_step_points)
+    status = "FAILED"
+    try:
+        logger.log_params(flatten(params))
+        yield logger
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run.info.run_id, status=status)
+
+
+__all__ = ["DEFAULT_URI", "RunLogger", "flatten", "git_sha", "mlflow", "params_hash", "resolve_uri", "stage_run"]

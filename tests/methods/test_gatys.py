@@ -1,0 +1,111 @@
+"""Gatys optimisation: convergence, fixed points, output geometry, determinism, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods import get_method, list_methods
+from methods.encoder import random_encoder
+from methods.errors import NstError
+from methods.gatys import Gatys, GatysParams
+
+SMALL = {"style_layers": ("relu1_1", "relu2_1", "relu3_1"), "content_layers": ("relu3_1",), "image_size": None}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return random_encoder(seed=0, last_layer="relu3_1")
+
+
+def images(seed: int, h: int = 32, w: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    content = torch.rand(1, 3, h, w, generator=gen)
+    style = torch.rand(1, 3, 24, 24, generator=gen)
+    return content, style
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_total_loss_falls(encoder, optimizer):
+    content, style = images(0)
+    history: list[dict[str, float]] = []
+    method = Gatys(GatysParams(**SMALL, optimizer=optimizer, iterations=25, init="noise"), encoder=encoder)
+    out = method.stylize(content, style, callback=lambda _s, t: history.append(t))
+    assert 25 <= len(history) <= (25 if optimizer == "adam" else 31)  # L-BFGS: at most 1.25 x iterations
+    assert set(history[0]) == {"content", "style", "tv", "total"}
+    assert history[-1]["total"] < 0.5 * history[0]["total"]
+    assert out.min() >= 0
+    assert out.max() <= 1
+
+
+def test_style_equal_content_from_content_stays_put(encoder):
+    content, _ = images(1)
+    method = Gatys(GatysParams(**SMALL, init="content", iterations=10), encoder=encoder)
+    out = method.stylize(content, content)
+    assert (out - content).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize(("h", "w"), [(67, 45), (64, 64)])
+@pytest.mark.parametrize("image_size", [None, 48])
+def test_output_has_the_content_size(encoder, h, w, image_size):
+    content, style = images(2, h, w)
+    out = Gatys(GatysParams(**{**SMALL, "image_size": image_size}, iterations=2), encoder=encoder).stylize(
+        content, style
+    )
+    assert out.shape == (1, 3, h, w)
+    assert out.dtype == torch.float32
+
+
+def test_same_seed_same_output(encoder):
+    content, style = images(3)
+    params = GatysParams(**SMALL, init="noise", iterations=5, seed=7)
+    a = Gatys(params, encoder=encoder).stylize(content, style)
+    b = Gatys(params, encoder=encoder).stylize(content, style)
+    assert torch.equal(a, b)
+    c = Gatys(params, encoder=encoder).stylize(content, style, seed=8)
+    assert not torch.equal(a, c)
+
+
+def test_tv_term_smooths(encoder):
+    content, style = images(4)
+    base = GatysParams(**SMALL, init="noise", iterations=20, optimizer="adam", lr=0.05)
+    rough = Gatys(base, encoder=encoder).stylize(content, style)
+    smooth = Gatys(base.replace(tv_weight=1e4), encoder=encoder).stylize(content, style)
+    from methods.losses import total_variation
+
+    assert total_variation(smooth) < total_variation(rough)
+
+
+def test_bad_parameters_are_named(encoder):
+    with pytest.raises(NstError, match=r"unknown parameter.*colour"):
+        Gatys(GatysParams(**SMALL), encoder=encoder).stylize(*images(0), colour=True)
+    with pytest.raises(NstError, match="relu9_1"):
+        GatysParams(style_layers=("relu9_1",))
+    with pytest.raises(NstError, match="init"):
+        GatysParams(init="zeros")  # type: ignore[arg-type]
+    with pytest.raises(NstError, match="style batch"):
+        Gatys(GatysParams(**SMALL), encoder=encoder).stylize(torch.rand(2, 3, 8, 8), torch.rand(3, 3, 8, 8))
+
+
+def test_registry():
+    assert "gatys" in list_methods()
+    assert get_method("gatys") is Gatys
+    with pytest.raises(NstError, match=r"unknown method 'nope'; known: .*gatys"):
+        get_method("nope")
+
+
+def test_from_config_round_trip(encoder):
+    method = Gatys.from_config({"iterations": 3, "style_layers": ["relu1_1"], "init": "style"}, encoder=encoder)
+    assert method.params.iterations == 3
+    assert method.params.style_layers == ("relu1_1",)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_runs():
+    enc = random_encoder(last_layer="relu3_1")
+    content, style = images(5)
+    params = GatysParams(**SMALL, iterations=5, amp=True, channels_last=True)
+    out = Gatys(params, encoder=enc).stylize(content.cuda(), style.cuda())
+    assert out.device.type == "cuda"
+    assert out.shape == content.shape

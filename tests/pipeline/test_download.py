@@ -1,0 +1,256 @@
+"""pipeline.download against a real HTTP server on 127.0.0.1: retries, resume, checksums, atomic placement."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from pipeline.download import DownloadError, RetryPolicy, download, get_json
+
+FAST = RetryPolicy(retries=3, backoff_s=0.0, timeout_s=5.0)
+CHUNK = 1 << 16  # download() writes the body in chunks of this size
+# Four chunks, so that half the body is a whole number of chunks: requests drops the partial chunk it was reading
+# when the connection breaks, so what reaches ``.part`` (and the resume offset) is a multiple of CHUNK.
+DATA = random.Random(0).randbytes(4 * CHUNK)
+DATA_SHA = hashlib.sha256(DATA).hexdigest()
+HALF = len(DATA) // 2
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+def truncated(srv, sent: int = HALF):
+    """A route whose Content-Length says the whole file, but only ``sent`` bytes arrive before the connection
+    closes."""
+    return lambda req: srv.Reply(200, DATA, {"Content-Type": "application/octet-stream"}, send_bytes=sent)
+
+
+def full(srv, *, honour_range: bool = True):
+    """A route serving DATA (a 206 with the tail for ``Range: bytes=N-`` when ``honour_range``)."""
+    return lambda req: srv.bytes_reply(DATA, req, honour_range=honour_range)
+
+
+def part_of(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+# ----------------------------------------------------------------------------------------- download
+
+
+def test_plain_download_is_verified_and_leaves_no_part(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "sub" / "f.bin"
+    got = download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA.upper(), policy=FAST, sleep=no_sleep)
+    assert got == dest
+    assert dest.read_bytes() == DATA
+    assert not part_of(dest).exists()
+    [req] = local_server.requests("/f.bin")
+    assert "range" not in req.headers
+    assert req.headers["user-agent"].startswith("nst-bench/")
+
+
+def test_503_twice_then_success_retries_with_exponential_backoff(local_server, tmp_path: Path):
+    local_server.route(
+        "/f.bin", local_server.sequence(local_server.Reply(503), local_server.Reply(503), full(local_server))
+    )
+    waits: list[float] = []
+    dest = tmp_path / "f.bin"
+    policy = RetryPolicy(retries=4, backoff_s=0.5, timeout_s=5.0)
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=policy, sleep=waits.append)
+    assert dest.read_bytes() == DATA
+    assert local_server.count("/f.bin") == 3
+    assert waits == [0.5, 1.0]  # backoff_s * 2**attempt, recorded instead of slept
+
+
+def test_503_twice_with_one_retry_fails_and_creates_nothing(local_server, tmp_path: Path):
+    local_server.route(
+        "/f.bin", local_server.sequence(local_server.Reply(503), local_server.Reply(503), full(local_server))
+    )
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match=r"after 2 attempt\(s\).*503"):
+        download(
+            f"{local_server.url}/f.bin", dest, policy=RetryPolicy(retries=1, backoff_s=0, timeout_s=5), sleep=no_sleep
+        )
+    assert local_server.count("/f.bin") == 2
+    assert not dest.exists()
+
+
+def test_truncated_body_resumes_with_range(local_server, tmp_path: Path):
+    local_server.route("/f.bin", local_server.sequence(truncated(local_server), full(local_server)))
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    first, second = local_server.requests("/f.bin")
+    assert "range" not in first.headers
+    assert second.headers["range"] == f"bytes={HALF}-"
+    assert dest.read_bytes() == DATA
+    assert not part_of(dest).exists()
+
+
+def test_unaligned_truncation_resumes_from_the_bytes_kept(local_server, tmp_path: Path):
+    sent = CHUNK + 12_345
+    local_server.route("/f.bin", local_server.sequence(truncated(local_server, sent), full(local_server)))
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    _, second = local_server.requests("/f.bin")
+    start = int(second.headers["range"].removeprefix("bytes=").removesuffix("-"))
+    assert 0 < start <= sent  # resumed from a prefix of what was received, never past it
+    assert dest.read_bytes() == DATA
+
+
+def test_always_truncated_fails_after_retries_without_dest(local_server, tmp_path: Path):
+    local_server.route("/f.bin", truncated(local_server))
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match=r"after 3 attempt\(s\)"):
+        download(
+            f"{local_server.url}/f.bin",
+            dest,
+            sha256=DATA_SHA,
+            policy=RetryPolicy(retries=2, backoff_s=0, timeout_s=5),
+            sleep=no_sleep,
+        )
+    assert local_server.count("/f.bin") == 3
+    assert not dest.exists()
+
+
+def test_server_ignoring_range_still_gives_the_right_file(local_server, tmp_path: Path):
+    local_server.route("/f.bin", local_server.sequence(truncated(local_server), full(local_server, honour_range=False)))
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    _, second = local_server.requests("/f.bin")
+    assert second.headers["range"] == f"bytes={HALF}-"  # it asked to resume; the 200 made it start over
+    assert dest.read_bytes() == DATA  # not the first half followed by the whole file
+
+
+def test_resume_answered_with_wrong_content_range_restarts(local_server, tmp_path: Path):
+    def wrong_range(req):
+        return local_server.Reply(206, DATA[:1000], {"Content-Range": f"bytes 0-999/{len(DATA)}"})
+
+    local_server.route("/f.bin", local_server.sequence(truncated(local_server), wrong_range, full(local_server)))
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    reqs = local_server.requests("/f.bin")
+    assert [r.headers.get("range") for r in reqs] == [None, f"bytes={HALF}-", None]
+    assert dest.read_bytes() == DATA
+
+
+def test_complete_leftover_part_gets_416_and_restarts(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    part_of(dest).write_bytes(DATA)  # e.g. a run killed between the last byte and the rename
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    assert [r.headers.get("range") for r in local_server.requests("/f.bin")] == [f"bytes={len(DATA)}-", None]
+    assert dest.read_bytes() == DATA
+    assert not part_of(dest).exists()
+
+
+def test_checksum_mismatch_discards_the_body(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    with pytest.raises(DownloadError, match="sha256 mismatch") as info:
+        download(f"{local_server.url}/f.bin", dest, sha256=wrong, policy=FAST, sleep=no_sleep)
+    assert wrong in str(info.value)
+    assert DATA_SHA in str(info.value)
+    assert not dest.exists()
+    assert not part_of(dest).exists()
+    assert local_server.count("/f.bin") == 1  # a bad checksum is not retried
+
+
+def test_404_is_not_retried(local_server, tmp_path: Path):
+    waits: list[float] = []
+    dest = tmp_path / "missing.bin"
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(f"{local_server.url}/missing.bin", dest, policy=FAST, sleep=waits.append)
+    assert local_server.count("/missing.bin") == 1
+    assert waits == []
+    assert not dest.exists()
+
+
+def test_connection_refused_is_retried_then_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    waits: list[float] = []
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match=r"after 3 attempt\(s\)"):
+        download(
+            f"http://127.0.0.1:{port}/f.bin",
+            dest,
+            policy=RetryPolicy(retries=2, backoff_s=0.25, timeout_s=2),
+            sleep=waits.append,
+        )
+    assert waits == [0.25, 0.5]
+    assert not dest.exists()
+
+
+def test_present_and_verified_makes_no_request(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(DATA)
+    assert download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep) == dest
+    assert local_server.count() == 0
+    assert dest.read_bytes() == DATA
+
+
+def test_present_without_checksum_is_kept(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"whatever was there")
+    download(f"{local_server.url}/f.bin", dest, policy=FAST, sleep=no_sleep)
+    assert local_server.count() == 0
+    assert dest.read_bytes() == b"whatever was there"
+
+
+def test_present_with_wrong_checksum_is_downloaded_again(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(DATA[:-1] + b"\x00")
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    assert local_server.count("/f.bin") == 1
+    assert dest.read_bytes() == DATA
+
+
+# ----------------------------------------------------------------------------------------- get_json
+
+
+def test_get_json_retries_503_and_sends_headers(local_server):
+    payload = {"sha": "a" * 40, "list": [1, 2, 3]}
+    local_server.route(
+        "/api",
+        local_server.sequence(local_server.Reply(503), local_server.Reply(503), local_server.json_reply(payload)),
+    )
+    got = get_json(f"{local_server.url}/api", policy=FAST, headers={"Authorization": "OAuth t"}, sleep=no_sleep)
+    assert got == payload
+    reqs = local_server.requests("/api")
+    assert len(reqs) == 3
+    assert all(r.headers["authorization"] == "OAuth t" for r in reqs)
+
+
+def test_get_json_gives_up_after_retries(local_server):
+    local_server.route("/api", lambda req: local_server.Reply(503))
+    with pytest.raises(DownloadError, match=r"after 2 attempt\(s\)"):
+        get_json(f"{local_server.url}/api", policy=RetryPolicy(retries=1, backoff_s=0, timeout_s=5), sleep=no_sleep)
+    assert local_server.count("/api") == 2
+
+
+def test_get_json_non_json_is_a_clear_error_without_retry(local_server):
+    local_server.route(
+        "/api", lambda req: local_server.Reply(200, b"<html>maintenance</html>", {"Content-Type": "text/html"})
+    )
+    with pytest.raises(DownloadError, match="not JSON") as info:
+        get_json(f"{local_server.url}/api", policy=FAST, sleep=no_sleep)
+    assert f"{local_server.url}/api" in str(info.value)
+    assert local_server.count("/api") == 1
+
+
+def test_get_json_404_is_not_retried(local_server):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        get_json(f"{local_server.url}/nothing", policy=FAST, sleep=no_sleep)
+    assert local_server.count("/nothing") == 1

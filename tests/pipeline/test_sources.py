@@ -1,0 +1,464 @@
+"""The fetch sources against real files and a real HTTP server on 127.0.0.1: WikiArt parquet shards from a
+Hugging-Face-shaped API, Mapillary street photos, local folders, and the fetch stage end to end."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline import fetch
+from pipeline.config import DownloadSection, Params, StreetsSource, WikiArtSource, load_params
+from pipeline.download import DownloadError
+from pipeline.sources import FIELDS, FetchError, read_manifest, write_manifest
+from pipeline.sources.local import fetch_folder, fetch_sample
+from pipeline.sources.streets import PUBLIC_URL, fetch_streets
+from pipeline.sources.wikiart import fetch_wikiart
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_image(size: tuple[int, int], colour: tuple[int, int, int], fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def base_params(repo_root: Path) -> Params:
+    return load_params(repo_root / "params.yaml")
+
+
+@pytest.fixture
+def download_cfg(base_params: Params, tmp_path: Path) -> DownloadSection:
+    return base_params.fetch.download.model_copy(
+        update={"cache_dir": str(tmp_path / "cache"), "retries": 1, "backoff_s": 0.0, "timeout_s": 5.0}
+    )
+
+
+# ----------------------------------------------------------------------------------------- wikiart
+
+REPO = "test-org/wikiart-mini"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+STYLES = ["Baroque", "Cubism", "Impressionism", "Ukiyo_e"]
+ARTISTS = ["artist_a", "artist_b", "artist_c"]
+GENRES = ["landscape", "portrait"]
+SHARD_PATHS = [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
+ROWS_PER_SHARD = 12
+
+
+def hf_metadata() -> bytes:
+    """The schema metadata the ``datasets`` library writes into each parquet shard."""
+    features = {
+        "image": {"_type": "Image"},
+        "artist": {"names": ARTISTS, "_type": "ClassLabel"},
+        "genre": {"names": GENRES, "_type": "ClassLabel"},
+        "style": {"names": STYLES, "_type": "ClassLabel"},
+    }
+    return json.dumps({"info": {"features": features}}).encode()
+
+
+def build_shard(shard: int) -> tuple[bytes, list[dict]]:
+    """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating) in row groups of 5 rows."""
+    rows = []
+    for i in range(ROWS_PER_SHARD):
+        fmt = "PNG" if i % 2 == 0 else "JPEG"
+        size = (8 + i, 6 + shard)
+        data = encode_image(size, (40 * shard, 20 * i, 200 - 10 * i), fmt)
+        rows.append(
+            {
+                "image": {"bytes": data, "path": f"img{shard}_{i}.{fmt.lower()}"},
+                "artist": i % 3,
+                "genre": i % 2,
+                "style": i % 4,
+                "size": size,
+                "suffix": ".png" if fmt == "PNG" else ".jpg",
+            }
+        )
+    schema = pa.schema(
+        [
+            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("artist", pa.int64()),
+            ("genre", pa.int64()),
+            ("style", pa.int64()),
+        ],
+        metadata={b"huggingface": hf_metadata()},
+    )
+    table = pa.Table.from_pylist([{k: r[k] for k in ("image", "artist", "genre", "style")} for r in rows], schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=5)
+    return buf.getvalue(), rows
+
+
+@pytest.fixture(scope="module")
+def shards() -> dict[str, tuple[bytes, list[dict]]]:
+    return {path: build_shard(i) for i, path in enumerate(SHARD_PATHS)}
+
+
+@pytest.fixture
+def hub(local_server, shards):
+    """The three Hugging Face endpoints fetch_wikiart uses, serving SHARD_PATHS at commit SHA."""
+    api = f"/api/datasets/{REPO}"
+    local_server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
+    entries = [
+        {"type": "file", "path": p, "size": len(b), "lfs": {"oid": sha256(b), "size": len(b)}}
+        for p, (b, _) in shards.items()
+    ]
+    # Unsorted, with a folder and a non-parquet file that must be ignored.
+    tree = [
+        entries[2],
+        {"type": "directory", "path": "data/extra.parquet"},
+        entries[1],
+        {"type": "file", "path": "data/README.md", "size": 3},
+        entries[0],
+    ]
+    local_server.serve_json(f"{api}/tree/{SHA}/data", tree)
+    for path, (data, _) in shards.items():
+        local_server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data)
+
+    def corrupt(path: str) -> None:
+        data = shards[path][0]
+        local_server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data[:-10] + b"\x00" * 10)
+
+    return SimpleNamespace(
+        server=local_server,
+        resolve_prefix=f"{local_server.url}/datasets/{REPO}/resolve/{SHA}/",
+        corrupt=corrupt,
+        shard_requests=lambda: [r.path for r in local_server.requests() if "/resolve/" in r.path],
+    )
+
+
+@pytest.fixture
+def wikiart_cfg(base_params: Params, hub) -> WikiArtSource:
+    return base_params.fetch.wikiart.model_copy(
+        update={
+            "endpoint": hub.server.url + "/",
+            "repo": REPO,
+            "revision": "main",
+            "data_dir": "data",
+            "shards": 2,
+            "class_by": "style",
+            "styles": ["Impressionism", "Cubism"],
+            "artists": [],
+            "genres": [],
+            "per_class": 2,
+            "seed": 0,
+        }
+    )
+
+
+def with_(cfg, **changes):
+    return cfg.model_copy(update=changes)
+
+
+def source_row(url: str, hub, shards) -> dict:
+    """The fixture row a record's url points at (``<resolve prefix><shard path>#row=<n>``)."""
+    assert url.startswith(hub.resolve_prefix), url
+    path, _, row = url.removeprefix(hub.resolve_prefix).partition("#row=")
+    return shards[path][1][int(row)]
+
+
+def matching_rows(shards, cfg: WikiArtSource) -> Counter:
+    """How many rows of the first ``cfg.shards`` shards pass the filters, per class label."""
+    counts: Counter = Counter()
+    for path in SHARD_PATHS[: cfg.shards]:
+        for r in shards[path][1]:
+            labels = {"style": STYLES[r["style"]], "artist": ARTISTS[r["artist"]], "genre": GENRES[r["genre"]]}
+            wanted = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
+            if all(not w or labels[k] in w for k, w in wanted.items()):
+                counts[labels[cfg.class_by]] += 1
+    return counts
+
+
+def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    raw = tmp_path / "raw"
+    records = fetch_wikiart(wikiart_cfg, download_cfg, raw, "style")
+
+    assert Counter(r.label for r in records) == {"Impressionism": 2, "Cubism": 2}
+    assert len({r.id for r in records}) == len(records)
+    for rec in records:
+        written = (raw / rec.file).read_bytes()
+        row = source_row(rec.url, hub, shards)
+        assert rec.role == "style"
+        assert rec.source == "wikiart"
+        assert rec.file.startswith("style/")
+        assert rec.file.endswith(row["suffix"])
+        assert f"/resolve/{SHA}/" in rec.url
+        assert "#row=" in rec.url
+        assert rec.label == STYLES[row["style"]]
+        assert written == row["image"]["bytes"]  # the image bytes unchanged
+        assert rec.sha256 == sha256(written)
+        assert (rec.width, rec.height) == row["size"]
+        assert rec.license == wikiart_cfg.license
+    assert sorted(p.name for p in (raw / "style").iterdir()) == sorted(Path(r.file).name for r in records)
+
+    # Only the first two shards (sorted by path) were downloaded, once each, into the cache by commit sha.
+    assert hub.shard_requests() == [f"/datasets/{REPO}/resolve/{SHA}/{p}" for p in SHARD_PATHS[:2]]
+    assert hub.server.count(f"/api/datasets/{REPO}/revision/main") == 1
+    cached = sorted(
+        p.relative_to(download_cfg.cache_dir).as_posix() for p in Path(download_cfg.cache_dir).rglob("*.parquet")
+    )
+    assert cached == [f"wikiart/test-org_wikiart-mini/{SHA}/{p}" for p in SHARD_PATHS[:2]]
+
+
+def test_wikiart_same_seed_same_files_and_cache_hit(tmp_path, hub, wikiart_cfg, download_cfg):
+    first = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw1", "style")
+    downloads = len(hub.shard_requests())
+    assert downloads == 2
+    second = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw2", "style")
+    assert [(r.id, r.url, r.sha256) for r in second] == [(r.id, r.url, r.sha256) for r in first]
+    assert len(hub.shard_requests()) == downloads  # the cached shards were verified, not downloaded again
+
+
+def test_wikiart_seed_changes_the_choice(tmp_path, hub, wikiart_cfg, download_cfg):
+    # 6 matching rows per style, 2 chosen: 15 x 15 possible choices. A selection that ignored the seed would give
+    # one choice for all eight seeds.
+    choices = {
+        seed: frozenset(
+            r.url for r in fetch_wikiart(with_(wikiart_cfg, seed=seed), download_cfg, tmp_path / f"r{seed}", "style")
+        )
+        for seed in range(8)
+    }
+    assert len(set(choices.values())) > 1
+    assert all(len(c) == 4 for c in choices.values())
+
+
+def test_wikiart_per_class_above_the_available_rows_takes_all(tmp_path, hub, shards, wikiart_cfg, download_cfg, caplog):
+    cfg = with_(wikiart_cfg, per_class=50)
+    expected = matching_rows(shards, cfg)
+    assert expected == {"Impressionism": 6, "Cubism": 6}
+    by_seed = [
+        sorted(r.url for r in fetch_wikiart(with_(cfg, seed=seed), download_cfg, tmp_path / f"r{seed}", "style"))
+        for seed in (0, 1)
+    ]
+    assert by_seed[0] == by_seed[1]  # every matching row, whatever the seed
+    assert len(by_seed[0]) == sum(expected.values())
+    assert "has only 6 matching rows" in caplog.text
+
+
+def test_wikiart_artist_filter(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    cfg = with_(wikiart_cfg, styles=[], artists=["artist_a"], per_class=1)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    expected = matching_rows(shards, cfg)
+    assert Counter(r.label for r in records) == {label: min(1, n) for label, n in expected.items()}
+    assert all(ARTISTS[source_row(r.url, hub, shards)["artist"]] == "artist_a" for r in records)
+
+
+def test_wikiart_unknown_style_lists_the_valid_names(tmp_path, hub, wikiart_cfg, download_cfg):
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Rococo"])
+    with pytest.raises(FetchError, match="unknown style name") as info:
+        fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    message = str(info.value)
+    assert "Rococo" in message
+    assert all(name in message for name in STYLES)
+    assert not (tmp_path / "raw" / "style").exists() or not any((tmp_path / "raw" / "style").iterdir())
+
+
+def test_wikiart_shard_with_a_wrong_checksum_is_rejected(tmp_path, hub, wikiart_cfg, download_cfg):
+    hub.corrupt(SHARD_PATHS[1])
+    with pytest.raises(DownloadError, match="sha256"):
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    cache = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA
+    assert (cache / SHARD_PATHS[0]).is_file()
+    assert not (cache / SHARD_PATHS[1]).exists()
+    assert not (cache / (SHARD_PATHS[1] + ".part")).exists()
+
+
+def test_wikiart_revision_without_sha(tmp_path, local_server, wikiart_cfg, download_cfg):
+    local_server.serve_json(f"/api/datasets/{REPO}/revision/main", {"error": "Revision not found"})
+    with pytest.raises(FetchError, match="no commit sha"):
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+
+
+# ----------------------------------------------------------------------------------------- streets
+
+TOKEN = "MLY|1234|s3cr3t-t0ken"
+TOKEN_ENV = "NST_TEST_MAPILLARY_TOKEN"
+
+
+@pytest.fixture
+def streets(local_server, base_params: Params):
+    photos = {str(i): encode_image((32 + i, 24), (10 * i, 80, 160), "JPEG") for i in (1, 2, 3)}
+    items = [
+        {"id": "1", "thumb_1024_url": f"{local_server.url}/img/1.jpg", "creator": {"username": "alice"}},
+        {"id": "2", "thumb_1024_url": f"{local_server.url}/img/2.jpg", "creator": {"username": "bob"}},
+        {"id": "3", "thumb_1024_url": f"{local_server.url}/img/3.jpg"},  # no creator
+        {"id": "4", "creator": {"username": "carol"}},  # no thumbnail: skipped
+    ]
+    local_server.serve_json("/images", {"data": items})
+    for ident, data in photos.items():
+        local_server.serve_bytes(f"/img/{ident}.jpg", data)
+    cfg: StreetsSource = base_params.fetch.streets.model_copy(
+        update={"api_url": local_server.url, "token_env": TOKEN_ENV, "limit": 3, "image_field": "thumb_1024_url"}
+    )
+    return SimpleNamespace(cfg=cfg, photos=photos, server=local_server)
+
+
+def test_streets_sends_the_token_in_the_header_only_and_credits_creators(tmp_path, streets, download_cfg, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    raw = tmp_path / "raw"
+    records = fetch_streets(streets.cfg, download_cfg, raw, "content")
+
+    [api] = streets.server.requests("/images")
+    assert api.headers["authorization"] == f"OAuth {TOKEN}"
+    assert api.query["fields"] == ["id,thumb_1024_url,creator"]
+    assert [float(v) for v in api.query["bbox"][0].split(",")] == streets.cfg.bbox
+    assert api.query["limit"] == ["3"]
+    image_requests = [r for r in streets.server.requests() if r.path.startswith("/img/")]
+    assert sorted(r.path for r in image_requests) == ["/img/1.jpg", "/img/2.jpg", "/img/3.jpg"]
+    assert all("authorization" not in r.headers for r in image_requests)  # the token stays with the API
+    assert all(TOKEN not in r.path and TOKEN not in json.dumps(r.query) for r in streets.server.requests())
+
+    assert [r.id for r in records] == ["mapillary-1", "mapillary-2", "mapillary-3"]
+    creators = {"1": "alice", "2": "bob", "3": "unknown contributor"}
+    for rec in records:
+        ident = rec.id.removeprefix("mapillary-")
+        assert rec.role == "content"
+        assert rec.source == "streets"
+        assert rec.url == PUBLIC_URL.format(id=ident)
+        assert rec.license.startswith(streets.cfg.license)
+        assert f"photo by {creators[ident]}" in rec.license
+        assert (raw / rec.file).read_bytes() == streets.photos[ident]
+        assert rec.sha256 == sha256(streets.photos[ident])
+        assert (rec.width, rec.height) == (32 + int(ident), 24)
+
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(records, manifest)
+    assert TOKEN not in manifest.read_text(encoding="utf-8")
+    assert "s3cr3t" not in manifest.read_text(encoding="utf-8")
+    assert all(TOKEN not in str(v) for rec in records for v in dataclasses.astuple(rec))
+
+
+@pytest.mark.parametrize("value", [None, "   "])
+def test_streets_without_a_token_names_the_variable(tmp_path, streets, download_cfg, monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv(TOKEN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TOKEN_ENV, value)
+    with pytest.raises(FetchError, match=TOKEN_ENV):
+        fetch_streets(streets.cfg, download_cfg, tmp_path / "raw", "content")
+    assert streets.server.count() == 0
+
+
+# ----------------------------------------------------------------------------------------- local folders
+
+
+def test_fetch_sample_reads_licences_from_attribution(tmp_path, make_image):
+    sample = tmp_path / "sample"
+    make_image("a.png", seed=1, folder=sample / "content")
+    make_image("b.jpg", size=(64, 48), seed=2, folder=sample / "content")
+    (sample / "content" / "ATTRIBUTION.md").write_text(
+        "# Sources\n\n- a.png: painted by the test, 2024; licence: CC0-1.0\n", encoding="utf-8"
+    )
+    raw = tmp_path / "raw"
+    records = fetch_sample(str(sample), raw, "content")
+    by_id = {r.id: r for r in records}
+    assert sorted(by_id) == ["a", "b"]
+    assert by_id["a"].license == "CC0-1.0"
+    assert by_id["b"].license.startswith("unknown")
+    assert by_id["b"].file == "content/b.jpg"
+    assert (by_id["b"].width, by_id["b"].height) == (64, 48)
+    for rec in records:
+        assert rec.source == "sample"
+        assert (raw / rec.file).read_bytes() == (sample / "content" / Path(rec.file).name).read_bytes()
+        assert rec.sha256 == sha256((raw / rec.file).read_bytes())
+
+
+def test_fetch_sample_empty_folder(tmp_path):
+    folder = tmp_path / "sample" / "style"
+    folder.mkdir(parents=True)
+    (folder / "ATTRIBUTION.md").write_text("nothing here\n", encoding="utf-8")
+    with pytest.raises(FetchError, match="no image files") as info:
+        fetch_sample(str(tmp_path / "sample"), tmp_path / "raw", "style")
+    assert str(folder) in str(info.value)
+    assert "fetch.sample.dir" in str(info.value)
+
+
+def test_fetch_sample_missing_folder(tmp_path):
+    with pytest.raises(FetchError, match="does not exist") as info:
+        fetch_sample(str(tmp_path / "nowhere"), tmp_path / "raw", "content")
+    assert str(tmp_path / "nowhere" / "content") in str(info.value)
+
+
+def test_fetch_folder_errors_name_the_key(tmp_path):
+    empty = tmp_path / "mine"
+    empty.mkdir()
+    with pytest.raises(FetchError, match=re.escape(f"fetch.folder.style_dir: {empty} holds no image files")):
+        fetch_folder(str(empty), tmp_path / "raw", "style", "user-supplied")
+    with pytest.raises(FetchError, match=re.escape("fetch.folder.content_dir")) as info:
+        fetch_folder(str(tmp_path / "absent"), tmp_path / "raw", "content", "user-supplied")
+    assert str(tmp_path / "absent") in str(info.value)
+
+
+def test_fetch_folder_same_stem_gets_distinct_ids(tmp_path, make_image):
+    mine = tmp_path / "mine"
+    make_image("a.jpg", seed=1, folder=mine)
+    make_image("a.png", seed=2, folder=mine)
+    make_image("a b!.png", seed=3, folder=mine)
+    raw = tmp_path / "raw"
+    records = fetch_folder(str(mine), raw, "content", "my licence")
+    assert len({r.id for r in records}) == 3
+    assert len({r.file for r in records}) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", r.id) for r in records)
+    assert all(r.license == "my licence" and r.source == "folder" for r in records)
+    for rec in records:
+        src = Path(rec.url)
+        assert (raw / rec.file).read_bytes() == src.read_bytes()
+    assert len({r.sha256 for r in records}) == 3
+
+
+# ----------------------------------------------------------------------------------------- fetch stage
+
+
+@pytest.fixture
+def sample_params(base_params: Params, sample_copy: Path) -> Params:
+    sample = base_params.fetch.sample.model_copy(update={"dir": str(sample_copy)})
+    fetch_cfg = base_params.fetch.model_copy(
+        update={
+            "sample": sample,
+            "content": base_params.fetch.content.model_copy(update={"source": "sample"}),
+            "style": base_params.fetch.style.model_copy(update={"source": "sample"}),
+        }
+    )
+    return base_params.model_copy(update={"fetch": fetch_cfg})
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_fetch_run_writes_the_manifest_and_keeps_it_on_failure(tmp_path, sample_params, sample_copy):
+    out = tmp_path / "data" / "raw"
+    records = fetch.run(sample_params, out)
+
+    with (out / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == FIELDS
+    n_content = len(list((sample_copy / "content").glob("*.png")))
+    n_style = len(list((sample_copy / "style").glob("*.png")))
+    assert Counter(r["role"] for r in rows) == {"content": n_content, "style": n_style}
+    assert read_manifest(out / "manifest.csv") == records
+    assert all((out / r["file"]).is_file() and r["license"] == "CC0-1.0" for r in rows)
+    assert (out / "effective_params.yaml").is_file()
+    before = tree(out)
+
+    for image in (sample_copy / "style").glob("*.png"):
+        image.unlink()
+    with pytest.raises(FetchError, match="no image files"):
+        fetch.run(sample_params, out)
+    assert tree(out) == before  # the previous output survives a failed run untouched
+    assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]  # no temporary folders left behind
