@@ -47,7 +47,7 @@ def code_fingerprint() -> str:
     import methods
 
     digest = hashlib.sha256()
-    files = sorted(Path(methods.__file__).parent.rglob("*.py")) + [Path(__file__)]
+    files = [*sorted(Path(methods.__file__).parent.rglob("*.py")), Path(__file__)]
     for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
