@@ -14,7 +14,8 @@ float (F)                     rejected: no defined value range
 ============================  =============================================================================
 
 Rejected with an :class:`ImageError` naming the file: missing, zero-byte, not an image, truncated or corrupt,
-more than ``max_pixels`` pixels (checked from the header before any decoding: decompression bombs).
+more than ``max_pixels`` pixels (checked from the header before any decoding: decompression bombs; Pillow's own
+hard limit, twice ``PIL.Image.MAX_IMAGE_PIXELS`` = about 179 MP, applies on top of a higher ``max_pixels``).
 """
 
 from __future__ import annotations

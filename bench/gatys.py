@@ -1,0 +1,91 @@
+"""Benchmark: seconds per Gatys optimisation iteration by image size, optimiser and device -> JSON.
+
+    python bench/gatys.py                      # CPU (and CUDA when present), 128/256/512 px, L-BFGS and Adam
+    python bench/gatys.py --sizes 256 --iterations 10 --out bench/results/gatys.json
+
+Real caffe VGG-19, the sample's first test content and style images (or seeded noise when absent), the default
+Gatys layers and weights. L-BFGS iterations include their line-search evaluations; both the per-iteration and the
+per-evaluation times are reported. On CUDA also bf16 autocast + channels_last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from methods.encoder import load_encoder  # noqa: E402
+from methods.gatys import Gatys, GatysParams  # noqa: E402
+from methods.image import resize_to_edge  # noqa: E402
+from pipeline.io import list_images, read_image  # noqa: E402
+from pipeline.resources import measure  # noqa: E402
+
+
+def inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    content_dir, style_dir = ROOT / "data/sample/content", ROOT / "data/sample/style"
+    if content_dir.is_dir() and style_dir.is_dir():
+        content = read_image(list_images(content_dir)[0])
+        style = read_image(list_images(style_dir)[0])
+    else:
+        gen = torch.Generator().manual_seed(0)
+        content, style = torch.rand(1, 3, 384, 512, generator=gen), torch.rand(1, 3, 400, 400, generator=gen)
+    return resize_to_edge(content, size, upscale=True), resize_to_edge(style, size, upscale=True)
+
+
+def bench_one(method: Gatys, size: int, optimizer: str, iterations: int, device: torch.device, amp: bool) -> dict:
+    content, style = (t.to(device) for t in inputs(size))
+    kwargs = {"optimizer": optimizer, "iterations": iterations, "image_size": None, "init": "content",
+              "amp": amp, "channels_last": amp}  # fmt: skip
+    method.stylize(content, style, **{**kwargs, "iterations": 1})  # warm-up (cuDNN autotune, allocator)
+    evaluations = []
+    with measure(device) as usage:
+        method.stylize(content, style, callback=lambda i, _t: evaluations.append(i), **kwargs)
+    return {
+        "size_px": size, "height": content.shape[-2], "width": content.shape[-1], "optimizer": optimizer,
+        "device": device.type, "bf16_channels_last": amp, "iterations": iterations, "evaluations": len(evaluations),
+        "seconds_per_iteration": usage.seconds / iterations, "seconds_per_evaluation": usage.seconds / len(evaluations),
+        "peak_mem_mb": round(usage.peak_mem_mb, 1),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"], choices=["lbfgs", "adam"])
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gatys.json")
+    args = parser.parse_args(argv)
+    devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    method = Gatys(GatysParams(), encoder=load_encoder("caffe"))
+    results = []
+    for device_name in devices:
+        device = torch.device(device_name)
+        for amp in [False, *([True] if device.type == "cuda" else [])]:
+            for size in args.sizes:
+                for optimizer in args.optimizers:
+                    row = bench_one(method, size, optimizer, args.iterations, device, amp)
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+    report = {
+        "benchmark": "gatys", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "results": results,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

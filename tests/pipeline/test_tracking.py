@@ -1,0 +1,30 @@
+"""Small tracking helpers (the real store is exercised in test_stylize)."""
+
+from __future__ import annotations
+
+from pipeline import tracking
+
+
+def test_flatten_nested_and_lists():
+    flat = tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None, "e": "x" * 7000})
+    assert flat["a.b"] == "1"
+    assert flat["a.c"] == "[1, 2]"
+    assert flat["d"] == "None"
+    assert len(flat["e"]) == 6000
+
+
+def test_params_hash_is_order_free_and_sensitive():
+    assert tracking.params_hash({"a": 1, "b": 2}) == tracking.params_hash({"b": 2, "a": 1})
+    assert tracking.params_hash({"a": 1}) != tracking.params_hash({"a": 2})
+
+
+def test_uri_precedence(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.resolve_uri("sqlite:///x.db") == "http://127.0.0.1:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.resolve_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert tracking.resolve_uri(None) == tracking.DEFAULT_URI
+
+
+def test_git_sha_outside_git(tmp_path):
+    assert tracking.git_sha(tmp_path) == "unknown"
