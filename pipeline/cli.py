@@ -11,9 +11,9 @@ import os
 import sys
 
 from methods.errors import NstError
-from pipeline import fetch, prepare, stylize
+from pipeline import evaluate, fetch, prepare, stylize
 
-STAGES = (fetch, prepare, stylize)
+STAGES = (fetch, prepare, stylize, evaluate)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -204,6 +204,15 @@ class StylizeSection(Strict):
     grids: Annotated[int, Field(ge=0, le=10_000)]  # content | style | output grids logged to MLflow per method
 
 
+class EvaluateSection(Strict):
+    lpips_weights: str | None  # torchvision AlexNet state_dict; null = $TORCH_HOME/hub/checkpoints/alexnet-owt-*.pth
+    lpips_download: bool  # try torch hub's download when the file is absent (offline: LPIPS is n/a)
+    cfsd_max_side: Annotated[int, Field(ge=32, le=2048)]
+    bootstrap: Annotated[int, Field(ge=100, le=1_000_000)]
+    ci_level: Annotated[float, Field(gt=0.5, lt=1.0)]
+    seed: Seed
+
+
 class Params(Strict):
     profile: Literal["sample", "full"]
     base: BaseSection
@@ -213,6 +222,7 @@ class Params(Strict):
     prepare: PrepareSection
     methods: MethodsSection
     stylize: StylizeSection
+    evaluate: EvaluateSection
 
 
 # ----------------------------------------------------------------------------------------- loading

@@ -81,13 +81,16 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     assert "    iterations: 30 " in text
     params.write_text(text.replace("    iterations: 30 ", "    iterations: 2 ", 1))  # keep the test short
     first = run([dvc, "repro"], repo_copy)
-    for stage in ("fetch", "prepare", "stylize@gatys"):
+    for stage in ("fetch", "prepare", "stylize@gatys", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     assert len(list((repo_copy / "outputs/gatys").glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
     for split in ("train", "val", "test"):
         for role in ("content", "style"):
             assert any((repo_copy / "data/prepared" / split / role).glob("*.png")), f"{split}/{role} is empty"
     assert "up to date" in run([dvc, "status"], repo_copy).stdout
+    shown = run([dvc, "metrics", "show", "--json"], repo_copy).stdout
+    assert '"methods"' in shown
+    assert "identity" in shown
 
     second = run([dvc, "repro"], repo_copy)
     assert "Running stage" not in second.stdout
@@ -98,6 +101,7 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     third = run([dvc, "repro"], repo_copy)
     assert "Running stage 'prepare'" in third.stdout
     assert "Running stage 'stylize@gatys'" in third.stdout  # its inputs changed
+    assert "Running stage 'evaluate'" in third.stdout
     assert "Running stage 'fetch'" not in third.stdout
     assert "up to date" in run([dvc, "status"], repo_copy).stdout
 

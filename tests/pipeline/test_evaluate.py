@@ -1,0 +1,158 @@
+"""evaluate stage: per-pair scores, reference rows, summary, bad outputs, LPIPS n/a, MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from evaluation.metrics import Scorer
+from methods.encoder import random_encoder
+from pipeline import cli, evaluate
+from pipeline.config import Params, load_params
+from pipeline.io import ImageError
+
+CONTENTS = {"c1": (40, 30), "c2": (34, 44)}
+STYLES = {"s1": (36, 36), "s2": (50, 28)}
+
+
+def save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def noise(size: tuple[int, int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> dict[str, Path]:
+    """test content/style folders and two methods' outputs: `copy` (output = content) and `noisy`."""
+    dirs = {"content": tmp_path / "content", "style": tmp_path / "style", "outputs": tmp_path / "outputs"}
+    for i, (name, size) in enumerate(CONTENTS.items()):
+        save(dirs["content"] / f"{name}.png", noise(size, i))
+    for i, (name, size) in enumerate(STYLES.items()):
+        save(dirs["style"] / f"{name}.png", noise(size, 10 + i))
+    for method in ("copy", "noisy"):
+        rows = []
+        for c, size in CONTENTS.items():
+            for s in STYLES:
+                arr = np.asarray(Image.open(dirs["content"] / f"{c}.png")) if method == "copy" else noise(size, 99)
+                save(dirs["outputs"] / method / f"{c}__{s}.png", arr)
+                rows.append({"file": f"{c}__{s}.png", "seconds": 2.0, "peak_mem_mb": 100.0})
+        pd.DataFrame(rows).to_csv(dirs["outputs"] / method / "timing.csv", index=False)
+    (dirs["outputs"] / "unfinished").mkdir()  # no timing.csv: not a finished stylize stage, ignored
+    return dirs
+
+
+@pytest.fixture
+def params(repo_root: Path) -> Params:
+    return load_params(repo_root / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer(random_encoder(seed=0), lpips_model=None, cfsd_max_side=64)
+
+
+def run(params, layout, out, scorer=None):
+    return evaluate.run(params, layout["outputs"], layout["content"], layout["style"], out, scorer=scorer)
+
+
+def test_scores_every_pair_with_reference_rows(tmp_path, layout, params, scorer):
+    summary = run(params, layout, tmp_path / "metrics", scorer)
+    per_pair = pd.read_csv(tmp_path / "metrics" / "per_pair.csv")
+    assert tuple(per_pair.columns) == evaluate.PAIR_FIELDS
+    assert sorted(per_pair["method"].unique()) == ["copy", "identity", "noisy", "style_copy"]
+    assert len(per_pair) == 4 * 4
+    identity = per_pair[per_pair["method"] == "identity"]
+    assert (identity["content_loss"] == 0).all()
+    assert np.allclose(identity["ssim"], 1.0, atol=1e-6)
+    copy = per_pair[per_pair["method"] == "copy"].reset_index(drop=True)
+    assert np.allclose(copy["content_loss"], 0.0)  # PNG round trip of an 8-bit image is exact
+    assert (per_pair[per_pair["method"] == "noisy"]["ssim"] < 0.2).all()
+    assert (copy["seconds"] == 2.0).all()
+    assert per_pair.loc[per_pair["method"] == "identity", "seconds"].isna().all()
+    on_disk = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    assert set(on_disk) == {"pairs", "methods"}  # numbers only: what `dvc metrics show` prints
+    assert on_disk == json.loads(json.dumps({k: summary[k] for k in on_disk}))
+    assert on_disk["pairs"] == 4
+    scoring = json.loads((tmp_path / "metrics" / "scoring.json").read_text())
+    assert scoring["metrics"]["ssim"]["higher_is_better"] is True
+    assert scoring["lpips"].startswith("n/a")
+    stats = on_disk["methods"]["noisy"]["style_loss"]
+    assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    assert stats["n"] == 4
+    assert on_disk["methods"]["copy"]["lpips"]["n"] == 0
+    assert on_disk["methods"]["copy"]["seconds"] == 2.0
+
+
+def test_missing_pair_names_the_file(tmp_path, layout, params, scorer):
+    run(params, layout, tmp_path / "metrics", scorer)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "metrics").iterdir()}
+    (layout["outputs"] / "noisy" / "c2__s1.png").unlink()
+    with pytest.raises(evaluate.EvaluateError, match=r"noisy/c2__s1\.png: missing output"):
+        run(params, layout, tmp_path / "metrics", scorer)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "metrics").iterdir()} == before
+
+
+def test_size_mismatch_names_the_file(tmp_path, layout, params, scorer):
+    save(layout["outputs"] / "copy" / "c1__s2.png", noise((20, 20), 5))
+    with pytest.raises(evaluate.EvaluateError, match=r"copy/c1__s2\.png: 20x20 but content c1\.png is 40x30"):
+        run(params, layout, tmp_path / "metrics", scorer)
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_unreadable_output_names_the_file(tmp_path, layout, params, scorer):
+    (layout["outputs"] / "noisy" / "c1__s1.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ImageError, match=r"noisy/c1__s1\.png"):
+        run(params, layout, tmp_path / "metrics", scorer)
+
+
+def test_no_outputs_at_all(tmp_path, params, scorer):
+    with pytest.raises(evaluate.EvaluateError, match="no outputs folder"):
+        evaluate.run(params, tmp_path / "none", tmp_path, tmp_path, tmp_path / "m", scorer=scorer)
+
+
+def test_missing_lpips_weights_give_nan_and_one_warning(tmp_path, layout, params, caplog):
+    cfg = params.evaluate.model_copy(update={"lpips_weights": str(tmp_path / "nope.pth"), "lpips_download": False})
+    params = params.model_copy(update={"evaluate": cfg})
+    with caplog.at_level(logging.WARNING):
+        summary = run(params, layout, tmp_path / "metrics")  # real caffe scorer
+    warnings = [r for r in caplog.records if "lpips is n/a" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "nope.pth" in warnings[0].getMessage()
+    per_pair = pd.read_csv(tmp_path / "metrics" / "per_pair.csv")
+    assert per_pair["lpips"].isna().all()
+    assert per_pair["ssim"].notna().all()
+    assert summary["lpips"].startswith("n/a: LPIPS needs")
+    assert summary["methods"]["identity"]["content_loss"]["mean"] == 0.0
+    assert math.isclose(summary["methods"]["identity"]["ssim"]["mean"], 1.0, abs_tol=1e-6)
+
+
+def test_cli_logs_one_run_per_method(tmp_path, layout, repo_root, monkeypatch):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["evaluate"].update(lpips_download=False, bootstrap=200)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    code = cli.main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--outputs", str(layout["outputs"]),
+                     "--content", str(layout["content"]), "--style", str(layout["style"]),
+                     "--out", str(tmp_path / "metrics"), "--lpips-weights", str(tmp_path / "nope.pth")])  # fmt: skip
+    assert code == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
+    exp = client.get_experiment_by_name(raw["tracking"]["experiment"])
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags["method"] for r in runs) == ["copy", "identity", "noisy", "style_copy"]
+    for r in runs:
+        assert r.data.tags["stage"] == "evaluate"
+        assert "ssim_mean" in r.data.metrics
+        assert "lpips_mean" not in r.data.metrics  # n/a is not logged as a number
+        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["per_pair.csv"]
