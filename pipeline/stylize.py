@@ -1,7 +1,8 @@
 """stylize stage: every test content x every test style with one method -> ``outputs/<method>/``.
 
-Writes ``<content>__<style>.png`` (the content's H x W) and ``timing.csv`` (seconds, peak memory, device, input
-sha256s and final loss terms per pair). ``timing.csv`` is rewritten atomically after every pair, so an interrupted
+Writes ``<content>__<style>.png`` (the content's H x W), ``timing.csv`` (seconds, peak memory, device, input
+sha256s and final loss terms per pair) and ``losses.csv`` (the loss terms per step and pair, thinned to
+``tracking.max_step_points``). ``timing.csv`` is rewritten atomically after every pair, so an interrupted
 run, restarted, skips the finished pairs (dvc.yaml marks the folder ``persist`` for this); a change of the method's
 parameters, the encoder, the device or the code (recorded in ``.stylize-state.json``) starts the folder afresh, and a
 pair whose input images changed is redone. Also the one-off ``nst stylize`` command, through the same code path.
@@ -37,6 +38,7 @@ TIMING_FIELDS = (
     "content", "style", "file", "seconds", "peak_mem_mb", "device", "content_sha256", "style_sha256",
     "loss_content", "loss_style", "loss_tv", "loss_total",
 )  # fmt: skip
+LOSS_FIELDS = ("pair", "step", "content", "style", "tv", "total")
 STATE_FILE = ".stylize-state.json"
 
 
@@ -106,6 +108,7 @@ def run(
              "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint()}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"
+    losses_path = out_dir / "losses.csv"
     previous = json.loads(state_path.read_text()) if state_path.is_file() else None
     if previous != state:
         if previous is not None:
@@ -113,7 +116,7 @@ def run(
                 "stylize@%s: parameters, encoder, device or code changed since the last run; starting afresh",
                 method_name,
             )
-        for stale in [*out_dir.glob("*.png"), timing_path]:
+        for stale in [*out_dir.glob("*.png"), timing_path, losses_path]:
             stale.unlink(missing_ok=True)
         write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
@@ -138,6 +141,8 @@ def run(
 
     method = build_method(method_name, config, encoder)
     rows: list[dict[str, Any]] = list(done.values())
+    done_pairs = {Path(name).stem for name in done}
+    loss_rows = [r for r in _read_timing(losses_path) if r["pair"] in done_pairs]
     grids_logged = 0
     bar = tqdm(grid, desc=f"stylize@{method_name}", unit="pair", disable=None)
     for content_path, style_path in bar:
@@ -154,6 +159,9 @@ def run(
             **{f"loss_{k}": final.get(k, "") for k in ("content", "style", "tv", "total")},
         })  # fmt: skip
         rows.sort(key=lambda r: r["file"])
+        loss_rows.extend({"pair": Path(name).stem, "step": step, **terms}
+                         for step, terms in tracking.thin(history, params.tracking.max_step_points))  # fmt: skip
+        write_csv(loss_rows, LOSS_FIELDS, losses_path)
         write_csv(rows, TIMING_FIELDS, timing_path)
         if logger is not None:
             logger.log_step_series(f"{Path(name).stem}/", history)
@@ -162,6 +170,8 @@ def run(
                 grids_logged += 1
     if not timing_path.is_file():  # nothing to do and nothing done before (cannot happen with a non-empty grid)
         write_csv(rows, TIMING_FIELDS, timing_path)
+    if not losses_path.is_file():
+        write_csv(loss_rows, LOSS_FIELDS, losses_path)
     if logger is not None:
         seconds = [float(r["seconds"]) for r in rows]
         peaks = [float(r["peak_mem_mb"]) for r in rows]

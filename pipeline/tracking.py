@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,14 @@ def git_sha(cwd: str | Path | None = None) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def thin(history: list[dict[str, float]], max_points: int) -> list[tuple[int, dict[str, float]]]:
+    """At most ``max_points`` (+1) evenly spaced ``(step, terms)`` entries of ``history``, always keeping the last."""
+    if not history:
+        return []
+    stride = max(1, -(-len(history) // max_points))
+    return [(s, history[s]) for s in sorted({*range(0, len(history), stride), len(history) - 1})]
+
+
 class RunLogger:
     """Logging into one open MLflow run (what a stage sees; keeps mlflow out of every other module)."""
 
@@ -85,23 +94,19 @@ class RunLogger:
         self.max_step_points = max_step_points
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
 
     def log_step_series(self, prefix: str, history: list[dict[str, float]]) -> None:
-        """Per-step loss terms as step metrics, thinned to at most ``max_step_points`` evenly spaced steps."""
-        if not history:
-            return
-        stride = max(1, -(-len(history) // self.max_step_points))
-        steps = sorted({*range(0, len(history), stride), len(history) - 1})
-        import time
-
+        """Per-step loss terms as step metrics, thinned to at most ``max_step_points`` (see :func:`thin`)."""
         now = int(time.time() * 1000)
-        batch = [Metric(f"{prefix}{k}", float(v), now, s) for s in steps for k, v in history[s].items()]
+        batch = [
+            Metric(f"{prefix}{k}", float(v), now, s)
+            for s, t in thin(history, self.max_step_points)
+            for k, v in t.items()
+        ]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
 

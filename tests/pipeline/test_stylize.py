@@ -62,6 +62,10 @@ def test_grid_outputs_and_timing(tmp_path, grid, params, encoder):
         timing = list(csv.DictReader(fh))
     assert tuple(timing[0]) == stylize.TIMING_FIELDS
     assert sorted(r["file"] for r in timing) == sorted(p.name for p in out.glob("*.png"))
+    with (out / "losses.csv").open(newline="") as fh:
+        losses = list(csv.DictReader(fh))
+    assert {r["pair"] for r in losses} == {Path(r["file"]).stem for r in timing}
+    assert sorted(int(r["step"]) for r in losses if r["pair"] == "street_a__paint_x") == [0, 1]  # 2 Adam steps
     for row in timing:
         assert float(row["seconds"]) > 0
         assert float(row["peak_mem_mb"]) > 0

@@ -28,3 +28,15 @@ def test_uri_precedence(monkeypatch):
 
 def test_git_sha_outside_git(tmp_path):
     assert tracking.git_sha(tmp_path) == "unknown"
+
+
+def test_thin_keeps_first_last_and_bounds_the_count():
+    history = [{"total": float(i)} for i in range(1000)]
+    thinned = tracking.thin(history, 200)
+    steps = [s for s, _ in thinned]
+    assert steps[0] == 0
+    assert steps[-1] == 999
+    assert len(steps) <= 201
+    assert all(history[s] is t for s, t in thinned)
+    assert [s for s, _ in tracking.thin(history[:5], 200)] == [0, 1, 2, 3, 4]
+    assert tracking.thin([], 10) == []
