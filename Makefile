@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup clean plots
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ run: setup
 
 test: setup
 	python -m pytest
+
+plots: setup
+	nst plots --out reports/dvc_plots
 
 lint: setup
 	ruff check . && ruff format --check .

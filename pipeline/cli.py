@@ -11,9 +11,9 @@ import os
 import sys
 
 from methods.errors import NstError
-from pipeline import evaluate, fetch, prepare, stylize
+from pipeline import evaluate, fetch, offline_plots, prepare, report, stylize
 
-STAGES = (fetch, prepare, stylize, evaluate)
+STAGES = (fetch, prepare, stylize, evaluate, report, offline_plots)
 
 
 def parser() -> argparse.ArgumentParser:
