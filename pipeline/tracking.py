@@ -152,9 +152,13 @@ def stage_run(
     tracking_uri = resolve_uri(uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = (
-        exp.experiment_id if exp is not None else client.create_experiment(experiment, _artifact_root(tracking_uri))
-    )
+    if exp is not None:
+        exp_id = exp.experiment_id
+    else:
+        # experimentKind: MLflow 3's UI then opens the experiment in its "Model training" (runs) view.
+        exp_id = client.create_experiment(
+            experiment, _artifact_root(tracking_uri), tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     all_tags = {
         "stage": stage,
         "method": method or "",
