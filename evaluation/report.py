@@ -163,7 +163,7 @@ def fig_loss_curves(losses: pd.DataFrame) -> Figure:
             ax.plot(part["step"], part[term], label=method, color=palette[method])
         ax.set_yscale("log")
         ax.set_title(f"{term} loss (mean over pairs)")
-        ax.set_xlabel("step")
+        ax.set_xlabel("step (optimisation evaluation / training iteration)")
     axes[0].legend(fontsize=8)
     return fig
 

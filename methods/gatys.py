@@ -114,8 +114,13 @@ class Gatys:
         self.encoder = encoder if encoder is not None else load_encoder("caffe")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None) -> Gatys:
-        """Build from a params.yaml ``methods.gatys`` mapping (keys = :class:`GatysParams` fields)."""
+    def from_config(cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: Any = None) -> Gatys:
+        """Build from a params.yaml ``methods.gatys`` mapping (keys = :class:`GatysParams` fields).
+
+        ``model`` is accepted for a uniform interface; Gatys has no trained model and refuses one.
+        """
+        if model is not None:
+            raise NstError("gatys is optimisation-based and takes no --model")
         return cls(GatysParams().replace(**dict(cfg)), encoder=encoder)
 
     def stylize(

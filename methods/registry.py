@@ -16,7 +16,7 @@ class Method(Protocol):
     name: str
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, encoder: Any = None) -> Method: ...
+    def from_config(cls, cfg: Mapping[str, Any], *, encoder: Any = None, model: Any = None) -> Method: ...
 
     def stylize(self, content: Tensor, style: Tensor, **overrides: Any) -> Tensor: ...
 
@@ -39,6 +39,7 @@ def register(name: str) -> Callable[[F], F]:
 
 def _load_builtin() -> None:
     # Importing the modules registers them; done lazily so `import methods` stays cheap and cycle-free.
+    import methods.adain
     import methods.gatys  # noqa: F401
 
 

@@ -192,15 +192,49 @@ class GatysSection(Strict):
     _layers = field_validator("content_layers", "style_layers")(_check_layer_names)
 
 
+class TrainSection(Strict):
+    """The shared feed-forward training schedule (methods/training.py)."""
+
+    iterations: Annotated[int, Field(ge=0, le=10_000_000)]
+    batch_size: Annotated[int, Field(ge=1, le=1024)]
+    lr: Annotated[float, Field(gt=0.0, le=1.0)]
+    lr_decay: Annotated[float, Field(ge=0.0)]
+    resize_short: Annotated[int, Field(ge=16, le=8192)]  # images resized so their short side is this, then cropped
+    crop: Annotated[int, Field(ge=16, le=8192)]
+    checkpoint_every: Annotated[int, Field(ge=1)]
+    keep_checkpoints: Annotated[int, Field(ge=1, le=1000)]
+    log_every: Annotated[int, Field(ge=1)]
+    sample_every: Annotated[int, Field(ge=0)]
+    seed: Seed
+    amp: bool
+    channels_last: bool
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> TrainSection:
+        if self.crop > self.resize_short:
+            raise ValueError(f"crop ({self.crop}) must be <= resize_short ({self.resize_short})")
+        return self
+
+
+class AdaINSection(Strict):
+    content_weight: Annotated[float, Field(ge=0.0)]
+    style_weight: Annotated[float, Field(ge=0.0)]
+    alpha: Fraction
+    preserve_color: bool
+    seed: Seed
+    train: TrainSection
+
+
 class MethodsSection(Strict):
     gatys: GatysSection
+    adain: AdaINSection
 
 
-METHOD_NAMES = ("gatys",)
+METHOD_NAMES = ("gatys", "adain")
+TRAINED_METHODS = ("adain",)
 
 
 class StylizeSection(Strict):
-    methods: Annotated[list[Literal["gatys"]], Field(min_length=1)]  # the stylize@<method> stages dvc.yaml runs
     grids: Annotated[int, Field(ge=0, le=10_000)]  # content | style | output grids logged to MLflow per method
 
 

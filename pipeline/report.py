@@ -51,12 +51,16 @@ def _thumb(path: Path) -> np.ndarray:
     return resize_to_edge(read_image(path), THUMB_PX)[0].permute(1, 2, 0).numpy()
 
 
-def _losses(outputs: Path, methods: list[str]) -> pd.DataFrame:
+def _losses(outputs: Path, models: Path, methods: list[str]) -> pd.DataFrame:
+    """Loss per step: a trained method's training curve (models/<m>/losses.csv), else its optimisation curves."""
     frames = []
     for method in methods:
-        path = outputs / method / "losses.csv"
-        if path.is_file():
-            frames.append(pd.read_csv(path).assign(method=method))
+        for path in (models / method / "losses.csv", outputs / method / "losses.csv"):
+            if path.is_file():
+                frame = pd.read_csv(path)
+                if not frame.empty:
+                    frames.append(frame.assign(method=method))
+                    break
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "step", "total"])
 
 
@@ -65,7 +69,15 @@ def _pareto(tuning: Path) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def build(params: Params, metrics_dir: Path, outputs: Path, prepared: Path, tuning: Path, out: Path) -> dict[str, Any]:
+def build(
+    params: Params,
+    metrics_dir: Path,
+    outputs: Path,
+    prepared: Path,
+    tuning: Path,
+    out: Path,
+    models: Path | None = None,
+) -> dict[str, Any]:
     """Write the report into ``out`` (replaced as a whole); returns a small description of what was written."""
     summary = _load_json(metrics_dir / "summary.json")
     scoring = _load_json(metrics_dir / "scoring.json")
@@ -86,7 +98,7 @@ def build(params: Params, metrics_dir: Path, outputs: Path, prepared: Path, tuni
     figures: dict[str, plt.Figure] = {
         "metrics": rep.fig_metric_distributions(per_pair, order),
         "tradeoff": rep.fig_tradeoff(per_pair, order, _pareto(tuning)),
-        "losses": rep.fig_loss_curves(_losses(outputs, methods)),
+        "losses": rep.fig_loss_curves(_losses(outputs, models if models is not None else outputs / ".none", methods)),
         "speed_memory": rep.fig_speed_memory(per_pair, order),
     }
     content_thumbs = {p.stem: _thumb(p) for p in contents}
@@ -273,6 +285,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics"))
     p.add_argument("--outputs", type=Path, default=Path("outputs"))
+    p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     p.add_argument("--tuning", type=Path, default=Path("reports/tuning"))
     p.add_argument("--out", type=Path, default=Path("reports"))
@@ -284,7 +297,7 @@ def main(args: argparse.Namespace) -> int:
     with tracking.stage_run(
         "report", None, {"profile": params.profile}, uri=params.tracking.uri, experiment=params.tracking.experiment
     ) as logger:
-        info = build(params, args.metrics, args.outputs, args.prepared, args.tuning, args.out)
+        info = build(params, args.metrics, args.outputs, args.prepared, args.tuning, args.out, args.models)
         logger.log_artifact(args.out / "index.html", "report")
         logger.log_artifact(args.out / "report.md", "report")
         for fig in sorted((args.out / "figures").glob("*.png")):

@@ -61,8 +61,21 @@ def method_config(params: Params, name: str) -> dict[str, Any]:
     return getattr(params.methods, name).model_dump()
 
 
-def build_method(name: str, config: Mapping[str, Any], encoder: VGGEncoder) -> Method:
-    return get_method(name).from_config(config, encoder=encoder)
+def build_method(name: str, config: Mapping[str, Any], encoder: VGGEncoder, model: Path | None = None) -> Method:
+    return get_method(name).from_config(config, encoder=encoder, model=model)
+
+
+def model_fingerprint(model: Path | None) -> str | None:
+    """sha256 of a trained model's weight files (None for methods without one)."""
+    if model is None:
+        return None
+    import hashlib
+
+    files = sorted(model.glob("*.pt")) if model.is_dir() else [model]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 def stylize_pair(
@@ -95,8 +108,12 @@ def run(
     *,
     encoder: VGGEncoder | None = None,
     logger: tracking.RunLogger | None = None,
+    model: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Stylize the grid into ``out_dir``, resuming finished pairs; returns the timing rows."""
+    """Stylize the grid into ``out_dir``, resuming finished pairs; returns the timing rows.
+
+    ``model``: the trained model (file or folder) of a feed-forward method.
+    """
     device = pick_device(params.base.device)
     contents, styles = list_images(content_dir), list_images(style_dir)
     for role, found, folder in (("content", contents, content_dir), ("style", styles, style_dir)):
@@ -105,7 +122,8 @@ def run(
     encoder = encoder or load_encoder(params.encoder.weights, pool=params.encoder.pool)
     config = method_config(params, method_name)
     state = {"method": method_name, "config": config, "encoder_sha256": encoder.weights_sha256,
-             "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint()}  # fmt: skip
+             "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint(),
+             "model_sha256": model_fingerprint(model)}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"
     losses_path = out_dir / "losses.csv"
@@ -139,7 +157,7 @@ def run(
     if done:
         log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))
 
-    method = build_method(method_name, config, encoder)
+    method = build_method(method_name, config, encoder, model)
     rows: list[dict[str, Any]] = list(done.values())
     done_pairs = {Path(name).stem for name in done}
     loss_rows = [r for r in _read_timing(losses_path) if r["pair"] in done_pairs]
@@ -234,6 +252,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--content", type=Path, default=Path("data/prepared/test/content"))
     p.add_argument("--style", type=Path, default=Path("data/prepared/test/style"))
     p.add_argument("--out", type=Path, required=True, help="e.g. outputs/<method>")
+    p.add_argument("--model", type=Path, default=None, help="trained model of a feed-forward method (models/<method>)")
     p.set_defaults(func=main_stage)
 
     one = sub.add_parser(
@@ -247,6 +266,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument("style", type=Path)
     one.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
     one.add_argument("--params", type=Path, default=Path("params.yaml"))
+    one.add_argument(
+        "--model", type=Path, default=None, help="trained model of a feed-forward method (models/<method>)"
+    )
     one.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     one.set_defaults(func=main_one)
 
@@ -264,7 +286,8 @@ def main_stage(args: argparse.Namespace) -> int:
         tags=tags,
         max_step_points=params.tracking.max_step_points,
     ) as logger:
-        rows = run(params, args.method, args.content, args.style, args.out, encoder=encoder, logger=logger)
+        rows = run(params, args.method, args.content, args.style, args.out, encoder=encoder, logger=logger,
+                   model=args.model)  # fmt: skip
     log.info("stylize@%s: %d pairs in %s", args.method, len(rows), args.out)
     return 0
 
@@ -273,7 +296,7 @@ def main_one(args: argparse.Namespace) -> int:
     params = override_method(load_params(args.params), args.method, parse_overrides(args.overrides))
     device = pick_device(params.base.device)
     encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
-    method = build_method(args.method, method_config(params, args.method), encoder)
+    method = build_method(args.method, method_config(params, args.method), encoder, args.model)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
     write_image(output, args.out)
     final = history[-1] if history else {}

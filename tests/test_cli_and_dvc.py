@@ -79,11 +79,16 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     params = repo_copy / "params.yaml"
     text = params.read_text()
     assert "    iterations: 30 " in text
-    params.write_text(text.replace("    iterations: 30 ", "    iterations: 2 ", 1))  # keep the test short
+    text = text.replace("    iterations: 30 ", "    iterations: 2 ", 1)  # keep the test short: gatys
+    assert "      iterations: 200 " in text
+    params.write_text(text.replace("      iterations: 200 ", "      iterations: 3 ", 1))  # adain training
     first = run([dvc, "repro"], repo_copy)
-    for stage in ("fetch", "prepare", "stylize@gatys", "evaluate"):
+    for stage in ("fetch", "prepare", "train@adain", "stylize@gatys", "stylize@adain", "evaluate", "report"):
         assert f"Running stage '{stage}'" in first.stdout
-    assert len(list((repo_copy / "outputs/gatys").glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
+    for method in ("gatys", "adain"):
+        assert len(list((repo_copy / "outputs" / method).glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
+    assert (repo_copy / "models/adain/decoder.pt").is_file()
+    assert (repo_copy / "reports/index.html").is_file()
     for split in ("train", "val", "test"):
         for role in ("content", "style"):
             assert any((repo_copy / "data/prepared" / split / role).glob("*.png")), f"{split}/{role} is empty"
@@ -101,6 +106,8 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     third = run([dvc, "repro"], repo_copy)
     assert "Running stage 'prepare'" in third.stdout
     assert "Running stage 'stylize@gatys'" in third.stdout  # its inputs changed
+    assert "Running stage 'train@adain'" in third.stdout  # the prepared training images changed too
+
     assert "Running stage 'evaluate'" in third.stdout
     assert "Running stage 'fetch'" not in third.stdout
     assert "up to date" in run([dvc, "status"], repo_copy).stdout

@@ -1,0 +1,258 @@
+"""Huang & Belongie, "Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization", ICCV 2017.
+
+Encoder: the shared caffe VGG-19 up to relu4_1 (frozen). AdaIN aligns the content features' per-channel mean and
+std with the style's; a decoder that mirrors the encoder (nearest upsampling for pooling, reflection padding, no
+normalisation layers) maps them back to an image. Training loss (paper eqs. 11-12): content MSE between the decoded
+image's relu4_1 features and the AdaIN target, plus ``style_weight`` x mean/std MSE on relu1_1..relu4_1.
+
+Scale note: the reference models use ``vgg_normalised`` (the Lua release's VGG-19 with activations rescaled to about
+1 per filter), whereas the caffe encoder here sees 0..255 input and is unnormalised: its activations grow with depth
+(relu1_1 ~ 10s, relu4_1 ~ 100s-1000s). All terms are MSEs of features, so the content term (relu4_1) and the deep
+style terms weigh more relative to relu1_1..relu2_1 than in the reference; ``style_weight`` = 10 (naoto0804
+train.py) is therefore a starting point, which the tuning stage recalibrates for this encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.encoder import VGGEncoder, load_encoder
+from methods.errors import NstError
+from methods.losses import content_loss, mean_std, mean_std_loss
+from methods.registry import register
+
+log = logging.getLogger(__name__)
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # paper sec. 6
+CONTENT_LAYER = "relu4_1"  # paper sec. 5: AdaIN at relu4_1
+MODEL_FILE = "decoder.pt"
+
+
+def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
+    """Adaptive instance normalisation (paper eq. 8): content features with the style's channel mean and std.
+
+    ``(content - mean(content)) / std(content) * std(style) + mean(style)`` per sample and channel, over space.
+    Shapes (B, C, H, W) and (B or 1, C, H', W').
+    """
+    c_mean, c_std = mean_std(content, eps)
+    s_mean, s_std = mean_std(style, eps)
+    return (content - c_mean) / c_std * s_std + s_mean
+
+
+def match_color(style: Tensor, content: Tensor, eps: float = 1e-5) -> Tensor:
+    """Colour preservation (paper sec. 7.3, after Gatys et al. 2017): a linear map of the style image's RGB so its
+    mean and covariance equal the content's: ``x' = C_c^1/2 C_s^-1/2 (x - mu_s) + mu_c``, clamped to [0, 1]."""
+
+    def stats(img: Tensor) -> tuple[Tensor, Tensor]:
+        flat = img.reshape(3, -1).double()
+        mu = flat.mean(dim=1, keepdim=True)
+        centred = flat - mu
+        cov = centred @ centred.T / flat.shape[1] + eps * torch.eye(3, dtype=flat.dtype, device=flat.device)
+        return mu, cov
+
+    def sqrtm(m: Tensor, inverse: bool = False) -> Tensor:
+        vals, vecs = torch.linalg.eigh(m)
+        vals = vals.clamp_min(eps)
+        return vecs @ torch.diag(vals.rsqrt() if inverse else vals.sqrt()) @ vecs.T
+
+    out = []
+    for s, c in zip(style, content.expand(style.shape[0], *content.shape[1:]), strict=True):
+        mu_s, cov_s = stats(s)
+        mu_c, cov_c = stats(c)
+        mapped = sqrtm(cov_c) @ sqrtm(cov_s, inverse=True) @ (s.reshape(3, -1).double() - mu_s) + mu_c
+        out.append(mapped.reshape(s.shape).to(style.dtype))
+    return torch.stack(out).clamp(0, 1)
+
+
+def _conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+    return [*layers, nn.ReLU()] if relu else layers
+
+
+class Decoder(nn.Sequential):
+    """Mirror of VGG-19 up to relu4_1: relu4_1 (512 ch, 1/8 size) -> RGB at full size (paper sec. 6)."""
+
+    def __init__(self) -> None:
+        up = nn.Upsample(scale_factor=2, mode="nearest")
+        super().__init__(
+            *_conv(512, 256), up,
+            *_conv(256, 256), *_conv(256, 256), *_conv(256, 256), *_conv(256, 128), nn.Upsample(scale_factor=2),
+            *_conv(128, 128), *_conv(128, 64), nn.Upsample(scale_factor=2),
+            *_conv(64, 64), *_conv(64, 3, relu=False),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AdaINParams:
+    """Hyper-parameters; each default cites its source."""
+
+    content_weight: float = 1.0  # naoto0804/pytorch-AdaIN train.py --content_weight 1.0
+    style_weight: float = 10.0  # naoto0804/pytorch-AdaIN train.py --style_weight 10.0 (see the scale note above)
+    alpha: float = 1.0  # paper eq. 14: 1 = full stylization, 0 = reconstruct the content
+    preserve_color: bool = False  # paper sec. 7.3
+    seed: int = 0  # decoder initialisation
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise NstError(f"adain: alpha must be in [0, 1], got {self.alpha}")
+        for key in ("content_weight", "style_weight"):
+            if not getattr(self, key) >= 0:
+                raise NstError(f"adain: {key} must be >= 0, got {getattr(self, key)}")
+
+    def replace(self, **changes: Any) -> AdaINParams:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise NstError(f"adain: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(self, **changes)
+
+
+@register("adain")
+class AdaIN(nn.Module):
+    """AdaIN style transfer: ``stylize(content, style)`` with alpha, colour preservation and style interpolation."""
+
+    name = "adain"
+    needs_model = True
+
+    @staticmethod
+    def params_type() -> type[AdaINParams]:
+        return AdaINParams
+
+    def __init__(self, params: AdaINParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
+        super().__init__()
+        self.params = params or AdaINParams()
+        self.encoder = encoder if encoder is not None else load_encoder("caffe", last_layer=CONTENT_LAYER)
+        torch.manual_seed(self.params.seed)
+        self.decoder = Decoder()
+
+    # ------------------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(
+        cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: str | Path | None = None
+    ) -> AdaIN:
+        """Build from ``methods.adain`` params (inference keys only are used here) and load ``model``."""
+        inference = {
+            k: cfg[k] for k in ("content_weight", "style_weight", "alpha", "preserve_color", "seed") if k in cfg
+        }
+        method = cls(AdaINParams().replace(**inference), encoder=encoder)
+        if model is None:
+            raise NstError("adain needs a trained model: pass --model models/adain (run the train@adain stage first)")
+        method.load(model)
+        return method
+
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the decoder weights (+ metadata) to ``path`` (a folder -> ``<folder>/decoder.pt``), atomically."""
+        from methods.training import _atomic_save
+
+        path = Path(path)
+        target = path / MODEL_FILE if path.suffix != ".pt" else path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save({"decoder": self.decoder.state_dict(), "encoder_sha256": self.encoder.weights_sha256,
+                      **(extra or {})}, target)  # fmt: skip
+        return target
+
+    def load(self, path: str | Path) -> AdaIN:
+        """Load decoder weights written by :meth:`save` (a folder or the .pt file)."""
+        path = Path(path)
+        target = path / MODEL_FILE if path.is_dir() else path
+        if not target.is_file():
+            raise NstError(f"{target}: no AdaIN model (run the train@adain stage, or pass the right --model)")
+        try:
+            state = torch.load(target, map_location="cpu", weights_only=True)
+            self.decoder.load_state_dict(state["decoder"])
+        except Exception as exc:
+            raise NstError(f"{target}: not a readable AdaIN model ({type(exc).__name__}: {exc})") from exc
+        if state.get("encoder_sha256") not in (None, self.encoder.weights_sha256):
+            log.warning("%s was trained with encoder %s, not %s", target, state["encoder_sha256"][:12],
+                        self.encoder.weights_sha256[:12])  # fmt: skip
+        return self
+
+    # ------------------------------------------------------------------------------------------ model
+
+    def encode(self, image: Tensor, layers: Sequence[str] = (CONTENT_LAYER,)) -> dict[str, Tensor]:
+        return self.encoder(image, layers)
+
+    def decode(self, feats: Tensor) -> Tensor:
+        return self.decoder(feats)
+
+    @staticmethod
+    def _pad8(image: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        h, w = image.shape[-2:]
+        ph, pw = (-h) % 8, (-w) % 8
+        if ph or pw:  # reflection needs pad < size; replicate covers tiny images
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            image = F.pad(image, (0, pw, 0, ph), mode=mode)
+        return image, (h, w)
+
+    def reconstruct(self, image: Tensor) -> Tensor:
+        """decoder(encoder(x)) at x's exact size (inputs padded to a multiple of 8, output cropped)."""
+        padded, (h, w) = self._pad8(image)
+        return self.decode(self.encode(padded)[CONTENT_LAYER])[..., :h, :w]
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"decoder": self.decoder}
+
+    def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """Weighted training loss terms for a batch (paper eqs. 11-12): ``content``, ``style``, ``total``."""
+        with torch.no_grad():
+            c_feat = self.encode(content)[CONTENT_LAYER]
+            s_feats = self.encode(style, STYLE_LAYERS)
+            target = adain(c_feat, s_feats[CONTENT_LAYER])
+        decoded = self.decode(target)
+        out_feats = self.encode(decoded, STYLE_LAYERS)
+        out_feats = {k: v.float() for k, v in out_feats.items()}
+        c = content_loss(out_feats[CONTENT_LAYER], target.float()).mean()
+        s = mean_std_loss(out_feats, {k: v.float() for k, v in s_feats.items()}).mean()
+        p = self.params
+        return {"content": p.content_weight * c, "style": p.style_weight * s,
+                "total": p.content_weight * c + p.style_weight * s}  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def stylize(
+        self,
+        content: Tensor,
+        style: Tensor | Sequence[Tensor],
+        *,
+        style_weights: Sequence[float] | None = None,
+        callback: Any = None,
+        **overrides: Any,
+    ) -> Tensor:
+        """Stylize ``content`` (B, 3, H, W) in [0, 1]; output has its shape.
+
+        Args:
+            style: one style image (1 or B, 3, H', W'), or a list of styles to interpolate (paper sec. 7.2).
+            style_weights: interpolation weights for a list of styles (normalised to sum 1; default equal).
+            callback: accepted for interface compatibility with optimisation methods; never called (no steps).
+            **overrides: ``alpha``, ``preserve_color`` (and the other :class:`AdaINParams`) for this call.
+        """
+        p = self.params.replace(**overrides) if overrides else self.params
+        styles = list(style) if isinstance(style, list | tuple) else [style]
+        if style_weights is None:
+            style_weights = [1.0 / len(styles)] * len(styles)
+        if len(style_weights) != len(styles) or min(style_weights) < 0 or sum(style_weights) <= 0:
+            raise NstError("adain: style_weights must be non-negative, one per style, with a positive sum")
+        total = float(sum(style_weights))
+        device = content.device
+        self.to(device)
+        self.decoder.eval()
+        padded, (h, w) = self._pad8(content.float())
+        c_feat = self.encode(padded)[CONTENT_LAYER]
+        target = torch.zeros_like(c_feat)
+        for s, weight in zip(styles, style_weights, strict=True):
+            s = s.to(device).float()
+            if p.preserve_color:
+                s = match_color(s, content.float())
+            target += (weight / total) * adain(c_feat, self.encode(s)[CONTENT_LAYER])
+        target = p.alpha * target + (1 - p.alpha) * c_feat  # paper eq. 14
+        return self.decode(target)[..., :h, :w].clamp(0, 1).to(content.dtype)

@@ -1,0 +1,230 @@
+"""The training loop shared by the feed-forward methods: seeded random crops, Adam with inverse-time decay,
+bf16 autocast / channels_last on CUDA, atomic checkpoints and exact resume.
+
+A method plugs in a :class:`TrainableModel`: its trainable modules, and ``losses(content, style)`` returning the
+weighted loss terms (a dict of scalar tensors, ``"total"`` included). Everything random during training comes from
+one ``torch.Generator`` (batch indices and crop offsets) whose state is checkpointed together with the model,
+the optimiser and the iteration, so ``resume`` continues exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from methods.errors import NstError
+
+log = logging.getLogger(__name__)
+
+CKPT_PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+class CheckpointError(NstError):
+    """No usable checkpoint where one is required, or a checkpoint that does not fit the model."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int
+    batch_size: int
+    lr: float
+    lr_decay: float  # lr_t = lr / (1 + lr_decay * t)  (naoto0804/pytorch-AdaIN train.py adjust_learning_rate)
+    checkpoint_every: int
+    keep_checkpoints: int
+    seed: int
+    amp: bool = False
+    channels_last: bool = False
+
+
+class RandomCrops:
+    """Batches of random square crops from ``n`` images, drawn with a caller-supplied generator (reproducible).
+
+    Args:
+        load: ``load(i)`` returns image ``i`` as (1, 3, H, W) in [0, 1] (already resized by the caller's policy).
+        n: number of images.
+        crop: crop side in pixels; images smaller than that are upscaled to fit (rare: policy sizes them above).
+        cache: keep loaded images in memory (the embedded sample); False for large sets.
+    """
+
+    def __init__(self, load: Callable[[int], Tensor], n: int, crop: int, cache: bool = True) -> None:
+        if n < 1:
+            raise NstError("RandomCrops needs at least one image")
+        self.load, self.n, self.crop = load, n, crop
+        self._cache: dict[int, Tensor] | None = {} if cache else None
+
+    def _image(self, i: int) -> Tensor:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        img = self.load(i)
+        h, w = img.shape[-2:]
+        if min(h, w) < self.crop:
+            scale = self.crop / min(h, w)
+            img = torch.nn.functional.interpolate(
+                img, size=(max(self.crop, round(h * scale)), max(self.crop, round(w * scale))), mode="bilinear"
+            )
+        if self._cache is not None:
+            self._cache[i] = img
+        return img
+
+    def sample(self, batch: int, gen: torch.Generator) -> Tensor:
+        """(batch, 3, crop, crop): image indices and crop offsets from ``gen``."""
+        out = []
+        for i in torch.randint(self.n, (batch,), generator=gen).tolist():
+            img = self._image(i)
+            h, w = img.shape[-2:]
+            top = int(torch.randint(h - self.crop + 1, (1,), generator=gen))
+            left = int(torch.randint(w - self.crop + 1, (1,), generator=gen))
+            out.append(img[..., top : top + self.crop, left : left + self.crop])
+        return torch.cat(out)
+
+
+class TrainableModel(Protocol):
+    def trainable(self) -> dict[str, nn.Module]: ...
+
+    def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]: ...
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if CKPT_PATTERN.match(p.name))
+
+
+def load_latest(directory: Path) -> tuple[dict[str, Any], Path] | None:
+    """The newest checkpoint that loads; a corrupt newer one is skipped with a warning. None when there is none."""
+    bad = []
+    for path in reversed(checkpoints(directory)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "iteration" not in state:
+                raise ValueError("not a training checkpoint")
+        except Exception as exc:  # truncated zip, pickle error, wrong content
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
+            bad.append(path)
+            continue
+        return state, path
+    if bad:
+        raise CheckpointError(f"{directory}: no readable checkpoint ({', '.join(p.name for p in bad)} are corrupt)")
+    return None
+
+
+def train(
+    model: TrainableModel,
+    content: RandomCrops,
+    style: RandomCrops,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    *,
+    device: torch.device,
+    resume: bool = False,
+    fingerprint: str = "",
+    log_fn: Callable[[int, dict[str, float]], None] | None = None,
+    sample_fn: Callable[[int], None] | None = None,
+    sample_every: int = 0,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Train ``model`` up to ``cfg.iterations``; returns the iteration reached.
+
+    Args:
+        checkpoint_dir: ``ckpt-<iteration>.pt`` files are written here every ``cfg.checkpoint_every`` iterations and
+            at the end (atomically: temp file + rename; the newest ``keep_checkpoints`` are kept).
+        resume: continue from the newest readable checkpoint (its ``fingerprint`` must match); raises
+            :class:`CheckpointError` when there is none.
+        fingerprint: identifies the model/config a checkpoint belongs to (refuses to resume a different one).
+        log_fn: called every iteration with the loss terms (floats).
+        sample_fn: called every ``sample_every`` iterations (e.g. to log a sample grid).
+        stop_after: stop (with a checkpoint) after this many iterations of this call — for tests of resume.
+    """
+    modules = model.trainable()
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start = 0
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        found = load_latest(checkpoint_dir)
+        if found is None:
+            raise CheckpointError(f"{checkpoint_dir}: no checkpoint to resume from")
+        state, path = found
+        if state.get("fingerprint") != fingerprint:
+            raise CheckpointError(f"{path}: written for another configuration; remove it or train from scratch")
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start = int(state["iteration"])
+        log.info("resumed from %s (iteration %d)", path, start)
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else contextlib.nullcontext()
+    for module in modules.values():
+        module.to(device).train()
+        if cuda and cfg.channels_last:
+            module.to(memory_format=torch.channels_last)
+
+    def save(iteration: int) -> None:
+        state = {
+            "iteration": iteration,
+            "fingerprint": fingerprint,
+            "config": asdict(cfg),
+            "modules": {k: m.state_dict() for k, m in modules.items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
+        }
+        _atomic_save(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
+        for old in checkpoints(checkpoint_dir)[: -cfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", disable=not progress)
+    iteration = start
+    for iteration in range(start + 1, end + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
+        c = content.sample(cfg.batch_size, gen).to(device)
+        s = style.sample(cfg.batch_size, gen).to(device)
+        if cuda and cfg.channels_last:
+            c, s = c.contiguous(memory_format=torch.channels_last), s.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            terms = model.losses(c, s)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        if not all(v == v and abs(v) != float("inf") for v in values.values()):
+            raise NstError(f"training diverged at iteration {iteration}: {values}")
+        if log_fn is not None:
+            log_fn(iteration, values)
+        if sample_fn is not None and sample_every and iteration % sample_every == 0:
+            sample_fn(iteration)
+        if iteration % cfg.checkpoint_every == 0 or iteration == end:
+            save(iteration)
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['total']:.4g}")
+    bar.close()
+    if end == start and start == 0 and cfg.iterations == 0:
+        save(0)
+    return iteration

@@ -1,0 +1,174 @@
+"""train stage (``train@<method>``, feed-forward methods): train on ``data/prepared/train`` -> ``models/<method>/``.
+
+Writes ``decoder.pt`` (the trained weights; see the method's ``save``), ``train_metrics.json`` (iterations, seconds,
+iterations/s, final losses), ``losses.csv`` (per-step loss terms, thinned) and ``checkpoints/ckpt-*.pt`` (atomic,
+every ``train.checkpoint_every`` iterations). By default a run resumes from the newest readable checkpoint written
+for the same configuration (so an interrupted ``dvc repro`` continues: dvc.yaml marks the folder ``persist``) and
+starts afresh otherwise; ``--resume`` insists on resuming, ``--fresh`` ignores checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from methods import get_method
+from methods.encoder import load_encoder
+from methods.errors import NstError
+from methods.image import resize_to_edge
+from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
+from pipeline import tracking
+from pipeline.config import TRAINED_METHODS, Params, load_params
+from pipeline.io import list_images, read_image, side_by_side, write_csv, write_text_atomic
+from pipeline.resources import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def crops(folder: Path, resize_short: int, crop: int) -> RandomCrops:
+    """Random crops of the images in ``folder``, each first resized so its short side is ``resize_short``."""
+    paths = list_images(folder)
+    if not paths:
+        raise NstError(f"{folder}: no training images")
+    return RandomCrops(lambda i: resize_to_edge(read_image(paths[i]), resize_short, "short", upscale=True), len(paths),
+                       crop, cache=len(paths) <= 256)  # fmt: skip
+
+
+def run(
+    params: Params,
+    method_name: str,
+    content_dir: Path,
+    style_dir: Path,
+    out_dir: Path,
+    *,
+    resume: str = "auto",
+    logger: tracking.RunLogger | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``method_name``; ``resume`` is "auto" | "always" | "never". Returns the train metrics."""
+    if method_name not in TRAINED_METHODS:
+        raise NstError(f"{method_name} is not a trained method (trained: {', '.join(TRAINED_METHODS)})")
+    section = getattr(params.methods, method_name)
+    tcfg = section.train
+    device = pick_device(params.base.device)
+    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    cls = get_method(method_name)
+    weights = {k: v for k, v in section.model_dump().items() if k != "train"}
+    model = cls(cls.params_type()().replace(**weights), encoder=encoder)  # type: ignore[attr-defined]
+    cfg = TrainConfig(
+        iterations=tcfg.iterations, batch_size=tcfg.batch_size, lr=tcfg.lr, lr_decay=tcfg.lr_decay,
+        checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints, seed=tcfg.seed,
+        amp=tcfg.amp, channels_last=tcfg.channels_last,
+    )  # fmt: skip
+    fingerprint = tracking.params_hash({"method": method_name, "section": section.model_dump(mode="json"),
+                                        "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
+                                        "content": str(content_dir), "style": str(style_dir)})  # fmt: skip
+    ckpt_dir = out_dir / "checkpoints"
+    if resume == "auto":
+        found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
+        if found is not None and found[0].get("fingerprint") == fingerprint:
+            resume = "always"
+        elif checkpoints(ckpt_dir):
+            log.info("train@%s: checkpoints are from another configuration; starting afresh", method_name)
+            shutil.rmtree(ckpt_dir)
+    elif resume == "never" and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    content, style = crops(content_dir, tcfg.resize_short, tcfg.crop), crops(style_dir, tcfg.resize_short, tcfg.crop)
+
+    history: list[dict[str, float]] = []
+    pending: list[tuple[int, dict[str, float]]] = []
+
+    def log_fn(iteration: int, terms: dict[str, float]) -> None:
+        history.append({"step": iteration, **terms})
+        if logger is not None and iteration % tcfg.log_every == 0:
+            pending.append((iteration, terms))
+            if len(pending) >= 20:
+                flush()
+
+    def flush() -> None:
+        if logger is not None:
+            for it, terms in pending:
+                logger.log_metrics({f"train/{k}": v for k, v in terms.items()}, step=it)
+        pending.clear()
+
+    sample_c, sample_s = content.sample(1, _fixed_gen(1)), style.sample(1, _fixed_gen(2))
+
+    def sample_fn(iteration: int) -> None:
+        if logger is None:
+            return
+        was = model.decoder.training
+        out = model.stylize(sample_c.to(device), sample_s.to(device)).cpu()
+        model.decoder.train(was)
+        logger.log_image(side_by_side([sample_c, sample_s, out], height=192), f"samples/iter_{iteration:08d}.png")
+
+    started = time.perf_counter()
+    reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resume == "always",
+                    fingerprint=fingerprint, log_fn=log_fn, sample_fn=sample_fn, sample_every=tcfg.sample_every,
+                    stop_after=stop_after)  # fmt: skip
+    seconds = time.perf_counter() - started
+    flush()
+    done_now = len(history)
+    metrics = {
+        "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
+        "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
+        "device": device.type, **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
+    }  # fmt: skip
+    if reached >= cfg.iterations:
+        model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint})
+    losses_path = out_dir / "losses.csv"
+    old = _read_losses(losses_path) if resume == "always" else []
+    rows = [r for r in old if int(r["step"]) <= reached - done_now] + history
+    fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
+    write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
+    write_text_atomic(out_dir / "train_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if logger is not None:
+        logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
+        if (out_dir / "decoder.pt").is_file():
+            logger.log_artifact(out_dir / "decoder.pt", "model")
+    return metrics
+
+
+def _fixed_gen(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _read_losses(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a feed-forward method (stage train@<method>)", description=__doc__)
+    p.add_argument("--method", required=True, choices=TRAINED_METHODS)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--content", type=Path, default=Path("data/prepared/train/content"))
+    p.add_argument("--style", type=Path, default=Path("data/prepared/train/style"))
+    p.add_argument("--out", type=Path, required=True, help="e.g. models/<method>")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_const", const="always", dest="resume", default="auto",
+                       help="continue from the newest checkpoint (error if there is none)")  # fmt: skip
+    group.add_argument("--fresh", action="store_const", const="never", dest="resume", help="ignore checkpoints")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    section = getattr(params.methods, args.method).model_dump(mode="json")
+    tree = {"profile": params.profile, "base": params.base.model_dump(), "encoder": params.encoder.model_dump(),
+            "method": {args.method: section}}  # fmt: skip
+    with tracking.stage_run("train", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,
+                            max_step_points=params.tracking.max_step_points) as logger:  # fmt: skip
+        metrics = run(params, args.method, args.content, args.style, args.out, resume=args.resume, logger=logger)
+    log.info("train@%s: %s", args.method, json.dumps(metrics))
+    return 0
