@@ -1,0 +1,115 @@
+"""The shared training loop: the loss falls, resume is exact, checkpoints are atomic and failures are clear."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from methods import training
+from methods.adain import AdaIN, AdaINParams
+from methods.encoder import random_encoder
+from methods.training import CheckpointError, RandomCrops, TrainConfig, checkpoints, train
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return random_encoder(seed=0, last_layer="relu4_1")
+
+
+def crops(seed: int, n: int = 3, crop: int = 32) -> RandomCrops:
+    images = [torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)]
+    return RandomCrops(lambda i: images[i], n, crop)
+
+
+def config(**changes) -> TrainConfig:
+    base = {"iterations": 6, "batch_size": 2, "lr": 1e-3, "lr_decay": 5e-5, "checkpoint_every": 2,
+            "keep_checkpoints": 2, "seed": 0}  # fmt: skip
+    return TrainConfig(**{**base, **changes})
+
+
+def model(encoder, seed: int = 0) -> AdaIN:
+    return AdaIN(AdaINParams(seed=seed), encoder=encoder)
+
+
+def test_random_crops_are_reproducible():
+    source = crops(0)
+    a = source.sample(4, torch.Generator().manual_seed(1))
+    b = source.sample(4, torch.Generator().manual_seed(1))
+    assert a.shape == (4, 3, 32, 32)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, source.sample(4, torch.Generator().manual_seed(2)))
+
+
+def test_loss_falls(encoder, tmp_path):
+    totals: list[float] = []
+    train(model(encoder), crops(0), crops(10), config(iterations=40, checkpoint_every=100), tmp_path, device=CPU,
+          log_fn=lambda _i, t: totals.append(t["total"]), progress=False)  # fmt: skip
+    assert len(totals) == 40
+    assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5
+
+
+def test_resume_equals_uninterrupted(encoder, tmp_path):
+    straight = model(encoder)
+    train(straight, crops(0), crops(10), config(), tmp_path / "a", device=CPU, progress=False)
+
+    interrupted = model(encoder)
+    reached = train(interrupted, crops(0), crops(10), config(), tmp_path / "b", device=CPU, stop_after=3,
+                    progress=False)  # fmt: skip
+    assert reached == 3
+    resumed = model(encoder, seed=123)  # a fresh process: different init, everything comes from the checkpoint
+    assert train(resumed, crops(0), crops(10), config(), tmp_path / "b", device=CPU, resume=True, progress=False) == 6
+    for key, value in straight.decoder.state_dict().items():
+        assert torch.equal(value, resumed.decoder.state_dict()[key]), key
+    assert [p.name for p in checkpoints(tmp_path / "b")] == ["ckpt-00000004.pt", "ckpt-00000006.pt"]  # keep 2
+
+
+def test_resume_without_checkpoint_is_a_clear_error(encoder, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        train(model(encoder), crops(0), crops(10), config(), tmp_path, device=CPU, resume=True, progress=False)
+
+
+def test_corrupt_latest_falls_back_to_the_previous(encoder, tmp_path, caplog):
+    train(model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, progress=False)
+    latest = checkpoints(tmp_path)[-1]
+    latest.write_bytes(latest.read_bytes()[:100])  # truncated
+    with caplog.at_level(logging.WARNING):
+        state, path = training.load_latest(tmp_path)
+    assert path.name == "ckpt-00000002.pt"
+    assert state["iteration"] == 2
+    assert "ckpt-00000004.pt is unreadable" in caplog.text
+    for p in checkpoints(tmp_path):
+        p.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        training.load_latest(tmp_path)
+
+
+def test_a_failed_save_never_replaces_the_last_good_checkpoint(encoder, tmp_path, monkeypatch):
+    train(model(encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU, progress=False)
+    good = checkpoints(tmp_path)[-1].read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")  # the process dies half-way through writing
+        raise OSError("disk full")
+
+    monkeypatch.setattr(training.torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, resume=True,
+              progress=False)  # fmt: skip
+    monkeypatch.setattr(training.torch, "save", real_save)
+    assert [p.name for p in checkpoints(tmp_path)] == ["ckpt-00000002.pt"]
+    assert checkpoints(tmp_path)[-1].read_bytes() == good
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(encoder, tmp_path):
+    train(model(encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU, fingerprint="a",
+          progress=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match="another configuration"):
+        train(model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, fingerprint="b",
+              resume=True, progress=False)  # fmt: skip

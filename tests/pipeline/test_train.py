@@ -1,0 +1,107 @@
+"""train stage: checkpoints, automatic resume after an interruption, outputs, MLflow, and stylize with the model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from methods.training import checkpoints
+from pipeline import cli, stylize, train
+from pipeline.config import Params, load_params
+
+
+def images(folder: Path, n: int, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        arr = np.random.default_rng(seed + i).integers(0, 256, (40 + 4 * i, 52, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    return images(tmp_path / "content", 3, 0), images(tmp_path / "style", 2, 10)
+
+
+@pytest.fixture
+def params(repo_root: Path) -> Params:
+    base = load_params(repo_root / "params.yaml")
+    small = base.methods.adain.train.model_copy(
+        update={
+            "iterations": 4,
+            "batch_size": 2,
+            "resize_short": 40,
+            "crop": 32,
+            "checkpoint_every": 2,
+            "sample_every": 2,
+            "log_every": 1,
+        }
+    )
+    adain = base.methods.adain.model_copy(update={"train": small})
+    return base.model_copy(update={"methods": base.methods.model_copy(update={"adain": adain})})
+
+
+def test_interrupted_training_resumes_automatically(tmp_path, data, params):
+    out = tmp_path / "models" / "adain"
+    first = train.run(params, "adain", *data, out, stop_after=2)
+    assert first["iterations"] == 2
+    assert not (out / "decoder.pt").exists()  # no final model before the schedule is complete
+    assert [p.name for p in checkpoints(out / "checkpoints")] == ["ckpt-00000002.pt"]
+    second = train.run(params, "adain", *data, out)  # "auto": same configuration -> resume
+    assert second["iterations"] == 4
+    assert second["iterations_this_run"] == 2
+    assert (out / "decoder.pt").is_file()
+    with (out / "losses.csv").open(newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == [1, 2, 3, 4]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["iterations"] == 4
+    assert metrics["iterations_per_second"] > 0
+
+
+def test_changed_configuration_starts_afresh(tmp_path, data, params):
+    out = tmp_path / "adain"
+    train.run(params, "adain", *data, out, stop_after=2)
+    changed = params.model_copy(deep=True)
+    section = changed.methods.adain.model_copy(update={"style_weight": 3.0})
+    changed = changed.model_copy(update={"methods": changed.methods.model_copy(update={"adain": section})})
+    metrics = train.run(changed, "adain", *data, out)
+    assert metrics["iterations_this_run"] == 4
+
+
+def test_cli_logs_and_the_model_stylizes(tmp_path, data, params, repo_root, monkeypatch):
+    import yaml
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["methods"]["adain"]["train"].update(iterations=4, batch_size=2, resize_short=40, crop=32, checkpoint_every=2,
+                                            sample_every=2, log_every=1)  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    out = tmp_path / "models" / "adain"
+    assert cli.main(["train", "--method", "adain", "--params", str(tmp_path / "params.yaml"), "--content",
+                     str(data[0]), "--style", str(data[1]), "--out", str(out)]) == 0  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
+    exp = client.get_experiment_by_name(raw["tracking"]["experiment"])
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["stage"] == "train"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/total")] == [1, 2, 3, 4]
+    assert len(client.list_artifacts(run.info.run_id, "samples")) == 2
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/decoder.pt"]
+
+    rows = stylize.run(load_params(tmp_path / "params.yaml"), "adain", *data, tmp_path / "outputs", model=out)
+    assert len(rows) == 3 * 2
+    with Image.open(tmp_path / "outputs" / "img1__img0.png") as img:
+        assert img.size == (52, 44)  # the content's size
+
+
+def test_resume_flag_without_checkpoints_is_an_error(tmp_path, data, repo_root, capsys):
+    code = cli.main(["train", "--method", "adain", "--params", str(repo_root / "params.yaml"), "--content",
+                     str(data[0]), "--style", str(data[1]), "--out", str(tmp_path / "m"), "--resume"])  # fmt: skip
+    assert code == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
