@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _report import write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
 
 from methods.adain import AdaIN  # noqa: E402
 from methods.encoder import load_encoder  # noqa: E402
@@ -84,14 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = bench(model, size, device, amp, args.train_iterations, 8 if device.type == "cuda" else 2)
                 print(json.dumps(row), flush=True)
                 results.append(row)
-    report = {
-        "benchmark": "adain", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "results": results,
-    }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report("adain", results, args.out)
     return 0
 
 
