@@ -99,7 +99,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:  # a file object: torch then names the archive "archive", not after the temp file
+            torch.save(obj, fh)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from methods import Method, get_method
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
-from methods.utils import sha256_file
+from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import METHOD_NAMES, ConfigError, Params, _Loader, load_params
 from pipeline.io import list_images, read_image, side_by_side, write_csv, write_image, write_text_atomic
@@ -40,20 +40,6 @@ TIMING_FIELDS = (
 )  # fmt: skip
 LOSS_FIELDS = ("pair", "step", "content", "style", "tv", "total")
 STATE_FILE = ".stylize-state.json"
-
-
-def code_fingerprint() -> str:
-    """sha256 over the source of the methods package and this stage: a code change invalidates resumed pairs."""
-    import hashlib
-
-    import methods
-
-    digest = hashlib.sha256()
-    files = [*sorted(Path(methods.__file__).parent.rglob("*.py")), Path(__file__)]
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def method_config(params: Params, name: str) -> dict[str, Any]:
@@ -122,7 +108,7 @@ def run(
     encoder = encoder or load_encoder(params.encoder.weights, pool=params.encoder.pool)
     config = method_config(params, method_name)
     state = {"method": method_name, "config": config, "encoder_sha256": encoder.weights_sha256,
-             "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint(),
+             "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint([__file__]),
              "model_sha256": model_fingerprint(model)}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"

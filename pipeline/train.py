@@ -22,6 +22,7 @@ from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
+from methods.utils import code_fingerprint
 from pipeline import tracking
 from pipeline.config import TRAINED_METHODS, Params, load_params
 from pipeline.io import list_images, read_image, side_by_side, write_csv, write_text_atomic
@@ -67,7 +68,8 @@ def run(
     )  # fmt: skip
     fingerprint = tracking.params_hash({"method": method_name, "section": section.model_dump(mode="json"),
                                         "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
-                                        "content": str(content_dir), "style": str(style_dir)})  # fmt: skip
+                                        "content": str(content_dir), "style": str(style_dir),
+                                        "code": code_fingerprint([__file__])})  # fmt: skip
     ckpt_dir = out_dir / "checkpoints"
     if resume == "auto":
         found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
@@ -113,19 +115,24 @@ def run(
     seconds = time.perf_counter() - started
     flush()
     done_now = len(history)
-    metrics = {
-        "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
-        "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
-        "device": device.type, **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
-    }  # fmt: skip
-    if reached >= cfg.iterations:
+    metrics_path = out_dir / "train_metrics.json"
+    if not history and metrics_path.is_file():  # resumed a finished run: nothing new to report
+        metrics = {**json.loads(metrics_path.read_text()), "iterations_this_run": 0}
+    else:
+        metrics = {
+            "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
+            "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
+            "device": device.type,
+            **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
+        }  # fmt: skip
+    if reached >= cfg.iterations and (history or not (out_dir / "decoder.pt").is_file()):
         model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint})
     losses_path = out_dir / "losses.csv"
     old = _read_losses(losses_path) if resume == "always" else []
     rows = [r for r in old if int(r["step"]) <= reached - done_now] + history
     fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
     write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
-    write_text_atomic(out_dir / "train_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if (out_dir / "decoder.pt").is_file():

@@ -93,8 +93,7 @@ def test_a_failed_save_never_replaces_the_last_good_checkpoint(encoder, tmp_path
     real_save = torch.save
 
     def dying_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")  # the process dies half-way through writing
+        f.write(b"partial")  # the process dies half-way through writing
         raise OSError("disk full")
 
     monkeypatch.setattr(training.torch, "save", dying_save)

@@ -63,6 +63,11 @@ def test_interrupted_training_resumes_automatically(tmp_path, data, params):
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["iterations"] == 4
     assert metrics["iterations_per_second"] > 0
+    model_bytes = (out / "decoder.pt").read_bytes()
+    again = train.run(params, "adain", *data, out)  # finished already: nothing to do, nothing lost
+    assert again["iterations_this_run"] == 0
+    assert again["final_total"] == metrics["final_total"]
+    assert (out / "decoder.pt").read_bytes() == model_bytes
 
 
 def test_changed_configuration_starts_afresh(tmp_path, data, params):
