@@ -194,7 +194,7 @@ class Gatys:
             terms["total"] = float(total.detach())
             return total, terms
 
-        bar = tqdm(total=p.iterations, desc="gatys", unit="it", disable=not progress, leave=False)
+        bar = tqdm(total=p.iterations, desc="gatys", unit="it", disable=None if progress else True, leave=False)
         evaluations = 0
 
         def closure() -> Tensor:

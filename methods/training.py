@@ -200,7 +200,7 @@ def train(
             old.unlink(missing_ok=True)
 
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
-    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", disable=not progress)
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", disable=None if progress else True)
     iteration = start
     for iteration in range(start + 1, end + 1):
         for group in optimizer.param_groups:
