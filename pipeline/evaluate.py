@@ -12,7 +12,6 @@ each atomically and only after everything has been scored; logs one MLflow run p
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from pathlib import Path
@@ -28,7 +27,7 @@ from methods.encoder import load_encoder
 from methods.errors import NstError
 from pipeline import tracking
 from pipeline.config import Params, load_params
-from pipeline.io import list_images, read_image, write_csv, write_text_atomic
+from pipeline.io import list_images, read_csv, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,6 @@ def find_methods(outputs: Path) -> list[str]:
     if not outputs.is_dir():
         raise EvaluateError(f"{outputs}: no outputs folder (run the stylize stages first)")
     return sorted(p.name for p in outputs.iterdir() if p.is_dir() and (p / "timing.csv").is_file())
-
-
-def _timing(path: Path) -> dict[str, dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return {row["file"]: row for row in csv.DictReader(fh)}
 
 
 def build_scorer(params: Params) -> tuple[Scorer, str | None]:
@@ -72,7 +66,7 @@ def score_all(
     contents, styles = list_images(content_dir), list_images(style_dir)
     if not contents or not styles:
         raise EvaluateError(f"{content_dir} / {style_dir}: no test images")
-    timings = {m: _timing(outputs / m / "timing.csv") for m in methods}
+    timings = {m: {row["file"]: row for row in read_csv(outputs / m / "timing.csv")} for m in methods}
     for method in methods:  # check everything is there before the (slow) scoring starts
         for c in contents:
             for s in styles:

@@ -281,3 +281,14 @@ def side_by_side(images: list[Tensor], height: int = 256, gap: int = 4) -> Image
         canvas.paste(pil, (x, 0))
         x += pil.width + gap
     return canvas
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV written by :func:`write_csv` as dicts of strings; a missing file reads as no rows."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

@@ -11,7 +11,6 @@ pair whose input images changed is redone. Also the one-off ``nst stylize`` comm
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import statistics
@@ -29,7 +28,7 @@ from methods.errors import NstError
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import METHOD_NAMES, ConfigError, Params, _Loader, load_params
-from pipeline.io import list_images, read_image, side_by_side, write_csv, write_image, write_text_atomic
+from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device
 
 log = logging.getLogger(__name__)
@@ -78,13 +77,6 @@ def stylize_pair(
     return content.cpu(), style.cpu(), output.cpu(), usage.seconds, usage.peak_mem_mb, history
 
 
-def _read_timing(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def run(
     params: Params,
     method_name: str,
@@ -128,7 +120,7 @@ def run(
     expected = {f"{c.stem}__{s.stem}.png" for c, s in grid}
     shas = {p: sha256_file(p) for p in {*contents, *styles}}
     done: dict[str, dict[str, Any]] = {}
-    for row in _read_timing(timing_path):
+    for row in read_csv(timing_path):
         c, s = content_dir / f"{row['content']}", style_dir / f"{row['style']}"
         if (
             row["file"] in expected
@@ -146,7 +138,7 @@ def run(
     method = build_method(method_name, config, encoder, model)
     rows: list[dict[str, Any]] = list(done.values())
     done_pairs = {Path(name).stem for name in done}
-    loss_rows = [r for r in _read_timing(losses_path) if r["pair"] in done_pairs]
+    loss_rows = [r for r in read_csv(losses_path) if r["pair"] in done_pairs]
     grids_logged = 0
     bar = tqdm(grid, desc=f"stylize@{method_name}", unit="pair", disable=None)
     for content_path, style_path in bar:

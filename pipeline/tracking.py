@@ -95,19 +95,21 @@ class RunLogger:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
+        self._log_metric_batch([Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def log_step_series(self, prefix: str, history: list[dict[str, float]]) -> None:
         """Per-step loss terms as step metrics, thinned to at most ``max_step_points`` (see :func:`thin`)."""
         now = int(time.time() * 1000)
-        batch = [
-            Metric(f"{prefix}{k}", float(v), now, s)
-            for s, t in thin(history, self.max_step_points)
-            for k, v in t.items()
-        ]
-        for i in range(0, len(batch), 1000):
+        self._log_metric_batch(
+            [
+                Metric(f"{prefix}{k}", float(v), now, s)
+                for s, t in thin(history, self.max_step_points)
+                for k, v in t.items()
+            ]
+        )
+
+    def _log_metric_batch(self, batch: list[Metric]) -> None:
+        for i in range(0, len(batch), 1000):  # MLflow's log_batch limit: 1000 metrics per call
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
 
     def log_params(self, params: Mapping[str, str]) -> None:

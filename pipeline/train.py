@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
@@ -25,7 +27,7 @@ from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest,
 from methods.utils import code_fingerprint
 from pipeline import tracking
 from pipeline.config import TRAINED_METHODS, Params, load_params
-from pipeline.io import list_images, read_image, side_by_side, write_csv, write_text_atomic
+from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,10 @@ def run(
                 logger.log_metrics({f"train/{k}": v for k, v in terms.items()}, step=it)
         pending.clear()
 
-    sample_c, sample_s = content.sample(1, _fixed_gen(1)), style.sample(1, _fixed_gen(2))
+    sample_c, sample_s = (
+        content.sample(1, torch.Generator().manual_seed(1)),
+        style.sample(1, torch.Generator().manual_seed(2)),
+    )
 
     def sample_fn(iteration: int) -> None:
         if logger is None:
@@ -128,7 +133,7 @@ def run(
     if reached >= cfg.iterations and (history or not (out_dir / "decoder.pt").is_file()):
         model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint})
     losses_path = out_dir / "losses.csv"
-    old = _read_losses(losses_path) if resume == "always" else []
+    old = read_csv(losses_path) if resume == "always" else []
     rows = [r for r in old if int(r["step"]) <= reached - done_now] + history
     fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
     write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
@@ -138,21 +143,6 @@ def run(
         if (out_dir / "decoder.pt").is_file():
             logger.log_artifact(out_dir / "decoder.pt", "model")
     return metrics
-
-
-def _fixed_gen(seed: int):
-    import torch
-
-    return torch.Generator().manual_seed(seed)
-
-
-def _read_losses(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
