@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
+from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
 from methods.registry import register
+from methods.utils import replace_params
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,7 @@ class AdaINParams:
                 raise NstError(f"adain: {key} must be >= 0, got {getattr(self, key)}")
 
     def replace(self, **changes: Any) -> AdaINParams:
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise NstError(f"adain: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return replace(self, **changes)
+        return replace_params(self, "adain", changes)
 
 
 @register("adain")
@@ -121,6 +118,7 @@ class AdaIN(nn.Module):
 
     name = "adain"
     needs_model = True
+    model_file = MODEL_FILE
 
     @staticmethod
     def params_type() -> type[AdaINParams]:
@@ -184,18 +182,9 @@ class AdaIN(nn.Module):
     def decode(self, feats: Tensor) -> Tensor:
         return self.decoder(feats)
 
-    @staticmethod
-    def _pad8(image: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        h, w = image.shape[-2:]
-        ph, pw = (-h) % 8, (-w) % 8
-        if ph or pw:  # reflection needs pad < size; replicate covers tiny images
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            image = F.pad(image, (0, pw, 0, ph), mode=mode)
-        return image, (h, w)
-
     def reconstruct(self, image: Tensor) -> Tensor:
         """decoder(encoder(x)) at x's exact size (inputs padded to a multiple of 8, output cropped)."""
-        padded, (h, w) = self._pad8(image)
+        padded, (h, w) = pad_to_multiple(image, 8)
         return self.decode(self.encode(padded)[CONTENT_LAYER])[..., :h, :w]
 
     def trainable(self) -> dict[str, nn.Module]:
@@ -246,7 +235,7 @@ class AdaIN(nn.Module):
         device = content.device
         self.to(device)
         self.decoder.eval()
-        padded, (h, w) = self._pad8(content.float())
+        padded, (h, w) = pad_to_multiple(content.float(), 8)
         c_feat = self.encode(padded)[CONTENT_LAYER]
         target = torch.zeros_like(c_feat)
         for s, weight in zip(styles, style_weights, strict=True):

@@ -1,19 +1,63 @@
-"""Building blocks of the IEContraAST-style method (Chen et al., "Artistic Style Transfer with Internal-external
-Learning and Contrastive Learning", NeurIPS 2021): SANet attention, projection heads, the multi-scale LSGAN
-discriminator, the contrastive batch construction and the masked InfoNCE loss.
+"""IEContraAST-style arbitrary style transfer (Chen et al., "Artistic Style Transfer with Internal-external Learning
+and Contrastive Learning", NeurIPS 2021; reference code HalbertCH/IEContraAST ``net.py`` / ``train.py``).
 
-The method itself (generator wiring, training losses, registration as ``contrastive``) builds on these in a later
-change; everything here is complete and tested on its own.
+Generator: the shared caffe VGG-19 (frozen) to relu5_1; SANet attention (Park & Lee 2019) at relu4_1 and at relu5_1;
+the relu5_1 result upsampled to relu4_1's size, added, merged by a 3x3 conv; the AdaIN decoder back to RGB.
+
+Training (paper sec. 3, eq. 9): content loss on mean/variance-normalised relu4_1 and relu5_1; mean/std style loss on
+relu1_1..relu5_1; two identity losses (stylizing an image with itself must give it back, in pixels and in features);
+*internal-external* learning: an LSGAN multi-scale discriminator that sees real artworks from the style training set;
+*contrastive* learning: a batch of k contents x k styles gives 2k stylizations in which every stylization shares its
+style with exactly one other and its content with exactly one other (:func:`contrastive_batch`); InfoNCE pulls the
+style embeddings (relu3_1 -> projection head) of same-style stylizations together and the content embeddings
+(relu4_1 -> head) of same-content stylizations together.
+
+Differences from the reference, on purpose:
+- the contrastive losses come from masks over the whole batch (any k >= 2), not a hand-indexed loop that only works
+  for one layout; they average over anchors where the reference sums, so their weights carry the factor (below);
+- the heads pool features by their spatial mean (the reference sums: a size-dependent scale);
+- everything needed to resume (heads, discriminator, both optimisers, RNG) is checkpointed (methods/training.py).
+
+Scale note (as for AdaIN): the reference uses ``vgg_normalised``; the caffe encoder is unnormalised, so the
+feature-space terms (mean/std style, feature identity) are larger relative to the normalised content loss, the pixel
+identity loss and the contrastive/GAN terms than at the reference's weights. The defaults stay the reference's; the
+tuning stage recalibrates them for this encoder.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from methods.adain import Decoder
+from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
-from methods.losses import mean_std
+from methods.image import pad_to_multiple
+from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
+from methods.registry import register
+from methods.utils import replace_params
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encode_with_intermediate
+STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
+CONTENT_EMBED_LAYER = "relu4_1"  # net.py: content_feature_contrastive(g_t_feats[3])
+MODEL_FILE = "generator.pt"
+
+# The reference runs on ``vgg_normalised``: VGG-19 rescaled so each filter's mean activation over ImageNet images is 1
+# (Gatys et al. 2016 sec. 2). The caffe encoder here is the unnormalised original, whose activations are tens to
+# hundreds. Dividing each layer by its mean activation puts the features back on the scale the reference's loss
+# weights (and SANet/decoder) were made for — per layer, not per filter, an approximation. Values: mean activation of
+# the caffe encoder per layer over the 15 embedded sample images (content and style, all splits) at 256 px long side;
+# `python -m methods.contrastive` re-measures them. Other encoder weights are left unscaled.
+CAFFE_LAYER_SCALE = {"relu1_1": 23.0, "relu2_1": 131.0, "relu3_1": 136.0, "relu4_1": 529.0, "relu5_1": 47.0}
 
 
 def mean_variance_norm(feats: Tensor, eps: float = 1e-5) -> Tensor:
@@ -48,63 +92,101 @@ class SANet(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Global-average-pooled features -> MLP -> L2-normalised embedding (B, out_dim) for the contrastive losses."""
+    """Spatial-mean-pooled features -> 2-layer MLP -> L2-normalised embedding (B, out_dim).
 
-    def __init__(self, in_channels: int, hidden: int = 256, out_dim: int = 128) -> None:
+    Sizes as the reference's heads (net.py): style 256 -> 128 -> 128 on relu3_1, content 512 -> 256 -> 128 on relu4_1.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 128, out_dim: int = 128) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
     def forward(self, feats: Tensor) -> Tensor:
-        return F.normalize(self.mlp(feats.mean(dim=(2, 3))), dim=1)
+        return F.normalize(self.mlp(feats.float().mean(dim=(2, 3))), dim=1)
 
 
 class MultiScaleDiscriminator(nn.Module):
-    """PatchGAN-style discriminators at ``scales`` resolutions (each 2x avg-pooled from the previous).
+    """PatchGAN discriminators at ``scales`` resolutions, each 2x average-pooled from the previous.
 
+    Each: ``depth`` stride-2 4x4 conv blocks (``width``, 2x per block; instance norm after all but the first;
+    LeakyReLU 0.2) and a 3x3 conv to one channel — the reference's ``MultiDiscriminator`` (net.py: 3 scales, 64..512).
     Returns one (B, 1, h_s, w_s) patch map per scale; trained with the LSGAN objective (:func:`lsgan_loss`).
     """
 
-    def __init__(self, scales: int = 3, width: int = 64, depth: int = 3) -> None:
+    def __init__(self, scales: int = 3, width: int = 64, depth: int = 4) -> None:
         super().__init__()
-        if scales < 1:
-            raise NstError("the discriminator needs at least one scale")
+        if scales < 1 or depth < 1:
+            raise NstError("the discriminator needs at least one scale and one block")
         self.nets = nn.ModuleList()
         for _ in range(scales):
-            layers: list[nn.Module] = [nn.Conv2d(3, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            ch = width
-            for _ in range(depth - 1):
-                layers += [nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-                ch *= 2
-            layers.append(nn.Conv2d(ch, 1, 3, padding=1))
+            layers: list[nn.Module] = []
+            cin, cout = 3, width
+            for block in range(depth):
+                layers.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1))
+                if block:
+                    layers.append(nn.InstanceNorm2d(cout))
+                layers.append(nn.LeakyReLU(0.2))
+                cin, cout = cout, cout * 2
+            layers.append(nn.Conv2d(cin, 1, 3, padding=1))
             self.nets.append(nn.Sequential(*layers))
 
+        self.min_side = 2 ** (depth + 1)  # the last block's instance norm needs >= 2 x 2 positions
+
     def forward(self, image: Tensor) -> list[Tensor]:
+        """Patch maps per scale; scales whose input is below ``min_side`` px are skipped (small training crops)."""
+        if min(image.shape[-2:]) < self.min_side:
+            raise NstError(f"discriminator input {tuple(image.shape[-2:])} is below its {self.min_side} px minimum")
         outputs = []
         for i, net in enumerate(self.nets):
             if i:
                 image = F.avg_pool2d(image, 3, stride=2, padding=1, count_include_pad=False)
+                if min(image.shape[-2:]) < self.min_side:
+                    break
             outputs.append(net(image))
         return outputs
 
 
 def lsgan_loss(outputs: list[Tensor], target_real: bool) -> Tensor:
-    """Least-squares GAN loss (Mao et al. 2017): mean over scales of ``mean((D - t)^2)``, t = 1 real / 0 fake."""
+    """Least-squares GAN loss (Mao et al. 2017): sum over scales of ``mean((D - t)^2)``, t = 1 real / 0 fake
+    (the reference's ``MultiDiscriminator.compute_loss`` sums over its scales, which its GAN weight 5 assumes)."""
     target = 1.0 if target_real else 0.0
-    return torch.stack([(o - target).pow(2).mean() for o in outputs]).mean()
+    return torch.stack([(o.float() - target).pow(2).mean() for o in outputs]).sum()
 
 
-def contrastive_batch(k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Stylization pairs and positive masks for ``k`` content and ``k`` style images (batch of ``2k``).
+class Transform(nn.Module):
+    """SANet at relu4_1 and relu5_1; the relu5_1 output upsampled (nearest) to relu4_1's size, added, 3x3-merged."""
+
+    def __init__(self, channels: int = 512) -> None:
+        super().__init__()
+        self.sanet4_1 = SANet(channels)
+        self.sanet5_1 = SANet(channels)
+        self.merge = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3))
+
+    def forward(self, content: Mapping[str, Tensor], style: Mapping[str, Tensor]) -> Tensor:
+        deep = self.sanet5_1(content["relu5_1"], style["relu5_1"])
+        deep = F.interpolate(deep, size=content["relu4_1"].shape[-2:], mode="nearest")
+        return self.merge(self.sanet4_1(content["relu4_1"], style["relu4_1"]) + deep)
+
+
+class ContrastiveBatch(NamedTuple):
+    """Which stylizations a batch holds and how they relate (see :func:`contrastive_batch`)."""
+
+    content_idx: Tensor  # (2k,) index into the k content images
+    style_idx: Tensor  # (2k,) index into the k style images
+    style_pos: Tensor  # (2k, 2k) bool: two different stylizations sharing a style
+    content_pos: Tensor  # (2k, 2k) bool: two different stylizations sharing a content
+    unrelated: Tensor  # (2k, 2k) bool: sharing neither — the negatives of both losses
+
+
+def contrastive_batch(k: int) -> ContrastiveBatch:
+    """Stylization pairs and masks for ``k`` content and ``k`` style images (a batch of ``2k`` stylizations).
 
     Pairs ``i < k`` stylize content ``i`` with style ``i``; pairs ``k + i`` stylize content ``i`` with style
     ``(i + 1) mod k``. So every content and every style appears in exactly two stylizations, and each
     stylization has exactly one positive for each loss: the other one sharing its style (style-contrastive) or
-    sharing its content (content-contrastive); all other stylizations are negatives.
-
-    Returns:
-        content_idx, style_idx: (2k,) indices into the content and style batches.
-        style_pos, content_pos: (2k, 2k) boolean masks, True where two *different* stylizations share a style /
-        a content.
+    sharing its content (content-contrastive). Negatives are the stylizations sharing neither: the one sharing
+    the anchor's *content* is left out of the style loss (and vice versa), as the reference's comparison lists do —
+    pushing it away would push on content, not style.
     """
     if k < 2:
         raise NstError(f"contrastive batches need k >= 2 content and style images (batch 2k >= 4), got k = {k}")
@@ -112,28 +194,280 @@ def contrastive_batch(k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     content_idx = torch.cat([idx, idx])
     style_idx = torch.cat([idx, (idx + 1) % k])
     eye = torch.eye(2 * k, dtype=torch.bool)
-    style_pos = (style_idx[:, None] == style_idx[None, :]) & ~eye
-    content_pos = (content_idx[:, None] == content_idx[None, :]) & ~eye
-    return content_idx, style_idx, style_pos, content_pos
+    same_style = style_idx[:, None] == style_idx[None, :]
+    same_content = content_idx[:, None] == content_idx[None, :]
+    return ContrastiveBatch(content_idx, style_idx, same_style & ~eye, same_content & ~eye, ~same_style & ~same_content)
 
 
-def info_nce(embeddings: Tensor, positives: Tensor, tau: float = 0.2) -> Tensor:
+def info_nce(embeddings: Tensor, positives: Tensor, tau: float = 0.2, negatives: Tensor | None = None) -> Tensor:
     """Masked InfoNCE (supervised-contrastive form) over a batch of L2-normalised embeddings (N, D).
 
-    For anchor ``a`` with positives ``P(a)`` (a row of the (N, N) boolean mask; the diagonal is ignored) and
-    negatives = every other sample: ``-log( sum_P exp(s_ap / tau) / sum_{b != a} exp(s_ab / tau) )`` with cosine
-    similarities ``s``; mean over anchors that have a positive. tau = 0.2 (IEContraAST, sec. 4).
+    For anchor ``a`` with positives ``P(a)`` and negatives ``N(a)`` (rows of (N, N) boolean masks; the diagonal is
+    ignored; ``negatives`` defaults to every sample that is not a positive):
+    ``-log( sum_P exp(s_ap / tau) / sum_{P + N} exp(s_ab / tau) )`` with cosine similarities ``s``; the mean over
+    anchors that have a positive. tau = 0.2 (paper sec. 4; net.py ``compute_contrastive_loss(..., 0.2, ...)``).
     """
     n = embeddings.shape[0]
-    if positives.shape != (n, n):
-        raise NstError(f"positives mask must be ({n}, {n}), got {tuple(positives.shape)}")
+    for name, mask in (("positives", positives), ("negatives", negatives)):
+        if mask is not None and mask.shape != (n, n):
+            raise NstError(f"{name} mask must be ({n}, {n}), got {tuple(mask.shape)}")
     eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
-    logits = embeddings @ embeddings.T / tau
-    logits = logits.masked_fill(eye, float("-inf"))
-    log_denominator = torch.logsumexp(logits, dim=1)
-    pos = positives & ~eye
+    pos = positives.to(embeddings.device) & ~eye
+    neg = ~pos & ~eye if negatives is None else negatives.to(embeddings.device) & ~eye & ~pos
+    logits = embeddings.float() @ embeddings.float().T / tau
+    log_denominator = torch.logsumexp(logits.masked_fill(~(pos | neg), float("-inf")), dim=1)
     log_numerator = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
     has_pos = pos.any(dim=1)
     if not has_pos.any():
         raise NstError("info_nce: no anchor has a positive")
     return (log_denominator - log_numerator)[has_pos].mean()
+
+
+# ------------------------------------------------------------------------------------------------ the method
+
+
+@dataclass(frozen=True)
+class ContrastiveParams:
+    """Hyper-parameters; each default cites its source (HalbertCH/IEContraAST train.py unless said otherwise)."""
+
+    content_weight: float = 1.0  # --content_weight 1.0
+    style_weight: float = 1.0  # --style_weight 1.0
+    identity_pixel_weight: float = 50.0  # loss = ... + l_identity1 * 50 (paper eq. 9: lambda_id1 = 50)
+    identity_feature_weight: float = 1.0  # ... + l_identity2 * 1 (paper eq. 9: lambda_id2 = 1)
+    # --contrastive_weight_s / _c 0.3 on a loss the reference *sums* over the 12 anchors of its batch; info_nce here
+    # averages over anchors (batch-size independent), so the same effective weight is 0.3 x 12 = 3.6.
+    style_contrastive_weight: float = 3.6
+    content_contrastive_weight: float = 3.6
+    gan_weight: float = 5.0  # --gan_weight 5.0
+    tau: float = 0.2  # paper sec. 4; net.py compute_contrastive_loss(..., 0.2, ...)
+    alpha: float = 1.0  # content-style trade-off at inference: alpha T(c, s) + (1 - alpha) T(c, c) (SANet's eval)
+    seed: int = 0  # generator, heads and discriminator initialisation
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise NstError(f"contrastive: alpha must be in [0, 1], got {self.alpha}")
+        if not self.tau > 0:
+            raise NstError(f"contrastive: tau must be > 0, got {self.tau}")
+        for key in ("content_weight", "style_weight", "identity_pixel_weight", "identity_feature_weight",
+                    "style_contrastive_weight", "content_contrastive_weight", "gan_weight"):  # fmt: skip
+            if not getattr(self, key) >= 0:
+                raise NstError(f"contrastive: {key} must be >= 0, got {getattr(self, key)}")
+
+    def replace(self, **changes: Any) -> ContrastiveParams:
+        return replace_params(self, "contrastive", changes)
+
+
+@register("contrastive")
+class Contrastive(nn.Module):
+    """SANet generator trained with internal-external (GAN) and contrastive learning; ``stylize(content, style)``."""
+
+    name = "contrastive"
+    needs_model = True
+    model_file = MODEL_FILE
+
+    @staticmethod
+    def params_type() -> type[ContrastiveParams]:
+        return ContrastiveParams
+
+    def __init__(self, params: ContrastiveParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
+        super().__init__()
+        self.params = params or ContrastiveParams()
+        self.encoder = encoder if encoder is not None else load_encoder("caffe", last_layer="relu5_1")
+        caffe = self.encoder.weights_source.startswith(
+            "caffe"
+        )  # the measured Oxford weights, not just caffe preprocessing
+        self.layer_scale = CAFFE_LAYER_SCALE if caffe else {}
+        torch.manual_seed(self.params.seed)
+        self.transform = Transform(512)
+        self.decoder = Decoder()
+        self.style_head = ProjectionHead(256, hidden=128, out_dim=128)  # net.py projection_style
+        self.content_head = ProjectionHead(512, hidden=256, out_dim=128)  # net.py projection_content
+        self.discriminator = MultiScaleDiscriminator(scales=3, width=64, depth=4)  # net.py MultiDiscriminator
+        self._fakes: Tensor | None = None
+
+    # ------------------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(
+        cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: str | Path | None = None
+    ) -> Contrastive:
+        """Build from ``methods.contrastive`` params (the ``train`` section is ignored) and load ``model``."""
+        known = {f for f in ContrastiveParams.__dataclass_fields__}
+        method = cls(ContrastiveParams().replace(**{k: v for k, v in cfg.items() if k in known}), encoder=encoder)
+        if model is None:
+            raise NstError("contrastive needs a trained model: pass --model models/contrastive "
+                           "(run the train@contrastive stage first)")  # fmt: skip
+        return method.load(model)
+
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the generator (transform + decoder) and metadata to ``path`` (a folder -> ``generator.pt``).
+
+        Heads and discriminator are needed only to continue training; they live in the training checkpoints.
+        """
+        from methods.training import _atomic_save
+
+        path = Path(path)
+        target = path / MODEL_FILE if path.suffix != ".pt" else path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save({"transform": self.transform.state_dict(), "decoder": self.decoder.state_dict(),
+                      "encoder_sha256": self.encoder.weights_sha256, **(extra or {})}, target)  # fmt: skip
+        return target
+
+    def load(self, path: str | Path) -> Contrastive:
+        path = Path(path)
+        target = path / MODEL_FILE if path.is_dir() else path
+        if not target.is_file():
+            raise NstError(
+                f"{target}: no contrastive model (run the train@contrastive stage, or pass the right --model)"
+            )
+        try:
+            state = torch.load(target, map_location="cpu", weights_only=True)
+            self.transform.load_state_dict(state["transform"])
+            self.decoder.load_state_dict(state["decoder"])
+        except Exception as exc:
+            raise NstError(f"{target}: not a readable contrastive model ({type(exc).__name__}: {exc})") from exc
+        if state.get("encoder_sha256") not in (None, self.encoder.weights_sha256):
+            log.warning("%s was trained with encoder %s, not %s", target, state["encoder_sha256"][:12],
+                        self.encoder.weights_sha256[:12])  # fmt: skip
+        return self
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def trainable(self) -> dict[str, nn.Module]:
+        # One Adam over generator and heads, as train.py's `optimizer` (decoder, transform, proj_style, proj_content).
+        return {"transform": self.transform, "decoder": self.decoder, "style_head": self.style_head,
+                "content_head": self.content_head}  # fmt: skip
+
+    def adversary(self) -> dict[str, nn.Module]:
+        return {"discriminator": self.discriminator}
+
+    @staticmethod
+    def batch_split(batch_size: int) -> tuple[int, int]:
+        """``batch_size`` stylizations come from ``batch_size / 2`` contents and as many styles (train.py)."""
+        if batch_size < 4 or batch_size % 2:
+            raise NstError(f"contrastive: batch_size must be even and >= 4 (k contents x k styles -> 2k), "
+                           f"got {batch_size}")  # fmt: skip
+        return batch_size // 2, batch_size // 2
+
+    def encode(self, image: Tensor, layers: Sequence[str] = LAYERS) -> dict[str, Tensor]:
+        """Encoder features divided by the per-layer scale (``CAFFE_LAYER_SCALE``), in training and inference."""
+        feats = self.encoder(image, layers)
+        return {name: f / self.layer_scale.get(name, 1.0) for name, f in feats.items()}
+
+    def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """Weighted generator loss terms for k contents and k styles (paper eq. 9), ``"total"`` included."""
+        k = content.shape[0]
+        if style.shape[0] != k:
+            raise NstError(f"contrastive: needs as many styles as contents, got {k} and {style.shape[0]}")
+        batch = contrastive_batch(k)
+        ci, si = batch.content_idx.to(content.device), batch.style_idx.to(content.device)
+        with torch.no_grad():
+            both = self.encode(torch.cat([content, style]))
+        c_feats = {name: f[:k] for name, f in both.items()}
+        s_feats = {name: f[k:] for name, f in both.items()}
+        pair_c = {name: f[ci] for name, f in c_feats.items()}
+        pair_s = {name: f[si] for name, f in s_feats.items()}
+        # One decoder pass over the 2k stylizations and the 2k identity reconstructions (content-content, style-style).
+        feats = torch.cat([self.transform(pair_c, pair_s), self.transform(c_feats, c_feats),
+                           self.transform(s_feats, s_feats)])  # fmt: skip
+        images = self.decoder(feats)
+        stylized, identity = images[: 2 * k], images[2 * k :]
+        out = {name: f.float() for name, f in self.encode(images).items()}
+        g_feats = {name: f[: 2 * k] for name, f in out.items()}
+        i_feats = {name: f[2 * k :] for name, f in out.items()}
+        target = {name: torch.cat([c_feats[name], s_feats[name]]).float() for name in LAYERS}
+
+        p = self.params
+        loss_c = sum(content_loss(mean_variance_norm(g_feats[n]), mean_variance_norm(pair_c[n].float()))
+                     for n in ("relu4_1", "relu5_1")).mean()  # fmt: skip
+        loss_s = mean_std_loss(g_feats, {n: f.float() for n, f in pair_s.items()}).mean()
+        id_pixel = 2 * mse_per_item(identity.float(), torch.cat([content, style]).float()).mean()
+        id_feature = 2 * sum(mse_per_item(i_feats[n], target[n]) for n in LAYERS).mean()
+        style_nce = info_nce(self.style_head(g_feats[STYLE_EMBED_LAYER]), batch.style_pos, p.tau, batch.unrelated)
+        content_nce = info_nce(self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.tau,
+                               batch.unrelated)  # fmt: skip
+        gan = lsgan_loss(self.discriminator(stylized), target_real=True)
+        self._fakes = stylized.detach()
+        terms = {
+            "content": p.content_weight * loss_c,
+            "style": p.style_weight * loss_s,
+            "identity_pixel": p.identity_pixel_weight * id_pixel,
+            "identity_feature": p.identity_feature_weight * id_feature,
+            "style_contrastive": p.style_contrastive_weight * style_nce,
+            "content_contrastive": p.content_contrastive_weight * content_nce,
+            "gan": p.gan_weight * gan,
+        }
+        terms["total"] = torch.stack(list(terms.values())).sum()
+        return terms
+
+    def adversary_losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """Discriminator LSGAN loss: the style batch (real artworks) -> 1, the last generator pass's fakes -> 0."""
+        if self._fakes is None:
+            raise NstError("contrastive: adversary_losses needs a generator pass (losses) first")
+        real = lsgan_loss(self.discriminator(style), target_real=True)
+        fake = lsgan_loss(self.discriminator(self._fakes), target_real=False)
+        return {"real": real, "fake": fake, "total": real + fake}
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def stylize(
+        self,
+        content: Tensor,
+        style: Tensor | Sequence[Tensor],
+        *,
+        style_weights: Sequence[float] | None = None,
+        callback: Any = None,
+        **overrides: Any,
+    ) -> Tensor:
+        """Stylize ``content`` (B, 3, H, W) in [0, 1]; output has its shape.
+
+        Args:
+            style: one style image (1 or B, 3, H', W'), or a list of styles mixed in feature space by ``style_weights``.
+            callback: accepted for interface compatibility with optimisation methods; never called.
+            **overrides: ``alpha`` (and the other :class:`ContrastiveParams`) for this call.
+        """
+        p = self.params.replace(**overrides) if overrides else self.params
+        styles = list(style) if isinstance(style, list | tuple) else [style]
+        if style_weights is None:
+            style_weights = [1.0 / len(styles)] * len(styles)
+        if len(style_weights) != len(styles) or min(style_weights) < 0 or sum(style_weights) <= 0:
+            raise NstError("contrastive: style_weights must be non-negative, one per style, with a positive sum")
+        total = float(sum(style_weights))
+        device = content.device
+        self.to(device)
+        self.transform.eval()
+        self.decoder.eval()
+        padded, (h, w) = pad_to_multiple(content.float(), 16)  # relu5_1 is 1/16 of the input
+        c_feats = self.encode(padded, ("relu4_1", "relu5_1"))
+        feat: Tensor | None = None
+        for s, weight in zip(styles, style_weights, strict=True):
+            s_padded, _ = pad_to_multiple(s.to(device).float(), 16)
+            s_feats = self.encode(s_padded, ("relu4_1", "relu5_1"))
+            if s_feats["relu4_1"].shape[0] != c_feats["relu4_1"].shape[0]:
+                s_feats = {n: f.expand(c_feats[n].shape[0], *f.shape[1:]) for n, f in s_feats.items()}
+            term = (weight / total) * self.transform(c_feats, s_feats)
+            feat = term if feat is None else feat + term
+        assert feat is not None
+        if p.alpha < 1.0:
+            feat = p.alpha * feat + (1.0 - p.alpha) * self.transform(c_feats, c_feats)
+        return self.decoder(feat)[..., :h, :w].clamp(0, 1).to(content.dtype)
+
+
+def measure_layer_scale(encoder: VGGEncoder, images: Sequence[Tensor]) -> dict[str, float]:
+    """Mean activation per layer (over images, filters and positions) of ``encoder``: how CAFFE_LAYER_SCALE is made."""
+    sums = dict.fromkeys(LAYERS, 0.0)
+    with torch.no_grad():
+        for image in images:
+            for name, f in encoder(image, LAYERS).items():
+                sums[name] += float(f.mean())
+    return {name: total / len(images) for name, total in sums.items()}
+
+
+if __name__ == "__main__":  # re-measure CAFFE_LAYER_SCALE on the embedded sample
+    from methods.image import resize_to_edge
+    from pipeline.io import list_images, read_image
+
+    images = [resize_to_edge(read_image(p), 256) for p in list_images(Path("data/sample/content"))
+              + list_images(Path("data/sample/style"))]  # fmt: skip
+    print({k: round(v, 1) for k, v in measure_layer_scale(load_encoder("caffe", last_layer="relu5_1"), images).items()})

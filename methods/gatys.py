@@ -9,7 +9,6 @@ MSE losses — so its default weights (content 5, style 100) carry over unchange
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.losses import content_loss, gram_matrix, gram_style_loss, total_variation
 from methods.registry import register
+from methods.utils import replace_params
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -81,14 +81,10 @@ class GatysParams:
         return 1.0 if self.optimizer == "lbfgs" else 10.0 / 255.0
 
     def replace(self, **changes: Any) -> GatysParams:
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            known = ", ".join(f.name for f in dataclasses.fields(self))
-            raise NstError(f"gatys: unknown parameter(s) {', '.join(unknown)}; known: {known}")
         for key in ("content_layers", "style_layers"):
             if key in changes:
                 changes[key] = tuple(changes[key])
-        return dataclasses.replace(self, **changes)
+        return replace_params(self, "gatys", changes)
 
 
 def _noise_init(like: Tensor, seed: int) -> Tensor:

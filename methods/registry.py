@@ -40,6 +40,7 @@ def register(name: str) -> Callable[[F], F]:
 def _load_builtin() -> None:
     # Importing the modules registers them; done lazily so `import methods` stays cheap and cycle-free.
     import methods.adain
+    import methods.contrastive
     import methods.gatys  # noqa: F401
 
 

@@ -2,9 +2,18 @@
 bf16 autocast / channels_last on CUDA, atomic checkpoints and exact resume.
 
 A method plugs in a :class:`TrainableModel`: its trainable modules, and ``losses(content, style)`` returning the
-weighted loss terms (a dict of scalar tensors, ``"total"`` included). Everything random during training comes from
-one ``torch.Generator`` (batch indices and crop offsets) whose state is checkpointed together with the model,
-the optimiser and the iteration, so ``resume`` continues exactly where an interrupted run stopped.
+weighted loss terms (a dict of scalar tensors, ``"total"`` included). Optionally it also declares
+
+- ``batch_split(batch_size) -> (n_content, n_style)``: how many content and style crops one step draws (default
+  ``batch_size`` of each; the contrastive method draws ``batch_size / 2`` of each and pairs them up itself);
+- ``adversary() -> dict[str, nn.Module]`` and ``adversary_losses(content, style)``: modules trained by a second
+  Adam optimiser (a GAN discriminator). Each iteration first steps the generator on ``losses`` (the adversary's
+  parameters frozen meanwhile), then steps the adversary on ``adversary_losses``, which sees the same batch (and
+  whatever the model kept from its generator pass, e.g. the detached fakes). Its terms are logged as ``d_<name>``.
+
+Everything random during training comes from one ``torch.Generator`` (batch indices and crop offsets) whose state is
+checkpointed together with every module, both optimisers and the iteration, so ``resume`` continues exactly where
+an interrupted run stopped.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ class TrainConfig:
     seed: int
     amp: bool = False
     channels_last: bool = False
+    adversary_betas: tuple[float, float] = (0.5, 0.999)  # HalbertCH/IEContraAST train.py optimizer_D
 
 
 class RandomCrops:
@@ -93,6 +103,61 @@ class TrainableModel(Protocol):
     def trainable(self) -> dict[str, nn.Module]: ...
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]: ...
+
+
+def batch_split(model: TrainableModel, batch_size: int) -> tuple[int, int]:
+    """How many content and style crops one step of ``model`` draws for ``batch_size``."""
+    split = getattr(model, "batch_split", None)
+    return split(batch_size) if split is not None else (batch_size, batch_size)
+
+
+def _set_requires_grad(modules: dict[str, nn.Module], flag: bool) -> None:
+    for module in modules.values():
+        module.requires_grad_(flag)
+
+
+def make_optimizers(
+    model: TrainableModel, lr: float, adversary_betas: tuple[float, float] = (0.5, 0.999)
+) -> tuple[dict[str, nn.Module], dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+    """The model's trainable and adversary modules and their Adam optimisers (``main``, and ``adversary`` if any)."""
+    modules = model.trainable()
+    adversary: dict[str, nn.Module] = model.adversary() if hasattr(model, "adversary") else {}  # type: ignore[attr-defined]
+    if set(modules) & set(adversary):
+        raise NstError(f"module names used twice: {sorted(set(modules) & set(adversary))}")
+    optimizers: dict[str, torch.optim.Optimizer] = {
+        "main": torch.optim.Adam([p for m in modules.values() for p in m.parameters()], lr=lr)
+    }
+    if adversary:
+        params = [p for m in adversary.values() for p in m.parameters()]
+        optimizers["adversary"] = torch.optim.Adam(params, lr=lr, betas=adversary_betas)
+    return modules, adversary, optimizers
+
+
+def train_step(
+    model: TrainableModel,
+    content: Tensor,
+    style: Tensor,
+    optimizers: dict[str, torch.optim.Optimizer],
+    adversary: dict[str, nn.Module],
+    autocast: contextlib.AbstractContextManager[Any],
+) -> dict[str, float]:
+    """One iteration: a generator step on ``losses`` (adversary frozen), then an adversary step; the loss terms."""
+    _set_requires_grad(adversary, False)
+    with autocast:
+        terms = model.losses(content, style)
+    optimizers["main"].zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizers["main"].step()
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    if adversary:
+        _set_requires_grad(adversary, True)
+        with autocast:
+            d_terms = model.adversary_losses(content, style)  # type: ignore[attr-defined]
+        optimizers["adversary"].zero_grad(set_to_none=True)
+        d_terms["total"].backward()
+        optimizers["adversary"].step()
+        values.update({f"d_{k}": float(v.detach()) for k, v in d_terms.items()})
+    return values
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -159,9 +224,9 @@ def train(
         sample_fn: called every ``sample_every`` iterations (e.g. to log a sample grid).
         stop_after: stop (with a checkpoint) after this many iterations of this call — for tests of resume.
     """
-    modules = model.trainable()
-    params = [p for m in modules.values() for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    modules, adversary, optimizers = make_optimizers(model, cfg.lr, cfg.adversary_betas)
+    n_content, n_style = batch_split(model, cfg.batch_size)
+    everything = {**modules, **adversary}
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -172,16 +237,20 @@ def train(
         state, path = found
         if state.get("fingerprint") != fingerprint:
             raise CheckpointError(f"{path}: written for another configuration; remove it or train from scratch")
-        for name, module in modules.items():
+        missing = sorted((set(everything) - set(state["modules"])) | (set(optimizers) - set(state["optimizers"])))
+        if missing:
+            raise CheckpointError(f"{path}: lacks {', '.join(missing)}; it was written by another model")
+        for name, module in everything.items():
             module.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
         gen.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         start = int(state["iteration"])
         log.info("resumed from %s (iteration %d)", path, start)
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else contextlib.nullcontext()
-    for module in modules.values():
+    for module in everything.values():
         module.to(device).train()
         if cuda and cfg.channels_last:
             module.to(memory_format=torch.channels_last)
@@ -191,8 +260,8 @@ def train(
             "iteration": iteration,
             "fingerprint": fingerprint,
             "config": asdict(cfg),
-            "modules": {k: m.state_dict() for k, m in modules.items()},
-            "optimizer": optimizer.state_dict(),
+            "modules": {k: m.state_dict() for k, m in everything.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
         }
         _atomic_save(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
@@ -203,18 +272,14 @@ def train(
     bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", disable=None if progress else True)
     iteration = start
     for iteration in range(start + 1, end + 1):
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
-        c = content.sample(cfg.batch_size, gen).to(device)
-        s = style.sample(cfg.batch_size, gen).to(device)
+        for opt in optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
+        c = content.sample(n_content, gen).to(device)
+        s = style.sample(n_style, gen).to(device)
         if cuda and cfg.channels_last:
             c, s = c.contiguous(memory_format=torch.channels_last), s.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            terms = model.losses(c, s)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
+        values = train_step(model, c, s, optimizers, adversary, autocast)
         if not all(v == v and abs(v) != float("inf") for v in values.values()):
             raise NstError(f"training diverged at iteration {iteration}: {values}")
         if log_fn is not None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, TypeVar
+
+from methods.errors import NstError
+
+P = TypeVar("P")
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -27,3 +33,12 @@ def code_fingerprint(extra: Iterable[str | Path] = ()) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def replace_params(params: P, method: str, changes: dict[str, Any]) -> P:
+    """``dataclasses.replace`` for a method's frozen params dataclass; unknown keys raise one clear error."""
+    names = [f.name for f in dataclasses.fields(params)]  # type: ignore[arg-type]
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        raise NstError(f"{method}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return dataclasses.replace(params, **changes)  # type: ignore[type-var]

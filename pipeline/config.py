@@ -225,13 +225,37 @@ class AdaINSection(Strict):
     train: TrainSection
 
 
+class ContrastiveSection(Strict):
+    content_weight: Annotated[float, Field(ge=0.0)]
+    style_weight: Annotated[float, Field(ge=0.0)]
+    identity_pixel_weight: Annotated[float, Field(ge=0.0)]
+    identity_feature_weight: Annotated[float, Field(ge=0.0)]
+    style_contrastive_weight: Annotated[float, Field(ge=0.0)]
+    content_contrastive_weight: Annotated[float, Field(ge=0.0)]
+    gan_weight: Annotated[float, Field(ge=0.0)]
+    tau: Annotated[float, Field(gt=0.0, le=10.0)]
+    alpha: Fraction
+    seed: Seed
+    train: TrainSection
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ContrastiveSection:
+        if self.train.batch_size < 4 or self.train.batch_size % 2:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be even and >= 4: k contents x k styles "
+                             "give 2k stylizations")  # fmt: skip
+        if self.train.crop < 32:
+            raise ValueError(f"train.crop ({self.train.crop}) must be >= 32 px (the discriminator's smallest input)")
+        return self
+
+
 class MethodsSection(Strict):
     gatys: GatysSection
     adain: AdaINSection
+    contrastive: ContrastiveSection
 
 
-METHOD_NAMES = ("gatys", "adain")
-TRAINED_METHODS = ("adain",)
+METHOD_NAMES = ("gatys", "adain", "contrastive")
+TRAINED_METHODS = ("adain", "contrastive")
 
 
 class StylizeSection(Strict):

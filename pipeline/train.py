@@ -1,6 +1,7 @@
 """train stage (``train@<method>``, feed-forward methods): train on ``data/prepared/train`` -> ``models/<method>/``.
 
-Writes ``decoder.pt`` (the trained weights; see the method's ``save``), ``train_metrics.json`` (iterations, seconds,
+Writes the method's model file (``decoder.pt`` for AdaIN, ``generator.pt`` for the contrastive method; see its
+``save``), ``train_metrics.json`` (iterations, seconds,
 iterations/s, final losses), ``losses.csv`` (per-step loss terms, thinned) and ``checkpoints/ckpt-*.pt`` (atomic,
 every ``train.checkpoint_every`` iterations). By default a run resumes from the newest readable checkpoint written
 for the same configuration (so an interrupted ``dvc repro`` continues: dvc.yaml marks the folder ``persist``) and
@@ -108,9 +109,10 @@ def run(
     def sample_fn(iteration: int) -> None:
         if logger is None:
             return
-        was = model.decoder.training
+        modes = {name: m.training for name, m in model.trainable().items()}
         out = model.stylize(sample_c.to(device), sample_s.to(device)).cpu()
-        model.decoder.train(was)
+        for name, m in model.trainable().items():
+            m.train(modes[name])
         logger.log_image(side_by_side([sample_c, sample_s, out], height=192), f"samples/iter_{iteration:08d}.png")
 
     started = time.perf_counter()
@@ -130,7 +132,8 @@ def run(
             "device": device.type,
             **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
         }  # fmt: skip
-    if reached >= cfg.iterations and (history or not (out_dir / "decoder.pt").is_file()):
+    model_path = out_dir / cls.model_file  # type: ignore[attr-defined]
+    if reached >= cfg.iterations and (history or not model_path.is_file()):
         model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint})
     losses_path = out_dir / "losses.csv"
     old = read_csv(losses_path) if resume == "always" else []
@@ -140,8 +143,8 @@ def run(
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
-        if (out_dir / "decoder.pt").is_file():
-            logger.log_artifact(out_dir / "decoder.pt", "model")
+        if model_path.is_file():
+            logger.log_artifact(model_path, "model")
     return metrics
 
 

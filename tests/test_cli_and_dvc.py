@@ -81,13 +81,17 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     assert "    iterations: 30 " in text
     text = text.replace("    iterations: 30 ", "    iterations: 2 ", 1)  # keep the test short: gatys
     assert "      iterations: 200 " in text
-    params.write_text(text.replace("      iterations: 200 ", "      iterations: 3 ", 1))  # adain training
+    text = text.replace("      iterations: 200 ", "      iterations: 3 ", 1)  # adain training
+    assert "      iterations: 150 " in text
+    params.write_text(text.replace("      iterations: 150 ", "      iterations: 2 ", 1))  # contrastive training
     first = run([dvc, "repro"], repo_copy)
-    for stage in ("fetch", "prepare", "train@adain", "stylize@gatys", "stylize@adain", "evaluate", "report"):
+    for stage in ("fetch", "prepare", "train@adain", "train@contrastive", "stylize@gatys", "stylize@adain",
+                  "stylize@contrastive", "evaluate", "report"):  # fmt: skip
         assert f"Running stage '{stage}'" in first.stdout
-    for method in ("gatys", "adain"):
+    for method in ("gatys", "adain", "contrastive"):
         assert len(list((repo_copy / "outputs" / method).glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
     assert (repo_copy / "models/adain/decoder.pt").is_file()
+    assert (repo_copy / "models/contrastive/generator.pt").is_file()
     assert (repo_copy / "reports/index.html").is_file()
     for split in ("train", "val", "test"):
         for role in ("content", "style"):

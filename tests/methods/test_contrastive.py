@@ -21,7 +21,13 @@ from methods.errors import NstError
 
 @pytest.mark.parametrize("k", [2, 3, 6])
 def test_masks_mark_exactly_the_pairs_sharing_a_style_or_content(k):
-    content_idx, style_idx, style_pos, content_pos = contrastive_batch(k)
+    batch = contrastive_batch(k)
+    content_idx, style_idx, style_pos, content_pos = (
+        batch.content_idx,
+        batch.style_idx,
+        batch.style_pos,
+        batch.content_pos,
+    )
     n = 2 * k
     assert content_idx.shape == style_idx.shape == (n,)
     pairs = list(zip(content_idx.tolist(), style_idx.tolist(), strict=True))
@@ -32,6 +38,7 @@ def test_masks_mark_exactly_the_pairs_sharing_a_style_or_content(k):
             same_content = a != b and pairs[a][0] == pairs[b][0]
             assert bool(style_pos[a, b]) == same_style
             assert bool(content_pos[a, b]) == same_content
+            assert bool(batch.unrelated[a, b]) == (a != b and not same_style and not same_content)
     assert (style_pos.sum(1) == 1).all()
     assert (content_pos.sum(1) == 1).all()
     assert sorted(content_idx.tolist()) == sorted(list(range(k)) * 2)
@@ -43,24 +50,46 @@ def test_batch_needs_two():
         contrastive_batch(1)
 
 
-def naive_info_nce(z: torch.Tensor, pos: torch.Tensor, tau: float) -> float:
+def naive_info_nce(z: torch.Tensor, pos: torch.Tensor, tau: float, neg: torch.Tensor | None = None) -> float:
     losses = []
     for a in range(z.shape[0]):
         sims = {b: math.exp(float(z[a] @ z[b]) / tau) for b in range(z.shape[0]) if b != a}
         positives = [b for b in sims if pos[a, b]]
+        negatives = [b for b in sims if not pos[a, b] and (neg is None or neg[a, b])]
         if positives:
-            losses.append(-math.log(sum(sims[b] for b in positives) / sum(sims.values())))
+            num = sum(sims[b] for b in positives)
+            losses.append(-math.log(num / (num + sum(sims[b] for b in negatives))))
     return sum(losses) / len(losses)
 
 
-def test_info_nce_matches_a_naive_loop():
-    _, _, style_pos, _ = contrastive_batch(3)
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_info_nce_matches_a_naive_loop(with_negatives):
+    batch = contrastive_batch(3)
+    neg = batch.unrelated if with_negatives else None
     z = F.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(0)), dim=1)
-    assert info_nce(z, style_pos, tau=0.2).item() == pytest.approx(naive_info_nce(z, style_pos, 0.2), rel=1e-5)
+    expected = naive_info_nce(z, batch.style_pos, 0.2, neg)
+    assert info_nce(z, batch.style_pos, tau=0.2, negatives=neg).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_left_out_samples_do_not_change_the_loss():
+    # the stylization sharing the anchor's content is neither positive nor negative for the style loss
+    batch = contrastive_batch(3)
+    z = F.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(3)), dim=1)
+    moved = z.clone()
+    moved[3] = F.normalize(torch.randn(8, generator=torch.Generator().manual_seed(4)), dim=0)  # (c0, s1)
+    # anchor 0 = (c0, s0): sample 3 shares its content -> excluded; a changed sample 3 leaves anchor 0's term alone
+    row = torch.zeros(6, 6, dtype=torch.bool)
+    row[0] = batch.style_pos[0]
+    a = info_nce(z, row, negatives=batch.unrelated)
+    b = info_nce(moved, row, negatives=batch.unrelated)
+    assert not batch.unrelated[0, 3]
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    assert info_nce(z, row).item() != pytest.approx(info_nce(moved, row).item(), rel=1e-3)  # default: it counts
 
 
 def test_aligned_embeddings_score_lower_than_random():
-    _, style_idx, style_pos, _ = contrastive_batch(6)
+    batch = contrastive_batch(6)
+    style_idx, style_pos = batch.style_idx, batch.style_pos
     prototypes = F.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), dim=1)
     aligned = prototypes[style_idx]  # stylizations sharing a style get the same embedding
     random = F.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(2)), dim=1)
@@ -68,7 +97,7 @@ def test_aligned_embeddings_score_lower_than_random():
 
 
 def test_info_nce_gradients_flow():
-    _, _, _, content_pos = contrastive_batch(2)
+    content_pos = contrastive_batch(2).content_pos
     z = torch.randn(4, 8, requires_grad=True)
     info_nce(F.normalize(z, dim=1), content_pos).backward()
     assert z.grad is not None
@@ -97,6 +126,14 @@ def test_discriminator_outputs_per_scale_and_lsgan_targets():
     zeros = [torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 2, 2)]
     assert lsgan_loss(ones, target_real=True).item() == 0.0
     assert lsgan_loss(zeros, target_real=False).item() == 0.0
-    assert lsgan_loss(zeros, target_real=True).item() == 1.0
+    assert lsgan_loss(zeros, target_real=True).item() == 2.0  # summed over the two scales, 1 each
     halves = [torch.full((1, 1, 2, 2), 0.5)]
     assert lsgan_loss(halves, target_real=True).item() == pytest.approx(0.25)
+
+
+def test_discriminator_skips_scales_too_small_and_rejects_tiny_inputs():
+    disc = MultiScaleDiscriminator(scales=3, width=8, depth=4)  # needs >= 32 px per scale
+    assert len(disc(torch.rand(1, 3, 64, 64))) == 2  # 64 -> 32 -> (16: skipped)
+    assert len(disc(torch.rand(1, 3, 128, 128))) == 3
+    with pytest.raises(NstError, match="32 px minimum"):
+        disc(torch.rand(1, 3, 24, 64))

@@ -110,3 +110,48 @@ def test_resume_flag_without_checkpoints_is_an_error(tmp_path, data, repo_root, 
                      str(data[0]), "--style", str(data[1]), "--out", str(tmp_path / "m"), "--resume"])  # fmt: skip
     assert code == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_contrastive_trains_logs_every_term_and_stylizes_from_the_cli(tmp_path, data, repo_root, monkeypatch):
+    import yaml
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["methods"]["contrastive"]["train"].update(iterations=3, batch_size=4, resize_short=40, crop=32,
+                                                  checkpoint_every=2, sample_every=3, log_every=1)  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    out = tmp_path / "models" / "contrastive"
+    assert cli.main(["train", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--content",
+                     str(data[0]), "--style", str(data[1]), "--out", str(out)]) == 0  # fmt: skip
+    assert (out / "generator.pt").is_file()
+    with (out / "losses.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert {"content", "style", "identity_pixel", "identity_feature", "style_contrastive", "content_contrastive",
+            "gan", "d_real", "d_fake", "d_total", "total"} <= set(header)  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(raw["tracking"]["experiment"]).experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_total")] == [1, 2, 3]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/generator.pt"]
+    assert len(client.list_artifacts(run.info.run_id, "samples")) == 1
+
+    result = tmp_path / "one.png"
+    argv = ["stylize", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--model", str(out),
+            str(data[0] / "img1.png"), str(data[1] / "img0.png"), "--out", str(result)]  # fmt: skip
+    assert cli.main(argv) == 0
+    with Image.open(result) as img:
+        assert img.size == (52, 44)
+
+
+def test_contrastive_batch_size_must_pair_up(tmp_path, repo_root, capsys):
+    import yaml
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["methods"]["contrastive"]["train"]["batch_size"] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    code = cli.main(["train", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--out",
+                     str(tmp_path / "m")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "methods.contrastive" in err
+    assert "even and >= 4" in err
+    assert not (tmp_path / "m").exists()

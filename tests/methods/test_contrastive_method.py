@@ -1,0 +1,180 @@
+"""The contrastive method as a whole: generator wiring, loss terms, training with the discriminator, resume, I/O."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, Transform
+from methods.encoder import load_encoder, random_encoder
+from methods.errors import NstError
+from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return random_encoder(seed=0, last_layer="relu5_1")
+
+
+def smooth_images(seed: int, n: int = 4, side: int = 48) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [F.interpolate(torch.rand(1, 3, 6, 6, generator=gen), size=(side, side), mode="bilinear") for _ in range(n)]
+
+
+def crops(seed: int, n: int = 4, crop: int = 32) -> RandomCrops:
+    images = smooth_images(seed, n)
+    return RandomCrops(lambda i: images[i], n, crop)
+
+
+def config(**changes) -> TrainConfig:
+    base = {"iterations": 6, "batch_size": 4, "lr": 1e-3, "lr_decay": 5e-5, "checkpoint_every": 2,
+            "keep_checkpoints": 2, "seed": 0}  # fmt: skip
+    return TrainConfig(**{**base, **changes})
+
+
+def test_transform_keeps_the_relu4_1_shape_for_odd_sizes():
+    t = Transform(8)
+    content = {"relu4_1": torch.randn(2, 8, 5, 7), "relu5_1": torch.randn(2, 8, 3, 4)}
+    style = {"relu4_1": torch.randn(2, 8, 4, 4), "relu5_1": torch.randn(2, 8, 2, 2)}
+    assert t(content, style).shape == (2, 8, 5, 7)
+
+
+def test_alpha_zero_is_the_content_through_the_identity_path(encoder):
+    model = Contrastive(encoder=encoder)
+    content = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    style = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        feats = model.encode(content, ("relu4_1", "relu5_1"))
+        expected = model.decoder(model.transform(feats, feats)).clamp(0, 1)
+    torch.testing.assert_close(model.stylize(content, style, alpha=0.0), expected)
+    assert not torch.allclose(model.stylize(content, style, alpha=1.0), expected)
+
+
+def test_loss_terms_are_finite_weighted_and_sum_to_total(encoder):
+    model = Contrastive(ContrastiveParams(gan_weight=0.0), encoder=encoder)
+    terms = model.losses(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32))  # k = 3 -> 6 stylizations
+    assert set(terms) == {"content", "style", "identity_pixel", "identity_feature", "style_contrastive",
+                          "content_contrastive", "gan", "total"}  # fmt: skip
+    assert terms["gan"].item() == 0.0
+    assert all(torch.isfinite(v) for v in terms.values())
+    total = sum(v for k, v in terms.items() if k != "total")
+    assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_weights_scale_their_terms(encoder):
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    one = Contrastive(encoder=encoder).losses(content, style)
+    doubled = Contrastive(ContrastiveParams(style_weight=2.0, style_contrastive_weight=7.2), encoder=encoder)
+    two = doubled.losses(content, style)
+    assert two["style"].item() == pytest.approx(2 * one["style"].item(), rel=1e-5)
+    assert two["style_contrastive"].item() == pytest.approx(2 * one["style_contrastive"].item(), rel=1e-5)
+    assert two["content"].item() == pytest.approx(one["content"].item(), rel=1e-5)
+
+
+def test_discriminator_learns_to_separate_real_from_fake(encoder):
+    torch.manual_seed(0)
+    model = Contrastive(encoder=encoder)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with pytest.raises(NstError, match="generator pass"):
+        model.adversary_losses(content, style)
+    model.losses(content, style)
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    first = model.adversary_losses(content, style)["total"].item()
+    for _ in range(30):
+        loss = model.adversary_losses(content, style)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.adversary_losses(content, style)["total"].item() < 0.5 * first
+
+
+@pytest.mark.parametrize("batch_size", [3, 2, 5])
+def test_batch_size_must_be_even_and_at_least_four(batch_size, encoder):
+    with pytest.raises(NstError, match="even and >= 4"):
+        Contrastive.batch_split(batch_size)
+
+
+def test_resume_equals_uninterrupted_for_every_module_and_optimiser(encoder, tmp_path):
+    straight = Contrastive(encoder=encoder)
+    train(straight, crops(0), crops(10), config(), tmp_path / "a", device=CPU, progress=False)
+
+    interrupted = Contrastive(encoder=encoder)
+    assert train(interrupted, crops(0), crops(10), config(), tmp_path / "b", device=CPU, stop_after=3,
+                 progress=False) == 3  # fmt: skip
+    state, _ = load_latest(tmp_path / "b")
+    assert set(state["modules"]) == {"transform", "decoder", "style_head", "content_head", "discriminator"}
+    assert set(state["optimizers"]) == {"main", "adversary"}
+    assert state["optimizers"]["adversary"]["param_groups"][0]["betas"] == (0.5, 0.999)
+
+    resumed = Contrastive(ContrastiveParams(seed=7), encoder=encoder)  # different init: all comes from the checkpoint
+    assert train(resumed, crops(0), crops(10), config(), tmp_path / "b", device=CPU, resume=True, progress=False) == 6
+    for name in ("transform", "decoder", "style_head", "content_head", "discriminator"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key}"
+    assert [p.name for p in checkpoints(tmp_path / "b")] == ["ckpt-00000004.pt", "ckpt-00000006.pt"]
+
+
+def test_training_logs_generator_and_discriminator_terms(encoder, tmp_path):
+    seen: list[dict[str, float]] = []
+    train(Contrastive(encoder=encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU,
+          log_fn=lambda _i, t: seen.append(t), progress=False)  # fmt: skip
+    assert len(seen) == 2
+    assert {"total", "gan", "style_contrastive", "d_real", "d_fake", "d_total"} <= set(seen[0])
+
+
+def test_save_load_round_trip_and_clear_errors(encoder, tmp_path):
+    model = Contrastive(ContrastiveParams(seed=3), encoder=encoder)
+    path = model.save(tmp_path / "m")
+    assert path.name == "generator.pt"
+    loaded = Contrastive.from_config({"alpha": 1.0, "train": {}}, encoder=encoder, model=tmp_path / "m")
+    content, style = torch.rand(1, 3, 40, 40), torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(loaded.stylize(content, style), model.stylize(content, style))
+    with pytest.raises(NstError, match="needs a trained model"):
+        Contrastive.from_config({}, encoder=encoder)
+    with pytest.raises(NstError, match="no contrastive model"):
+        Contrastive.from_config({}, encoder=encoder, model=tmp_path / "missing")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(NstError, match="not a readable contrastive model"):
+        Contrastive.from_config({}, encoder=encoder, model=tmp_path / "bad.pt")
+
+
+def test_style_mixture_with_one_weight_equals_that_style(encoder):
+    model = Contrastive(encoder=encoder)
+    content = torch.rand(1, 3, 32, 48)
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 48, 32)
+    torch.testing.assert_close(model.stylize(content, [a, b], style_weights=[1.0, 0.0]), model.stylize(content, a))
+    with pytest.raises(NstError, match="style_weights"):
+        model.stylize(content, [a, b], style_weights=[1.0])
+
+
+def test_layer_scale_applies_to_the_caffe_encoder_only(encoder):
+    assert Contrastive(encoder=encoder).layer_scale == {}  # random weights: not the measured ones
+    caffe = load_encoder("caffe", last_layer="relu5_1")
+    model = Contrastive(encoder=caffe)
+    image = torch.rand(1, 3, 32, 32)
+    raw, scaled = caffe(image, LAYERS), model.encode(image)
+    for name in LAYERS:
+        torch.testing.assert_close(scaled[name] * model.layer_scale[name], raw[name])
+
+
+def test_identity_stylization_keeps_the_content_after_short_training(tmp_path):
+    """Stylizing an image with itself must give it back (paper sec. 3.3): the identity losses teach that fast."""
+    model = Contrastive(encoder=load_encoder("caffe", last_layer="relu5_1"))
+    content_images = smooth_images(0)
+    x = content_images[0][..., :32, :32]
+    before = F.mse_loss(model.stylize(x, x), x).item()
+    train(
+        model,
+        RandomCrops(lambda i: content_images[i], 4, 32),
+        crops(100),
+        config(iterations=60, lr=1e-3, lr_decay=0.0, checkpoint_every=1000),
+        tmp_path,
+        device=CPU,
+        progress=False,
+    )
+    after = F.mse_loss(model.stylize(x, x), x).item()
+    assert after < 0.5 * before
