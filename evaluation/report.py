@@ -122,8 +122,8 @@ def fig_metric_distributions(per_pair: pd.DataFrame, order: Sequence[str]) -> Fi
     return fig
 
 
-def fig_tradeoff(per_pair: pd.DataFrame, order: Sequence[str], pareto: pd.DataFrame | None = None) -> Figure:
-    """Content loss vs style loss, one point per pair, coloured by method; tuning Pareto fronts when given."""
+def fig_tradeoff(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
+    """Content loss vs style loss, one point per test pair, coloured by method (tuning fronts: :func:`fig_tuning`)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8), constrained_layout=True)
     palette = _palette(order)
     for method in order:
@@ -133,11 +133,6 @@ def fig_tradeoff(per_pair: pd.DataFrame, order: Sequence[str], pareto: pd.DataFr
         marker = "x" if method in REFERENCE_ROWS else "o"
         ax.scatter(part["content_loss"], part["style_loss"], label=method, color=palette[method], marker=marker,
                    alpha=0.8)  # fmt: skip
-    if pareto is not None and not pareto.empty:
-        for method, front in pareto.groupby("method"):
-            front = front.sort_values("content_loss")
-            ax.plot(front["content_loss"], front["style_loss"], "--", color=palette.get(method, "grey"),
-                    label=f"{method} tuning front")  # fmt: skip
     # Linear axes: the identity row sits at content_loss = 0, which a log axis cannot show.
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
@@ -146,6 +141,44 @@ def fig_tradeoff(per_pair: pd.DataFrame, order: Sequence[str], pareto: pd.DataFr
     ax.set_title("Content-style trade-off (lower-left is better)")
     ax.legend(fontsize=8)
     return fig
+
+
+def fig_tuning(trials: pd.DataFrame, objectives: Sequence[str], order: Sequence[str]) -> Figure:
+    """One panel per tuned method: every finished trial's two objectives (val split), the Pareto front joined and
+    highlighted, the chosen operating point starred. ``trials``: the trials.csv rows with a ``method`` column."""
+    methods = [m for m in order if m in set(trials["method"])]
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(4.2 * max(1, len(methods)), 3.8), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    palette = _palette(order)
+    x, y = objectives
+    for ax, method in zip(axes[0], methods, strict=False):
+        part = trials[trials["method"] == method]
+        scored = part.dropna(subset=[x, y])
+        front = scored[scored["pareto"] == 1].sort_values(x)
+        chosen = scored[scored["chosen"] == 1]
+        ax.scatter(scored[x], scored[y], color="#b8bfcc", s=28, label="trial")
+        ax.plot(front[x], front[y], "-o", color=palette.get(method, "C0"), ms=6, label="Pareto front")
+        ax.scatter(chosen[x], chosen[y], marker="*", s=260, color=palette.get(method, "C0"), edgecolor="black",
+                   zorder=5, label="chosen")  # fmt: skip
+        pruned = int((part["state"] == "PRUNED").sum())
+        ax.set_title(f"{method}: {len(scored)} trials" + (f", {pruned} pruned" if pruned else ""), fontsize=10)
+        ax.set_xlabel(f"{x} {'↑' if METRICS[x].higher_is_better else '↓'} (val)")
+        ax.set_ylabel(f"{y} {'↑' if METRICS[y].higher_is_better else '↓'} (val)")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def tuning_table(best: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Rows of the tuned-weights table from each method's best.yaml (method -> parsed mapping)."""
+    rows = []
+    for method, b in best.items():
+        rows.append({
+            "method": method,
+            "weights": ", ".join(f"{k} = {fmt(float(v))}" for k, v in b.get("weights", {}).items()),
+            "objectives (val)": ", ".join(f"{k} = {fmt(float(v))}" for k, v in b.get("objectives", {}).items()),
+            "trial": f"{b.get('trial')} of {b.get('trials_finished')} ({b.get('selection')})",
+        })  # fmt: skip
+    return rows
 
 
 def fig_loss_curves(losses: pd.DataFrame) -> Figure:

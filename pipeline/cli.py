@@ -11,9 +11,9 @@ import os
 import sys
 
 from methods.errors import NstError
-from pipeline import evaluate, fetch, offline_plots, prepare, report, stylize, train
+from pipeline import evaluate, fetch, offline_plots, prepare, report, stylize, train, tune
 
-STAGES = (fetch, prepare, train, stylize, evaluate, report, offline_plots)
+STAGES = (fetch, prepare, tune, train, stylize, evaluate, report, offline_plots)
 
 
 def parser() -> argparse.ArgumentParser:

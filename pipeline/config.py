@@ -271,6 +271,71 @@ class EvaluateSection(Strict):
     seed: Seed
 
 
+class SearchDim(Strict):
+    """One tuned weight: a float range, sampled on a log scale by default (weights span decades)."""
+
+    low: Annotated[float, Field(ge=0.0)]
+    high: Annotated[float, Field(gt=0.0)]
+    log: bool
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchDim:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        return self
+
+
+class TuneMethodSection(Strict):
+    trials: Annotated[int, Field(ge=1, le=100_000)]  # finished (complete + pruned) trials the study reaches
+    space: Annotated[dict[str, SearchDim], Field(min_length=1)]  # methods.<m> key -> range
+    budget: dict[str, Any]  # per-trial overrides of methods.<m> (a short schedule), e.g. {train: {iterations: 30}}
+    prune_every: Annotated[int, Field(ge=0)]  # feed-forward: score val every N training iterations (0 = never prune)
+
+
+class TuneSection(Strict):
+    use_tuned: bool  # train/stylize use reports/tuning/<m>/best.yaml over methods.<m>
+    storage: str | None  # Optuna RDB URL ("{method}" is replaced); null = sqlite:///reports/tuning/<m>/study.db
+    sampler: Literal["tpe", "nsga2", "random"]
+    seed: Seed
+    objectives: Annotated[list[str], Field(min_length=2, max_length=2)]  # evaluation metric names
+    selection: Literal["knee", "weighted"]
+    selection_weight: Fraction  # "weighted": weight of the first objective (normalised on the front)
+    prune_dominated_by: Annotated[int, Field(ge=1)]
+    heartbeat_s: Annotated[int, Field(ge=1, le=3600)]
+    grace_s: Annotated[int, Field(ge=2, le=36_000)]
+    gatys: TuneMethodSection
+    adain: TuneMethodSection
+    contrastive: TuneMethodSection
+
+    @field_validator("objectives")
+    @classmethod
+    def _metrics(cls, names: list[str]) -> list[str]:
+        from evaluation.metrics import METRICS
+
+        unknown = [n for n in names if n not in METRICS or n in ("seconds", "peak_mem_mb")]
+        if unknown:
+            raise ValueError(f"unknown objective(s) {', '.join(unknown)}; choose from the scored metrics")
+        if names[0] == names[1]:
+            raise ValueError("the two objectives must differ")
+        return names
+
+    @model_validator(mode="after")
+    def _spaces(self) -> TuneSection:
+        if self.heartbeat_s >= self.grace_s:
+            raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
+        for method in METHOD_NAMES:
+            section = getattr(self, method)
+            model = MethodsSection.model_fields[method].annotation
+            allowed = [k for k, f in model.model_fields.items() if f.annotation is float]  # type: ignore[union-attr]
+            bad = [k for k in section.space if k not in allowed]
+            if bad:
+                raise ValueError(f"{method}.space: {', '.join(bad)} cannot be tuned (float keys of methods.{method}: "
+                                 f"{', '.join(allowed)})")  # fmt: skip
+        return self
+
+
 class Params(Strict):
     profile: Literal["sample", "full"]
     base: BaseSection
@@ -279,6 +344,7 @@ class Params(Strict):
     fetch: FetchSection
     prepare: PrepareSection
     methods: MethodsSection
+    tune: TuneSection
     stylize: StylizeSection
     evaluate: EvaluateSection
 

@@ -19,6 +19,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import yaml
 
 from evaluation import report as rep
 from evaluation.metrics import METRICS
@@ -64,9 +65,17 @@ def _losses(outputs: Path, models: Path, methods: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "step", "total"])
 
 
-def _pareto(tuning: Path) -> pd.DataFrame | None:
-    frames = [pd.read_csv(p).assign(method=p.parent.name) for p in sorted(tuning.glob("*/pareto.csv"))]
-    return pd.concat(frames, ignore_index=True) if frames else None
+def _tuning(tuning: Path) -> tuple[pd.DataFrame | None, dict[str, dict[str, Any]]]:
+    """Every method's trials.csv (with a ``method`` column) and parsed best.yaml, for methods that were tuned."""
+    frames, best = [], {}
+    for path in sorted(tuning.glob("*/trials.csv")):
+        frame = pd.read_csv(path)
+        if not frame.empty:
+            frames.append(frame.assign(method=path.parent.name))
+        best_path = path.parent / "best.yaml"
+        if best_path.is_file():
+            best[path.parent.name] = yaml.safe_load(best_path.read_text(encoding="utf-8"))
+    return (pd.concat(frames, ignore_index=True) if frames else None), best
 
 
 def build(
@@ -97,10 +106,13 @@ def build(
     styles = list_images(prepared / "test" / "style")
     figures: dict[str, plt.Figure] = {
         "metrics": rep.fig_metric_distributions(per_pair, order),
-        "tradeoff": rep.fig_tradeoff(per_pair, order, _pareto(tuning)),
+        "tradeoff": rep.fig_tradeoff(per_pair, order),
         "losses": rep.fig_loss_curves(_losses(outputs, models if models is not None else outputs / ".none", methods)),
         "speed_memory": rep.fig_speed_memory(per_pair, order),
     }
+    trials, best = _tuning(tuning)
+    if trials is not None:
+        figures["tuning"] = rep.fig_tuning(trials, params.tune.objectives, methods)
     content_thumbs = {p.stem: _thumb(p) for p in contents}
     style_thumbs = {p.stem: _thumb(p) for p in styles}
     for method in methods:
@@ -132,6 +144,8 @@ def build(
         "methods": methods,
         "rows": rows,
         "figures": list(figures),
+        "tuning": rep.tuning_table({m: best[m] for m in methods if m in best}),
+        "use_tuned": params.tune.use_tuned,
     }
     with atomic_dir(out / "figures") as fig_dir:
         for name, fig in figures.items():
@@ -199,6 +213,12 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     out += [f"- **{k}**: {v}" for k, v in _setup_lines(ctx)]
     out += ["", "## Comparison (mean [95% bootstrap CI] over test pairs; ★ = best method)", ""]
     out += [rep.markdown_table(ctx["rows"]), ""]
+    if ctx["tuning"]:
+        used = "used by train/stylize" if ctx["use_tuned"] else "NOT used: tune.use_tuned is false"
+        out += [f"## Tuned weights (Optuna on the val split; {used})", ""]
+        cols = list(ctx["tuning"][0])
+        out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(r[c] for c in cols) + " |" for r in ctx["tuning"]] + [""]
     out += ["## Figures", ""]
     out += [f"![{name}](figures/{name}.png)" for name in ctx["figures"]]
     out += ["", "## How to read this", ""]
@@ -231,6 +251,7 @@ CAPTIONS = {
     "losses": "Optimisation / training loss per step, mean over pairs.",
     "speed_memory": "Seconds and peak memory per image.",
     "side_by_side": "A few pairs side by side: content, style, then every method.",
+    "tuning": "Tuning on the val split: every trial (grey), the Pareto front (line) and the chosen weights (star).",
 }
 
 
@@ -254,6 +275,15 @@ def render_html(ctx: dict[str, Any]) -> str:
         for m in METRICS
     )
     caveats = "".join(f"<li>{e(c)}</li>" for c in _caveats(ctx))
+    tuning = ""
+    if ctx["tuning"]:
+        cols = list(ctx["tuning"][0])
+        used = "used by train and stylize" if ctx["use_tuned"] else "<b>not</b> used: tune.use_tuned is false"
+        tuning = (f"<h2>Tuned weights</h2><p>Optuna, two objectives on the val split; {used}.</p>"
+                  '<table class="comparison"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols)
+                  + "</tr></thead><tbody>"
+                  + "".join("<tr>" + "".join(f"<td>{e(r[c])}</td>" for c in cols) + "</tr>" for r in ctx["tuning"])
+                  + "</tbody></table>")  # fmt: skip
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nst-bench report</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
@@ -265,6 +295,7 @@ cost. Generated {e(ctx["created"])}.</p>
 <p>Mean [95% bootstrap CI] over the test pairs; ★ marks the best method per metric; reference rows calibrate each
 metric's range.</p>
 {rep.html_table(ctx["rows"])}
+{tuning}
 <h2>Figures</h2>
 {figures}
 <h2>How to read this</h2>

@@ -27,7 +27,7 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.config import METHOD_NAMES, ConfigError, Params, _Loader, load_params
+from pipeline.config import METHOD_NAMES, ConfigError, Params, _Loader, dump_params, load_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device
 
@@ -115,6 +115,7 @@ def run(
         for stale in [*out_dir.glob("*.png"), timing_path, losses_path]:
             stale.unlink(missing_ok=True)
         write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params))  # incl. tuned weights when applied
 
     grid = [(c, s) for c in contents for s in styles]
     expected = {f"{c.stem}__{s.stem}.png" for c, s in grid}
@@ -227,6 +228,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--tuned", type=Path, default=None,
+                   help="reports/tuning/<method>/best.yaml, used when tune.use_tuned")  # fmt: skip
     p.add_argument("--content", type=Path, default=Path("data/prepared/test/content"))
     p.add_argument("--style", type=Path, default=Path("data/prepared/test/style"))
     p.add_argument("--out", type=Path, required=True, help="e.g. outputs/<method>")
@@ -252,7 +255,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main_stage(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
+    from pipeline.tune import apply_tuned
+
+    params = apply_tuned(load_params(args.params), args.method, args.tuned)
     encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
     tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
     with tracking.stage_run(

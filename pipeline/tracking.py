@@ -135,6 +135,34 @@ class RunLogger:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def child_run(
+        self,
+        name: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        status: str = "FINISHED",
+    ) -> str:
+        """A finished run nested under this one (``mlflow.parentRunId``; the UI shows it folded under its parent)."""
+        parent = self.client.get_run(self.run_id)
+        run = self.client.create_run(
+            parent.info.experiment_id,
+            tags={
+                "mlflow.parentRunId": self.run_id,
+                "mlflow.runName": name,
+                **{k: v for k, v in parent.data.tags.items() if k in ("stage", "method", "git_sha")},
+                **(tags or {}),
+            },
+        )
+        child = RunLogger(self.client, run.info.run_id, self.max_step_points)
+        if params:
+            child.log_params(params)
+        if metrics:
+            child.log_metrics(metrics)
+        self.client.set_terminated(run.info.run_id, status=status)
+        return run.info.run_id
+
 
 @contextlib.contextmanager
 def stage_run(

@@ -27,7 +27,7 @@ from methods.image import resize_to_edge
 from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
 from methods.utils import code_fingerprint
 from pipeline import tracking
-from pipeline.config import TRAINED_METHODS, Params, load_params
+from pipeline.config import TRAINED_METHODS, Params, TrainSection, dump_params, load_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 
@@ -41,6 +41,22 @@ def crops(folder: Path, resize_short: int, crop: int) -> RandomCrops:
         raise NstError(f"{folder}: no training images")
     return RandomCrops(lambda i: resize_to_edge(read_image(paths[i]), resize_short, "short", upscale=True), len(paths),
                        crop, cache=len(paths) <= 256)  # fmt: skip
+
+
+def build_model(params: Params, method_name: str, encoder: Any) -> Any:
+    """A fresh (untrained) model of ``method_name`` with the weights of ``methods.<method_name>``."""
+    cls = get_method(method_name)
+    weights = {k: v for k, v in getattr(params.methods, method_name).model_dump().items() if k != "train"}
+    return cls(cls.params_type()().replace(**weights), encoder=encoder)  # type: ignore[attr-defined]
+
+
+def train_config(tcfg: TrainSection) -> TrainConfig:
+    """The shared loop's :class:`TrainConfig` from a ``methods.<m>.train`` section."""
+    return TrainConfig(
+        iterations=tcfg.iterations, batch_size=tcfg.batch_size, lr=tcfg.lr, lr_decay=tcfg.lr_decay,
+        checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints, seed=tcfg.seed,
+        amp=tcfg.amp, channels_last=tcfg.channels_last,
+    )  # fmt: skip
 
 
 def run(
@@ -62,13 +78,8 @@ def run(
     device = pick_device(params.base.device)
     encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
     cls = get_method(method_name)
-    weights = {k: v for k, v in section.model_dump().items() if k != "train"}
-    model = cls(cls.params_type()().replace(**weights), encoder=encoder)  # type: ignore[attr-defined]
-    cfg = TrainConfig(
-        iterations=tcfg.iterations, batch_size=tcfg.batch_size, lr=tcfg.lr, lr_decay=tcfg.lr_decay,
-        checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints, seed=tcfg.seed,
-        amp=tcfg.amp, channels_last=tcfg.channels_last,
-    )  # fmt: skip
+    model = build_model(params, method_name, encoder)
+    cfg = train_config(tcfg)
     fingerprint = tracking.params_hash({"method": method_name, "section": section.model_dump(mode="json"),
                                         "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
                                         "content": str(content_dir), "style": str(style_dir),
@@ -141,6 +152,7 @@ def run(
     fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
     write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params))  # incl. tuned weights when applied
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if model_path.is_file():
@@ -152,6 +164,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a feed-forward method (stage train@<method>)", description=__doc__)
     p.add_argument("--method", required=True, choices=TRAINED_METHODS)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--tuned", type=Path, default=None,
+                   help="reports/tuning/<method>/best.yaml, used when tune.use_tuned")  # fmt: skip
     p.add_argument("--content", type=Path, default=Path("data/prepared/train/content"))
     p.add_argument("--style", type=Path, default=Path("data/prepared/train/style"))
     p.add_argument("--out", type=Path, required=True, help="e.g. models/<method>")
@@ -163,7 +177,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
+    from pipeline.tune import apply_tuned
+
+    params = apply_tuned(load_params(args.params), args.method, args.tuned)
     section = getattr(params.methods, args.method).model_dump(mode="json")
     tree = {"profile": params.profile, "base": params.base.model_dump(), "encoder": params.encoder.model_dump(),
             "method": {args.method: section}}  # fmt: skip

@@ -83,15 +83,41 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     assert "      iterations: 200 " in text
     text = text.replace("      iterations: 200 ", "      iterations: 3 ", 1)  # adain training
     assert "      iterations: 150 " in text
-    params.write_text(text.replace("      iterations: 150 ", "      iterations: 2 ", 1))  # contrastive training
+    text = text.replace("      iterations: 150 ", "      iterations: 2 ", 1)  # contrastive training
+    for trials in ("trials: 4 ", "trials: 3\n"):  # tuning: two trials per method, each a 2-iteration schedule
+        assert trials in text
+        text = text.replace(trials, "trials: 2\n")
+    text = text.replace("budget: {iterations: 10, image_size: 128}", "budget: {iterations: 2, image_size: 64}")
+    text = text.replace("budget: {train: {iterations: 20}}", "budget: {train: {iterations: 2}}")
+    text = text.replace("budget: {train: {iterations: 16}}", "budget: {train: {iterations: 2}}")
+    params.write_text(text)
     first = run([dvc, "repro"], repo_copy)
-    for stage in ("fetch", "prepare", "train@adain", "train@contrastive", "stylize@gatys", "stylize@adain",
-                  "stylize@contrastive", "evaluate", "report"):  # fmt: skip
+    for stage in (
+        "fetch",
+        "prepare",
+        "tune@gatys",
+        "tune@adain",
+        "tune@contrastive",
+        "train@adain",
+        "train@contrastive",
+        "stylize@gatys",
+        "stylize@adain",
+        "stylize@contrastive",
+        "evaluate",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in first.stdout
     for method in ("gatys", "adain", "contrastive"):
         assert len(list((repo_copy / "outputs" / method).glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
     assert (repo_copy / "models/adain/decoder.pt").is_file()
     assert (repo_copy / "models/contrastive/generator.pt").is_file()
+    for method in ("gatys", "adain", "contrastive"):
+        trials = (repo_copy / "reports/tuning" / method / "trials.csv").read_text().splitlines()
+        assert len(trials) == 1 + 2
+    # the trained model used the tuned weights (use_tuned: true): the train run's params say so
+    tuned = yaml.safe_load((repo_copy / "reports/tuning/adain/best.yaml").read_text())["weights"]["style_weight"]
+    effective = yaml.safe_load((repo_copy / "models/adain/effective_params.yaml").read_text())
+    assert effective["methods"]["adain"]["style_weight"] == pytest.approx(tuned)
     assert (repo_copy / "reports/index.html").is_file()
     for split in ("train", "val", "test"):
         for role in ("content", "style"):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -183,3 +184,36 @@ def test_missing_inputs_are_named(tmp_path, repo_root):
     params = load_params(repo_root / "params.yaml")
     with pytest.raises(stage.ReportError, match=r"summary\.json: not found"):
         stage.build(params, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path / "out")
+
+
+def test_report_shows_the_tuning_fronts_and_the_tuned_weights(tmp_path, repo_root):
+    paths = write_fixture(tmp_path)
+    for method, weight in (("adain", 12.5), ("contrastive", 0.75)):
+        folder = paths["tuning"] / method
+        folder.mkdir(parents=True)
+        pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
+                      "style_weight": [1.0, weight, 3.0, 50.0], "content_loss": [1.0, 2.0, None, 3.0],
+                      "style_loss": [3.0, 2.0, None, 2.5], "pareto": [1, 1, 0, 0],
+                      "chosen": [0, 1, 0, 0]}).to_csv(folder / "trials.csv", index=False)  # fmt: skip
+        (folder / "best.yaml").write_text(yaml.safe_dump({
+            "method": method, "weights": {"style_weight": weight}, "objectives": {"content_loss": 2.0,
+            "style_loss": 2.0}, "trial": 1, "trials_finished": 4, "selection": "knee"}))  # fmt: skip
+    params = load_params(repo_root / "params.yaml")
+    info = stage.build(params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"])
+    assert "tuning" in info["figures"]
+    assert (paths["out"] / "figures" / "tuning.png").is_file()
+    index = (paths["out"] / "index.html").read_text()
+    parser = _Collector()
+    parser.feed(index)
+    assert parser.rows == len(METHODS) + 2 + 2  # comparison rows + one tuned-weights row per tuned method
+    assert "style_weight = 12.5" in index
+    assert "style_weight = 0.75" in index
+    md = (paths["out"] / "report.md").read_text()
+    assert "## Tuned weights" in md
+    assert "| contrastive | style_weight = 0.75 |" in md
+    fig = rep.fig_tuning(pd.read_csv(paths["tuning"] / "adain" / "trials.csv").assign(method="adain"),
+                                       ["content_loss", "style_loss"], ["adain"])  # fmt: skip
+    (ax,) = fig.axes
+    assert ax.get_title() == "adain: 3 trials, 1 pruned"
+    front = ax.lines[0]
+    assert list(front.get_xdata()) == [1.0, 2.0]  # the front, sorted by the first objective

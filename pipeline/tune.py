@@ -1,0 +1,497 @@
+"""tune stage (``tune@<method>``): multi-objective Optuna search of a method's loss weights on the val split.
+
+Each trial samples the weights in ``tune.<method>.space``, applies the short per-trial ``budget`` (fewer Gatys
+iterations / a short training schedule), stylizes every val content x val style pair and scores the outputs with the
+evaluation stage's fixed :class:`~evaluation.metrics.Scorer`; the two ``tune.objectives`` (means over pairs) are the
+trial's values. Feed-forward trials score the val pairs every ``prune_every`` training iterations too: Optuna's
+pruners are single-objective only, so a trial is pruned when its intermediate scores are Pareto-dominated by
+``prune_dominated_by`` other trials' scores at the same step.
+
+The study lives in an Optuna RDB storage (``tune.storage``; default a sqlite file in the output folder), named after
+everything that defines it (search space, budget, objectives, method settings, encoder, data), so:
+
+- several workers share one study: ``nst tune --workers N`` starts N processes; more machines run the same command
+  against the same storage URL. Together they finish exactly ``trials`` trials (complete + pruned);
+- an interrupted run, restarted, keeps its finished trials and runs only the missing ones. A killed worker's trial
+  stays RUNNING until its heartbeat is ``grace_s`` old; then it is marked FAIL and its slot is run again.
+
+Outputs in ``reports/tuning/<method>/``: ``trials.csv`` (every trial), ``pareto.csv`` (the front), ``best.yaml``
+(the point picked by ``tune.selection``: weights + objective values) and the study database. Train and stylize
+stages apply ``best.yaml`` over ``methods.<method>`` when ``tune.use_tuned`` is true; params.yaml is never rewritten.
+MLflow: one ``tune@<method>`` run with one nested run per trial; the chosen trial is tagged ``best``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+
+from evaluation.metrics import METRICS, Scorer
+from methods.encoder import VGGEncoder, load_encoder
+from methods.errors import NstError
+from methods.training import train
+from methods.utils import sha256_file
+from pipeline import tracking
+from pipeline.config import METHOD_NAMES, TRAINED_METHODS, ConfigError, Params, _Dumper, _Loader, load_params
+from pipeline.io import list_images, read_image, write_csv, write_text_atomic
+from pipeline.resources import pick_device
+
+log = logging.getLogger(__name__)
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+class TuneError(NstError):
+    """A tuning problem with one clear message (bad best.yaml, no trial finished, ...)."""
+
+
+class OverBudget(Exception):
+    """Raised inside a trial that another worker's trial already made surplus; the trial is discarded (FAIL)."""
+
+
+# ------------------------------------------------------------------------------------------------ pure helpers
+
+
+def section_with(params: Params, method: str, changes: Mapping[str, Any]) -> Params:
+    """``params`` with ``methods.<method>`` updated by ``changes`` (nested ``train`` merged key by key), validated."""
+    from pipeline.stylize import override_method
+
+    section = getattr(params.methods, method).model_dump()
+    merged = dict(changes)
+    if isinstance(changes.get("train"), Mapping):
+        merged["train"] = {**section.get("train", {}), **changes["train"]}
+    return override_method(params, method, merged)
+
+
+def normalised_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[float]]:
+    """Min-max normalise each objective over ``points`` to [0, 1] with 0 = best (maximised objectives flipped)."""
+    out = [list(map(float, p)) for p in points]
+    for j, direction in enumerate(directions):
+        column = [p[j] for p in out]
+        lo, hi = min(column), max(column)
+        for p in out:
+            v = 0.0 if hi == lo else (p[j] - lo) / (hi - lo)
+            p[j] = 1.0 - v if direction == "maximize" else v
+    return out
+
+
+def select(points: Sequence[Sequence[float]], directions: Sequence[str], rule: str, weight: float = 0.5) -> int:
+    """Index of the operating point on a Pareto front (ties: the first).
+
+    ``knee``: nearest (Euclidean) to the ideal point (0, 0) after :func:`normalised_front` — the balanced compromise.
+    ``weighted``: minimum of ``weight * n1 + (1 - weight) * n2`` on the normalised objectives.
+    """
+    if not points:
+        raise TuneError("no finished trial on the Pareto front to choose from")
+    norm = normalised_front(points, directions)
+    if rule == "knee":
+        scores = [math.hypot(*p) for p in norm]
+    elif rule == "weighted":
+        scores = [weight * p[0] + (1 - weight) * p[1] for p in norm]
+    else:
+        raise TuneError(f"unknown selection rule {rule!r} (knee | weighted)")
+    return min(range(len(scores)), key=lambda i: (scores[i], i))
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """``a`` is at least as good as ``b`` in every objective and better in one."""
+    sign = [1.0 if d == "minimize" else -1.0 for d in directions]
+    a2, b2 = [s * x for s, x in zip(sign, a, strict=True)], [s * x for s, x in zip(sign, b, strict=True)]
+    return all(x <= y for x, y in zip(a2, b2, strict=True)) and any(x < y for x, y in zip(a2, b2, strict=True))
+
+
+def directions_for(objectives: Sequence[str]) -> list[str]:
+    return ["maximize" if METRICS[name].higher_is_better else "minimize" for name in objectives]
+
+
+def storage_url(params: Params, method: str, out_dir: Path) -> str:
+    if params.tune.storage:
+        return params.tune.storage.replace("{method}", method)
+    return f"sqlite:///{(out_dir / 'study.db').resolve()}"
+
+
+def make_storage(url: str, params: Params) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats (a killed worker's trial is failed after ``grace_s``); sqlite waits on locks."""
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9; we rely on them knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=params.tune.heartbeat_s,
+                                          grace_period=params.tune.grace_s)  # fmt: skip
+
+
+def make_sampler(params: Params, budget: int, worker: int, existing: int) -> optuna.samplers.BaseSampler:
+    """A sampler seeded from ``tune.seed``, the worker and the trials already in the study: two workers (or a resumed
+    run) never replay the same random proposals."""
+    seed = int.from_bytes(hashlib.sha256(f"{params.tune.seed}:{worker}:{existing}".encode()).digest()[:4], "big")
+    if params.tune.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, budget)))
+    if params.tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+
+
+def study_name(params: Params, method: str, data_shas: Mapping[str, str], encoder_sha: str) -> str:
+    """``<method>-<hash>``: the hash covers everything that makes trials comparable."""
+    tune = getattr(params.tune, method)
+    section = getattr(params.methods, method).model_dump(mode="json")
+    for key in tune.space:
+        section.pop(key, None)
+    identity = {"space": tune.model_dump(mode="json", exclude={"trials"}), "objectives": params.tune.objectives,
+                "section": section, "encoder": encoder_sha, "pool": params.encoder.pool, "data": dict(data_shas),
+                "prune_dominated_by": params.tune.prune_dominated_by}  # fmt: skip
+    return f"{method}-{tracking.params_hash(identity)[:12]}"
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED]
+
+
+# ------------------------------------------------------------------------------------------------ worker loop
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Sequence[float]],
+    budget: int,
+    *,
+    worker: int = 0,
+    poll_s: float = 0.5,
+) -> int:
+    """Run trials until the study holds ``budget`` finished (complete + pruned) trials; returns how many this
+    worker finished. Safe with other workers on the same storage: a trial that would exceed the budget (two workers
+    asking at once) is discarded before it does any work."""
+    done_here = 0
+
+    def wrapped(trial: optuna.Trial) -> Sequence[float]:
+        trials = study.get_trials(deepcopy=False, states=(*FINISHED, RUNNING))
+        ahead = sum(1 for t in trials if t.state in FINISHED or (t.state == RUNNING and t.number < trial.number))
+        if ahead >= budget:
+            trial.set_user_attr("discarded", "over budget: other workers filled the study")
+            raise OverBudget
+        trial.set_user_attr("worker", worker)
+        started = time.perf_counter()
+        values = objective(trial)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        return values
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if t.state in FINISHED)
+        running = sum(1 for t in trials if t.state == RUNNING)
+        if done >= budget:
+            return done_here
+        if done + running >= budget:  # the rest is being run elsewhere (or by a dead worker, until its grace ends)
+            time.sleep(poll_s)
+            continue
+        before = len(finished(study))
+        study.optimize(wrapped, n_trials=1, catch=(OverBudget,), gc_after_trial=False)
+        done_here += len(finished(study)) > before and 1
+
+
+class Objective:
+    """Stylize + score the val grid for one trial's weights (see the module docstring)."""
+
+    def __init__(
+        self,
+        params: Params,
+        method: str,
+        val: tuple[Path, Path],
+        train_dirs: tuple[Path, Path],
+        *,
+        encoder: VGGEncoder,
+        scorer: Scorer,
+        work_dir: Path,
+    ) -> None:
+        self.params, self.method = params, method
+        self.tune = getattr(params.tune, method)
+        self.objectives = list(params.tune.objectives)
+        self.directions = directions_for(self.objectives)
+        self.device = pick_device(params.base.device)
+        self.encoder, self.scorer = encoder, scorer.to(self.device)
+        self.train_dirs, self.work_dir = train_dirs, work_dir
+        contents, styles = list_images(val[0]), list_images(val[1])
+        for role, found, folder in (("content", contents, val[0]), ("style", styles, val[1])):
+            if not found:
+                raise TuneError(f"{folder}: no val {role} images to tune on")
+        self.pairs = [(read_image(c), read_image(s)) for c in contents for s in styles]
+        self._crops: dict[tuple[int, int], Any] = {}
+
+    def trial_params(self, trial: optuna.Trial) -> tuple[Params, dict[str, float]]:
+        weights = {k: trial.suggest_float(k, d.low, d.high, log=d.log) for k, d in self.tune.space.items()}
+        return section_with(self.params, self.method, {**self.tune.budget, **weights}), weights
+
+    def score(self, method: Any) -> list[float]:
+        """Means over the val pairs of the objectives, for a built method (any object with ``stylize``)."""
+        sums = dict.fromkeys(self.objectives, 0.0)
+        for content, style in self.pairs:
+            content, style = content.to(self.device), style.to(self.device)
+            out = method.stylize(content, style)
+            scores = self.scorer.score(out.float(), content, style)
+            for name in self.objectives:
+                sums[name] += float(scores[name])
+        return [sums[name] / len(self.pairs) for name in self.objectives]
+
+    def prune_check(self, trial: optuna.Trial, step: int, values: list[float]) -> None:
+        trial.set_user_attr(f"intermediate_{step}", values)
+        others = [t.user_attrs.get(f"intermediate_{step}") for t in trial.study.get_trials(deepcopy=False)
+                  if t.number != trial.number and t.state in FINISHED]  # fmt: skip
+        beaten_by = sum(1 for o in others if o is not None and dominates(o, values, self.directions))
+        if beaten_by >= self.params.tune.prune_dominated_by:
+            raise optuna.TrialPruned(f"step {step}: dominated by {beaten_by} trials")
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        from pipeline import train as train_stage
+        from pipeline.stylize import build_method, method_config
+
+        params, _ = self.trial_params(trial)
+        if self.method not in TRAINED_METHODS:
+            return self.score(build_method(self.method, method_config(params, self.method), self.encoder))
+        tcfg = getattr(params.methods, self.method).train
+        key = (tcfg.resize_short, tcfg.crop)
+        if key not in self._crops:
+            self._crops[key] = (
+                train_stage.crops(self.train_dirs[0], *key),
+                train_stage.crops(self.train_dirs[1], *key),
+            )
+        model = train_stage.build_model(params, self.method, self.encoder)
+        cfg = train_stage.train_config(tcfg)
+        every = self.tune.prune_every or cfg.iterations
+        ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
+        try:
+            reached = 0
+            while reached < cfg.iterations:
+                reached = train(model, *self._crops[key], cfg, ckpt, device=self.device, resume=reached > 0,
+                                fingerprint=f"trial{trial.number}", stop_after=every, progress=False)  # fmt: skip
+                if reached < cfg.iterations:
+                    self.prune_check(trial, reached, self.score(model))
+            return self.score(model)
+        finally:
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], train_dirs: tuple[Path, Path],
+                     work_dir: Path) -> tuple[Params, Objective]:  # fmt: skip
+    from pipeline.evaluate import build_scorer
+
+    params = load_params(params_path)
+    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    scorer, _ = build_scorer(params)
+    return params, Objective(params, method, val, train_dirs, encoder=encoder, scorer=scorer, work_dir=work_dir)
+
+
+def worker_main(spec: dict[str, Any]) -> None:
+    """Entry point of a worker process (``nst tune --workers N``): join the study and optimise until it is full."""
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker{spec['worker']}: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
+    params, objective = _load_for_worker(Path(spec["params"]), spec["method"], tuple(map(Path, spec["val"])),
+                                         tuple(map(Path, spec["train"])), Path(spec["work_dir"]))  # fmt: skip
+    storage = make_storage(spec["storage"], params)
+    study = optuna.load_study(study_name=spec["study"], storage=storage)
+    study.sampler = make_sampler(params, spec["budget"], spec["worker"], len(study.get_trials(deepcopy=False)))
+    optimize(study, objective, spec["budget"], worker=spec["worker"])
+
+
+def run_workers(spec: dict[str, Any], workers: int, target: Callable[[dict[str, Any]], None] = worker_main) -> None:
+    """Start ``workers`` processes on one study (spawned: no CUDA/threads state is forked) and wait for them."""
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // workers)
+    procs = [ctx.Process(target=target, args=({**spec, "worker": i, "threads": threads},), daemon=False)
+             for i in range(workers)]  # fmt: skip
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        raise TuneError(f"tuning worker(s) {failed} failed (exit codes {[procs[i].exitcode for i in failed]})")
+
+
+# ------------------------------------------------------------------------------------------------ stage
+
+
+def trial_rows(study: optuna.Study, objectives: Sequence[str], space: Sequence[str]) -> list[dict[str, Any]]:
+    front = {t.number for t in study.best_trials}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if "discarded" in t.user_attrs:
+            continue
+        values = t.values if t.values is not None else [None] * len(objectives)
+        rows.append({"number": t.number, "state": t.state.name, "worker": t.user_attrs.get("worker"),
+                     "seconds": t.user_attrs.get("seconds"), **{k: t.params.get(k) for k in space},
+                     **dict(zip(objectives, values, strict=True)), "pareto": int(t.number in front)})  # fmt: skip
+    return rows
+
+
+def run(
+    params: Params,
+    method: str,
+    val: tuple[Path, Path],
+    train_dirs: tuple[Path, Path],
+    out_dir: Path,
+    *,
+    params_path: Path,
+    workers: int = 1,
+    logger: tracking.RunLogger | None = None,
+) -> dict[str, Any]:
+    """Tune ``method`` until its study holds ``tune.<method>.trials`` finished trials; write the outputs."""
+    if method not in METHOD_NAMES:
+        raise TuneError(f"unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
+    tune = getattr(params.tune, method)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shas = {f"{role}/{p.name}": sha256_file(p) for role, folder in (("val", val[0]), ("val", val[1]),
+            ("train", train_dirs[0]), ("train", train_dirs[1])) for p in list_images(folder)}  # fmt: skip
+    encoder_sha = load_encoder(params.encoder.weights, pool=params.encoder.pool).weights_sha256
+    name = study_name(params, method, shas, encoder_sha)
+    url = storage_url(params, method, out_dir)
+    storage = make_storage(url, params)
+    directions = directions_for(params.tune.objectives)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+    before = len(finished(study))
+    if before:
+        log.info("tune@%s: study %s already holds %d finished trial(s); resuming", method, name, before)
+    started = time.perf_counter()
+    work_dir = out_dir / ".work"
+    work_dir.mkdir(exist_ok=True)
+    spec = {"params": str(params_path), "method": method, "val": [str(v) for v in val],
+            "train": [str(t) for t in train_dirs], "work_dir": str(work_dir), "storage": url, "study": name,
+            "budget": tune.trials}  # fmt: skip
+    try:
+        if workers > 1:
+            run_workers(spec, workers)
+        else:
+            _, objective = _load_for_worker(params_path, method, val, train_dirs, work_dir)
+            study.sampler = make_sampler(params, tune.trials, 0, len(study.get_trials(deepcopy=False)))
+            optimize(study, objective, tune.trials)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    study = optuna.load_study(study_name=name, storage=storage)
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    if not front:
+        raise TuneError(f"tune@{method}: no trial completed (all {len(finished(study))} pruned or failed)")
+    chosen = front[select([t.values for t in front], directions, params.tune.selection,
+                          params.tune.selection_weight)]  # fmt: skip
+    space = list(tune.space)
+    rows = trial_rows(study, params.tune.objectives, space)
+    for row in rows:
+        row["chosen"] = int(row["number"] == chosen.number)
+    fields = ["number", "state", "worker", "seconds", *space, *params.tune.objectives, "pareto", "chosen"]
+    write_csv(rows, fields, out_dir / "trials.csv")
+    write_csv([r for r in rows if r["pareto"]], fields, out_dir / "pareto.csv")
+    best = {"method": method, "weights": {k: float(chosen.params[k]) for k in space},
+            "objectives": dict(zip(params.tune.objectives, map(float, chosen.values), strict=True)),
+            "directions": dict(zip(params.tune.objectives, directions, strict=True)),
+            "selection": params.tune.selection, "trial": chosen.number,
+            "trials_finished": len(finished(study)), "pareto_size": len(front), "study": name,
+            "storage": url if params.tune.storage else "sqlite:///<out>/study.db"}  # fmt: skip
+    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=_Dumper, sort_keys=False))
+    summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
+               "seconds": round(seconds, 2), "chosen_trial": chosen.number, **best["objectives"]}  # fmt: skip
+    if logger is not None:
+        log_trials(logger, study, chosen.number, space, params.tune.objectives)
+        logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        logger.log_artifact(out_dir / "best.yaml")
+        logger.log_artifact(out_dir / "trials.csv")
+    return {**summary, "best": best}
+
+
+def log_trials(logger: tracking.RunLogger, study: optuna.Study, chosen: int, space: Sequence[str],
+               objectives: Sequence[str]) -> None:  # fmt: skip
+    """One nested MLflow run per trial under the stage run: weights, objective values, state; ``best`` tag."""
+    for t in study.get_trials(deepcopy=False):
+        if "discarded" in t.user_attrs:
+            continue
+        metrics = dict(zip(objectives, t.values, strict=True)) if t.values is not None else {}
+        logger.child_run(
+            f"trial {t.number}",
+            params={k: str(t.params.get(k)) for k in space},
+            metrics={k: float(v) for k, v in metrics.items()},
+            tags={
+                "trial": str(t.number),
+                "state": t.state.name,
+                "best": str(t.number == chosen).lower(),
+                "worker": str(t.user_attrs.get("worker", "")),
+            },
+        )
+
+
+# ------------------------------------------------------------------------------------------------ use of best.yaml
+
+
+def read_best(path: Path, method: str) -> dict[str, float]:
+    """The tuned weights in ``best.yaml``, checked: it must be for ``method`` and hold only numbers."""
+    if not path.is_file():
+        raise TuneError(f"{path}: not found (run the tune@{method} stage, or set tune.use_tuned: false)")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise TuneError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict) or data.get("method") != method or not isinstance(data.get("weights"), dict):
+        raise TuneError(f"{path}: not a best.yaml for {method} (needs method: {method} and a weights mapping)")
+    weights = data["weights"]
+    bad = [k for k, v in weights.items() if not isinstance(v, int | float) or not math.isfinite(v)]
+    if bad:
+        raise TuneError(f"{path}: weights {', '.join(bad)} are not finite numbers")
+    return {k: float(v) for k, v in weights.items()}
+
+
+def apply_tuned(params: Params, method: str, best: Path | None) -> Params:
+    """``params`` with ``best.yaml``'s weights over ``methods.<method>`` when ``tune.use_tuned`` (else unchanged)."""
+    if best is None or not params.tune.use_tuned:
+        return params
+    try:
+        return section_with(params, method, read_best(best, method))
+    except ConfigError as exc:
+        raise TuneError(f"{best}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="tune a method's loss weights with Optuna (stage tune@<method>)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--method", required=True, choices=METHOD_NAMES)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--val-content", type=Path, default=Path("data/prepared/val/content"))
+    p.add_argument("--val-style", type=Path, default=Path("data/prepared/val/style"))
+    p.add_argument("--train-content", type=Path, default=Path("data/prepared/train/content"))
+    p.add_argument("--train-style", type=Path, default=Path("data/prepared/train/style"))
+    p.add_argument("--out", type=Path, required=True, help="e.g. reports/tuning/<method>")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default 1)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise TuneError(f"--workers must be >= 1, got {args.workers}")
+    params = load_params(args.params)
+    others = set(METHOD_NAMES) - {args.method}
+    tree = {"profile": params.profile, "tune": params.tune.model_dump(mode="json", exclude=others),
+            "method": {args.method: getattr(params.methods, args.method).model_dump(mode="json")}}  # fmt: skip
+    with tracking.stage_run("tune", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,
+                            max_step_points=params.tracking.max_step_points) as logger:  # fmt: skip
+        result = run(params, args.method, (args.val_content, args.val_style), (args.train_content, args.train_style),
+                     args.out, params_path=args.params, workers=args.workers, logger=logger)  # fmt: skip
+    log.info("tune@%s: %s", args.method, json.dumps({k: v for k, v in result.items() if k != "best"}))
+    return 0

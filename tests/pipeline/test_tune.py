@@ -1,0 +1,282 @@
+"""tune stage: operating-point selection, best.yaml into the config, shared studies across processes, resume after a
+kill, nested MLflow runs, and a real end-to-end tuning of a trained and an optimisation method on tiny images."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from pipeline import cli, tracking, tune
+from pipeline.config import load_params
+from pipeline.tune import TuneError, apply_tuned, dominates, make_sampler, make_storage, optimize, select
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+def test_knee_picks_the_balanced_point_of_a_hand_made_front():
+    front = [(0.0, 10.0), (1.0, 4.0), (2.0, 2.5), (6.0, 1.0), (10.0, 0.0)]
+    # normalised: (0, 1), (.1, .4), (.2, .25), (.6, .1), (1, 0) -> distances 1, .412, .320, .608, 1
+    assert select(front, ["minimize", "minimize"], "knee") == 2
+
+
+def test_weighted_rule_follows_its_weight():
+    front = [(0.0, 10.0), (1.0, 4.0), (2.0, 2.5), (6.0, 1.0), (10.0, 0.0)]
+    assert select(front, ["minimize", "minimize"], "weighted", weight=1.0) == 0  # only objective 1 counts
+    assert select(front, ["minimize", "minimize"], "weighted", weight=0.0) == 4
+    assert select(front, ["minimize", "minimize"], "weighted", weight=0.5) == 2  # .5*(.2)+.5*(.25) = .225 is least
+
+
+def test_maximised_objectives_are_flipped():
+    front = [(0.9, 10.0), (0.5, 2.0), (0.1, 0.0)]  # e.g. SSIM (higher better) vs style loss
+    assert select(front, ["maximize", "minimize"], "weighted", weight=1.0) == 0
+    assert select(front, ["maximize", "minimize"], "knee") == 1
+
+
+def test_single_point_and_empty_fronts():
+    assert select([(3.0, 4.0)], ["minimize", "minimize"], "knee") == 0
+    with pytest.raises(TuneError, match="no finished trial"):
+        select([], ["minimize", "minimize"], "knee")
+
+
+def test_dominance():
+    assert dominates((1, 1), (2, 2), ["minimize", "minimize"])
+    assert not dominates((1, 3), (2, 2), ["minimize", "minimize"])
+    assert not dominates((1, 1), (1, 1), ["minimize", "minimize"])
+    assert dominates((0.9, 1), (0.5, 1), ["maximize", "minimize"])
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def write_images(folder: Path, n: int, seed: int, side: int = 48) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rng = np.random.default_rng(seed + i)
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((side, side + 4 * i), Image.Resampling.BILINEAR).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    val = (write_images(tmp_path / "val/content", 1, 0), write_images(tmp_path / "val/style", 2, 10))
+    train = (write_images(tmp_path / "train/content", 2, 20), write_images(tmp_path / "train/style", 2, 30))
+    return val, train
+
+
+def tiny_params(repo_root: Path, tmp_path: Path, **tune_changes) -> Path:
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["tune"].update(heartbeat_s=1, grace_s=3, **tune_changes)
+    raw["tune"]["gatys"].update(trials=3, budget={"iterations": 2, "image_size": 32})
+    raw["tune"]["adain"].update(trials=3, budget={"train": {"iterations": 4, "batch_size": 2, "resize_short": 40,
+                                                             "crop": 32}}, prune_every=2)  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ best.yaml
+
+
+def test_best_yaml_round_trips_into_the_method_config(repo_root, tmp_path):
+    params = load_params(repo_root / "params.yaml")
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({"method": "contrastive", "weights": {"style_weight": 0.25, "gan_weight": 12.5}}))
+    tuned = apply_tuned(params, "contrastive", best)
+    assert tuned.methods.contrastive.style_weight == 0.25
+    assert tuned.methods.contrastive.gan_weight == 12.5
+    assert tuned.methods.contrastive.train == params.methods.contrastive.train  # nothing else moves
+    assert tuned.methods.adain == params.methods.adain
+
+    off = params.model_copy(update={"tune": params.tune.model_copy(update={"use_tuned": False})})
+    assert apply_tuned(off, "contrastive", best) is off
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"method": "adain", "weights": {"style_weight": 1.0}}, "not a best.yaml for contrastive"),
+        ({"method": "contrastive", "weights": {"style_weight": float("nan")}}, "not finite numbers"),
+        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key methods.contrastive.colour"),
+        ({"method": "contrastive", "weights": {"style_weight": -1.0}}, "methods.contrastive.style_weight"),
+    ],
+)
+def test_bad_best_yaml_names_the_file_and_the_problem(repo_root, tmp_path, content, message):
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump(content))
+    with pytest.raises(TuneError, match=message) as info:
+        apply_tuned(load_params(repo_root / "params.yaml"), "contrastive", best)
+    assert str(best) in str(info.value)
+
+
+def test_missing_best_yaml_says_which_stage_to_run(repo_root, tmp_path):
+    with pytest.raises(TuneError, match="run the tune@adain stage"):
+        apply_tuned(load_params(repo_root / "params.yaml"), "adain", tmp_path / "none.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ shared study
+
+
+def quadratic(trial: optuna.Trial) -> tuple[float, float]:
+    x = trial.suggest_float("x", 0.0, 1.0)
+    time.sleep(float(os.environ.get("NST_TEST_TRIAL_SLEEP", "0.3")))
+    return x, (1 - x) ** 2
+
+
+def shared_worker(spec: dict) -> None:
+    """A worker process on the real storage + optimize loop, with a cheap objective in place of stylize + score."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = load_params(spec["params"])
+    study = optuna.load_study(study_name=spec["study"], storage=make_storage(spec["storage"], params))
+    study.sampler = make_sampler(params, spec["budget"], spec["worker"], len(study.get_trials()))
+    optimize(study, quadratic, spec["budget"], worker=spec["worker"])
+
+
+def new_study(params_path: Path, tmp_path: Path) -> tuple[str, str]:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="shared", storage=make_storage(url, load_params(params_path)),
+                        directions=["minimize", "minimize"])  # fmt: skip
+    return url, "shared"
+
+
+def test_two_processes_share_one_study_exactly(repo_root, tmp_path):
+    params_path = tiny_params(repo_root, tmp_path)
+    url, name = new_study(params_path, tmp_path)
+    spec = {"params": str(params_path), "storage": url, "study": name, "budget": 12}
+    tune.run_workers(spec, 2, target=shared_worker)
+    study = optuna.load_study(study_name=name, storage=url)
+    done = tune.finished(study)
+    assert len(done) == 12
+    assert len({t.number for t in done}) == 12
+    assert len({t.params["x"] for t in done}) == 12  # no duplicated proposals (each worker seeds its own sampler)
+    assert {t.user_attrs["worker"] for t in done} == {0, 1}  # both contributed
+    extra = [t for t in study.trials if t.state not in tune.FINISHED]
+    assert all("discarded" in t.user_attrs for t in extra)  # anything else was discarded before doing work
+
+
+def test_killed_study_resumes_with_its_finished_trials(repo_root, tmp_path, monkeypatch):
+    params_path = tiny_params(repo_root, tmp_path)
+    url, name = new_study(params_path, tmp_path)
+    spec = {"params": str(params_path), "storage": url, "study": name, "budget": 6, "worker": 0}
+    proc = multiprocessing.get_context("spawn").Process(target=shared_worker, args=(spec,))
+    proc.start()
+    storage = make_storage(url, load_params(params_path))
+    deadline = time.monotonic() + 120
+    while len(tune.finished(optuna.load_study(study_name=name, storage=storage))) < 2:
+        assert time.monotonic() < deadline, "the worker did not finish two trials"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    study = optuna.load_study(study_name=name, storage=storage)
+    kept = {t.number: t.values for t in tune.finished(study)}
+    assert 2 <= len(kept) < 6
+
+    monkeypatch.setenv("NST_TEST_TRIAL_SLEEP", "0")
+    study.sampler = make_sampler(load_params(params_path), 6, 0, len(study.trials))
+    optimize(study, quadratic, 6)  # waits for the killed trial's heartbeat to go stale, then fills the budget
+    study = optuna.load_study(study_name=name, storage=storage)
+    done = tune.finished(study)
+    assert len(done) == 6
+    assert {t.number: t.values for t in done if t.number in kept} == kept  # finished trials kept as they were
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states  # the killed worker's trial was failed, not left hanging
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def test_tune_gatys_end_to_end_with_nested_mlflow_runs(repo_root, tmp_path, dirs, monkeypatch):
+    params_path = tiny_params(repo_root, tmp_path)
+    params = load_params(params_path)
+    out = tmp_path / "tuning" / "gatys"
+    uri = tracking.resolve_uri()  # the suite's per-test sqlite store (conftest)
+    with tracking.stage_run("tune", "gatys", {"x": 1}, experiment="tune-test") as logger:
+        result = tune.run(params, "gatys", *dirs, out, params_path=params_path, logger=logger)
+        parent = logger.run_id
+    assert result["trials_finished"] == 3
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert set(best["weights"]) == {"style_weight", "tv_weight"}
+    assert set(best["objectives"]) == {"content_loss", "style_loss"}
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+    assert sum(line.endswith(",1") for line in rows[1:]) == 1  # exactly one chosen trial
+    pareto = (out / "pareto.csv").read_text().splitlines()
+    assert 2 <= len(pareto) <= 4
+    low, high = params.tune.gatys.space["style_weight"].low, params.tune.gatys.space["style_weight"].high
+    assert low <= best["weights"]["style_weight"] <= high
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tune-test")
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(children) == 3
+    assert sorted(int(r.data.tags["trial"]) for r in children) == [0, 1, 2]
+    assert [r.data.tags["best"] for r in children].count("true") == 1
+    chosen = next(r for r in children if r.data.tags["best"] == "true")
+    assert int(chosen.data.tags["trial"]) == best["trial"]
+    assert math.isclose(chosen.data.metrics["content_loss"], best["objectives"]["content_loss"], rel_tol=1e-9)
+
+    again = tune.run(params, "gatys", *dirs, out, params_path=params_path)  # a finished study: nothing to do
+    assert again["trials_this_run"] == 0
+    assert yaml.safe_load((out / "best.yaml").read_text()) == best
+
+
+def test_tune_trained_method_reports_intermediates_and_can_prune(repo_root, tmp_path, dirs):
+    params_path = tiny_params(repo_root, tmp_path, prune_dominated_by=1)
+    params = load_params(params_path)
+    out = tmp_path / "tuning" / "adain"
+    result = tune.run(params, "adain", *dirs, out, params_path=params_path)
+    assert result["trials_finished"] == 3
+    study = optuna.load_study(study_name=result["best"]["study"], storage=f"sqlite:///{out / 'study.db'}")
+    for trial in study.trials:
+        assert "intermediate_2" in trial.user_attrs  # scored on val after 2 of 4 iterations
+    # with prune_dominated_by = 1 a trial is pruned as soon as one other trial's intermediate point dominates it
+    for trial in study.trials:
+        dominated = [o for o in study.trials if o.number < trial.number
+                     and dominates(o.user_attrs["intermediate_2"], trial.user_attrs["intermediate_2"],
+                                   ["minimize", "minimize"])]  # fmt: skip
+        expected = optuna.trial.TrialState.PRUNED if dominated else optuna.trial.TrialState.COMPLETE
+        assert trial.state == expected, trial.number
+
+
+def test_cli_tune_with_two_workers(repo_root, tmp_path, dirs, monkeypatch):
+    params_path = tiny_params(repo_root, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (vc, vs), (tc, ts) = dirs
+    out = tmp_path / "tuning" / "gatys"
+    argv = [
+        "tune",
+        "--method",
+        "gatys",
+        "--params",
+        str(params_path),
+        "--val-content",
+        str(vc),
+        "--val-style",
+        str(vs),
+        "--train-content",
+        str(tc),
+        "--train-style",
+        str(ts),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    ]
+    assert cli.main(argv) == 0
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+    assert not (out / ".work").exists()
