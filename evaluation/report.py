@@ -164,6 +164,7 @@ def fig_tuning(trials: pd.DataFrame, objectives: Sequence[str], order: Sequence[
         ax.set_title(f"{method}: {len(scored)} trials" + (f", {pruned} pruned" if pruned else ""), fontsize=10)
         ax.set_xlabel(f"{x} {'↑' if METRICS[x].higher_is_better else '↓'} (val)")
         ax.set_ylabel(f"{y} {'↑' if METRICS[y].higher_is_better else '↓'} (val)")
+        ax.ticklabel_format(style="sci", scilimits=(-3, 4))
         ax.legend(fontsize=7)
     return fig
 
