@@ -111,6 +111,51 @@ def batch_split(model: TrainableModel, batch_size: int) -> tuple[int, int]:
     return split(batch_size) if split is not None else (batch_size, batch_size)
 
 
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group; (0, 1) when there is none."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    if dist_info()[1] > 1:
+        torch.distributed.barrier()
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Data parallelism: average every gradient over the ranks (one flat all-reduce), as DistributedDataParallel
+    does, so each rank takes the same step as one process on the whole batch. A no-op in a single process.
+
+    (DDP's module wrapper does not fit here: a step runs the model's own ``losses`` and, for GAN methods, a second
+    optimiser over modules whose ``requires_grad`` flips between the two phases.)
+    """
+    world = dist_info()[1]
+    if world == 1:
+        return
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _mean_over_ranks(terms: dict[str, Tensor]) -> dict[str, float]:
+    """Loss terms as floats, averaged over the ranks (each rank's terms are means over its equal share)."""
+    names = list(terms)
+    stacked = torch.stack([terms[k].reshape(()) for k in names])  # every term is one number
+    world = dist_info()[1]
+    if world > 1:
+        torch.distributed.all_reduce(stacked)
+        stacked /= world
+    return dict(zip(names, stacked.tolist(), strict=True))
+
+
 def _set_requires_grad(modules: dict[str, nn.Module], flag: bool) -> None:
     for module in modules.values():
         module.requires_grad_(flag)
@@ -147,17 +192,19 @@ def train_step(
         terms = model.losses(content, style)
     optimizers["main"].zero_grad(set_to_none=True)
     terms["total"].backward()
+    _average_gradients(optimizers["main"])
     optimizers["main"].step()
-    values = {k: float(v.detach()) for k, v in terms.items()}
+    detached = {k: v.detach().float() for k, v in terms.items()}
     if adversary:
         _set_requires_grad(adversary, True)
         with autocast:
             d_terms = model.adversary_losses(content, style)  # type: ignore[attr-defined]
         optimizers["adversary"].zero_grad(set_to_none=True)
         d_terms["total"].backward()
+        _average_gradients(optimizers["adversary"])
         optimizers["adversary"].step()
-        values.update({f"d_{k}": float(v.detach()) for k, v in d_terms.items()})
-    return values
+        detached.update({f"d_{k}": v.detach().float() for k, v in d_terms.items()})
+    return _mean_over_ranks(detached)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -225,11 +272,22 @@ def train(
         stop_after: stop (with a checkpoint) after this many iterations of this call — for tests of resume.
     """
     modules, adversary, optimizers = make_optimizers(model, cfg.lr, cfg.adversary_betas)
-    n_content, n_style = batch_split(model, cfg.batch_size)
+    rank, world = dist_info()
+    if cfg.batch_size % world:
+        raise NstError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
+    n_content, n_style = batch_split(model, cfg.batch_size // world)  # this rank's share of the global batch
     everything = {**modules, **adversary}
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else contextlib.nullcontext()
+    for module in everything.values():  # on the device before any optimiser state is loaded (it follows the params)
+        module.to(device).train()
+        if cuda and cfg.channels_last:
+            module.to(memory_format=torch.channels_last)
+    if rank == 0:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
     if resume:
         found = load_latest(checkpoint_dir)
         if found is None:
@@ -248,12 +306,6 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         start = int(state["iteration"])
         log.info("resumed from %s (iteration %d)", path, start)
-    cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else contextlib.nullcontext()
-    for module in everything.values():
-        module.to(device).train()
-        if cuda and cfg.channels_last:
-            module.to(memory_format=torch.channels_last)
 
     def save(iteration: int) -> None:
         state = {
@@ -264,27 +316,32 @@ def train(
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
         }
-        _atomic_save(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
-        for old in checkpoints(checkpoint_dir)[: -cfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+        if rank == 0:  # every rank holds the same weights: one writes
+            _atomic_save(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
+            for old in checkpoints(checkpoint_dir)[: -cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        barrier()
 
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
-    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", disable=None if progress else True)
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
+               disable=None if progress and rank == 0 else True)  # fmt: skip
     iteration = start
     for iteration in range(start + 1, end + 1):
         for opt in optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
-        c = content.sample(n_content, gen).to(device)
-        s = style.sample(n_style, gen).to(device)
+        # Every rank draws the whole global batch from the same generator and keeps its slice: the data order is the
+        # single-process one, whatever the number of processes.
+        c = content.sample(n_content * world, gen)[rank * n_content : (rank + 1) * n_content].to(device)
+        s = style.sample(n_style * world, gen)[rank * n_style : (rank + 1) * n_style].to(device)
         if cuda and cfg.channels_last:
             c, s = c.contiguous(memory_format=torch.channels_last), s.contiguous(memory_format=torch.channels_last)
         values = train_step(model, c, s, optimizers, adversary, autocast)
         if not all(v == v and abs(v) != float("inf") for v in values.values()):
             raise NstError(f"training diverged at iteration {iteration}: {values}")
-        if log_fn is not None:
+        if log_fn is not None and rank == 0:
             log_fn(iteration, values)
-        if sample_fn is not None and sample_every and iteration % sample_every == 0:
+        if sample_fn is not None and sample_every and iteration % sample_every == 0 and rank == 0:
             sample_fn(iteration)
         if iteration % cfg.checkpoint_every == 0 or iteration == end:
             save(iteration)

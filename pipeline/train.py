@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.image import resize_to_edge
-from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
+from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
 from methods.utils import code_fingerprint
 from pipeline import tracking
 from pipeline.config import TRAINED_METHODS, Params, TrainSection, dump_params, load_params
@@ -75,7 +76,8 @@ def run(
         raise NstError(f"{method_name} is not a trained method (trained: {', '.join(TRAINED_METHODS)})")
     section = getattr(params.methods, method_name)
     tcfg = section.train
-    device = pick_device(params.base.device)
+    rank, world = dist_info()
+    device = distributed_device(params) if world > 1 else pick_device(params.base.device)
     encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
     cls = get_method(method_name)
     model = build_model(params, method_name, encoder)
@@ -91,8 +93,9 @@ def run(
             resume = "always"
         elif checkpoints(ckpt_dir):
             log.info("train@%s: checkpoints are from another configuration; starting afresh", method_name)
-            shutil.rmtree(ckpt_dir)
-    elif resume == "never" and ckpt_dir.exists():
+            resume = "never"
+    barrier()  # every rank has decided from the same files before rank 0 removes any
+    if resume == "never" and ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)
     content, style = crops(content_dir, tcfg.resize_short, tcfg.crop), crops(style_dir, tcfg.resize_short, tcfg.crop)
 
@@ -131,6 +134,8 @@ def run(
                     fingerprint=fingerprint, log_fn=log_fn, sample_fn=sample_fn, sample_every=tcfg.sample_every,
                     stop_after=stop_after)  # fmt: skip
     seconds = time.perf_counter() - started
+    if rank != 0:  # rank 0 writes the outputs and logs
+        return {"iterations": reached, "rank": rank}
     flush()
     done_now = len(history)
     metrics_path = out_dir / "train_metrics.json"
@@ -140,7 +145,7 @@ def run(
         metrics = {
             "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
             "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
-            "device": device.type,
+            "device": device.type, "processes": world,
             **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
         }  # fmt: skip
     model_path = out_dir / cls.model_file  # type: ignore[attr-defined]
@@ -176,15 +181,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def distributed_device(params: Params) -> torch.device:
+    """This rank's device under torchrun: ``cuda:<LOCAL_RANK>`` (nccl) when CUDA is used, else the CPU (gloo)."""
+    if params.base.device != "cpu" and torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    if params.base.device == "cuda":
+        raise NstError("base.device is cuda but CUDA is not available")
+    return torch.device("cpu")
+
+
+def init_distributed(params: Params) -> bool:
+    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1); returns whether it did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    device = distributed_device(params)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
 def main(args: argparse.Namespace) -> int:
     from pipeline.tune import apply_tuned
 
     params = apply_tuned(load_params(args.params), args.method, args.tuned)
+    if init_distributed(params):
+        try:
+            return _main(args, params)
+        finally:
+            torch.distributed.destroy_process_group()
+    return _main(args, params)
+
+
+def _main(args: argparse.Namespace, params: Params) -> int:
     section = getattr(params.methods, args.method).model_dump(mode="json")
     tree = {"profile": params.profile, "base": params.base.model_dump(), "encoder": params.encoder.model_dump(),
             "method": {args.method: section}}  # fmt: skip
+    if dist_info()[0] != 0:  # other ranks train without logging; rank 0 holds the MLflow run
+        run(params, args.method, args.content, args.style, args.out, resume=args.resume)
+        return 0
+    tags = {"processes": str(dist_info()[1])}
     with tracking.stage_run("train", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,
-                            max_step_points=params.tracking.max_step_points) as logger:  # fmt: skip
+                            tags=tags, max_step_points=params.tracking.max_step_points) as logger:  # fmt: skip
         metrics = run(params, args.method, args.content, args.style, args.out, resume=args.resume, logger=logger)
     log.info("train@%s: %s", args.method, json.dumps(metrics))
     return 0

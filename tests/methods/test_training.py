@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,43 @@ def test_a_checkpoint_of_another_configuration_is_refused(encoder, tmp_path):
     with pytest.raises(CheckpointError, match="another configuration"):
         train(model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, fingerprint="b",
               resume=True, progress=False)  # fmt: skip
+
+
+class Recorder(torch.nn.Module):
+    """A tiny trainable model that records the content batches the loop gives it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+        self.seen: list[torch.Tensor] = []
+
+    def trainable(self) -> dict[str, torch.nn.Module]:
+        return {"recorder": self}
+
+    def losses(self, content, style):
+        self.seen.append(content.clone())
+        total = (self.scale * content.mean() - style.mean()).pow(2)
+        return {"total": total}
+
+
+def _rank_main(rank: int, world: int, init: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    model = Recorder()
+    train(model, crops(0), crops(10), config(iterations=3, batch_size=4, checkpoint_every=100), Path(out) / "ckpt",
+          device=CPU, progress=False)  # fmt: skip
+    torch.save({"seen": model.seen, "scale": model.scale.detach()}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_each_rank_gets_its_slice_of_the_single_process_batch(tmp_path):
+    single = Recorder()
+    train(single, crops(0), crops(10), config(iterations=3, batch_size=4, checkpoint_every=100), tmp_path / "s",
+          device=CPU, progress=False)  # fmt: skip
+    torch.multiprocessing.spawn(_rank_main, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for step, batch in enumerate(single.seen):
+        halves = [r["seen"][step] for r in ranks]
+        assert all(h.shape[0] == 2 for h in halves)
+        assert torch.equal(torch.cat(halves), batch)  # rank 0 the first half, rank 1 the second
+    for r in ranks:  # averaged gradients: every rank took the single process's steps
+        torch.testing.assert_close(r["scale"], single.scale.detach())
