@@ -235,9 +235,12 @@ h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #d8dde6; padding-bot
 .sub { color: #5b6475; margin-top: 0; }
 dl.setup { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
 dl.setup dt { font-weight: 600; } dl.setup dd { margin: 0; overflow-wrap: anywhere; }
-table.comparison { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 14px; }
-table.comparison th, table.comparison td { border: 1px solid #d8dde6; padding: 0.35rem 0.5rem; text-align: right; }
-table.comparison thead th { background: #f1f4f9; } table.comparison tbody th { text-align: left; }
+table.comparison, table.tuned { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums;
+  font-size: 14px; }
+table.comparison th, table.comparison td, table.tuned th, table.tuned td { border: 1px solid #d8dde6;
+  padding: 0.35rem 0.5rem; text-align: right; }
+table.comparison thead th, table.tuned thead th { background: #f1f4f9; }
+table.comparison tbody th, table.tuned td { text-align: left; }
 td.best { background: #e3f6e8; font-weight: 600; } td.na { color: #98a1b3; }
 tr.reference { color: #5b6475; font-style: italic; background: #fafbfc; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #e4e8ef; }
@@ -280,7 +283,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         cols = list(ctx["tuning"][0])
         used = "used by train and stylize" if ctx["use_tuned"] else "<b>not</b> used: tune.use_tuned is false"
         tuning = (f"<h2>Tuned weights</h2><p>Optuna, two objectives on the val split; {used}.</p>"
-                  '<table class="comparison"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols)
+                  '<table class="tuned"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols)
                   + "</tr></thead><tbody>"
                   + "".join("<tr>" + "".join(f"<td>{e(r[c])}</td>" for c in cols) + "</tr>" for r in ctx["tuning"])
                   + "</tbody></table>")  # fmt: skip

@@ -54,7 +54,7 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
              str(root / "prepared/test/content"), "--style", str(root / "prepared/test/style"),
              "--out", str(root / "reports/metrics")],
             ["report", "--params", p, "--metrics", str(root / "reports/metrics"), "--outputs", str(root / "outputs"),
-             "--prepared", str(root / "prepared"), "--out", str(root / "reports")],
+             "--prepared", str(root / "prepared"), "--tuning", str(root / "tuning"), "--out", str(root / "reports")],
         ]  # fmt: skip
         for argv in steps:
             assert cli.main(argv) == 0, argv
