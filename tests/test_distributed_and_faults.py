@@ -120,3 +120,31 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint_and_matches(tm
     assert f"(iteration {last})" in resumed.stderr  # lost at most the iterations since the last checkpoint
     for key, value in weights(tmp_path / "straight/decoder.pt").items():
         assert torch.equal(weights(out / "decoder.pt")[key], value), key  # and ends exactly where it would have
+
+
+def test_sigkill_during_stylize_keeps_the_finished_pairs(tmp_path, data):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["base"]["device"] = "cpu"
+    raw["methods"]["gatys"].update(iterations=25, image_size=64)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "outputs" / "gatys"
+    cmd = [str(NST), "stylize-stage", "--method", "gatys", "--params", str(params), "--content", str(data[0]),
+           "--style", str(data[1]), "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*__*.png"))) < 2:
+        assert proc.poll() is None, "stylize ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = {p.name: p.read_bytes() for p in out.glob("*__*.png")}
+    assert 2 <= len(kept) < 9
+
+    again = run(cmd, tmp_path)
+    assert "already done; resuming" in again.stderr
+    assert len(list(out.glob("*__*.png"))) == 9  # 3 contents x 3 styles
+    for name, content in kept.items():  # every pair finished before the kill is kept as it was, not redone
+        assert (out / name).read_bytes() == content, name
