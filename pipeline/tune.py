@@ -45,7 +45,7 @@ from evaluation.metrics import METRICS, Scorer
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.training import train
-from methods.utils import sha256_file
+from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import METHOD_NAMES, TRAINED_METHODS, ConfigError, Params, _Dumper, _Loader, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
@@ -147,14 +147,21 @@ def make_sampler(params: Params, budget: int, worker: int, existing: int) -> opt
 
 
 def study_name(params: Params, method: str, data_shas: Mapping[str, str], encoder_sha: str) -> str:
-    """``<method>-<hash>``: the hash covers everything that makes trials comparable."""
+    """``<method>-<hash>``: the hash covers everything that makes trials comparable (code included)."""
     tune = getattr(params.tune, method)
     section = getattr(params.methods, method).model_dump(mode="json")
     for key in tune.space:
         section.pop(key, None)
-    identity = {"space": tune.model_dump(mode="json", exclude={"trials"}), "objectives": params.tune.objectives,
-                "section": section, "encoder": encoder_sha, "pool": params.encoder.pool, "data": dict(data_shas),
-                "prune_dominated_by": params.tune.prune_dominated_by}  # fmt: skip
+    identity = {
+        "space": tune.model_dump(mode="json", exclude={"trials"}),
+        "objectives": params.tune.objectives,
+        "section": section,
+        "encoder": encoder_sha,
+        "pool": params.encoder.pool,
+        "data": dict(data_shas),
+        "prune_dominated_by": params.tune.prune_dominated_by,
+        "code": code_fingerprint([__file__]),
+    }  # new code -> a new study, as train and stylize restart on new code
     return f"{method}-{tracking.params_hash(identity)[:12]}"
 
 
