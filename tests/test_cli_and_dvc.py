@@ -80,10 +80,10 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     text = params.read_text()
     assert "    iterations: 30 " in text
     text = text.replace("    iterations: 30 ", "    iterations: 2 ", 1)  # keep the test short: gatys
-    assert "      iterations: 200 " in text
-    text = text.replace("      iterations: 200 ", "      iterations: 3 ", 1)  # adain training
-    assert "      iterations: 150 " in text
-    text = text.replace("      iterations: 150 ", "      iterations: 2 ", 1)  # contrastive training
+    assert "      iterations: 160 " in text
+    text = text.replace("      iterations: 160 ", "      iterations: 3 ", 1)  # adain training
+    assert "      iterations: 120 " in text
+    text = text.replace("      iterations: 120 ", "      iterations: 2 ", 1)  # contrastive training
     for trials in ("trials: 4 ", "trials: 3\n"):  # tuning: two trials per method, each a 2-iteration schedule
         assert trials in text
         text = text.replace(trials, "trials: 2\n")
