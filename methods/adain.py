@@ -14,7 +14,6 @@ train.py) is therefore a starting point, which the tuning stage recalibrates for
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,11 @@ from torch import Tensor, nn
 
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
+from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
 from methods.registry import register
 from methods.utils import replace_params
-
-log = logging.getLogger(__name__)
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # paper sec. 6
 CONTENT_LAYER = "relu4_1"  # paper sec. 5: AdaIN at relu4_1
@@ -149,29 +147,12 @@ class AdaIN(nn.Module):
 
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the decoder weights (+ metadata) to ``path`` (a folder -> ``<folder>/decoder.pt``), atomically."""
-        from methods.training import _atomic_save
-
-        path = Path(path)
-        target = path / MODEL_FILE if path.suffix != ".pt" else path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save({"decoder": self.decoder.state_dict(), "encoder_sha256": self.encoder.weights_sha256,
-                      **(extra or {})}, target)  # fmt: skip
-        return target
+        return save_modules({"decoder": self.decoder}, path, MODEL_FILE, self.encoder.weights_sha256, extra)
 
     def load(self, path: str | Path) -> AdaIN:
         """Load decoder weights written by :meth:`save` (a folder or the .pt file)."""
-        path = Path(path)
-        target = path / MODEL_FILE if path.is_dir() else path
-        if not target.is_file():
-            raise NstError(f"{target}: no AdaIN model (run the train@adain stage, or pass the right --model)")
-        try:
-            state = torch.load(target, map_location="cpu", weights_only=True)
-            self.decoder.load_state_dict(state["decoder"])
-        except Exception as exc:
-            raise NstError(f"{target}: not a readable AdaIN model ({type(exc).__name__}: {exc})") from exc
-        if state.get("encoder_sha256") not in (None, self.encoder.weights_sha256):
-            log.warning("%s was trained with encoder %s, not %s", target, state["encoder_sha256"][:12],
-                        self.encoder.weights_sha256[:12])  # fmt: skip
+        load_modules({"decoder": self.decoder}, path, MODEL_FILE, label="AdaIN", stage="train@adain",
+                     encoder_sha256=self.encoder.weights_sha256)  # fmt: skip
         return self
 
     # ------------------------------------------------------------------------------------------ model
@@ -226,22 +207,17 @@ class AdaIN(nn.Module):
             **overrides: ``alpha``, ``preserve_color`` (and the other :class:`AdaINParams`) for this call.
         """
         p = self.params.replace(**overrides) if overrides else self.params
-        styles = list(style) if isinstance(style, list | tuple) else [style]
-        if style_weights is None:
-            style_weights = [1.0 / len(styles)] * len(styles)
-        if len(style_weights) != len(styles) or min(style_weights) < 0 or sum(style_weights) <= 0:
-            raise NstError("adain: style_weights must be non-negative, one per style, with a positive sum")
-        total = float(sum(style_weights))
+        mixture = style_mixture(style, style_weights, "adain")
         device = content.device
         self.to(device)
         self.decoder.eval()
         padded, (h, w) = pad_to_multiple(content.float(), 8)
         c_feat = self.encode(padded)[CONTENT_LAYER]
         target = torch.zeros_like(c_feat)
-        for s, weight in zip(styles, style_weights, strict=True):
+        for s, weight in mixture:
             s = s.to(device).float()
             if p.preserve_color:
                 s = match_color(s, content.float())
-            target += (weight / total) * adain(c_feat, self.encode(s)[CONTENT_LAYER])
+            target += weight * adain(c_feat, self.encode(s)[CONTENT_LAYER])
         target = p.alpha * target + (1 - p.alpha) * c_feat  # paper eq. 14
         return self.decode(target)[..., :h, :w].clamp(0, 1).to(content.dtype)

@@ -26,7 +26,6 @@ tuning stage recalibrates them for this encoder.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +38,11 @@ from torch import Tensor, nn
 from methods.adain import Decoder
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
+from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
 from methods.registry import register
 from methods.utils import replace_params
-
-log = logging.getLogger(__name__)
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encode_with_intermediate
 STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
@@ -273,9 +271,8 @@ class Contrastive(nn.Module):
         super().__init__()
         self.params = params or ContrastiveParams()
         self.encoder = encoder if encoder is not None else load_encoder("caffe", last_layer="relu5_1")
-        caffe = self.encoder.weights_source.startswith(
-            "caffe"
-        )  # the measured Oxford weights, not just caffe preprocessing
+        # the measured Oxford weights, not only their caffe preprocessing
+        caffe = self.encoder.weights_source.startswith("caffe")
         self.layer_scale = CAFFE_LAYER_SCALE if caffe else {}
         torch.manual_seed(self.params.seed)
         self.transform = Transform(512)
@@ -304,32 +301,15 @@ class Contrastive(nn.Module):
 
         Heads and discriminator are needed only to continue training; they live in the training checkpoints.
         """
-        from methods.training import _atomic_save
-
-        path = Path(path)
-        target = path / MODEL_FILE if path.suffix != ".pt" else path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save({"transform": self.transform.state_dict(), "decoder": self.decoder.state_dict(),
-                      "encoder_sha256": self.encoder.weights_sha256, **(extra or {})}, target)  # fmt: skip
-        return target
+        return save_modules(self._generator(), path, MODEL_FILE, self.encoder.weights_sha256, extra)
 
     def load(self, path: str | Path) -> Contrastive:
-        path = Path(path)
-        target = path / MODEL_FILE if path.is_dir() else path
-        if not target.is_file():
-            raise NstError(
-                f"{target}: no contrastive model (run the train@contrastive stage, or pass the right --model)"
-            )
-        try:
-            state = torch.load(target, map_location="cpu", weights_only=True)
-            self.transform.load_state_dict(state["transform"])
-            self.decoder.load_state_dict(state["decoder"])
-        except Exception as exc:
-            raise NstError(f"{target}: not a readable contrastive model ({type(exc).__name__}: {exc})") from exc
-        if state.get("encoder_sha256") not in (None, self.encoder.weights_sha256):
-            log.warning("%s was trained with encoder %s, not %s", target, state["encoder_sha256"][:12],
-                        self.encoder.weights_sha256[:12])  # fmt: skip
+        load_modules(self._generator(), path, MODEL_FILE, label="contrastive", stage="train@contrastive",
+                     encoder_sha256=self.encoder.weights_sha256)  # fmt: skip
         return self
+
+    def _generator(self) -> dict[str, nn.Module]:
+        return {"transform": self.transform, "decoder": self.decoder}
 
     # ------------------------------------------------------------------------------------------ training
 
@@ -361,8 +341,9 @@ class Contrastive(nn.Module):
             raise NstError(f"contrastive: needs as many styles as contents, got {k} and {style.shape[0]}")
         batch = contrastive_batch(k)
         ci, si = batch.content_idx.to(content.device), batch.style_idx.to(content.device)
+        inputs = torch.cat([content, style])  # also the targets of the identity reconstructions, in this order
         with torch.no_grad():
-            both = self.encode(torch.cat([content, style]))
+            both = self.encode(inputs)
         c_feats = {name: f[:k] for name, f in both.items()}
         s_feats = {name: f[k:] for name, f in both.items()}
         pair_c = {name: f[ci] for name, f in c_feats.items()}
@@ -375,13 +356,13 @@ class Contrastive(nn.Module):
         out = {name: f.float() for name, f in self.encode(images).items()}
         g_feats = {name: f[: 2 * k] for name, f in out.items()}
         i_feats = {name: f[2 * k :] for name, f in out.items()}
-        target = {name: torch.cat([c_feats[name], s_feats[name]]).float() for name in LAYERS}
+        target = {name: f.float() for name, f in both.items()}  # contents then styles, as the identity images
 
         p = self.params
         loss_c = sum(content_loss(mean_variance_norm(g_feats[n]), mean_variance_norm(pair_c[n].float()))
                      for n in ("relu4_1", "relu5_1")).mean()  # fmt: skip
         loss_s = mean_std_loss(g_feats, {n: f.float() for n, f in pair_s.items()}).mean()
-        id_pixel = 2 * mse_per_item(identity.float(), torch.cat([content, style]).float()).mean()
+        id_pixel = 2 * mse_per_item(identity.float(), inputs.float()).mean()
         id_feature = 2 * sum(mse_per_item(i_feats[n], target[n]) for n in LAYERS).mean()
         style_nce = info_nce(self.style_head(g_feats[STYLE_EMBED_LAYER]), batch.style_pos, p.tau, batch.unrelated)
         content_nce = info_nce(self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.tau,
@@ -428,12 +409,7 @@ class Contrastive(nn.Module):
             **overrides: ``alpha`` (and the other :class:`ContrastiveParams`) for this call.
         """
         p = self.params.replace(**overrides) if overrides else self.params
-        styles = list(style) if isinstance(style, list | tuple) else [style]
-        if style_weights is None:
-            style_weights = [1.0 / len(styles)] * len(styles)
-        if len(style_weights) != len(styles) or min(style_weights) < 0 or sum(style_weights) <= 0:
-            raise NstError("contrastive: style_weights must be non-negative, one per style, with a positive sum")
-        total = float(sum(style_weights))
+        mixture = style_mixture(style, style_weights, "contrastive")
         device = content.device
         self.to(device)
         self.transform.eval()
@@ -441,12 +417,12 @@ class Contrastive(nn.Module):
         padded, (h, w) = pad_to_multiple(content.float(), 16)  # relu5_1 is 1/16 of the input
         c_feats = self.encode(padded, ("relu4_1", "relu5_1"))
         feat: Tensor | None = None
-        for s, weight in zip(styles, style_weights, strict=True):
+        for s, weight in mixture:
             s_padded, _ = pad_to_multiple(s.to(device).float(), 16)
             s_feats = self.encode(s_padded, ("relu4_1", "relu5_1"))
             if s_feats["relu4_1"].shape[0] != c_feats["relu4_1"].shape[0]:
                 s_feats = {n: f.expand(c_feats[n].shape[0], *f.shape[1:]) for n, f in s_feats.items()}
-            term = (weight / total) * self.transform(c_feats, s_feats)
+            term = weight * self.transform(c_feats, s_feats)
             feat = term if feat is None else feat + term
         assert feat is not None
         if p.alpha < 1.0:

@@ -92,6 +92,7 @@ class RunLogger:
         self.client = client
         self.run_id = run_id
         self.max_step_points = max_step_points
+        self._parent: Any = None  # this run, fetched once when it gets nested runs
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
@@ -145,7 +146,9 @@ class RunLogger:
         status: str = "FINISHED",
     ) -> str:
         """A finished run nested under this one (``mlflow.parentRunId``; the UI shows it folded under its parent)."""
-        parent = self.client.get_run(self.run_id)
+        if self._parent is None:  # one lookup for all the children of this run
+            self._parent = self.client.get_run(self.run_id)
+        parent = self._parent
         run = self.client.create_run(
             parent.info.experiment_id,
             tags={

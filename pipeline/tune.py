@@ -186,6 +186,7 @@ def optimize(
     done_here = 0
 
     def wrapped(trial: optuna.Trial) -> Sequence[float]:
+        nonlocal done_here
         trials = study.get_trials(deepcopy=False, states=(*FINISHED, RUNNING))
         ahead = sum(1 for t in trials if t.state in FINISHED or (t.state == RUNNING and t.number < trial.number))
         if ahead >= budget:
@@ -193,8 +194,13 @@ def optimize(
             raise OverBudget
         trial.set_user_attr("worker", worker)
         started = time.perf_counter()
-        values = objective(trial)
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned:
+            done_here += 1
+            raise
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        done_here += 1
         return values
 
     while True:
@@ -209,9 +215,7 @@ def optimize(
         if done + running >= budget:  # the rest is being run elsewhere (or by a dead worker, until its grace ends)
             time.sleep(poll_s)
             continue
-        before = len(finished(study))
         study.optimize(wrapped, n_trials=1, catch=(OverBudget,), gc_after_trial=False)
-        done_here += len(finished(study)) > before and 1
 
 
 class Objective:
@@ -281,26 +285,32 @@ class Objective:
             )
         model = train_stage.build_model(params, self.method, self.encoder)
         cfg = train_stage.train_config(tcfg)
-        every = self.tune.prune_every or cfg.iterations
+        modules = model.trainable()
+
+        def intermediate(iteration: int) -> None:  # the training loop's periodic hook: score val, maybe prune
+            if iteration >= cfg.iterations:
+                return  # the final score is the trial's value
+            modes = {name: m.training for name, m in modules.items()}
+            values = self.score(model)
+            for name, m in modules.items():
+                m.train(modes[name])
+            self.prune_check(trial, iteration, values)
+
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
-            reached = 0
-            while reached < cfg.iterations:
-                reached = train(model, *self._crops[key], cfg, ckpt, device=self.device, resume=reached > 0,
-                                fingerprint=f"trial{trial.number}", stop_after=every, progress=False)  # fmt: skip
-                if reached < cfg.iterations:
-                    self.prune_check(trial, reached, self.score(model))
+            train(model, *self._crops[key], cfg, ckpt, device=self.device, fingerprint=f"trial{trial.number}",
+                  sample_fn=intermediate, sample_every=self.tune.prune_every, progress=False)  # fmt: skip
             return self.score(model)
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], train_dirs: tuple[Path, Path],
-                     work_dir: Path) -> tuple[Params, Objective]:  # fmt: skip
+                     work_dir: Path, encoder: VGGEncoder | None = None) -> tuple[Params, Objective]:  # fmt: skip
     from pipeline.evaluate import build_scorer
 
     params = load_params(params_path)
-    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    encoder = encoder if encoder is not None else load_encoder(params.encoder.weights, pool=params.encoder.pool)
     scorer, _ = build_scorer(params)
     return params, Objective(params, method, val, train_dirs, encoder=encoder, scorer=scorer, work_dir=work_dir)
 
@@ -367,8 +377,8 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     shas = {f"{role}/{p.name}": sha256_file(p) for role, folder in (("val", val[0]), ("val", val[1]),
             ("train", train_dirs[0]), ("train", train_dirs[1])) for p in list_images(folder)}  # fmt: skip
-    encoder_sha = load_encoder(params.encoder.weights, pool=params.encoder.pool).weights_sha256
-    name = study_name(params, method, shas, encoder_sha)
+    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)  # its sha names the study; reused below
+    name = study_name(params, method, shas, encoder.weights_sha256)
     url = storage_url(params, method, out_dir)
     storage = make_storage(url, params)
     directions = directions_for(params.tune.objectives)
@@ -386,7 +396,7 @@ def run(
         if workers > 1:
             run_workers(spec, workers)
         else:
-            _, objective = _load_for_worker(params_path, method, val, train_dirs, work_dir)
+            _, objective = _load_for_worker(params_path, method, val, train_dirs, work_dir, encoder)
             study.sampler = make_sampler(params, tune.trials, 0, len(study.get_trials(deepcopy=False)))
             optimize(study, objective, tune.trials)
     finally:

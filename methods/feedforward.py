@@ -1,0 +1,68 @@
+"""What the feed-forward methods (AdaIN, contrastive) share around their networks: the model file and style mixes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from methods.errors import NstError
+from methods.training import _atomic_save
+
+log = logging.getLogger(__name__)
+
+
+def model_target(path: str | Path, model_file: str, *, saving: bool) -> Path:
+    """The model file for ``path``: a folder means ``<folder>/<model_file>``, a ``.pt`` path is the file itself."""
+    path = Path(path)
+    is_folder = path.suffix != ".pt" if saving else path.is_dir()
+    return path / model_file if is_folder else path
+
+
+def save_modules(
+    modules: Mapping[str, nn.Module], path: str | Path, model_file: str, encoder_sha256: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """Write the modules' weights, the encoder's sha256 and ``extra`` metadata to the model file, atomically."""
+    target = model_target(path, model_file, saving=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({**{k: m.state_dict() for k, m in modules.items()}, "encoder_sha256": encoder_sha256,
+                  **(extra or {})}, target)  # fmt: skip
+    return target
+
+
+def load_modules(
+    modules: Mapping[str, nn.Module], path: str | Path, model_file: str, *, label: str, stage: str,
+    encoder_sha256: str,
+) -> None:  # fmt: skip
+    """Load weights written by :func:`save_modules`; a missing or unreadable file is one clear :class:`NstError`
+    (``label`` names the model kind, ``stage`` the stage that makes it). A different encoder only warns."""
+    target = model_target(path, model_file, saving=False)
+    if not target.is_file():
+        raise NstError(f"{target}: no {label} model (run the {stage} stage, or pass the right --model)")
+    try:
+        state = torch.load(target, map_location="cpu", weights_only=True)
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+    except Exception as exc:
+        raise NstError(f"{target}: not a readable {label} model ({type(exc).__name__}: {exc})") from exc
+    if state.get("encoder_sha256") not in (None, encoder_sha256):
+        log.warning("%s was trained with encoder %s, not %s", target, state["encoder_sha256"][:12],
+                    encoder_sha256[:12])  # fmt: skip
+
+
+def style_mixture(
+    style: Tensor | Sequence[Tensor], style_weights: Sequence[float] | None, method: str
+) -> list[tuple[Tensor, float]]:
+    """One style or a list of styles with their weights normalised to sum 1 (default equal)."""
+    styles = list(style) if isinstance(style, list | tuple) else [style]
+    if style_weights is None:
+        style_weights = [1.0 / len(styles)] * len(styles)
+    if len(style_weights) != len(styles) or min(style_weights) < 0 or sum(style_weights) <= 0:
+        raise NstError(f"{method}: style_weights must be non-negative, one per style, with a positive sum")
+    total = float(sum(style_weights))
+    return [(s, w / total) for s, w in zip(styles, style_weights, strict=True)]
