@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from methods.errors import NstError
-from methods.training import _atomic_save
+from methods.utils import save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def save_modules(
     """Write the modules' weights, the encoder's sha256 and ``extra`` metadata to the model file, atomically."""
     target = model_target(path, model_file, saving=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save({**{k: m.state_dict() for k, m in modules.items()}, "encoder_sha256": encoder_sha256,
+    save_torch_atomic({**{k: m.state_dict() for k, m in modules.items()}, "encoder_sha256": encoder_sha256,
                   **(extra or {})}, target)  # fmt: skip
     return target
 

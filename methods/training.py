@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from methods.errors import NstError
+from methods.utils import save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +206,6 @@ def train_step(
     return _mean_over_ranks(detached)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:  # a file object: torch then names the archive "archive", not after the temp file
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def checkpoints(directory: Path) -> list[Path]:
     """Checkpoint files in ``directory``, oldest first."""
     if not directory.is_dir():
@@ -317,7 +305,7 @@ def train(
             "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
         }
         if rank == 0:  # every rank holds the same weights: one writes
-            _atomic_save(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
+            save_torch_atomic(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
             for old in checkpoints(checkpoint_dir)[: -cfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
         barrier()

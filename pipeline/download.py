@@ -6,7 +6,6 @@ always complete (and verified when a checksum is known); a partial body only eve
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import requests
 from tqdm.auto import tqdm
 
 from methods.errors import NstError
-from methods.utils import sha256_file
+from methods.utils import replace_file, sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,5 +174,5 @@ def download(
         if actual != sha256.lower():
             part.unlink(missing_ok=True)
             raise DownloadError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {actual}); file discarded")
-    os.replace(part, dest)
+    replace_file(part, dest)  # one rename, with the ordinary file mode
     return dest

@@ -1,4 +1,5 @@
-"""Image and file IO: the only module that touches PIL. Reads are strict, writes are atomic.
+"""Image and file IO: the only module that touches PIL. Reads are strict, writes are atomic (through
+:mod:`methods.utils`'s one atomic writer, whose ``atomic_path``, ``atomic_dir`` and ``write_*_atomic`` it re-exports).
 
 ``read_image`` returns a float32 RGB tensor (1, 3, H, W) in [0, 1]. Documented handling of image kinds:
 
@@ -20,12 +21,7 @@ hard limit, twice ``PIL.Image.MAX_IMAGE_PIXELS`` = about 179 MP, applies on top 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +30,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from methods.errors import NstError
+from methods.utils import atomic_dir as atomic_dir  # the project's one atomic writer, re-exported for the pipeline
+from methods.utils import atomic_path as atomic_path
+from methods.utils import write_bytes_atomic as write_bytes_atomic
+from methods.utils import write_text_atomic as write_text_atomic
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 # Default decompression-bomb bound (prepare.max_pixels overrides): 40 MP is ~ a 7700 x 5200 photo.
@@ -43,65 +43,6 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 class ImageError(NstError):
     """An image file cannot be used; the message names the file and the reason."""
-
-
-# ----------------------------------------------------------------------------------------- atomic files
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
-
-    On error the temporary file is removed and ``path`` (if it existed) is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces ``path`` as a whole on success.
-
-    The old ``path`` survives any failure inside the block (it is only moved aside, then deleted, after
-    the new directory is complete).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------- reading

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import DownloadSection, WikiArtSource
 from pipeline.download import RetryPolicy, download, get_json
-from pipeline.io import sniff_image_suffix
+from pipeline.io import sniff_image_suffix, write_bytes_atomic
 from pipeline.sources import FetchError, Record, make_record, safe_id
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: 
                 continue
             ident = safe_id(f"{label}-{Path(shards[s]['path']).stem}-{row}")
             dest = raw_dir / role / f"{ident}{suffix}"
-            dest.write_bytes(data)
+            write_bytes_atomic(dest, data)
             records.append(
                 make_record(raw_dir, role, "wikiart", ident, dest, f"{urls[s]}#row={row}", cfg.license, label)
             )

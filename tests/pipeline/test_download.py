@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,22 @@ def test_plain_download_is_verified_and_leaves_no_part(local_server, tmp_path: P
     [req] = local_server.requests("/f.bin")
     assert "range" not in req.headers
     assert req.headers["user-agent"].startswith("nst-bench/")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_the_downloaded_file_gets_the_ordinary_mode(local_server, tmp_path: Path, umask: int):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    part_of(dest).write_bytes(DATA[:HALF])  # a private leftover .part from an earlier attempt: resumed
+    part_of(dest).chmod(0o600)
+    old = os.umask(umask)
+    try:
+        download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    finally:
+        os.umask(old)
+    assert dest.read_bytes() == DATA
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~umask
+    assert not part_of(dest).exists()
 
 
 def test_503_twice_then_success_retries_with_exponential_backoff(local_server, tmp_path: Path):
