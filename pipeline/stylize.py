@@ -240,13 +240,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "stylize",
         help="stylize one content image with one style image",
         description="One-off stylization with the same code path as the stylize stage; parameters come from "
-        "params.yaml's methods.<method>, changed with --set key=value.",
+        "params.yaml's methods.<method> (./params.yaml when present, else the method's own defaults), changed with "
+        "--set key=value. Works from any directory.",
     )
     one.add_argument("--method", default="gatys", choices=METHOD_NAMES)
     one.add_argument("content", type=Path)
     one.add_argument("style", type=Path)
     one.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
-    one.add_argument("--params", type=Path, default=Path("params.yaml"))
+    one.add_argument(
+        "--params", type=Path, default=None, help="default: ./params.yaml if there is one, else the method's defaults"
+    )
     one.add_argument(
         "--model", type=Path, default=None, help="trained model of a feed-forward method (models/<method>)"
     )
@@ -276,10 +279,22 @@ def main_stage(args: argparse.Namespace) -> int:
 
 
 def main_one(args: argparse.Namespace) -> int:
-    params = override_method(load_params(args.params), args.method, parse_overrides(args.overrides))
-    device = pick_device(params.base.device)
-    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
-    method = build_method(args.method, method_config(params, args.method), encoder, args.model)
+    overrides = parse_overrides(args.overrides)
+    path = args.params if args.params is not None else Path("params.yaml")
+    if args.params is None and not path.is_file():  # an explicit --params that is missing stays an error
+        log.info("no params.yaml in %s: using %s's defaults (encoder caffe, pool max, device auto)", Path.cwd(),
+                 args.method)  # fmt: skip
+        device = pick_device("auto")
+        encoder = load_encoder()  # its defaults: caffe weights, max pooling (params.yaml's committed values)
+        try:
+            method = build_method(args.method, overrides, encoder, args.model)  # the method validates overrides
+        except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. --set iterations=many
+            raise ConfigError(f"--set: {exc}") from None
+    else:
+        params = override_method(load_params(path), args.method, overrides)
+        device = pick_device(params.base.device)
+        encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+        method = build_method(args.method, method_config(params, args.method), encoder, args.model)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
     write_image(output, args.out)
     final = history[-1] if history else {}

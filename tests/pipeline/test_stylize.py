@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +177,64 @@ def test_one_off_command(tmp_path, grid, repo_root, capsys):
     with Image.open(out) as img:
         assert img.size == (32, 45)
     assert '"seconds"' in capsys.readouterr().out
+
+
+NST = Path(sys.executable).parent / "nst"
+
+
+def run_nst(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run([str(NST), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_one_off_command_works_from_a_folder_without_params_yaml(tmp_path, grid):
+    """The real `nst stylize` in a folder with no params.yaml: the method's defaults, said once on stderr."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = run_nst(["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", "one.png",
+                    "--set", "iterations=2", "--set", "image_size=32"], work)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(work / "one.png") as img:
+        assert img.size == (32, 45)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["out"] == "one.png"
+    said = [line for line in proc.stderr.splitlines() if "params.yaml" in line]
+    assert said == [f"INFO pipeline.stylize: no params.yaml in {work}: using gatys's defaults "
+                    "(encoder caffe, pool max, device auto)"]  # fmt: skip
+    assert sorted(p.name for p in work.iterdir()) == ["one.png"]  # nothing else written where it ran
+
+
+def test_one_off_command_without_params_yaml_still_checks_overrides(tmp_path, grid):
+    argv = ["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", str(tmp_path / "x.png"),
+            "--set", "colour=1"]  # fmt: skip
+    for bad, message in (("colour=1", "unknown parameter(s) colour"), ("iterations=many", "--set: ")):
+        argv[-1] = bad
+        proc = run_nst(argv, tmp_path)
+        assert proc.returncode == 2
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_one_off_command_with_a_missing_explicit_params_file_is_an_error(tmp_path, grid):
+    proc = run_nst(["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", "x.png",
+                    "--params", "nowhere.yaml"], tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert "nst stylize: error: nowhere.yaml: file not found" in proc.stderr
+    assert "using gatys's defaults" not in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_one_off_command_reads_params_yaml_in_the_current_folder(tmp_path, grid, repo_root):
+    work = tmp_path / "project"
+    work.mkdir()
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text(encoding="utf-8"))
+    raw["encoder"]["weights"] = "no-such-weights.pt"  # proves this file is read (the defaults would use caffe)
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    proc = run_nst(["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", "one.png",
+                    "--set", "iterations=1"], work)  # fmt: skip
+    assert proc.returncode == 2
+    assert "no-such-weights.pt" in proc.stderr
+    assert "defaults" not in proc.stderr
 
 
 def test_one_off_bad_override_names_the_key(tmp_path, grid, repo_root, capsys):
