@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -305,6 +306,7 @@ class TuneSection(Strict):
     prune_dominated_by: Annotated[int, Field(ge=1)]
     heartbeat_s: Annotated[int, Field(ge=1, le=3600)]
     grace_s: Annotated[int, Field(ge=2, le=36_000)]
+    wait_s: Annotated[int, Field(ge=1, le=7 * 86_400)]  # longest wait for other workers' trials with no trial finishing
     gatys: TuneMethodSection
     adain: TuneMethodSection
     contrastive: TuneMethodSection
@@ -469,6 +471,23 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return validate(data, source)
 
 
-def dump_params(params: Params) -> str:
-    """YAML text of the effective parameters (written beside stage outputs)."""
-    return yaml.dump(params.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)
+def method_stage_params(method: str) -> tuple[str, ...]:
+    """The params sections a per-method stage (train@m, stylize@m) declares in dvc.yaml besides its own section."""
+    return ("profile", "base", "encoder", "tune.use_tuned", f"methods.{method}")
+
+
+def dump_params(params: Params, sections: Sequence[str] | None = None) -> str:
+    """YAML text of the effective parameters under ``sections`` (dotted keys, exactly the params the stage declares in
+    dvc.yaml; None: all), written beside its outputs. Only declared sections: an output must not change when a section
+    that DVC does not rerun the stage for changes."""
+    tree = params.model_dump(mode="json")
+    if sections is None:
+        return yaml.dump(tree, Dumper=_Dumper, sort_keys=False)
+    picked: dict[str, Any] = {}
+    for dotted in sections:
+        src, dst = tree, picked
+        *parents, last = dotted.split(".")
+        for key in parents:
+            src, dst = src[key], dst.setdefault(key, {})
+        dst[last] = src[last]
+    return yaml.dump(picked, Dumper=_Dumper, sort_keys=False)

@@ -21,6 +21,8 @@ from pipeline.sources.wikiart import fetch_wikiart
 
 log = logging.getLogger(__name__)
 
+PARAMS = ("profile", "fetch")  # the params sections this stage declares in dvc.yaml (tests/test_dvc_params.py)
+
 
 def fetch_role(cfg: FetchSection, role: str, raw_dir: Path) -> list[Record]:
     """Fetch the images of one role from the source chosen for it."""
@@ -39,7 +41,7 @@ def run(params: Params, out_dir: Path) -> list[Record]:
     with atomic_dir(out_dir) as tmp:
         records = [rec for role in ROLES for rec in fetch_role(params.fetch, role, tmp)]
         write_manifest(records, tmp / "manifest.csv")
-        write_text_atomic(tmp / "effective_params.yaml", dump_params(params))
+        write_text_atomic(tmp / "effective_params.yaml", dump_params(params, PARAMS))
     counts = Counter((r.role, r.source) for r in records)
     for (role, source), n in sorted(counts.items()):
         log.info("fetch: %d %s images from %s", n, role, source)

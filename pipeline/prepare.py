@@ -34,6 +34,8 @@ from pipeline.sources import ROLES, read_manifest
 
 log = logging.getLogger(__name__)
 
+PARAMS = ("profile", "prepare")  # the params sections this stage declares in dvc.yaml (tests/test_dvc_params.py)
+
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
     "role", "id", "split", "file", "status", "reason", "width", "height",
@@ -136,7 +138,7 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
         rows.sort(key=lambda r: (str(r["role"]), str(r["split"]), str(r["id"])))
         write_csv(rows, MANIFEST_FIELDS, tmp / "manifest.csv")
         write_text_atomic(tmp / "stats.json", json.dumps(stats, indent=2) + "\n")
-        write_text_atomic(tmp / "effective_params.yaml", dump_params(params))
+        write_text_atomic(tmp / "effective_params.yaml", dump_params(params, PARAMS))
     log.info("prepare: %s", json.dumps(stats))
     return stats
 

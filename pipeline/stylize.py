@@ -27,7 +27,15 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.config import METHOD_NAMES, ConfigError, Params, _Loader, dump_params, load_params
+from pipeline.config import (
+    METHOD_NAMES,
+    ConfigError,
+    Params,
+    _Loader,
+    dump_params,
+    load_params,
+    method_stage_params,
+)
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device
 
@@ -115,7 +123,9 @@ def run(
         for stale in [*out_dir.glob("*.png"), timing_path, losses_path]:
             stale.unlink(missing_ok=True)
         write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params))  # incl. tuned weights when applied
+    # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
+    declared = (*method_stage_params(method_name), "stylize")
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, declared))
 
     grid = [(c, s) for c in contents for s in styles]
     expected = {f"{c.stem}__{s.stem}.png" for c, s in grid}

@@ -28,7 +28,7 @@ from methods.image import resize_to_edge
 from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
 from methods.utils import code_fingerprint
 from pipeline import tracking
-from pipeline.config import TRAINED_METHODS, Params, TrainSection, dump_params, load_params
+from pipeline.config import TRAINED_METHODS, Params, TrainSection, dump_params, load_params, method_stage_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 
@@ -157,7 +157,8 @@ def run(
     fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
     write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params))  # incl. tuned weights when applied
+    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in methods.<method> when applied.
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, method_stage_params(method_name)))
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if model_path.is_file():

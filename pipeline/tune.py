@@ -13,7 +13,9 @@ everything that defines it (search space, budget, objectives, method settings, e
 - several workers share one study: ``nst tune --workers N`` starts N processes; more machines run the same command
   against the same storage URL. Together they finish exactly ``trials`` trials (complete + pruned);
 - an interrupted run, restarted, keeps its finished trials and runs only the missing ones. A killed worker's trial
-  stays RUNNING until its heartbeat is ``grace_s`` old; then it is marked FAIL and its slot is run again.
+  stays RUNNING until its last heartbeat (or, killed before its first heartbeat, its start) is ``grace_s`` old; then
+  it is marked FAIL and its slot is run again. No wait is unbounded: a worker waiting on other workers' live trials
+  gives up with an error after ``tune.wait_s`` seconds without a finished trial.
 
 Outputs in ``reports/tuning/<method>/``: ``trials.csv`` (every trial), ``pareto.csv`` (the front), ``best.yaml``
 (the point picked by ``tune.selection``: weights + objective values) and the study database. Train and stylize
@@ -24,6 +26,7 @@ MLflow: one ``tune@<method>`` run with one nested run per trial; the chosen tria
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import logging
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import torch
 import yaml
 
@@ -172,18 +176,74 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 # ------------------------------------------------------------------------------------------------ worker loop
 
 
+def stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, grace_s: float) -> list[int]:
+    """Fail the study's RUNNING trials whose worker is gone; return their numbers.
+
+    A trial is stale when its last heartbeat is older than ``grace_s`` (by the database's clock, which writes the
+    heartbeats) or, when it has no heartbeat at all, when it started more than ``grace_s`` ago (by the local clock,
+    which is how Optuna writes ``datetime_start``). The second case is a worker killed after its trial was created
+    but before the first heartbeat was recorded; Optuna's own ``fail_stale_trials`` never fails such a trial, and a
+    study waiting on it would wait forever.
+    """
+    study_id = storage.get_study_id_from_name(study.study_name)
+    query = sqlalchemy.text(
+        "SELECT t.trial_id, t.number, t.datetime_start, h.heartbeat FROM trials t "
+        "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING'"
+    )
+    with storage.engine.connect() as conn:
+        db_now = conn.execute(sqlalchemy.text("SELECT CURRENT_TIMESTAMP")).scalar()
+        rows = conn.execute(query, {"sid": study_id}).all()
+    db_now = _as_datetime(db_now)
+    local_now = datetime.datetime.now()
+    grace = datetime.timedelta(seconds=grace_s)
+    failed = []
+    for trial_id, number, started, heartbeat in rows:
+        if heartbeat is not None:
+            age, what = db_now - _as_datetime(heartbeat), "since its last heartbeat"
+        elif started is not None:
+            age, what = local_now - _as_datetime(started), "since it started, without a heartbeat"
+        else:
+            continue  # not started yet (a WAITING trial turned RUNNING this instant)
+        if age <= grace:
+            continue
+        reason = f"stale: {age.total_seconds():.0f} s {what} (grace {grace_s:g} s); its worker is gone"
+        try:
+            storage.set_trial_user_attr(trial_id, "failed", reason)
+            if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+                failed.append(int(number))
+                log.warning("study %s: trial %d failed as %s", study.study_name, number, reason)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # it finished, or another worker failed it, meanwhile
+    return failed
+
+
+def _as_datetime(value: Any) -> datetime.datetime:
+    """A naive datetime from what the database returns (sqlite gives ISO strings for raw queries)."""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return value.replace(tzinfo=None)
+
+
 def optimize(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], Sequence[float]],
     budget: int,
     *,
+    storage: optuna.storages.RDBStorage,
+    wait_s: float,
     worker: int = 0,
     poll_s: float = 0.5,
 ) -> int:
     """Run trials until the study holds ``budget`` finished (complete + pruned) trials; returns how many this
     worker finished. Safe with other workers on the same storage: a trial that would exceed the budget (two workers
-    asking at once) is discarded before it does any work."""
+    asking at once) is discarded before it does any work.
+
+    When the remaining slots are all held by other workers' RUNNING trials, this worker waits: trials whose worker
+    is gone (see :func:`stale_trials`, ``storage.grace_period``) are failed and their slots run again; a wait in which
+    no trial finishes for ``wait_s`` seconds ends with a :class:`TuneError` naming the study and the trials.
+    """
     done_here = 0
+    grace_s = float(storage.grace_period or 2 * (storage.heartbeat_interval or 1))
 
     def wrapped(trial: optuna.Trial) -> Sequence[float]:
         nonlocal done_here
@@ -203,18 +263,26 @@ def optimize(
         done_here += 1
         return values
 
+    waiting_since, done_before = None, -1
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+        stale_trials(study, storage, grace_s)
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state in FINISHED)
-        running = sum(1 for t in trials if t.state == RUNNING)
+        running = [t.number for t in trials if t.state == RUNNING]
         if done >= budget:
             return done_here
-        if done + running >= budget:  # the rest is being run elsewhere (or by a dead worker, until its grace ends)
+        if done + len(running) >= budget:  # the rest is being run elsewhere (or by a dead worker, until its grace ends)
+            now = time.monotonic()
+            if waiting_since is None or done != done_before:
+                waiting_since, done_before = now, done
+            elif now - waiting_since > wait_s:
+                raise TuneError(
+                    f"study {study.study_name}: waited {wait_s:g} s for trial(s) {running} of other workers, which "
+                    f"still send heartbeats but finish nothing; stop those workers or raise tune.wait_s"
+                )
             time.sleep(poll_s)
             continue
+        waiting_since = None
         study.optimize(wrapped, n_trials=1, catch=(OverBudget,), gc_after_trial=False)
 
 
@@ -325,7 +393,7 @@ def worker_main(spec: dict[str, Any]) -> None:
     storage = make_storage(spec["storage"], params)
     study = optuna.load_study(study_name=spec["study"], storage=storage)
     study.sampler = make_sampler(params, spec["budget"], spec["worker"], len(study.get_trials(deepcopy=False)))
-    optimize(study, objective, spec["budget"], worker=spec["worker"])
+    optimize(study, objective, spec["budget"], storage=storage, wait_s=params.tune.wait_s, worker=spec["worker"])
 
 
 def run_workers(spec: dict[str, Any], workers: int, target: Callable[[dict[str, Any]], None] = worker_main) -> None:
@@ -398,7 +466,7 @@ def run(
         else:
             _, objective = _load_for_worker(params_path, method, val, train_dirs, work_dir, encoder)
             study.sampler = make_sampler(params, tune.trials, 0, len(study.get_trials(deepcopy=False)))
-            optimize(study, objective, tune.trials)
+            optimize(study, objective, tune.trials, storage=storage, wait_s=params.tune.wait_s)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     seconds = time.perf_counter() - started

@@ -9,6 +9,14 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SLOW_TIMEOUT_S = 1200  # tests marked slow (real `dvc repro`, servers, several processes); the rest: pyproject's timeout
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` get the larger time limit, unless they set their own ``timeout`` mark."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

@@ -376,3 +376,16 @@ def test_dump_params_quotes_strings_that_look_like_floats(tmp_path: Path) -> Non
     assert reloaded == params
     assert reloaded.fetch.wikiart.revision == "1e5"
     assert reloaded.fetch.download.backoff_s == pytest.approx(1e-4)
+
+
+def test_dump_params_keeps_only_the_declared_sections() -> None:
+    params = load_params(PARAMS)
+    dumped = yaml.safe_load(dump_params(params, ("profile", "tune.use_tuned", "methods.adain")))
+    assert dumped == {
+        "profile": params.profile,
+        "tune": {"use_tuned": params.tune.use_tuned},
+        "methods": {"adain": params.methods.adain.model_dump(mode="json")},
+    }
+    changed = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"bootstrap": 123})})
+    # a section the stage does not declare does not change what it writes
+    assert dump_params(changed, ("profile", "fetch")) == dump_params(params, ("profile", "fetch"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -80,7 +81,7 @@ def dirs(tmp_path):
 
 def tiny_params(repo_root: Path, tmp_path: Path, **tune_changes) -> Path:
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
-    raw["tune"].update(heartbeat_s=1, grace_s=3, **tune_changes)
+    raw["tune"].update({"heartbeat_s": 1, "grace_s": 3, **tune_changes})
     raw["tune"]["gatys"].update(trials=3, budget={"iterations": 2, "image_size": 32})
     raw["tune"]["adain"].update(trials=3, budget={"train": {"iterations": 4, "batch_size": 2, "resize_short": 40,
                                                              "crop": 32}}, prune_every=2)  # fmt: skip
@@ -141,9 +142,21 @@ def shared_worker(spec: dict) -> None:
     """A worker process on the real storage + optimize loop, with a cheap objective in place of stylize + score."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = load_params(spec["params"])
-    study = optuna.load_study(study_name=spec["study"], storage=make_storage(spec["storage"], params))
+    storage = make_storage(spec["storage"], params)
+    study = optuna.load_study(study_name=spec["study"], storage=storage)
     study.sampler = make_sampler(params, spec["budget"], spec["worker"], len(study.get_trials()))
-    optimize(study, quadratic, spec["budget"], worker=spec["worker"])
+    optimize(study, quadratic, spec["budget"], storage=storage, wait_s=60, worker=spec["worker"])
+
+
+def worker_killed_before_its_first_heartbeat(spec: dict) -> None:
+    """A worker that dies (SIGKILL) right after its first trial is created, when that trial's heartbeat thread
+    tries to record the first heartbeat: the trial is RUNNING with no heartbeat row, deterministically."""
+
+    def die(self, trial_id):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    optuna.storages.RDBStorage.record_heartbeat = die
+    shared_worker(spec)
 
 
 def new_study(params_path: Path, tmp_path: Path) -> tuple[str, str]:
@@ -187,13 +200,53 @@ def test_killed_study_resumes_with_its_finished_trials(repo_root, tmp_path, monk
 
     monkeypatch.setenv("NST_TEST_TRIAL_SLEEP", "0")
     study.sampler = make_sampler(load_params(params_path), 6, 0, len(study.trials))
-    optimize(study, quadratic, 6)  # waits for the killed trial's heartbeat to go stale, then fills the budget
+    optimize(study, quadratic, 6, storage=storage, wait_s=60)  # waits for the killed trial to go stale, then fills
     study = optuna.load_study(study_name=name, storage=storage)
     done = tune.finished(study)
     assert len(done) == 6
     assert {t.number: t.values for t in done if t.number in kept} == kept  # finished trials kept as they were
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states  # the killed worker's trial was failed, not left hanging
+
+
+def test_worker_killed_before_its_first_heartbeat_does_not_block_the_study(repo_root, tmp_path, monkeypatch):
+    params_path = tiny_params(repo_root, tmp_path)  # grace_s 3
+    url, name = new_study(params_path, tmp_path)
+    spec = {"params": str(params_path), "storage": url, "study": name, "budget": 3, "worker": 0}
+    proc = multiprocessing.get_context("spawn").Process(target=worker_killed_before_its_first_heartbeat, args=(spec,))
+    proc.start()
+    proc.join(timeout=120)
+    assert proc.exitcode == -signal.SIGKILL, "the worker should have died at its first heartbeat"
+    storage = make_storage(url, load_params(params_path))
+    study = optuna.load_study(study_name=name, storage=storage)
+    (orphan,) = study.get_trials(deepcopy=False)
+    assert orphan.state == optuna.trial.TrialState.RUNNING
+    with storage.engine.connect() as conn:  # the race of the hang: a RUNNING trial that never sent a heartbeat
+        assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar() == 0
+
+    monkeypatch.setenv("NST_TEST_TRIAL_SLEEP", "0")
+    study.sampler = make_sampler(load_params(params_path), 3, 0, 1)
+    started = time.monotonic()
+    optimize(study, quadratic, 2, storage=storage, wait_s=60, poll_s=0.1)
+    assert time.monotonic() - started < 30  # grace_s 3 after the orphan's start, not the 60 s wait bound
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert len(tune.finished(study)) == 2
+    failed = study.trials[orphan.number]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "without a heartbeat" in failed.user_attrs["failed"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_waiting_on_a_live_but_silent_worker_ends_with_a_clear_error(repo_root, tmp_path):
+    params_path = tiny_params(repo_root, tmp_path, grace_s=3600)  # the other worker's trial never goes stale
+    url, name = new_study(params_path, tmp_path)
+    storage = make_storage(url, load_params(params_path))
+    study = optuna.load_study(study_name=name, storage=storage)
+    held = study.ask()  # a RUNNING trial that another (live) worker holds
+    started = time.monotonic()
+    with pytest.raises(TuneError, match=rf"study {name}: waited 1 s for trial\(s\) \[{held.number}\]"):
+        optimize(study, quadratic, 1, storage=storage, wait_s=1, poll_s=0.1)
+    assert time.monotonic() - started < 10
 
 
 # ------------------------------------------------------------------------------------------------ end to end
