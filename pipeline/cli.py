@@ -1,22 +1,50 @@
 """The ``nst`` command: one subcommand per pipeline stage (what dvc.yaml runs) plus one-off tools.
 
+The subcommands are a static table (``COMMANDS``): ``nst --help`` lists them without importing any stage module, and
+``nst <command> ...`` imports only that command's module, whose ``add_parser(sub)`` registers the real subparser(s).
+So a stage run imports exactly the code its dvc.yaml ``deps`` must cover (tests/test_dvc_deps.py checks that).
+
 Bad input ends with one ``nst <command>: error: <message>`` line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
-from methods.errors import NstError
-from pipeline import evaluate, fetch, offline_plots, prepare, report, stylize, train, tune
+# subcommand -> (module whose add_parser registers it, one-line help shown by `nst --help`). A module may register
+# several subcommands (pipeline.stylize: stylize-stage and stylize); each help repeats the module's own.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fetch": ("pipeline.fetch", "fetch content and style images (stage 1)"),
+    "prepare": ("pipeline.prepare", "validate, resize and split the images (stage 2)"),
+    "tune": ("pipeline.tune", "tune a method's loss weights with Optuna (stage tune@<method>)"),
+    "train": ("pipeline.train", "train a feed-forward method (stage train@<method>)"),
+    "stylize-stage": ("pipeline.stylize", "stylize the test grid with one method (stage stylize@<method>)"),
+    "stylize": ("pipeline.stylize", "stylize one content image with one style image"),
+    "evaluate": ("pipeline.evaluate", "score every method's outputs with one fixed scorer (stage)"),
+    "report": ("pipeline.report", "render the method comparison report (stage)"),
+    "plots": ("pipeline.offline_plots", "render `dvc plots show` for offline viewing"),
+}
 
-STAGES = (fetch, prepare, tune, train, stylize, evaluate, report, offline_plots)
+STAGES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))  # the modules, each once
 
 
-def parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (the first non-option word), or None when top-level help comes first."""
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``nst`` parser; the full subparser of ``command`` (imports its module), one-line entries for the rest."""
     p = argparse.ArgumentParser(
         prog="nst",
         description="nst-bench: a reproducible neural-style-transfer benchmark. "
@@ -24,14 +52,25 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="STAGE", required=True)
-    for stage in STAGES:
-        stage.add_parser(sub)
+    if command in COMMANDS:
+        module = COMMANDS[command][0]
+        importlib.import_module(module).add_parser(sub)
+        if command not in sub.choices:
+            raise RuntimeError(f"{module}.add_parser did not register {command!r}; fix pipeline.cli.COMMANDS")
+    for name, (_, help_) in COMMANDS.items():
+        if name not in sub.choices:  # listed in --help and in "invalid choice" errors, never parsed
+            sub.add_parser(name, help=help_, add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(command_of(argv)).parse_args(argv)
+    # Imported here, not at the top: `methods` pulls in torch, and `nst --help` (which exits in parse_args) should
+    # start fast. The stage module has imported it already by now.
+    from methods.errors import NstError
+
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
