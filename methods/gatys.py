@@ -134,9 +134,12 @@ class Gatys:
             content: (B, 3, H, W) in [0, 1]; the output has this shape and device.
             style: (1 or B, 3, H_s, W_s) in [0, 1]; any size (resized with the content to ``image_size``).
             callback: called at every loss evaluation with ``(index, {"content", "style", "tv", "total"})``, the
-                weighted loss terms (floats). Adam evaluates once per iteration; L-BFGS at most 1.25 x iterations
-                (line-search trials included).
-            progress: show a tqdm bar.
+                weighted loss terms (floats). Adam evaluates once per iteration; L-BFGS about 1.25 x iterations at
+                most (line-search trials included; torch checks its max_eval between iterations, so the last one
+                may go a few past it).
+            progress: show a tqdm bar that advances with every loss evaluation (Adam: one per iteration; L-BFGS: out
+                of its evaluation budget max_eval = 1.25 x iterations, line-search trials included, and completed
+                when L-BFGS stops earlier).
             **overrides: any :class:`GatysParams` field for this call only.
         """
         p = self.params.replace(**overrides) if overrides else self.params
@@ -190,7 +193,10 @@ class Gatys:
             terms["total"] = float(total.detach())
             return total, terms
 
-        bar = tqdm(total=p.iterations, desc="gatys", unit="it", disable=None if progress else True, leave=False)
+        lbfgs = p.optimizer == "lbfgs"
+        max_eval = p.iterations * 5 // 4  # torch's LBFGS default (max_iter * 5 // 4), passed explicitly below
+        bar = tqdm(total=max_eval if lbfgs else p.iterations, desc="gatys", unit="eval" if lbfgs else "it",
+                   disable=None if progress else True, leave=False)  # fmt: skip
         evaluations = 0
 
         def closure() -> Tensor:
@@ -202,28 +208,33 @@ class Gatys:
                     f"gatys: loss became non-finite at evaluation {evaluations} ({terms}); lower lr or weights"
                 )
             total.backward()
+            if bar.total is not None and bar.n >= bar.total:  # L-BFGS checks max_eval only between iterations
+                bar.total = bar.n + 1
+            bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
+            bar.update(1)  # every evaluation, so L-BFGS's single step() shows its progress too
             if callback is not None:
                 callback(evaluations, terms)
             evaluations += 1
-            bar.set_postfix(loss=f"{terms['total']:.4g}")
             return total
 
-        if p.optimizer == "lbfgs":
+        if lbfgs:
             # One step() runs all iterations, as neural-style's optim.lbfgs(maxIter = num_iterations) does, keeping the
             # curvature history (100 pairs, optim.lbfgs's default). With a strong-Wolfe line search: Gatys et al. used
             # scipy's L-BFGS-B, which line-searches, and without one a noise start overshoots badly. Evaluations
             # (and callbacks) are capped at 1.25 x iterations, torch's default max_eval.
             opt: torch.optim.Optimizer = torch.optim.LBFGS(
-                [image], lr=p.effective_lr, max_iter=p.iterations, history_size=100, line_search_fn="strong_wolfe"
-            )
+                [image], lr=p.effective_lr, max_iter=p.iterations, max_eval=max_eval, history_size=100,
+                line_search_fn="strong_wolfe",
+            )  # fmt: skip
             if p.iterations > 0:
                 opt.step(closure)
-            bar.update(p.iterations)
+            if not bar.disable and bar.n < bar.total:  # stopped within the evaluation budget (max_iter, or converged)
+                bar.total = bar.n
+                bar.refresh()
         else:
             opt = torch.optim.Adam([image], lr=p.effective_lr)
             for _ in range(p.iterations):
                 opt.step(closure)
-                bar.update(1)
         bar.close()
         out = image.detach().clamp(0, 1)
         if out.shape[-2:] != (height, width):

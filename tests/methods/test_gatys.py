@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from tqdm import tqdm
 
+import methods.gatys
 from methods import get_method, list_methods
 from methods.encoder import random_encoder
 from methods.errors import NstError
@@ -36,6 +40,47 @@ def test_total_loss_falls(encoder, optimizer):
     assert history[-1]["total"] < 0.5 * history[0]["total"]
     assert out.min() >= 0
     assert out.max() <= 1
+
+
+@pytest.fixture
+def bars(monkeypatch) -> list[tqdm]:
+    """The progress bars Gatys opens, enabled (written to a buffer) even though the test output is no terminal."""
+    opened: list[tqdm] = []
+
+    class Recording(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
+            opened.append(self)
+
+    monkeypatch.setattr(methods.gatys, "tqdm", Recording)
+    return opened
+
+
+@pytest.mark.parametrize(("optimizer", "iterations"), [("lbfgs", 25), ("lbfgs", 7), ("lbfgs", 1), ("adam", 6)])
+def test_progress_bar_advances_with_every_loss_evaluation(encoder, bars, optimizer, iterations):
+    content, style = images(0)
+    seen: list[tuple[int, int]] = []  # (evaluation index, bar position) at each callback
+    method = Gatys(GatysParams(**SMALL, optimizer=optimizer, iterations=iterations), encoder=encoder)
+    out = method.stylize(content, style, progress=True, callback=lambda i, _t: seen.append((i, bars[0].n)))
+    [bar] = bars
+    assert [n for _, n in seen] == [i + 1 for i, _ in seen] == list(range(1, len(seen) + 1))  # one per evaluation
+    assert bar.n == bar.total == len(seen)  # ends complete, whether L-BFGS stopped early or ran a little over
+    if optimizer == "lbfgs":
+        assert len(seen) >= 2  # the bar moved inside L-BFGS's single step(), not only after it
+    else:
+        assert len(seen) == iterations
+    plain = Gatys(GatysParams(**SMALL, optimizer=optimizer, iterations=iterations), encoder=encoder)
+    assert torch.equal(out, plain.stylize(content, style))  # the bar changes nothing about the result
+
+
+def test_progress_bar_completes_when_lbfgs_converges_early(encoder, bars):
+    content, _ = images(1)
+    seen: list[int] = []
+    Gatys(GatysParams(**SMALL, init="content", iterations=10), encoder=encoder).stylize(
+        content, content, progress=True, callback=lambda _i, _t: seen.append(bars[0].n)
+    )  # already at the optimum: L-BFGS stops after its first evaluation, well inside its budget of 12
+    assert seen == [1]
+    assert bars[0].n == bars[0].total == 1
 
 
 def test_style_equal_content_from_content_stays_put(encoder):
