@@ -46,16 +46,26 @@ def copy_folder(
     licences = read_attribution(folder) if attribution else {}
     taken: set[str] = set()
     records = []
+    unattributed: list[str] = []
     for src in images:
         ident = unique_id(safe_id(src.stem), taken)
         license = licences.get(src.name)
         if license is None:
-            if attribution:
-                log.warning("%s: no line in %s/ATTRIBUTION.md; licence recorded as unknown", src, folder)
+            unattributed.append(src.name)
             license = default_license
         dest = copy_into(src, raw_dir, role, ident)
         records.append(make_record(raw_dir, role, source, ident, dest, src.as_posix(), license))
+    if attribution and unattributed:
+        _warn_unattributed(folder, unattributed, len(images), default_license)
     return records
+
+
+def _warn_unattributed(folder: Path, names: list[str], total: int, license: str, shown: int = 5) -> None:
+    """One warning per folder for the images without an ATTRIBUTION.md line: the count and the first few names."""
+    listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    missing = "" if (folder / "ATTRIBUTION.md").is_file() else " (there is no such file)"
+    log.warning("%d of %d images have no line in %s%s: %s; their licence is recorded as %r", len(names), total,
+                folder / "ATTRIBUTION.md", missing, listed, license)  # fmt: skip
 
 
 def fetch_sample(sample_dir: str, raw_dir: Path, role: str) -> list[Record]:

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -375,6 +376,37 @@ def test_fetch_sample_reads_licences_from_attribution(tmp_path, make_image):
         assert rec.source == "sample"
         assert (raw / rec.file).read_bytes() == (sample / "content" / Path(rec.file).name).read_bytes()
         assert rec.sha256 == sha256((raw / rec.file).read_bytes())
+
+
+def test_missing_attribution_lines_are_reported_once_per_folder(tmp_path, make_image, caplog):
+    sample = tmp_path / "sample"
+    names = [f"img{i}.png" for i in range(8)]
+    for i, name in enumerate(names):
+        make_image(name, size=(20, 16), seed=i, folder=sample / "style")
+    (sample / "style" / "ATTRIBUTION.md").write_text("- img3.png: by the test; licence: CC0-1.0\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+        records = fetch_sample(str(sample), tmp_path / "raw", "style")
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    message = warning.getMessage()
+    assert message.startswith(f"7 of 8 images have no line in {sample / 'style' / 'ATTRIBUTION.md'}: ")
+    assert "img0.png, img1.png, img2.png, img4.png, img5.png and 2 more" in message  # the first five, then a count
+    assert "img6.png" not in message
+    assert "'unknown (not in ATTRIBUTION.md)'" in message
+    by_file = {Path(r.file).name: r.license for r in records}
+    assert by_file.pop("img3.png") == "CC0-1.0"
+    assert set(by_file.values()) == {"unknown (not in ATTRIBUTION.md)"}  # still recorded in the manifest
+
+
+def test_a_user_folder_without_attribution_warns_once(tmp_path, make_image, caplog):
+    mine = tmp_path / "mine"
+    for i in range(3):
+        make_image(f"p{i}.jpg", size=(20, 16), seed=i, folder=mine)
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+        records = fetch_folder(str(mine), tmp_path / "raw", "content", "my licence")
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    expected = f"3 of 3 images have no line in {mine / 'ATTRIBUTION.md'} (there is no such file): p0.jpg, p1.jpg, "
+    assert warning.getMessage() == expected + "p2.jpg; their licence is recorded as 'my licence'"
+    assert {r.license for r in records} == {"my licence"}
 
 
 def test_fetch_sample_empty_folder(tmp_path):
