@@ -72,8 +72,21 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, data):
     ddp = run(nst_train(params, "adain", data, tmp_path / "two", nproc=2), tmp_path)
     single, double = weights(tmp_path / "one/decoder.pt"), weights(tmp_path / "two/decoder.pt")
     assert single.keys() == double.keys()
-    for key in single:  # same global batch (each rank its half) and seed: equal up to float summation order
-        torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-6)
+    # Same global batch (each rank its half) and seed: the runs differ only by float summation order in the gradient
+    # all-reduce. Adam normalises each update (|step| <= about lr, whatever the gradient's size), so a summation-order
+    # difference in a near-zero gradient can move a weight by up to 2 lr per step the other way, but no further.
+    lr, steps = yaml.safe_load(params.read_text())["methods"]["adain"]["train"]["lr"], 4
+    for key in single:
+        assert (double[key] - single[key]).abs().max().item() <= 2 * lr * steps, key
+    # Over the whole decoder the difference is noise against what training moved the weights in its last two steps;
+    # a wrong split of the batch over the ranks, or gradients not averaged, would give a different update altogether.
+    mid = torch.load(tmp_path / "one/checkpoints/ckpt-00000002.pt", map_location="cpu", weights_only=False)
+    mid = mid["modules"]["decoder"]
+    apart = torch.cat([(double[k] - single[k]).flatten() for k in single]).norm().item()
+    moved = torch.cat([(single[k] - mid[k]).flatten() for k in single]).norm().item()
+    print(f"two processes vs one: |difference| {apart:.3e}, |last two updates| {moved:.3e}")
+    assert moved > 0
+    assert apart <= 1e-2 * moved
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("nst-bench").experiment_id])
     assert sorted(r.data.tags.get("processes") for r in runs) == ["1", "2"]  # rank 0 alone logs the DDP run

@@ -162,8 +162,14 @@ def test_layer_scale_applies_to_the_caffe_encoder_only(encoder):
 
 
 def test_identity_stylization_keeps_the_content_after_short_training(tmp_path):
-    """Stylizing an image with itself must give it back (paper sec. 3.3): the identity losses teach that fast."""
-    model = Contrastive(encoder=load_encoder("caffe", last_layer="relu5_1"))
+    """Stylizing an image with itself must give it back (paper sec. 3.3): the identity losses teach that fast.
+
+    Only the identity terms are on, at the reference's lr 1e-4: with every term on at lr 1e-3 the 60-step outcome
+    depended on the CPU thread count (summation order; after/before 0.23 with 2 threads, 0.51 with 1). Here it is
+    0.24 with 1 or 2 threads, against the bound 0.5."""
+    only_identity = ContrastiveParams(content_weight=0.0, style_weight=0.0, style_contrastive_weight=0.0,
+                                      content_contrastive_weight=0.0, gan_weight=0.0)  # fmt: skip
+    model = Contrastive(only_identity, encoder=load_encoder("caffe", last_layer="relu5_1"))
     content_images = smooth_images(0)
     x = content_images[0][..., :32, :32]
     before = F.mse_loss(model.stylize(x, x), x).item()
@@ -171,7 +177,7 @@ def test_identity_stylization_keeps_the_content_after_short_training(tmp_path):
         model,
         RandomCrops(lambda i: content_images[i], 4, 32),
         crops(100),
-        config(iterations=60, lr=1e-3, lr_decay=0.0, checkpoint_every=1000),
+        config(iterations=40, lr=1e-4, lr_decay=0.0, checkpoint_every=1000),
         tmp_path,
         device=CPU,
         progress=False,
