@@ -7,17 +7,31 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint setup clean plots
+.PHONY: run test lint setup clean plots lock
 
 setup: $(VENV)/.installed
 
-# Re-install when the project definition changes.
-$(VENV)/.installed: pyproject.toml
+# Install the pinned environment (requirements.lock), then the project itself without resolving anything again.
+# Re-install when the lock or the project definition changes.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH; set PYTHON=..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# Re-resolve pyproject.toml's ranges in a fresh venv and pin the result (commit requirements.lock afterwards).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install --quiet --upgrade pip
+	.lockenv/bin/python -m pip install --quiet '.[dev]'
+	{ echo "# Pinned environment for nst-bench (Linux x86_64, Python 3.11): every package \`pip install -e '.[dev]'\` resolves to."; \
+	  echo "# make setup and CI install exactly these (then the project itself with --no-deps). Regenerate: \`make lock\`."; \
+	  echo "# Generated $$(date -u +%Y-%m-%d) from pyproject.toml in a fresh venv."; \
+	  .lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^nst-bench'; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock && rm -rf .lockenv
 
 run: setup
 	dvc repro

