@@ -84,7 +84,6 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, data):
     mid = mid["modules"]["decoder"]
     apart = torch.cat([(double[k] - single[k]).flatten() for k in single]).norm().item()
     moved = torch.cat([(single[k] - mid[k]).flatten() for k in single]).norm().item()
-    print(f"two processes vs one: |difference| {apart:.3e}, |last two updates| {moved:.3e}")
     assert moved > 0
     assert apart <= 1e-2 * moved
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
