@@ -1,18 +1,38 @@
 """Metrics: pure functions over (B, 3, H, W) RGB tensors in [0, 1], one value per image, plus their metadata.
 
-One fixed scorer for every method (DESIGN.md "Evaluation"): the default caffe VGG-19, whatever the method used.
+One fixed scorer for every method (DESIGN.md "Evaluation"). Per-pair metrics (:data:`METRICS`) compare one output
+with its content or its style image; summary metrics (:data:`SUMMARY_METRICS`) compare the set of a method's outputs
+with the set of style images. Every value is computed as its source defines it; the tests pin each one to an
+independent computation (tests/evaluation/reference_ports.py: line-by-line ports and naive loops).
 
-=============  ====================================================================  ========  ==========
-metric         definition                                                            compares  better
-=============  ====================================================================  ========  ==========
-content_loss   MSE of relu4_2 features, output vs content (methods.losses)           content   lower
-style_loss     sum over relu1_1..relu5_1 of MSE of C*H*W-normalised Gram matrices    style     lower
-lpips          LPIPS v0.1, AlexNet trunk + the package's linear heads, inputs in     content   lower
-               [-1, 1]; NaN when the AlexNet ImageNet weights are not available
-ssim           piq.ssim, data_range 1, 11x11 Gaussian window (sigma 1.5), on RGB     content   higher
-cfsd           content feature structural distance (StyleID, Chung et al. CVPR       content   lower
-               2024): see :func:`cfsd`
-=============  ====================================================================  ========  ==========
+=====================  =================================================================  ========  ======
+metric                 definition                                                         compares  better
+=====================  =================================================================  ========  ======
+content_loss           MSE of relu4_2 features (methods.losses.content_loss)              content   lower
+style_gram_<layer>     MSE between Gram matrices G = F F^T / (C H W), one VGG layer of    style     lower
+                       relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+style_gram             mean over those five layers of style_gram_<layer>                  style     lower
+style_meanstd_<layer>  MSE of channel means + MSE of channel stds (AdaIN, Huang &          style     lower
+                       Belongie 2017 eq. 12 per layer, as pytorch-AdaIN's net.py)
+style_meanstd          mean over the five layers of style_meanstd_<layer>                 style     lower
+color_hist             Hellinger distance of RGB-uv histograms (HistoGAN, Afifi et al.    style     lower
+                       CVPR 2021, as StyleID's evaluation/eval_histogan.py): in [0, 1]
+lpips                  LPIPS v0.1, AlexNet trunk + the package's linear heads, inputs     content   lower
+                       in [-1, 1]; NaN when the AlexNet ImageNet weights are absent
+ssim                   SSIM (Wang et al. 2004) by piq: 11x11 Gaussian window, sigma 1.5,  content   higher
+                       K = (0.01, 0.03), data_range 1, no downsampling, mean over RGB
+ssim_lum               the same SSIM on luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601)     content   higher
+cfsd                   content feature structural distance (StyleID, Chung et al. CVPR    content   lower
+                       2024, evaluation/image_metrics.py PatchSimi): see :func:`cfsd`
+fid (summary)          FID (Heusel et al. 2017) of the outputs vs the style images,       style     lower
+                       pytorch-fid's Inception pool3 features; NaN without the weights
+artfid (summary)       (1 + mean LPIPS) * (1 + FID) (Wright & Ommer 2022; StyleID         both      lower
+                       evaluation/eval_artfid.py line 413)
+=====================  =================================================================  ========  ======
+
+The style distances run on the encoder the caller passes; the scorer passes a VGG-19 whose filters are rescaled to
+mean activation 1 ("per-filter normalised"), so that in the aggregates each layer weighs the same. Reference code
+cited as ``StyleID <file>:<line>`` is jiwoogit/StyleID at d541d41 (its evaluation/ folder is unchanged since).
 """
 
 from __future__ import annotations
@@ -20,48 +40,181 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import piq
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from scipy import linalg
+from torch import Tensor, nn
 
 from methods.encoder import VGGEncoder
 from methods.errors import NstError
-from methods.image import resize_to_edge
 from methods.losses import content_loss as _content_loss
-from methods.losses import gram_matrix, gram_style_loss
+from methods.losses import gram_matrix, mean_std, mse_per_item
 
 log = logging.getLogger(__name__)
 
-CONTENT_LAYER = "relu4_2"
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"  # Gatys et al. 2016 sec. 3
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # Gatys et al. 2016 sec. 3; AdaIN sec. 6
+STYLE_KINDS = ("gram", "meanstd")
+# StyleID image_metrics.py:90: layer "11" of torchvision's vgg19().features, i.e. relu3_1 (0 conv1_1 ... 10 conv3_1).
 CFSD_LAYER = "relu3_1"
+CFSD_CHUNK = 1024  # rows of the N x N similarity matrix computed at once (memory bound only; the value is exact)
+
+# RGB-uv histogram, StyleID eval_histogan.py (the HistoGAN block RGBuvHistBlock, as StyleID configures it):
+HIST_EPS = 1e-6  # eval_histogan.py:29 EPS
+HIST_BINS = 64  # eval_histogan.py:231 histogram_size
+HIST_MAX_SIDE = 256  # eval_histogan.py:233 max_input_size (larger images are resized to 256 x 256, line 74)
+HIST_SIGMA = 0.02  # eval_histogan.py:33 RGBuvHistBlock default sigma, kernel 'inverse-quadratic' (line 235)
+HIST_BOUNDARY = 3.0  # eval_histogan.py:112 bin centres np.linspace(-3, 3, num=h) in log-chroma
+
+# SSIM: Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004, sec. III-C (11x11 circular-symmetric Gaussian window,
+# sigma 1.5, K1 0.01, K2 0.03), applied at full resolution as in StyleID (pytorch_msssim.SSIM(data_range=1,
+# size_average=False, channel=3), image_metrics.py:38: no downsampling). piq's default downsample=True follows
+# Wang's later ssim.m (average-pool by round(min(H, W) / 256)); we turn it off explicitly.
+SSIM_KERNEL = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+SSIM_DOWNSAMPLE = False
+# ITU-R BT.601 luma (the Y of JPEG's YCbCr, PIL's convert("L")), full range: Y in [0, 1] for RGB in [0, 1].
+LUMA_BT601 = (0.299, 0.587, 0.114)
+
+# FID: pytorch-fid 0.3.0 (mseitzer/pytorch-fid, src/pytorch_fid/inception.py FID_WEIGHTS_URL): the TensorFlow FID
+# Inception (2015-12-05) ported to PyTorch; pool3 features (2048-d), inputs resized to 299 x 299 and scaled to [-1, 1].
+INCEPTION_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_FILE = os.path.basename(INCEPTION_URL)
+FID_EPS = 1e-6  # StyleID eval_artfid.py:84 (= pytorch-fid fid_score.py) diagonal offset when sqrtm is singular
 # torchvision's AlexNet ImageNet weights, the trunk LPIPS v0.1 was calibrated on (lpips/pretrained_networks.py).
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = os.path.basename(ALEXNET_URL)
 
+STYLE_NETWORK = "VGG-19 caffe, per-filter normalised (filters rescaled to mean activation 1)"
+
 
 @dataclass(frozen=True)
 class MetricInfo:
+    """What a metric compares, which way is better, and which network / normalisation it uses."""
+
     name: str
     higher_is_better: bool
-    compares_to: Literal["content", "style"]
+    compares_to: Literal["content", "style", "content+style"]
     description: str
+    network: str
+    normalisation: str
+
+
+def _style_infos() -> list[MetricInfo]:
+    infos = []
+    for kind, what, norm in (
+        ("gram", "MSE between Gram matrices", "G = F F^T / (C*H*W), F the (C, H*W) features; MSE over the C*C entries"),
+        (
+            "meanstd",
+            "MSE of channel means + MSE of channel stds",
+            "per-channel mean and std over positions, std = sqrt(unbiased var + 1e-5); MSE over the C channels",
+        ),
+    ):
+        for layer in STYLE_LAYERS:
+            infos.append(
+                MetricInfo(
+                    f"style_{kind}_{layer}", False, "style", f"{what} at {layer}, output vs style", STYLE_NETWORK, norm
+                )
+            )
+        infos.append(
+            MetricInfo(
+                f"style_{kind}",
+                False,
+                "style",
+                f"{what}, mean over {', '.join(STYLE_LAYERS)}, output vs style",
+                STYLE_NETWORK,
+                f"{norm}; each layer weighs 1/{len(STYLE_LAYERS)}",
+            )
+        )
+    return infos
 
 
 METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
-        MetricInfo("content_loss", False, "content", "MSE of relu4_2 features, output vs content"),
-        MetricInfo("style_loss", False, "style", "Gram-matrix MSE over relu1_1..relu5_1, output vs style"),
-        MetricInfo("lpips", False, "content", "LPIPS (AlexNet), output vs content"),
-        MetricInfo("ssim", True, "content", "SSIM (piq, data_range 1), output vs content"),
-        MetricInfo("cfsd", False, "content", "KL between relu3_1 patch self-similarity distributions, vs content"),
+        MetricInfo(
+            "content_loss",
+            False,
+            "content",
+            "MSE of relu4_2 features, output vs content",
+            "VGG-19 caffe (the scorer's content encoder)",
+            "mean over C*H*W of squared differences",
+        ),
+        *_style_infos(),
+        MetricInfo(
+            "color_hist",
+            False,
+            "style",
+            "Hellinger distance of RGB-uv histograms (HistoGAN), output vs style",
+            "none",
+            "3 x 64 x 64 log-chroma histograms, intensity-weighted, inverse-quadratic kernel sigma "
+            "0.02, summing to 1; images above 256 px resized to 256 x 256; ||sqrt h1 - sqrt h2||_2 / sqrt 2",
+        ),
+        MetricInfo(
+            "lpips",
+            False,
+            "content",
+            "LPIPS (AlexNet), output vs content",
+            "AlexNet (LPIPS v0.1)",
+            "inputs scaled to [-1, 1]; unit-normalised channels, learned linear heads, spatial mean",
+        ),
+        MetricInfo(
+            "ssim",
+            True,
+            "content",
+            "SSIM on RGB (mean over channels), output vs content",
+            "none",
+            "data_range 1, 11x11 Gaussian window sigma 1.5, K = (0.01, 0.03), no downsampling",
+        ),
+        MetricInfo(
+            "ssim_lum",
+            True,
+            "content",
+            "SSIM on luma Y (BT.601), output vs content",
+            "none",
+            "Y = 0.299 R + 0.587 G + 0.114 B; data_range 1, 11x11 Gaussian sigma 1.5, no downsampling",
+        ),
+        MetricInfo(
+            "cfsd",
+            False,
+            "content",
+            "KL between relu3_1 patch self-similarity distributions, vs content",
+            "VGG-19 torchvision (ImageNet) if present else caffe",
+            "features / C (no L2 normalisation), row softmax, KL summed over positions ('batchmean', one "
+            "image per batch), full resolution",
+        ),
+    )
+}
+
+SUMMARY_METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo(
+            "fid",
+            False,
+            "style",
+            "FID of a method's outputs vs the style images",
+            "Inception-v3 (pytorch-fid, TF 2015-12-05 weights)",
+            "pool3 2048-d features of inputs resized to 299 x 299 and scaled to [-1, 1]; sample covariance",
+        ),
+        MetricInfo(
+            "artfid",
+            False,
+            "content+style",
+            "ArtFID = (1 + mean LPIPS vs content) * (1 + FID vs style)",
+            "Inception-v3 (pytorch-fid) and AlexNet (LPIPS v0.1)",
+            "as fid and lpips",
+        ),
     )
 }
 
@@ -78,6 +231,9 @@ def _check_pair(output: Tensor, reference: Tensor, what: str) -> None:
         raise NstError(f"output {tuple(output.shape)} and {what} {tuple(reference.shape)} differ in shape")
 
 
+# --------------------------------------------------------------------------------------------------- content
+
+
 @torch.no_grad()
 def content_loss(output: Tensor, content: Tensor, encoder: VGGEncoder) -> Tensor:
     """MSE of relu4_2 features (methods.losses.content_loss): (B,)."""
@@ -87,44 +243,201 @@ def content_loss(output: Tensor, content: Tensor, encoder: VGGEncoder) -> Tensor
     return _content_loss(feats[:b], feats[b:])
 
 
-@torch.no_grad()
-def style_loss(output: Tensor, style: Tensor, encoder: VGGEncoder) -> Tensor:
-    """Sum over relu1_1..relu5_1 of the MSE between Gram matrices (methods.losses.gram_style_loss): (B,).
+# --------------------------------------------------------------------------------------------------- style
 
-    ``style`` may have any size (Gram matrices are C x C) and a batch of 1 or B.
+
+def gram_distance(feats: Tensor, target: Tensor) -> Tensor:
+    """MSE between the Gram matrices of two feature maps of one layer: (B,).
+
+    ``G = F F^T / (C H W)`` with ``F`` the (C, H*W) matrix of a (C, H, W) feature map (methods.losses.gram_matrix,
+    the normalisation of jcjohnson/neural-style); the distance is the mean over the C x C entries of
+    ``(G_feats - G_target)^2``. ``target`` may have another H, W and a batch of 1 or B.
+    """
+    gram = gram_matrix(feats)
+    return mse_per_item(gram, gram_matrix(target).expand_as(gram))
+
+
+def meanstd_distance(feats: Tensor, target: Tensor) -> Tensor:
+    """AdaIN style distance of one layer: MSE(channel means) + MSE(channel stds): (B,).
+
+    Huang & Belongie 2017 eq. 12 for one layer, with the squared-error mean of their reference
+    (naoto0804/pytorch-AdaIN net.py ``calc_style_loss``: ``mse(mean) + mse(std)``; the paper writes L2 norms);
+    std = sqrt(unbiased variance + 1e-5) as their ``calc_mean_std`` (methods.losses.mean_std).
+    """
+    m, s = mean_std(feats)
+    tm, ts = mean_std(target)
+    return mse_per_item(m, tm.expand_as(m)) + mse_per_item(s, ts.expand_as(s))
+
+
+_STYLE_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"gram": gram_distance, "meanstd": meanstd_distance}
+
+
+def style_distances_from_features(
+    feats: Mapping[str, Tensor], target: Mapping[str, Tensor], layers: Sequence[str] = STYLE_LAYERS
+) -> dict[str, Tensor]:
+    """Per-layer and aggregate style distances from precomputed features: ``{name: (B,)}``.
+
+    Keys: ``style_<kind>_<layer>`` for kind in gram, meanstd and every layer, and ``style_<kind>``, the mean over
+    ``layers`` of the per-layer terms (each layer weighs 1 / len(layers)). Order: as :data:`METRICS`.
+    """
+    if not layers:
+        raise NstError("style distances need at least one layer")
+    out: dict[str, Tensor] = {}
+    for kind, fn in _STYLE_FNS.items():
+        per_layer = [fn(feats[layer].float(), target[layer].float()) for layer in layers]
+        out.update({f"style_{kind}_{layer}": value for layer, value in zip(layers, per_layer, strict=True)})
+        out[f"style_{kind}"] = torch.stack(per_layer).mean(dim=0)
+    return out
+
+
+@torch.no_grad()
+def style_distances(
+    output: Tensor, style: Tensor, encoder: VGGEncoder, layers: Sequence[str] = STYLE_LAYERS
+) -> dict[str, Tensor]:
+    """Every style distance of :func:`style_distances_from_features`, one encoder pass per image: ``{name: (B,)}``.
+
+    ``style`` may have any size (Gram matrices and channel statistics do not depend on it) and a batch of 1 or B.
     """
     _check(output, "output")
     _check(style, "style")
-    feats = {k: v.float() for k, v in encoder(output, STYLE_LAYERS).items()}
-    targets = {k: gram_matrix(v.float()) for k, v in encoder(style, STYLE_LAYERS).items()}
-    return gram_style_loss(feats, targets)
+    return style_distances_from_features(encoder(output, layers), encoder(style, layers), layers)
+
+
+# --------------------------------------------------------------------------------------------------- colour
+
+
+def rgb_uv_histogram(
+    image: Tensor, bins: int = HIST_BINS, max_side: int = HIST_MAX_SIDE, sigma: float = HIST_SIGMA
+) -> Tensor:
+    """HistoGAN's RGB-uv histogram as StyleID's eval_histogan.py computes it: (B, 3, bins, bins), summing to ~1.
+
+    Following ``RGBuvHistBlock.forward`` (eval_histogan.py:68-213, method 'inverse-quadratic', intensity_scale on):
+    the image is clamped to [0, 1] and, when a side exceeds ``max_side``, bilinearly resized to max_side x max_side
+    (align_corners False; line 74: the aspect ratio is not kept). For each pixel with intensity
+    ``I_y = sqrt(R^2 + G^2 + B^2 + eps)`` and each channel c with the other two a, b (R: G, B; G: R, B; B: R, G),
+    ``u = log(I_c + eps) - log(I_a + eps)``, ``v = log(I_c + eps) - log(I_b + eps)``, and
+
+        ``H[c, i, j] = sum_pixels I_y k(u - t_i) k(v - t_j)``,  ``k(d) = 1 / (1 + d^2 / sigma^2)``,
+
+    with bin centres ``t = linspace(-3, 3, bins)``; then ``H / (sum(H) + eps)`` over all 3 x bins x bins entries
+    (line 210). eps = 1e-6. Computed in float64 (the reference mixes float64 kernels with float32 sums).
+    """
+    _check(image, "image")
+    x = image.float().clamp(0, 1)
+    if x.shape[2] > max_side or x.shape[3] > max_side:
+        x = F.interpolate(x, size=(max_side, max_side), mode="bilinear", align_corners=False)
+    pix = x.flatten(2).double()  # (B, 3, P)
+    intensity = torch.sqrt(pix.pow(2).sum(dim=1) + HIST_EPS)  # (B, P)
+    log_i = torch.log(pix + HIST_EPS)
+    centres = torch.linspace(-HIST_BOUNDARY, HIST_BOUNDARY, bins, dtype=torch.float64, device=x.device)
+
+    def kernel(d: Tensor) -> Tensor:  # (B, P) -> (B, P, bins), inverse quadratic (eval_histogan.py:127-132)
+        return 1 / (1 + (d.unsqueeze(-1) - centres).pow(2) / sigma**2)
+
+    hists = []
+    for c, (a, b) in enumerate(((1, 2), (0, 2), (0, 1))):  # eval_histogan.py:107-109, 144-146, 178-180
+        ku = kernel(log_i[:, c] - log_i[:, a]) * intensity.unsqueeze(-1)
+        kv = kernel(log_i[:, c] - log_i[:, b])
+        hists.append(torch.bmm(ku.transpose(1, 2), kv))  # (B, bins, bins): sum over pixels
+    hist = torch.stack(hists, dim=1)
+    return (hist / (hist.sum(dim=(1, 2, 3), keepdim=True) + HIST_EPS)).float()
+
+
+@torch.no_grad()
+def color_hist(output: Tensor, style: Tensor) -> Tensor:
+    """Hellinger distance between the RGB-uv histograms of output and style: (B,), 0 for identical images, <= 1.
+
+    StyleID eval_histogan.py:264-266: ``(1 / sqrt 2) * || sqrt(H_style) - sqrt(H_output) ||_2`` per pair (their
+    division by the batch size is 1 there: one pair per call). ``style`` may have another size and a batch of 1 or B.
+    """
+    _check(output, "output")
+    _check(style, "style")
+    h_out = rgb_uv_histogram(output).double()
+    h_sty = rgb_uv_histogram(style).double().expand_as(h_out)
+    return ((h_sty.sqrt() - h_out.sqrt()).pow(2).flatten(1).sum(dim=1).sqrt() / math.sqrt(2.0)).float()
+
+
+# --------------------------------------------------------------------------------------------------- SSIM
+
+
+def luminance(image: Tensor) -> Tensor:
+    """BT.601 luma of RGB in [0, 1]: (B, 1, H, W), ``Y = 0.299 R + 0.587 G + 0.114 B`` (full range)."""
+    _check(image, "image")
+    weights = torch.tensor(LUMA_BT601, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    return (image * weights).sum(dim=1, keepdim=True)
+
+
+def _piq_ssim(x: Tensor, y: Tensor) -> Tensor:
+    return piq.ssim(
+        x.float().clamp(0, 1),
+        y.float().clamp(0, 1),
+        kernel_size=SSIM_KERNEL,
+        kernel_sigma=SSIM_SIGMA,
+        data_range=1.0,
+        reduction="none",
+        downsample=SSIM_DOWNSAMPLE,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
+    )
 
 
 @torch.no_grad()
 def ssim(output: Tensor, content: Tensor) -> Tensor:
-    """SSIM by piq (11x11 Gaussian window, sigma 1.5, data_range 1, RGB averaged): (B,). Needs H, W >= 11."""
+    """SSIM (Wang et al. 2004) on RGB, the mean of the per-channel SSIM maps over valid positions: (B,).
+
+    ``SSIM = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2))`` with
+    Gaussian-weighted local statistics (11 x 11, sigma 1.5), C1 = (0.01)^2, C2 = (0.03)^2 for data range 1, at full
+    resolution (no downsampling). Needs H, W >= 11.
+    """
     _check_pair(output, content, "content")
-    return piq.ssim(output.float().clamp(0, 1), content.float().clamp(0, 1), data_range=1.0, reduction="none")
+    return _piq_ssim(output, content)
 
 
 @torch.no_grad()
-def cfsd(output: Tensor, content: Tensor, encoder: VGGEncoder, max_side: int = 256) -> Tensor:
-    """Content feature structural distance (StyleID protocol): (B,), 0 for identical images, > 0 otherwise.
+def ssim_lum(output: Tensor, content: Tensor) -> Tensor:
+    """:func:`ssim` on BT.601 luma (:func:`luminance`): (B,). Needs H, W >= 11."""
+    _check_pair(output, content, "content")
+    return _piq_ssim(luminance(output.float().clamp(0, 1)), luminance(content.float().clamp(0, 1)))
 
-    Both images are resized (antialiased) so their long side is at most ``max_side``, encoded to relu3_1
-    features ``F`` (C x N, N positions), each position's feature vector L2-normalised; the patch self-similarity
-    ``S = F^T F`` (N x N cosine similarities) is turned into one distribution per position by a row softmax
-    ``P = softmax(S, dim=-1)``. CFSD = (1/N) sum_i KL(P_content[i] || P_output[i]).
+
+# --------------------------------------------------------------------------------------------------- CFSD
+
+
+@torch.no_grad()
+def cfsd(output: Tensor, content: Tensor, encoder: VGGEncoder, chunk: int = CFSD_CHUNK) -> Tensor:
+    """Content feature structural distance exactly as StyleID's PatchSimi computes it: (B,), 0 for identical images.
+
+    For each image, relu3_1 features at full resolution (no resize: eval_artfid.py:351 ``ToTensor()`` only) as an
+    (N, C) matrix of N positions, divided by C (image_metrics.py:111 ``.div(c)``; no L2 normalisation); the patch
+    self-similarity ``S = F F^T`` turned into one distribution per position by a row softmax
+    (lines 113, 121). PatchSimi.forward(input=stylized, target=content) (eval_artfid.py:374) returns
+    ``F.kl_div(log_softmax(S_output), softmax(S_content), reduction='batchmean')`` (image_metrics.py:129) on the
+    (1, N*N) flattened matrices, with one image per batch (eval_artfid.py:435 passes batch size 1), i.e.
+
+        ``CFSD = sum_i KL(P_content[i] || P_output[i]) = sum_i sum_j P_c[i, j] (log P_c[i, j] - log P_o[i, j])``
+
+    summed (not averaged) over the N positions. The order of positions (the reference transposes H and W) does not
+    change the sum. Rows are computed ``chunk`` at a time, which bounds memory (N x chunk) without changing the value.
+    ``S`` is computed in float32 as the reference, the softmax and KL in float64: the rows are nearly uniform
+    (entries ~1/N), and in float32 the log-normaliser's rounding (~1e-6 per row) is a sizeable part of each row's
+    KL; the reference's own float32 value carries that error, ours is the exact value of its formula.
+    The reference encoder is torchvision's ImageNet VGG-19; values are comparable to StyleID's only with it.
     """
     _check_pair(output, content, "content")
-    both = resize_to_edge(torch.cat([output, content]).float(), max_side)
-    feats = encoder(both, [CFSD_LAYER])[CFSD_LAYER].float().flatten(2)  # (2B, C, N)
-    feats = F.normalize(feats, dim=1)
-    log_p = torch.log_softmax(torch.bmm(feats.transpose(1, 2), feats), dim=-1)  # (2B, N, N)
-    b = output.shape[0]
-    log_out, log_con = log_p[:b], log_p[b:]
-    kl = (log_con.exp() * (log_con - log_out)).sum(dim=-1)  # (B, N)
-    return kl.mean(dim=-1).clamp_min(0)
+    if chunk < 1:
+        raise NstError(f"cfsd chunk must be >= 1, got {chunk}")
+    feats = encoder(torch.cat([output, content]).float(), [CFSD_LAYER])[CFSD_LAYER].float()
+    b, c = output.shape[0], feats.shape[1]
+    flat = feats.flatten(2).transpose(1, 2) / c  # (2B, N, C)
+    f_out, f_con = flat[:b], flat[b:]
+    total = torch.zeros(b, dtype=torch.float64, device=feats.device)
+    for start in range(0, flat.shape[1], chunk):
+        sim_out = torch.bmm(f_out[:, start : start + chunk], f_out.transpose(1, 2))  # rows of S_output
+        sim_con = torch.bmm(f_con[:, start : start + chunk], f_con.transpose(1, 2))
+        log_p_out = torch.log_softmax(sim_out.double(), dim=-1)  # kl_div's input (log-probabilities)
+        log_p_con = torch.log_softmax(sim_con.double(), dim=-1)  # kl_div's target
+        total += (log_p_con.exp() * (log_p_con - log_p_out)).sum(dim=(1, 2))
+    return total.float()
 
 
 # --------------------------------------------------------------------------------------------------- LPIPS
@@ -195,42 +508,229 @@ def lpips_distance(output: Tensor, content: Tensor, model: torch.nn.Module) -> T
     return model(output.float() * 2 - 1, content.float() * 2 - 1).flatten()
 
 
+# --------------------------------------------------------------------------------------------------- FID, ArtFID
+
+
+class _Pool3(nn.Module):
+    """pytorch-fid's InceptionV3 returning its pool3 features as (B, 2048)."""
+
+    def __init__(self, inception: nn.Module) -> None:
+        super().__init__()
+        self.inception = inception
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.inception(images)[0].flatten(1)
+
+
+def inception_weights_path(explicit: str | Path | None = None) -> Path:
+    """Where the FID Inception weights are: ``explicit``, else ``$TORCH_HOME/hub/checkpoints/<INCEPTION_FILE>``."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def fid_inception(state: Mapping[str, Tensor]) -> nn.Module:
+    """pytorch-fid's FID InceptionV3 (pool3 block, 299 x 299 bilinear resize, [0, 1] -> [-1, 1]) with ``state``.
+
+    The model maps (B, 3, H, W) RGB in [0, 1] to (B, 2048). pytorch-fid builds the network only in
+    ``fid_inception_v3()``, which fetches its state_dict by URL (from torch hub's cache when present); we hand it
+    ``state`` instead, so nothing is downloaded and any file can be used.
+
+    Raises:
+        ImportError: pytorch-fid is not installed.
+        RuntimeError: ``state`` does not fit the FID Inception (strict loading).
+    """
+    from pytorch_fid import inception as pfi  # optional dependency: only FID needs it
+
+    original = pfi.load_state_dict_from_url
+    pfi.load_state_dict_from_url = lambda *_args, **_kwargs: state
+    try:
+        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+    finally:
+        pfi.load_state_dict_from_url = original
+    return _Pool3(model).eval().requires_grad_(False)
+
+
+_INCEPTION_WARNED: set[str] = set()
+
+
+def load_inception(weights: str | Path | None = None, *, download: bool = False) -> nn.Module | None:
+    """The FID Inception with its real weights, or None (with one warning per file) when they are not available.
+
+    ``weights``: a path to pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``; default torch hub's cache. When
+    absent and ``download`` is true, torch hub is asked for it first. Never returns a randomly initialised network.
+    """
+    path = inception_weights_path(weights)
+    if not path.is_file() and weights is None and download:
+        try:
+            torch.hub.load_state_dict_from_url(INCEPTION_URL, progress=False, check_hash=True)
+        except Exception as exc:  # offline: URLError; a proxy: HTTPError; ...
+            log.debug("inception download failed: %s", exc)
+    problem = None
+    if not path.is_file():
+        problem = f"{INCEPTION_FILE} (from {INCEPTION_URL}) not found at {path}; put the file there"
+    else:
+        try:
+            return fid_inception(torch.load(path, map_location="cpu", weights_only=True))
+        except ImportError:
+            problem = "the package pytorch-fid is not installed (pip install pytorch-fid==0.3.0)"
+        except Exception as exc:  # unreadable file, wrong keys or shapes
+            problem = f"{path} is not pytorch-fid's Inception state_dict ({type(exc).__name__}: {exc})"
+    if str(path) not in _INCEPTION_WARNED:
+        _INCEPTION_WARNED.add(str(path))
+        log.warning("fid and artfid are n/a: %s", problem)
+    return None
+
+
+@torch.no_grad()
+def image_features(images: Iterable[Tensor], extractor: Callable[[Tensor], Tensor]) -> np.ndarray:
+    """Features of every image (each a (B, 3, H, W) tensor in [0, 1]; sizes may differ): (N, D) float64."""
+    device = next((p.device for p in extractor.parameters()), None) if isinstance(extractor, nn.Module) else None
+    rows = []
+    for image in images:
+        _check(image, "image")
+        x = image.float().clamp(0, 1)
+        rows.append(extractor(x if device is None else x.to(device)).flatten(1).double().cpu().numpy())
+    if not rows:
+        raise NstError("no images to compute features of")
+    return np.concatenate(rows)
+
+
+def activation_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample covariance (ddof 1) of (N, D) features (StyleID eval_artfid.py:147-148, = pytorch-fid)."""
+    return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = FID_EPS
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) as StyleID eval_artfid.py:84-126 computes it.
+
+    ``d^2 = ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 sigma2))`` (Heusel et al. 2017; the code
+    is pytorch-fid's ``calculate_frechet_distance``): scipy's ``sqrtm`` of the product; when the result is not
+    finite, ``eps * I`` is added to both covariances and the root taken again (lines 113-118); an imaginary part is
+    dropped when the diagonal's is below 1e-3 and an error otherwise (lines 121-125).
+
+    With fewer samples than dimensions (a handful of images, 2048 features) the covariances have rank <= N - 1 and
+    the product is singular; scipy's Schur-based ``sqrtm`` still returns a finite root there (the eps offset rarely
+    triggers), whose trace matches the exact low-rank value (the nuclear norm of the centred cross-products; see
+    the tests) to about 1e-5 relative. Such small-sample FIDs are biased upwards and only comparable between
+    methods scored on the same number of images.
+
+    Raises:
+        NstError: shapes differ, or the root has a large imaginary component.
+    """
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise NstError(f"mean {mu1.shape} vs {mu2.shape} or covariance {sigma1.shape} vs {sigma2.shape} differ")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        log.warning("fid: singular covariance product; adding %s to the diagonal of both covariances", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise NstError(f"fid: matrix square root has an imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_score(
+    outputs: Iterable[Tensor], styles: Iterable[Tensor], extractor: Callable[[Tensor], Tensor] | None
+) -> float:
+    """FID between the features of ``outputs`` (a method's stylized images) and of ``styles`` (the style images).
+
+    ``extractor`` maps (B, 3, H, W) in [0, 1] to (B, D), e.g. :func:`load_inception`'s model; None (weights
+    absent) -> NaN. Either set with fewer than 2 images -> NaN (no sample covariance). StyleID's order: outputs
+    first (eval_artfid.py:174-177); the distance is symmetric.
+    """
+    if extractor is None:
+        return math.nan
+    f_out, f_sty = image_features(outputs, extractor), image_features(styles, extractor)
+    if len(f_out) < 2 or len(f_sty) < 2:
+        return math.nan
+    return frechet_distance(*activation_statistics(f_out), *activation_statistics(f_sty))
+
+
+def artfid_score(fid: float, lpips_mean: float) -> float:
+    """ArtFID = (1 + LPIPS) * (1 + FID) (Wright & Ommer 2022; StyleID eval_artfid.py:413), LPIPS the mean over the
+    method's pairs (output vs content); NaN when either is NaN."""
+    return (1.0 + lpips_mean) * (1.0 + fid)
+
+
 # --------------------------------------------------------------------------------------------------- scorer
 
 
 class Scorer:
-    """Every metric for (output, content, style) triples with one fixed encoder (and LPIPS model, when available).
+    """Every per-pair metric (:data:`METRICS`) for (output, content, style) triples with fixed networks.
 
     Args:
-        encoder: the scorer's VGG-19 (the default caffe weights in the pipeline).
+        style_encoder: VGG-19 for the style distances; the pipeline passes the per-filter-normalised caffe encoder.
+        content_encoder: VGG-19 for ``content_loss`` (may be the same object as ``style_encoder``: then the output
+            is encoded once for both).
+        cfsd_encoder: VGG-19 for ``cfsd`` (torchvision ImageNet weights when present, else caffe).
         lpips_model: from :func:`load_lpips`, or None -> ``lpips`` is NaN.
-        cfsd_max_side: long side CFSD is computed at (bounds its N x N similarity matrices).
     """
 
-    def __init__(self, encoder: VGGEncoder, lpips_model: torch.nn.Module | None, cfsd_max_side: int = 256) -> None:
-        self.encoder = encoder
+    def __init__(
+        self,
+        style_encoder: VGGEncoder,
+        content_encoder: VGGEncoder,
+        cfsd_encoder: VGGEncoder,
+        lpips_model: nn.Module | None,
+    ) -> None:
+        self.style_encoder = style_encoder
+        self.content_encoder = content_encoder
+        self.cfsd_encoder = cfsd_encoder
         self.lpips_model = lpips_model
-        self.cfsd_max_side = cfsd_max_side
 
-    def to(self, device: torch.device) -> Scorer:
-        self.encoder.to(device)
-        if self.lpips_model is not None:
-            self.lpips_model.to(device)
+    def to(self, device: torch.device | str) -> Scorer:
+        for module in (self.style_encoder, self.content_encoder, self.cfsd_encoder, self.lpips_model):
+            if module is not None:
+                module.to(device)
         return self
 
+    def networks(self) -> dict[str, str]:
+        """Per metric, the weights it was computed with (``weights_source`` of each encoder): for scoring.json."""
+        out = {}
+        for name in METRICS:
+            if name == "content_loss":
+                out[name] = self.content_encoder.weights_source
+            elif name.startswith("style_"):
+                out[name] = self.style_encoder.weights_source
+            elif name == "cfsd":
+                out[name] = self.cfsd_encoder.weights_source
+            elif name == "lpips":
+                out[name] = METRICS[name].network if self.lpips_model is not None else "n/a (AlexNet weights absent)"
+            else:
+                out[name] = METRICS[name].network
+        return out
+
+    @torch.no_grad()
     def score(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, float]:
-        """All metrics for one triple (batch 1): ``{name: value}`` in :data:`METRICS` order."""
+        """All per-pair metrics for one triple (batch 1): ``{name: value}`` in :data:`METRICS` order."""
         if output.shape[0] != 1:
             raise NstError("Scorer.score takes one triple (batch 1)")
-        fns: dict[str, Callable[[], Tensor]] = {
-            "content_loss": lambda: content_loss(output, content, self.encoder),
-            "style_loss": lambda: style_loss(output, style, self.encoder),
-            "lpips": lambda: (
-                lpips_distance(output, content, self.lpips_model)
-                if self.lpips_model is not None
-                else torch.tensor([math.nan])
-            ),
-            "ssim": lambda: ssim(output, content),
-            "cfsd": lambda: cfsd(output, content, self.encoder, self.cfsd_max_side),
-        }
-        return {name: float(fns[name]()[0]) for name in METRICS}
+        _check_pair(output, content, "content")
+        _check(style, "style")
+        values: dict[str, Tensor] = {}
+        if self.content_encoder is self.style_encoder:
+            out_feats = self.style_encoder(output, [*STYLE_LAYERS, CONTENT_LAYER])
+            con_feats = self.content_encoder(content, [CONTENT_LAYER])
+            values["content_loss"] = _content_loss(out_feats[CONTENT_LAYER].float(), con_feats[CONTENT_LAYER].float())
+        else:
+            out_feats = self.style_encoder(output, STYLE_LAYERS)
+            values["content_loss"] = content_loss(output, content, self.content_encoder)
+        values.update(style_distances_from_features(out_feats, self.style_encoder(style, STYLE_LAYERS)))
+        values["color_hist"] = color_hist(output, style)
+        values["lpips"] = (
+            lpips_distance(output, content, self.lpips_model)
+            if self.lpips_model is not None
+            else torch.tensor([math.nan])
+        )
+        values["ssim"] = ssim(output, content)
+        values["ssim_lum"] = ssim_lum(output, content)
+        values["cfsd"] = cfsd(output, content, self.cfsd_encoder)
+        return {name: float(values[name][0]) for name in METRICS}

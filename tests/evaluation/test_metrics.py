@@ -1,19 +1,33 @@
-"""Every metric against an independent computation; bootstrap CIs; LPIPS honesty."""
+"""Every metric against an independent computation (reference_ports.py); bootstrap CIs; LPIPS and Inception honesty."""
 
 from __future__ import annotations
 
+import logging
 import math
+from unittest import mock
 
 import lpips
 import numpy as np
 import piq
 import pytest
 import torch
+import torch.nn.functional as F
+from reference_ports import (
+    low_rank_frechet,
+    naive_cfsd,
+    naive_frechet,
+    naive_gram_distance,
+    naive_hellinger,
+    naive_luma,
+    naive_meanstd_distance,
+    naive_rgb_uv_hist,
+    naive_ssim,
+    port_patch_simi,
+)
 
 from evaluation import metrics
 from evaluation.summary import bootstrap_ci, summarize
 from methods.encoder import random_encoder
-from methods.losses import gram_matrix
 
 
 @pytest.fixture(scope="module")
@@ -21,37 +35,126 @@ def encoder():
     return random_encoder(seed=0)
 
 
+@pytest.fixture(scope="module")
+def cfsd_encoder():
+    """Random VGG-19 with torchvision preprocessing, as StyleID's PatchSimi feeds its network."""
+    return random_encoder(seed=1, preprocessing="torchvision", last_layer="relu3_1")
+
+
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def naive_ssim(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5) -> float:
-    """Wang et al. 2004 SSIM by explicit loops: Gaussian window, valid positions, mean over positions and channels."""
-    ax = np.arange(win) - (win - 1) / 2
-    g = np.exp(-(ax**2) / (2 * sigma**2))
-    w = np.outer(g, g) / np.outer(g, g).sum()
-    c1, c2 = 0.01**2, 0.03**2
-    values = []
-    for ch in range(x.shape[0]):
-        for i in range(x.shape[1] - win + 1):
-            for j in range(x.shape[2] - win + 1):
-                a, b = x[ch, i : i + win, j : j + win], y[ch, i : i + win, j : j + win]
-                mu_a, mu_b = (w * a).sum(), (w * b).sum()
-                var_a, var_b = (w * (a - mu_a) ** 2).sum(), (w * (b - mu_b) ** 2).sum()
-                cov = (w * (a - mu_a) * (b - mu_b)).sum()
-                values.append(
-                    ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-                )
-    return float(np.mean(values))
+def np64(x: torch.Tensor) -> np.ndarray:
+    return x.detach().double().numpy()
 
 
-def test_ssim_matches_piq_and_a_naive_loop():
+# ------------------------------------------------------------------------------------------------ style
+
+
+def test_style_distances_match_naive_loops_per_layer(encoder):
+    x, s = rand(1, 3, 32, 40, seed=5), rand(1, 3, 48, 44, seed=6)  # the style may have another size
+    got = metrics.style_distances(x, s, encoder)
+    fx, fs = encoder(x, metrics.STYLE_LAYERS), encoder(s, metrics.STYLE_LAYERS)
+    gram, meanstd = [], []
+    for layer in metrics.STYLE_LAYERS:
+        a, b = np64(fx[layer][0]), np64(fs[layer][0])
+        gram.append(naive_gram_distance(a, b))
+        meanstd.append(naive_meanstd_distance(a, b))
+        assert got[f"style_gram_{layer}"].item() == pytest.approx(gram[-1], rel=1e-4)
+        assert got[f"style_meanstd_{layer}"].item() == pytest.approx(meanstd[-1], rel=1e-4)
+    # aggregates: each layer weighs 1/5
+    assert got["style_gram"].item() == pytest.approx(sum(gram) / 5, rel=1e-4)
+    assert got["style_meanstd"].item() == pytest.approx(sum(meanstd) / 5, rel=1e-4)
+    assert list(got) == [name for name in metrics.METRICS if name.startswith("style_")]
+
+
+def test_style_distances_zero_for_the_style_itself_and_batch_broadcast(encoder):
+    s = rand(1, 3, 32, 32, seed=7)
+    zero = metrics.style_distances(s, s, encoder)
+    assert all(v.abs().max().item() < 1e-6 for v in zero.values())
+    batch = torch.cat([rand(1, 3, 32, 32, seed=8), s])
+    both = metrics.style_distances(batch, s, encoder)
+    first = metrics.style_distances(batch[:1], s, encoder)
+    for name, value in both.items():
+        assert value.shape == (2,)
+        assert value[1].abs().item() < 1e-6
+        torch.testing.assert_close(value[:1], first[name])
+
+
+# ------------------------------------------------------------------------------------------------ colour
+
+
+def test_rgb_uv_histogram_matches_a_per_pixel_per_bin_loop():
+    img = rand(2, 3, 3, 4, seed=20)
+    img[0, :, 0, 0] = 0.0  # a black pixel (log(eps)) and a saturated one
+    img[0, :, 1, 1] = 1.0
+    ours = metrics.rgb_uv_histogram(img)
+    assert ours.shape == (2, 3, 64, 64)
+    for b in range(2):
+        expected = naive_rgb_uv_hist(np64(img[b]))
+        np.testing.assert_allclose(np64(ours[b]), expected, rtol=1e-4, atol=1e-9)
+    assert ours.sum(dim=(1, 2, 3)).sub(1).abs().max() < 1e-4
+
+
+def test_color_hist_matches_the_naive_hellinger_and_its_invariants():
+    x, s = rand(1, 3, 4, 3, seed=21), rand(1, 3, 5, 4, seed=22)  # the style may have another size
+    expected = naive_hellinger(naive_rgb_uv_hist(np64(x[0])), naive_rgb_uv_hist(np64(s[0])))
+    assert metrics.color_hist(x, s).item() == pytest.approx(expected, rel=1e-4)
+    assert metrics.color_hist(s, s).item() == pytest.approx(0.0, abs=1e-6)
+    # symmetric, in [0, 1]; disjoint colours are nearly 1, a colour shift scores above a tiny perturbation
+    assert metrics.color_hist(s, x).item() == pytest.approx(metrics.color_hist(x, s).item(), rel=1e-5)
+    red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1).expand(1, 3, 8, 8)  # log-chroma within the bins' +-3
+    assert 0.99 < metrics.color_hist(red, red.flip(1)).item() <= 1.0
+    big = rand(1, 3, 40, 40, seed=23)
+    near = metrics.color_hist((big + 0.01 * rand(1, 3, 40, 40, seed=24)).clamp(0, 1), big).item()
+    assert near < metrics.color_hist(big.flip(1), big).item()
+
+
+def test_rgb_uv_histogram_squashes_larger_images_to_a_square_as_the_reference():
+    assert (metrics.HIST_BINS, metrics.HIST_MAX_SIDE, metrics.HIST_SIGMA) == (64, 256, 0.02)  # eval_histogan.py
+    img = rand(1, 3, 20, 17, seed=25)  # a side above max_side: bilinear resize to max_side x max_side
+    squashed = F.interpolate(img, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(
+        metrics.rgb_uv_histogram(img, max_side=16), metrics.rgb_uv_histogram(squashed, max_side=16)
+    )
+    small = rand(1, 3, 16, 12, seed=26)  # no side above max_side: used as is
+    expected = naive_rgb_uv_hist(np64(small[0]), bins=8)
+    np.testing.assert_allclose(np64(metrics.rgb_uv_histogram(small, bins=8, max_side=16)[0]), expected, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ SSIM
+
+
+def test_ssim_matches_a_naive_loop_and_piq_without_downsampling():
     x, y = rand(2, 3, 18, 16, seed=1), rand(2, 3, 18, 16, seed=2)
     y = (0.6 * x + 0.4 * y).clamp(0, 1)  # correlated, so SSIM is far from 0
     ours = metrics.ssim(x, y)
-    torch.testing.assert_close(ours, piq.ssim(x, y, data_range=1.0, reduction="none"))
     for b in range(2):
-        assert ours[b].item() == pytest.approx(naive_ssim(x[b].double().numpy(), y[b].double().numpy()), abs=1e-5)
+        assert ours[b].item() == pytest.approx(naive_ssim(np64(x[b]), np64(y[b])), abs=1e-5)
+    assert metrics.ssim(x, x).sub(1).abs().max() < 1e-6
+
+
+def test_ssim_does_not_downsample_large_images():
+    x = rand(1, 3, 400, 400, seed=3)
+    y = (x + 0.2 * rand(1, 3, 400, 400, seed=4)).clamp(0, 1)
+    full = piq.ssim(x, y, data_range=1.0, reduction="none", downsample=False)
+    torch.testing.assert_close(metrics.ssim(x, y), full)
+    assert not torch.allclose(full, piq.ssim(x, y, data_range=1.0, reduction="none", downsample=True))
+
+
+def test_ssim_lum_is_ssim_of_bt601_luma():
+    x, y = rand(1, 3, 16, 17, seed=30), rand(1, 3, 16, 17, seed=31)
+    y = (0.5 * x + 0.5 * y).clamp(0, 1)
+    expected = naive_ssim(naive_luma(np64(x[0])), naive_luma(np64(y[0])))
+    assert metrics.ssim_lum(x, y).item() == pytest.approx(expected, abs=1e-5)
+    np.testing.assert_allclose(np64(metrics.luminance(x)[0]), naive_luma(np64(x[0])), rtol=1e-6)
+    grey = x.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)  # a colour change that keeps the luma scores 1
+    recoloured = grey + torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1) * 0.1
+    assert metrics.ssim_lum(recoloured, grey).item() == pytest.approx(1.0, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ content, CFSD
 
 
 def test_content_loss_is_feature_mse(encoder):
@@ -62,30 +165,173 @@ def test_content_loss_is_feature_mse(encoder):
     torch.testing.assert_close(metrics.content_loss(x, x, encoder), torch.zeros(1))
 
 
-def test_style_loss_is_gram_mse_over_five_layers(encoder):
-    x, s = rand(1, 3, 32, 40, seed=5), rand(1, 3, 48, 48, seed=6)  # the style may have another size
-    fx = encoder(x, metrics.STYLE_LAYERS)
-    fs = encoder(s, metrics.STYLE_LAYERS)
-    expected = sum(((gram_matrix(fx[k]) - gram_matrix(fs[k])) ** 2).mean() for k in metrics.STYLE_LAYERS)
-    torch.testing.assert_close(metrics.style_loss(x, s, encoder), expected.view(1))
+def test_cfsd_matches_the_styleid_port_and_a_position_loop(cfsd_encoder):
+    out, con = rand(2, 3, 16, 20, seed=9), rand(2, 3, 16, 20, seed=10)
+    ours = metrics.cfsd(out, con, cfsd_encoder)
+    for b in range(2):
+        fo = cfsd_encoder(out[b : b + 1], ["relu3_1"])["relu3_1"]
+        fc = cfsd_encoder(con[b : b + 1], ["relu3_1"])["relu3_1"]
+        # PatchSimi.forward(input=stylized, target=content), one image per batch (eval_artfid.py:374, 435), run in
+        # float64: the reference's float32 softmax is itself off by several % on such near-uniform rows
+        assert ours[b].item() == pytest.approx(port_patch_simi(fo.double(), fc.double()).item(), rel=1e-4)
+        assert ours[b].item() == pytest.approx(naive_cfsd(np64(fo[0]), np64(fc[0])), rel=1e-4)
+    torch.testing.assert_close(metrics.cfsd(out, con, cfsd_encoder, chunk=3), ours)  # chunking changes nothing
 
 
-def test_cfsd_zero_for_identical_and_positive_otherwise(encoder):
-    x = rand(1, 3, 40, 48, seed=7)
-    assert metrics.cfsd(x, x, encoder).item() == pytest.approx(0.0, abs=1e-7)
-    assert metrics.cfsd(rand(1, 3, 40, 48, seed=8), x, encoder).item() > 1e-6
-    # structure-preserving change (slight brightness) scores lower than unrelated noise
-    assert metrics.cfsd((x * 0.9).clamp(0, 1), x, encoder) < metrics.cfsd(rand(1, 3, 40, 48, seed=8), x, encoder)
+def test_cfsd_zero_for_identical_direction_and_structure(cfsd_encoder, encoder):
+    x, noise = rand(1, 3, 40, 48, seed=7), rand(1, 3, 40, 48, seed=8)
+    assert metrics.cfsd(x, x, cfsd_encoder).item() == pytest.approx(0.0, abs=1e-7)
+    assert metrics.cfsd(noise, x, cfsd_encoder).item() > 1e-6
+    # KL(content || output), not the reverse: visible where the rows are peaked (caffe input scale, 0..255)
+    small, other = rand(1, 3, 16, 16, seed=7), rand(1, 3, 16, 16, seed=8)
+    fo, fc = (encoder(t, ["relu3_1"])["relu3_1"] for t in (other, small))
+    forward, reverse = naive_cfsd(np64(fo[0]), np64(fc[0])), naive_cfsd(np64(fc[0]), np64(fo[0]))
+    assert forward != pytest.approx(reverse, rel=0.05)
+    assert metrics.cfsd(other, small, encoder).item() == pytest.approx(forward, rel=1e-4)
+    # a structure-preserving change (slight darkening) scores lower than unrelated noise
+    assert metrics.cfsd((x * 0.9).clamp(0, 1), x, cfsd_encoder) < metrics.cfsd(noise, x, cfsd_encoder)
 
 
-def test_cfsd_matches_its_definition(encoder):
-    x, y = rand(1, 3, 24, 24, seed=9), rand(1, 3, 24, 24, seed=10)
-    fo = encoder(x, ["relu3_1"])["relu3_1"][0].flatten(1)
-    fc = encoder(y, ["relu3_1"])["relu3_1"][0].flatten(1)
-    fo, fc = fo / fo.norm(dim=0, keepdim=True), fc / fc.norm(dim=0, keepdim=True)
-    po, pc = torch.softmax(fo.T @ fo, dim=-1), torch.softmax(fc.T @ fc, dim=-1)
-    expected = (pc * (pc.log() - po.log())).sum(dim=1).mean()
-    assert metrics.cfsd(x, y, encoder).item() == pytest.approx(expected.item(), rel=1e-3)
+# ------------------------------------------------------------------------------------------------ FID
+
+
+def test_frechet_distance_matches_a_symmetric_eigen_computation():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)), rng.normal(size=(50, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+    mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(naive_frechet(mu1, s1, mu2, s2), rel=1e-8)
+    assert metrics.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
+    # closed forms: 1-D Gaussians (m1 - m2)^2 + (s1 - s2)^2; diagonal covariances sum_i (sqrt v1_i - sqrt v2_i)^2
+    assert metrics.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == (
+        pytest.approx(4.0 + 1.0)
+    )
+    v1, v2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    expected = float(np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2))
+    assert metrics.frechet_distance(np.zeros(3), np.diag(v1), np.zeros(3), np.diag(v2)) == pytest.approx(expected)
+
+
+def test_frechet_distance_with_fewer_samples_than_dimensions_is_the_exact_low_rank_value():
+    rng = np.random.default_rng(1)
+    f1, f2 = np.abs(rng.normal(size=(4, 64))), np.abs(rng.normal(size=(5, 64))) + 0.2
+    mu1, s1 = metrics.activation_statistics(f1)
+    mu2, s2 = metrics.activation_statistics(f2)
+    assert np.linalg.matrix_rank(s1) == 3
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(low_rank_frechet(f1, f2), rel=1e-5)
+    assert metrics.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_frechet_distance_adds_eps_when_the_root_is_not_finite(caplog):
+    s = np.eye(2)
+    calls = []
+
+    def fake_sqrtm(m):
+        calls.append(m.copy())
+        return np.full((2, 2), np.nan) if len(calls) == 1 else np.eye(2) * 1.5
+
+    with mock.patch.object(metrics.linalg, "sqrtm", side_effect=fake_sqrtm), caplog.at_level(logging.WARNING):
+        value = metrics.frechet_distance(np.zeros(2), s, np.zeros(2), s, eps=0.5)
+    np.testing.assert_allclose(calls[1], (s + 0.5 * np.eye(2)) @ (s + 0.5 * np.eye(2)))
+    assert value == pytest.approx(2 + 2 - 2 * 3.0)
+    assert "singular" in caplog.text
+
+
+class _ChannelStats(torch.nn.Module):
+    """A tiny extractor for wiring tests: per-channel mean and std (6 features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+
+def test_fid_score_wiring_with_a_small_extractor():
+    outputs = [rand(1, 3, 20, 24, seed=40 + i) * (0.5 + 0.1 * i) for i in range(8)]
+    styles = [rand(1, 3, 30, 18, seed=60 + i) * (0.5 + 0.1 * i) for i in range(8)]  # sizes may differ
+    extractor = _ChannelStats()
+    assert metrics.fid_score(outputs, outputs, extractor) == pytest.approx(0.0, abs=1e-6)
+    feats_o = metrics.image_features(outputs, extractor)
+    feats_s = metrics.image_features(styles, extractor)
+    assert feats_o.shape == (8, 6)
+    expected = naive_frechet(*metrics.activation_statistics(feats_o), *metrics.activation_statistics(feats_s))
+    assert metrics.fid_score(outputs, styles, extractor) == pytest.approx(expected, rel=1e-6)
+    shifted = [(o + 0.3).clamp(0, 1) for o in outputs]
+    assert metrics.fid_score(shifted, outputs, extractor) > 0.05
+    assert math.isnan(metrics.fid_score(outputs[:1], styles, extractor))  # one image: no covariance
+    assert math.isnan(metrics.fid_score(outputs, styles, None))  # no Inception weights
+    assert metrics.artfid_score(2.0, 0.5) == pytest.approx(1.5 * 3.0)
+    assert math.isnan(metrics.artfid_score(math.nan, 0.5))
+
+
+def _random_fid_inception_state(seed: int) -> dict[str, torch.Tensor]:
+    """A randomly initialised pytorch-fid FID Inception's state_dict, built without fetching any weights."""
+    pfi = pytest.importorskip("pytorch_fid.inception")
+    torch.manual_seed(seed)
+    with (
+        mock.patch.object(pfi, "load_state_dict_from_url", return_value=None),
+        mock.patch("torchvision.models.inception.Inception3.load_state_dict"),
+    ):
+        net = pfi.fid_inception_v3()
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_load_inception_reads_a_state_dict_into_pytorch_fids_network(tmp_path):
+    pfi = pytest.importorskip("pytorch_fid.inception")
+    state = _random_fid_inception_state(0)
+    torch.save(state, tmp_path / "inception_random.pth")
+    ours = metrics.load_inception(tmp_path / "inception_random.pth")
+    assert ours is not None
+    net = ours.inception
+    assert isinstance(net, pfi.InceptionV3)
+    assert (net.output_blocks, net.resize_input, net.normalize_input) == ([3], True, True)  # pool3, 299 px, [-1, 1]
+    loaded = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(loaded) > 100
+    by_shape_and_sum = sorted((tuple(v.shape), round(v.double().sum().item(), 4)) for v in loaded.values())
+    expected = sorted(
+        (tuple(v.shape), round(v.double().sum().item(), 4))
+        for k, v in state.items()
+        if not k.endswith("num_batches_tracked") and not k.startswith(("fc.", "AuxLogits"))
+    )
+    assert by_shape_and_sum == expected  # every tensor of pool3's blocks came from the file
+    x = rand(1, 3, 40, 50, seed=50)
+    with torch.no_grad():
+        expected_feats = net(x)[0].squeeze(3).squeeze(2)  # pytorch-fid's get_activations
+    got = metrics.image_features([x], ours)
+    assert got.shape == (1, 2048)
+    np.testing.assert_allclose(got, np64(expected_feats), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_fid_with_a_random_inception_end_to_end(tmp_path):
+    """2048-d features of 4 images: rank-deficient covariances, scipy's sqrtm on 2048 x 2048 (tens of seconds)."""
+    pytest.importorskip("pytorch_fid")
+    torch.save(_random_fid_inception_state(1), tmp_path / "inception_random.pth")
+    model = metrics.load_inception(tmp_path / "inception_random.pth")
+    outputs = [rand(1, 3, 64, 64, seed=70 + i) for i in range(4)]
+    styles = [rand(1, 3, 48, 80, seed=80 + i).pow(3) for i in range(4)]
+    f_out, f_sty = metrics.image_features(outputs, model), metrics.image_features(styles, model)
+    same = metrics.fid_score(outputs, outputs, model)
+    other = metrics.fid_score(outputs, styles, model)
+    assert abs(same) < 1e-3 * other
+    assert other == pytest.approx(low_rank_frechet(f_out, f_sty), rel=1e-4)
+
+
+def test_missing_inception_weights_warn_once_and_give_none(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="evaluation.metrics"):
+        assert metrics.load_inception(tmp_path / "nope.pth") is None
+        assert metrics.load_inception(tmp_path / "nope.pth") is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "pt_inception-2015-12-05-6726825d.pth" in warnings[0].getMessage()
+    assert f"not found at {tmp_path / 'nope.pth'}" in warnings[0].getMessage()
+
+
+def test_unreadable_inception_weights_give_none(tmp_path, caplog):
+    (tmp_path / "bad.pth").write_bytes(b"not a state dict")
+    with caplog.at_level(logging.WARNING, logger="evaluation.metrics"):
+        assert metrics.load_inception(tmp_path / "bad.pth") is None
+    assert "bad.pth" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ LPIPS
 
 
 def test_lpips_wiring_matches_the_package(tmp_path):
@@ -111,23 +357,68 @@ def test_missing_lpips_weights_are_named(tmp_path):
         metrics.load_lpips(tmp_path / "nope.pth", download=False)
 
 
-def test_scorer_identity_and_nan_lpips(encoder):
-    scorer = metrics.Scorer(encoder, lpips_model=None, cfsd_max_side=64)
+# ------------------------------------------------------------------------------------------------ scorer, registry
+
+
+def test_registries_declare_direction_network_and_normalisation():
+    expected = ["content_loss"]
+    for kind in ("gram", "meanstd"):
+        expected += [f"style_{kind}_{layer}" for layer in metrics.STYLE_LAYERS] + [f"style_{kind}"]
+    expected += ["color_hist", "lpips", "ssim", "ssim_lum", "cfsd"]
+    assert list(metrics.METRICS) == expected
+    assert list(metrics.SUMMARY_METRICS) == ["fid", "artfid"]
+    assert "style_loss" not in metrics.METRICS
+    for info in (*metrics.METRICS.values(), *metrics.SUMMARY_METRICS.values()):
+        assert all((info.network, info.normalisation, info.description)), info.name
+        assert info.higher_is_better == (info.name in ("ssim", "ssim_lum"))
+    assert metrics.METRICS["style_gram"].compares_to == "style"
+    assert metrics.METRICS["color_hist"].compares_to == "style"
+    assert metrics.METRICS["cfsd"].compares_to == "content"
+
+
+def test_scorer_identity_style_copy_and_nan_lpips(encoder, cfsd_encoder):
+    scorer = metrics.Scorer(encoder, encoder, cfsd_encoder, lpips_model=None).to("cpu")
     content, style = rand(1, 3, 40, 52, seed=13), rand(1, 3, 30, 30, seed=14)
     scores = scorer.score(content, content, style)
     assert list(scores) == list(metrics.METRICS)
     assert scores["content_loss"] == 0.0
     assert scores["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert scores["ssim_lum"] == pytest.approx(1.0, abs=1e-6)
     assert scores["cfsd"] == pytest.approx(0.0, abs=1e-7)
     assert math.isnan(scores["lpips"])
-    assert metrics.METRICS["ssim"].higher_is_better
-    assert not metrics.METRICS["style_loss"].higher_is_better
-    assert metrics.METRICS["style_loss"].compares_to == "style"
+    assert all(scores[name] > 0 for name in scores if name.startswith("style_") or name == "color_hist")
+    # each value is the function's
+    expected = metrics.style_distances(content, style, encoder)
+    for name, value in expected.items():
+        assert scores[name] == pytest.approx(value.item(), rel=1e-5)
+    assert scores["color_hist"] == pytest.approx(metrics.color_hist(content, style).item(), rel=1e-6)
+    # output = the style: every style distance is 0
+    style_copy = scorer.score(style, style, style)
+    assert all(style_copy[name] == pytest.approx(0.0, abs=1e-6) for name in expected)
+    assert style_copy["color_hist"] == pytest.approx(0.0, abs=1e-6)
+    assert scorer.networks()["style_gram"] == encoder.weights_source
+    assert scorer.networks()["cfsd"] == cfsd_encoder.weights_source
+
+
+def test_scorer_with_a_separate_content_encoder(encoder, cfsd_encoder):
+    other = random_encoder(seed=0)  # same weights, another object: the two-pass branch
+    output, content, style = rand(1, 3, 32, 32, seed=15), rand(1, 3, 32, 32, seed=16), rand(1, 3, 24, 28, seed=17)
+    shared = metrics.Scorer(encoder, encoder, cfsd_encoder, None).score(output, content, style)
+    separate = metrics.Scorer(encoder, other, cfsd_encoder, None).score(output, content, style)
+    for name in metrics.METRICS:
+        if name != "lpips":
+            assert separate[name] == pytest.approx(shared[name], rel=1e-5, abs=1e-7), name
+    assert shared["content_loss"] == pytest.approx(metrics.content_loss(output, content, encoder).item(), rel=1e-6)
 
 
 def test_size_mismatch_is_an_error(encoder):
     with pytest.raises(ValueError, match="differ in shape"):
         metrics.content_loss(rand(1, 3, 16, 16), rand(1, 3, 16, 18), encoder)
+    with pytest.raises(ValueError, match="shape"):
+        metrics.color_hist(rand(1, 1, 8, 8), rand(1, 3, 8, 8))
+
+
+# ------------------------------------------------------------------------------------------------ summary
 
 
 def test_bootstrap_ci_contains_the_mean_and_is_seeded():
