@@ -75,7 +75,7 @@ HIST_BOUNDARY = 3.0  # eval_histogan.py:112 bin centres np.linspace(-3, 3, num=h
 
 # SSIM: Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004, sec. III-C (11x11 circular-symmetric Gaussian window,
 # sigma 1.5, K1 0.01, K2 0.03), applied at full resolution as in StyleID (pytorch_msssim.SSIM(data_range=1,
-# size_average=False, channel=3), image_metrics.py:38: no downsampling). piq's default downsample=True follows
+# size_average=False, channel=3), image_metrics.py:41: no downsampling). piq's default downsample=True follows
 # Wang's later ssim.m (average-pool by round(min(H, W) / 256)); we turn it off explicitly.
 SSIM_KERNEL = 11
 SSIM_SIGMA = 1.5
@@ -311,7 +311,7 @@ def rgb_uv_histogram(
 ) -> Tensor:
     """HistoGAN's RGB-uv histogram as StyleID's eval_histogan.py computes it: (B, 3, bins, bins), summing to ~1.
 
-    Following ``RGBuvHistBlock.forward`` (eval_histogan.py:68-213, method 'inverse-quadratic', intensity_scale on):
+    Following ``RGBuvHistBlock.forward`` (eval_histogan.py:70-213, method 'inverse-quadratic', intensity_scale on):
     the image is clamped to [0, 1] and, when a side exceeds ``max_side``, bilinearly resized to max_side x max_side
     (align_corners False; line 74: the aspect ratio is not kept). For each pixel with intensity
     ``I_y = sqrt(R^2 + G^2 + B^2 + eps)`` and each channel c with the other two a, b (R: G, B; G: R, B; B: R, G),
@@ -604,7 +604,7 @@ def activation_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = FID_EPS
 ) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) as StyleID eval_artfid.py:84-126 computes it.
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) as StyleID eval_artfid.py:84-129 computes it.
 
     ``d^2 = ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 sigma2))`` (Heusel et al. 2017; the code
     is pytorch-fid's ``calculate_frechet_distance``): scipy's ``sqrtm`` of the product; when the result is not
@@ -644,7 +644,7 @@ def fid_score(
 
     ``extractor`` maps (B, 3, H, W) in [0, 1] to (B, D), e.g. :func:`load_inception`'s model; None (weights
     absent) -> NaN. Either set with fewer than 2 images -> NaN (no sample covariance). StyleID's order: outputs
-    first (eval_artfid.py:174-177); the distance is symmetric.
+    first (eval_artfid.py:195-198); the distance is symmetric.
     """
     if extractor is None:
         return math.nan

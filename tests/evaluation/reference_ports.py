@@ -11,7 +11,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 
 # ------------------------------------------------------------------------------------------- style (loops)
 
@@ -195,8 +194,3 @@ def low_rank_frechet(feats1: np.ndarray, feats2: np.ndarray) -> float:
     tr1 = (a1**2).sum() / (n1 - 1)
     tr2 = (a2**2).sum() / (n2 - 1)
     return float(diff @ diff + tr1 + tr2 - 2 * tr_covmean)
-
-
-def scipy_sqrtm_trace(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """Tr(sqrtm(S1 S2)) by scipy, for cross-checks."""
-    return float(np.trace(linalg.sqrtm(sigma1 @ sigma2)).real)
