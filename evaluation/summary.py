@@ -29,10 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.references import REFERENCE_ROWS
+
 CONTENT, STYLE = "content", "style"
 MIN_PAIRS = 8
-# Calibration rows (evaluate's references and any added later): never competitors, never starred.
-REFERENCE_METHODS = ("identity", "style_copy", "grey", "blur")
+# Calibration rows (evaluation.references): never competitors, never starred.
+REFERENCE_METHODS = REFERENCE_ROWS
 RANKED, NO_CLEAR_BEST, TOO_FEW, NOTHING_TO_COMPARE = (
     "ranked",
     "no clear best",

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
-from methods.feedforward import load_modules, save_modules, style_mixture
+from methods.feedforward import ReferenceSchedule, load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
 from methods.registry import register
@@ -117,6 +117,9 @@ class AdaIN(nn.Module):
     name = "adain"
     needs_model = True
     model_file = MODEL_FILE
+    reference_schedule = ReferenceSchedule(  # paper sec. 6; naoto0804/pytorch-AdaIN train.py defaults
+        iterations=160_000, batch_size=8, crop=256, source="pytorch-AdaIN train.py: --max_iter 160000 --batch_size 8"
+    )
 
     @staticmethod
     def params_type() -> type[AdaINParams]:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from methods.adain import Decoder
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
-from methods.feedforward import load_modules, save_modules, style_mixture
+from methods.feedforward import ReferenceSchedule, load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
 from methods.registry import register
@@ -262,6 +262,9 @@ class Contrastive(nn.Module):
     name = "contrastive"
     needs_model = True
     model_file = MODEL_FILE
+    reference_schedule = ReferenceSchedule(  # HalbertCH/IEContraAST train.py defaults (6 contents x 6 styles -> 12)
+        iterations=160_000, batch_size=12, crop=256, source="IEContraAST train.py: --max_iter 160000 --batch_size 12"
+    )
 
     @staticmethod
     def params_type() -> type[ContrastiveParams]:

@@ -383,6 +383,13 @@ def convs_from_torchvision_layout(state: Mapping[str, Tensor], source: str) -> d
     return convs
 
 
+def torchvision_weights_path() -> Path:
+    """Where torch hub keeps torchvision's VGG-19 ImageNet weights (present only if something downloaded them)."""
+    from torchvision.models import VGG19_Weights  # local import: torchvision is only needed for this source
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
+
+
 def _torchvision_convs() -> tuple[dict[str, Tensor], str, str]:
     from torchvision.models import VGG19_Weights  # local import: torchvision is only needed for this source
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,20 @@ from methods.errors import NstError
 from methods.utils import save_torch_atomic
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReferenceSchedule:
+    """How the method's paper / reference code trains it: what the report measures our training budget against."""
+
+    iterations: int
+    batch_size: int
+    crop: int
+    source: str
+
+    def fraction(self, iterations: int) -> float:
+        """Our training budget as a fraction of the reference's, in iterations (batch sizes are reported apart)."""
+        return iterations / self.iterations
 
 
 def model_target(path: str | Path, model_file: str, *, saving: bool) -> Path:

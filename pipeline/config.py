@@ -266,9 +266,11 @@ class StylizeSection(Strict):
 class EvaluateSection(Strict):
     lpips_weights: str | None  # torchvision AlexNet state_dict; null = $TORCH_HOME/hub/checkpoints/alexnet-owt-*.pth
     lpips_download: bool  # try torch hub's download when the file is absent (offline: LPIPS is n/a)
-    cfsd_max_side: Annotated[int, Field(ge=32, le=2048)]
+    cfsd_weights: Literal["auto", "torchvision", "caffe"]  # auto: torchvision when its file is cached, else caffe
+    inception_weights: str | None  # pytorch-fid Inception state_dict; null = torch hub cache; absent -> fid n/a
     bootstrap: Annotated[int, Field(ge=100, le=1_000_000)]
     ci_level: Annotated[float, Field(gt=0.5, lt=1.0)]
+    min_pairs: Annotated[int, Field(ge=2, le=1_000_000)]
     seed: Seed
 
 

@@ -1,12 +1,21 @@
 """evaluate stage: score every method's outputs with one fixed scorer -> ``reports/metrics/``.
 
 Reads each ``outputs/<method>/`` that holds a ``timing.csv``, checks that every test content x test style pair is
-there with the content's size, and scores it (evaluation.metrics) against its content and style image. Two reference
-rows on the same pairs calibrate each metric's range: ``identity`` (output = content) and ``style_copy`` (output = the
-style image resized to the content's size). Writes ``per_pair.csv`` (method, content, style, every metric, seconds,
-peak memory), ``summary.json`` (the DVC metrics: per method and metric mean, std, bootstrap CI, n; plus seconds and
-peak memory) and ``scoring.json`` (what each metric means, its direction, the scorer, whether LPIPS was available),
-each atomically and only after everything has been scored; logs one MLflow run per method.
+there with the content's size, and scores it (evaluation.metrics) against its content and style image. Four reference
+rows on the same pairs calibrate each metric's range (evaluation.references: ``identity``, ``style_copy``, ``grey``,
+``blur``). The scorer is no method's objective: its VGG-19 is the per-filter-normalised caffe network (every filter's
+mean activation 1, so every style layer counts), with per-layer and equal-weight aggregate Gram and mean/std style
+distances; CFSD uses torchvision's VGG-19 when its weights are cached (StyleID's choice), else caffe.
+
+Writes, atomically and only after everything has been scored:
+
+- ``per_pair.csv``: method, content, style, every per-pair metric, seconds, peak memory;
+- ``summary.json`` (the DVC metrics file): one number per method and headline metric, the mean, plus FID/ArtFID;
+- ``statistics.json``: per method and metric mean, std, n and the two-way bootstrap CI; the ranking (who gets a ★);
+- ``paired.csv``: paired differences between every two methods per metric, with two-way bootstrap CIs;
+- ``scoring.json``: what each metric means, its direction, network and normalisation, what the scorer ran with.
+
+Logs one MLflow run per method.
 """
 
 from __future__ import annotations
@@ -14,16 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from evaluation.metrics import METRICS, LpipsUnavailable, Scorer, load_lpips
-from evaluation.summary import summarize
-from methods.encoder import load_encoder
+from evaluation.metrics import (
+    METRICS,
+    SUMMARY_METRICS,
+    LpipsUnavailable,
+    Scorer,
+    artfid_score,
+    fid_score,
+    load_inception,
+    load_lpips,
+)
+from evaluation.references import REFERENCE_ROWS, reference_outputs
+from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
+from methods.encoder import load_encoder, torchvision_weights_path
 from methods.errors import NstError
 from pipeline import tracking
 from pipeline.config import Params, load_params
@@ -32,8 +51,10 @@ from pipeline.resources import pick_device
 
 log = logging.getLogger(__name__)
 
-REFERENCES = ("identity", "style_copy")
 PAIR_FIELDS = ("method", "content", "style", *METRICS, "seconds", "peak_mem_mb")
+# One number per method in the DVC metrics file (dvc metrics show / diff fit a screen); everything else in
+# statistics.json and per_pair.csv.
+HEADLINE = ("content_loss", "style_gram", "style_meanstd", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd")
 
 
 class EvaluateError(NstError):
@@ -47,16 +68,21 @@ def find_methods(outputs: Path) -> list[str]:
     return sorted(p.name for p in outputs.iterdir() if p.is_dir() and (p / "timing.csv").is_file())
 
 
-def build_scorer(params: Params) -> tuple[Scorer, str | None]:
-    """The fixed scorer (caffe VGG-19, max pooling) and, when LPIPS is unavailable, why."""
-    encoder = load_encoder("caffe")
-    note = None
+def build_scorer(params: Params) -> tuple[Scorer, dict[str, str]]:
+    """The fixed scorer and notes on what it could not load (``{"lpips": why}``)."""
+    cfg = params.evaluate
+    style_encoder = load_encoder("caffe", normalise="per_filter")  # content_loss too: one pass, not Gatys's scale
+    cfsd_weights = cfg.cfsd_weights
+    if cfsd_weights == "auto":
+        cfsd_weights = "torchvision" if torchvision_weights_path().is_file() else "caffe"
+    cfsd_encoder = load_encoder(cfsd_weights, last_layer="relu3_1")
+    notes: dict[str, str] = {}
     try:
-        lpips_model = load_lpips(params.evaluate.lpips_weights, download=params.evaluate.lpips_download)
+        lpips_model = load_lpips(cfg.lpips_weights, download=cfg.lpips_download)
     except LpipsUnavailable as exc:
-        lpips_model, note = None, str(exc)
+        lpips_model, notes["lpips"] = None, str(exc)
         log.warning("lpips is n/a: %s", exc)
-    return Scorer(encoder, lpips_model, params.evaluate.cfsd_max_side), note
+    return Scorer(style_encoder, style_encoder, cfsd_encoder, lpips_model), notes
 
 
 def score_all(
@@ -75,16 +101,14 @@ def score_all(
                     raise EvaluateError(f"{path}: missing output for pair ({c.name}, {s.name})")
     scorer.to(device)
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(contents) * len(styles) * (len(methods) + 2), desc="evaluate", unit="img", disable=None)
+    bar = tqdm(total=len(contents) * len(styles) * (len(methods) + len(REFERENCE_ROWS)), desc="evaluate",
+               unit="img", disable=None)  # fmt: skip
     for c in contents:
         content = read_image(c).to(device)
         for s in styles:
             style = read_image(s).to(device)
             name = f"{c.stem}__{s.stem}.png"
-            candidates = {
-                "identity": content,
-                "style_copy": F.interpolate(style, size=content.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1),
-            }
+            candidates = {}
             for method in methods:
                 path = outputs / method / name
                 output = read_image(path).to(device)
@@ -94,6 +118,7 @@ def score_all(
                         f"{content.shape[-1]}x{content.shape[-2]}"
                     )
                 candidates[method] = output
+            candidates.update(reference_outputs(content, style))
             for method, output in candidates.items():
                 timing = timings.get(method, {}).get(name, {})
                 rows.append({
@@ -105,48 +130,104 @@ def score_all(
     return pd.DataFrame(rows, columns=list(PAIR_FIELDS))
 
 
+def distribution_scores(
+    params: Params, methods: list[str], outputs: Path, content_dir: Path, style_dir: Path, per_pair: pd.DataFrame,
+    device: Any,
+) -> tuple[dict[str, dict[str, float | None]], str]:  # fmt: skip
+    """FID(outputs, style images) and ArtFID = (1 + mean LPIPS)(1 + FID) per method and reference row (StyleID's
+    protocol); all None, with the reason, when the Inception weights are absent."""
+    inception = load_inception(params.evaluate.inception_weights)
+    rows = [*methods, *REFERENCE_ROWS]
+    if inception is None:
+        return {m: dict.fromkeys(SUMMARY_METRICS) for m in rows}, "n/a: the FID Inception weights are not installed"
+    inception.to(device)
+    contents, styles = list_images(content_dir), list_images(style_dir)
+    style_images = [read_image(s).to(device) for s in styles]
+    out: dict[str, dict[str, float | None]] = {}
+    for method in rows:
+        if method in REFERENCE_ROWS:
+            images = [reference_outputs(read_image(c).to(device), st)[method] for c in contents for st in style_images]
+        else:
+            images = [read_image(outputs / method / f"{c.stem}__{s.stem}.png").to(device) for c in contents
+                      for s in styles]  # fmt: skip
+        fid = fid_score(images, style_images, inception)
+        lpips_mean = pd.to_numeric(per_pair.loc[per_pair["method"] == method, "lpips"]).mean()
+        artfid = artfid_score(fid, float(lpips_mean)) if math.isfinite(fid) else math.nan
+        out[method] = {"fid": _finite(fid), "artfid": _finite(artfid)}
+    return out, "available"
+
+
 def run(
     params: Params, outputs: Path, content_dir: Path, style_dir: Path, out_dir: Path, scorer: Scorer | None = None
 ) -> dict[str, Any]:
-    """Score, summarise and write ``per_pair.csv`` + ``summary.json``; returns the summary."""
+    """Score, summarise and write the outputs listed in the module docstring; returns statistics + scoring."""
     methods = find_methods(outputs)
     if not methods:
         raise EvaluateError(f"{outputs}: no method folder with a timing.csv (run the stylize stages first)")
-    note = None
+    notes: dict[str, str] = {}
     if scorer is None:
-        scorer, note = build_scorer(params)
+        scorer, notes = build_scorer(params)
     device = pick_device(params.base.device)
     per_pair = score_all(scorer, methods, outputs, content_dir, style_dir, device)
+    for col in ("seconds", "peak_mem_mb"):
+        per_pair[col] = pd.to_numeric(per_pair[col], errors="coerce")
     cfg = params.evaluate
-    summary: dict[str, Any] = {
-        "pairs": int(len(per_pair) / (len(methods) + len(REFERENCES))),
-        "methods": summarize(per_pair, list(METRICS), n_boot=cfg.bootstrap, level=cfg.ci_level, seed=cfg.seed),
+    boot = {"n_boot": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed}
+    metrics = [*METRICS, "seconds", "peak_mem_mb"]
+    pairs = int(per_pair.groupby(["content", "style"]).ngroups)
+    paired = paired_differences(per_pair, list(METRICS), **boot)
+    ranking = rank_methods(per_pair, {k: m.higher_is_better for k, m in METRICS.items()}, references=REFERENCE_ROWS,
+                           min_pairs=cfg.min_pairs, differences=paired, **boot)  # fmt: skip
+    distribution, fid_note = distribution_scores(params, methods, outputs, content_dir, style_dir, per_pair, device)
+    headline = headline_metrics(per_pair, [*HEADLINE, "seconds"])
+    summary = {method: {**values, **distribution.get(method, {})} for method, values in headline.items()}
+    statistics = {
+        "pairs": pairs,
+        "methods_order": [*methods, *REFERENCE_ROWS],
+        "references": list(REFERENCE_ROWS),
+        "ci_level": cfg.ci_level,
+        "bootstrap": f"two-way: contents and styles resampled independently, {cfg.bootstrap} replicates",
+        "min_pairs": cfg.min_pairs,
+        "methods": summarize(per_pair, metrics, **boot),
+        "ranking": ranking,
     }
+    networks = scorer.networks()
+    info = {**METRICS, **SUMMARY_METRICS}
     scoring = {
         "metrics": {
-            k: {"higher_is_better": m.higher_is_better, "compares_to": m.compares_to, "description": m.description}
-            for k, m in METRICS.items()
+            k: {
+                "higher_is_better": m.higher_is_better,
+                "compares_to": m.compares_to,
+                "description": m.description,
+                "network": networks.get(k, m.network),
+                "normalisation": m.normalisation,
+            }
+            for k, m in info.items()
         },
-        "references": list(REFERENCES),
-        "ci_level": cfg.ci_level,
-        "bootstrap": cfg.bootstrap,
-        "scorer": {"encoder": "caffe", "encoder_sha256": scorer.encoder.weights_sha256},
-        "lpips": "available" if scorer.lpips_model is not None else f"n/a: {note or 'no LPIPS model'}",
+        "headline": list(HEADLINE),
+        "references": list(REFERENCE_ROWS),
+        "scorer": {
+            "style_encoder": scorer.style_encoder.weights_source,
+            "encoder_sha256": scorer.style_encoder.weights_sha256,
+            "cfsd_encoder": scorer.cfsd_encoder.weights_source,
+            "cfsd_encoder_sha256": scorer.cfsd_encoder.weights_sha256,
+        },
+        "lpips": "available" if scorer.lpips_model is not None else f"n/a: {notes.get('lpips', 'no LPIPS model')}",
+        "fid": fid_note,
     }
-    for method in [*methods, *REFERENCES]:
-        summary["methods"][method]["seconds"] = _mean_or_none(per_pair.loc[per_pair["method"] == method, "seconds"])
-        summary["methods"][method]["peak_mem_mb"] = _mean_or_none(
-            per_pair.loc[per_pair["method"] == method, "peak_mem_mb"]
-        )
     write_csv(per_pair.to_dict("records"), PAIR_FIELDS, out_dir / "per_pair.csv")
+    paired_rows = [
+        {k: _finite(v) if isinstance(v, float) else v for k, v in r.items()} for r in paired.to_dict("records")
+    ]
+    write_csv(paired_rows, list(paired.columns), out_dir / "paired.csv")
     write_text_atomic(out_dir / "scoring.json", json.dumps(scoring, indent=2) + "\n")
+    write_text_atomic(out_dir / "statistics.json", json.dumps(statistics, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return {**summary, **scoring}
+    return {**statistics, "summary": summary, "scoring": scoring}
 
 
-def _mean_or_none(col: pd.Series) -> float | None:
-    values = pd.to_numeric(col, errors="coerce").dropna()
-    return float(values.mean()) if len(values) else None
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -167,23 +248,21 @@ def main(args: argparse.Namespace) -> int:
     if args.lpips_weights is not None:
         evaluate = params.evaluate.model_copy(update={"lpips_weights": str(args.lpips_weights)})
         params = params.model_copy(update={"evaluate": evaluate})
-    summary = run(params, args.outputs, args.content, args.style, args.out)
+    result = run(params, args.outputs, args.content, args.style, args.out)
     per_pair = pd.read_csv(args.out / "per_pair.csv")
     tree = params.model_dump(mode="json")
-    for method, stats in summary["methods"].items():
+    scorer = result["scoring"]["scorer"]
+    for method, stats in result["methods"].items():
         with tracking.stage_run(
             "evaluate", method, {"evaluate": tree["evaluate"]}, uri=params.tracking.uri,
-            experiment=params.tracking.experiment, tags={"encoder_sha256": summary["scorer"]["encoder_sha256"],
-                                                          "lpips": summary["lpips"][:250]},
+            experiment=params.tracking.experiment, tags={"encoder_sha256": scorer["encoder_sha256"],
+                                                          "lpips": result["scoring"]["lpips"][:250]},
         ) as logger:  # fmt: skip
-            flat = {}
-            for metric, values in stats.items():
-                if isinstance(values, dict):
-                    flat.update({f"{metric}_{k}": v for k, v in values.items() if v is not None})
-                elif values is not None:
-                    flat[metric] = values
+            flat = {f"{metric}_{k}": v for metric, values in stats.items() for k, v in values.items() if v is not None}
+            flat.update({k: v for k, v in result["summary"].get(method, {}).items() if v is not None and k in
+                         ("fid", "artfid")})  # fmt: skip
             logger.log_metrics(flat)
-            with_method = per_pair[per_pair["method"] == method]
-            logger.log_text(with_method.to_csv(index=False), "per_pair.csv")
-    log.info("evaluate: %d methods + %d references on %d pairs", len(summary["methods"]) - 2, 2, summary["pairs"])
+            logger.log_text(per_pair[per_pair["method"] == method].to_csv(index=False), "per_pair.csv")
+    log.info("evaluate: %d methods + %d references on %d pairs", len(result["methods"]) - len(REFERENCE_ROWS),
+             len(REFERENCE_ROWS), result["pairs"])  # fmt: skip
     return 0

@@ -60,7 +60,8 @@ def params(repo_root: Path) -> Params:
 
 @pytest.fixture(scope="module")
 def scorer() -> Scorer:
-    return Scorer(random_encoder(seed=0), lpips_model=None, cfsd_max_side=64)
+    encoder = random_encoder(seed=0)
+    return Scorer(encoder, encoder, encoder, lpips_model=None)
 
 
 def run(params, layout, out, scorer=None):
@@ -68,11 +69,11 @@ def run(params, layout, out, scorer=None):
 
 
 def test_scores_every_pair_with_reference_rows(tmp_path, layout, params, scorer):
-    summary = run(params, layout, tmp_path / "metrics", scorer)
+    result = run(params, layout, tmp_path / "metrics", scorer)
     per_pair = pd.read_csv(tmp_path / "metrics" / "per_pair.csv")
     assert tuple(per_pair.columns) == evaluate.PAIR_FIELDS
-    assert sorted(per_pair["method"].unique()) == ["copy", "identity", "noisy", "style_copy"]
-    assert len(per_pair) == 4 * 4
+    assert sorted(per_pair["method"].unique()) == ["blur", "copy", "grey", "identity", "noisy", "style_copy"]
+    assert len(per_pair) == 4 * 6
     identity = per_pair[per_pair["method"] == "identity"]
     assert (identity["content_loss"] == 0).all()
     assert np.allclose(identity["ssim"], 1.0, atol=1e-6)
@@ -81,18 +82,38 @@ def test_scores_every_pair_with_reference_rows(tmp_path, layout, params, scorer)
     assert (per_pair[per_pair["method"] == "noisy"]["ssim"] < 0.2).all()
     assert (copy["seconds"] == 2.0).all()
     assert per_pair.loc[per_pair["method"] == "identity", "seconds"].isna().all()
+    grey = per_pair[per_pair["method"] == "grey"]
+    assert (grey["ssim"] < 0.1).all()  # a flat image keeps no structure
+    # the DVC metrics file: one number per method and headline metric (+ FID/ArtFID), nothing else
     on_disk = json.loads((tmp_path / "metrics" / "summary.json").read_text())
-    assert set(on_disk) == {"pairs", "methods"}  # numbers only: what `dvc metrics show` prints
-    assert on_disk == json.loads(json.dumps({k: summary[k] for k in on_disk}))
-    assert on_disk["pairs"] == 4
+    assert set(on_disk) == {"blur", "copy", "grey", "identity", "noisy", "style_copy"}
+    assert set(on_disk["noisy"]) == {*evaluate.HEADLINE, "seconds", "fid", "artfid"}
+    assert all(v is None or isinstance(v, float) for row in on_disk.values() for v in row.values())
+    assert on_disk["copy"]["seconds"] == 2.0
+    assert on_disk["noisy"]["fid"] is None  # no Inception weights on this machine: n/a, never a random network
+    noisy = per_pair[per_pair["method"] == "noisy"]
+    assert on_disk["noisy"]["style_gram"] == pytest.approx(noisy["style_gram"].mean(), rel=1e-5)
     scoring = json.loads((tmp_path / "metrics" / "scoring.json").read_text())
     assert scoring["metrics"]["ssim"]["higher_is_better"] is True
+    assert scoring["metrics"]["style_gram_relu3_1"]["normalisation"]
     assert scoring["lpips"].startswith("n/a")
-    stats = on_disk["methods"]["noisy"]["style_loss"]
+    assert scoring["fid"].startswith("n/a")
+    statistics = json.loads((tmp_path / "metrics" / "statistics.json").read_text())
+    assert statistics["pairs"] == 4
+    assert statistics == json.loads(json.dumps({k: result[k] for k in statistics}))
+    stats = statistics["methods"]["noisy"]["style_gram"]
     assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
     assert stats["n"] == 4
-    assert on_disk["methods"]["copy"]["lpips"]["n"] == 0
-    assert on_disk["methods"]["copy"]["seconds"] == 2.0
+    assert statistics["methods"]["copy"]["lpips"]["n"] == 0
+    # 4 pairs < min_pairs 8: no star for anyone
+    assert statistics["ranking"]["ssim"] == {"best": None, "status": "too few pairs to rank"}
+    assert statistics["ranking"]["lpips"]["status"] == "nothing to compare"  # n/a for every method
+    assert all(r["best"] is None for r in statistics["ranking"].values())
+    paired = pd.read_csv(tmp_path / "metrics" / "paired.csv")
+    row = paired[(paired["metric"] == "ssim") & (paired["method_a"] == "copy") & (paired["method_b"] == "noisy")]
+    assert len(row) == 1
+    expected = (per_pair[per_pair["method"] == "copy"]["ssim"].to_numpy() - noisy["ssim"].to_numpy()).mean()
+    assert float(row["mean_diff"].iloc[0]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_missing_pair_names_the_file(tmp_path, layout, params, scorer):
@@ -126,16 +147,16 @@ def test_missing_lpips_weights_give_nan_and_one_warning(tmp_path, layout, params
     cfg = params.evaluate.model_copy(update={"lpips_weights": str(tmp_path / "nope.pth"), "lpips_download": False})
     params = params.model_copy(update={"evaluate": cfg})
     with caplog.at_level(logging.WARNING):
-        summary = run(params, layout, tmp_path / "metrics")  # real caffe scorer
+        result = run(params, layout, tmp_path / "metrics")  # real caffe scorer
     warnings = [r for r in caplog.records if "lpips is n/a" in r.getMessage()]
     assert len(warnings) == 1
     assert "nope.pth" in warnings[0].getMessage()
     per_pair = pd.read_csv(tmp_path / "metrics" / "per_pair.csv")
     assert per_pair["lpips"].isna().all()
     assert per_pair["ssim"].notna().all()
-    assert summary["lpips"].startswith("n/a: LPIPS needs")
-    assert summary["methods"]["identity"]["content_loss"]["mean"] == 0.0
-    assert math.isclose(summary["methods"]["identity"]["ssim"]["mean"], 1.0, abs_tol=1e-6)
+    assert result["scoring"]["lpips"].startswith("n/a: LPIPS needs")
+    assert result["methods"]["identity"]["content_loss"]["mean"] == 0.0
+    assert math.isclose(result["methods"]["identity"]["ssim"]["mean"], 1.0, abs_tol=1e-6)
 
 
 def test_cli_logs_one_run_per_method(tmp_path, layout, repo_root, monkeypatch):
@@ -150,7 +171,7 @@ def test_cli_logs_one_run_per_method(tmp_path, layout, repo_root, monkeypatch):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
     exp = client.get_experiment_by_name(raw["tracking"]["experiment"])
     runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags["method"] for r in runs) == ["copy", "identity", "noisy", "style_copy"]
+    assert sorted(r.data.tags["method"] for r in runs) == ["blur", "copy", "grey", "identity", "noisy", "style_copy"]
     for r in runs:
         assert r.data.tags["stage"] == "evaluate"
         assert "ssim_mean" in r.data.metrics
