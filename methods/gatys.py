@@ -105,6 +105,10 @@ class Gatys:
 
     name = "gatys"
 
+    @staticmethod
+    def params_type() -> type[GatysParams]:
+        return GatysParams
+
     def __init__(self, params: GatysParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         self.params = params or GatysParams()
         self.encoder = encoder if encoder is not None else load_encoder("caffe")

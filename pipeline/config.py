@@ -295,6 +295,7 @@ class TuneMethodSection(Strict):
     space: Annotated[dict[str, SearchDim], Field(min_length=1)]  # methods.<m> key -> range
     budget: dict[str, Any]  # per-trial overrides of methods.<m> (a short schedule), e.g. {train: {iterations: 30}}
     prune_every: Annotated[int, Field(ge=0)]  # feed-forward: score val every N training iterations (0 = never prune)
+    val_pairs: Annotated[int, Field(ge=1)] | None  # at most this many val pairs per trial (seeded subset); null = all
 
 
 class TuneSection(Strict):

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import multiprocessing
+import random
 import shutil
 import tempfile
 import time
@@ -46,6 +47,7 @@ import torch
 import yaml
 
 from evaluation.metrics import METRICS, Scorer
+from methods import get_method
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.training import train
@@ -311,7 +313,10 @@ class Objective:
         for role, found, folder in (("content", contents, val[0]), ("style", styles, val[1])):
             if not found:
                 raise TuneError(f"{folder}: no val {role} images to tune on")
-        self.pairs = [(read_image(c), read_image(s)) for c in contents for s in styles]
+        grid = [(c, s) for c in contents for s in styles]
+        if self.tune.val_pairs is not None and len(grid) > self.tune.val_pairs:  # a seeded subset, same every trial
+            grid = sorted(random.Random(params.tune.seed).sample(grid, self.tune.val_pairs))
+        self.pairs = [(read_image(c), read_image(s)) for c, s in grid]
         self._crops: dict[tuple[int, int], Any] = {}
 
     def trial_params(self, trial: optuna.Trial) -> tuple[Params, dict[str, float]]:
@@ -423,8 +428,31 @@ def trial_rows(study: optuna.Study, objectives: Sequence[str], space: Sequence[s
         values = t.values if t.values is not None else [None] * len(objectives)
         rows.append({"number": t.number, "state": t.state.name, "worker": t.user_attrs.get("worker"),
                      "seconds": t.user_attrs.get("seconds"), **{k: t.params.get(k) for k in space},
-                     **dict(zip(objectives, values, strict=True)), "pareto": int(t.number in front)})  # fmt: skip
+                     **dict(zip(objectives, values, strict=True)), "pareto": int(t.number in front),
+                     "reference": int(bool(t.user_attrs.get("reference")))})  # fmt: skip
     return rows
+
+
+def reference_weights(method: str, space: Mapping[str, Any]) -> dict[str, float]:
+    """The method's reference values (its params class defaults: paper / reference code) of the tuned keys; each
+    must lie inside its search range, so that the reference is a point of the space the study explores."""
+    defaults = get_method(method).params_type()()
+    weights = {k: float(getattr(defaults, k)) for k in space}
+    outside = [f"{k} = {v:g} not in [{space[k].low:g}, {space[k].high:g}]" for k, v in weights.items()
+               if not space[k].low <= v <= space[k].high]  # fmt: skip
+    if outside:
+        raise TuneError(f"tune.{method}.space must contain the method's reference weights: {'; '.join(outside)}")
+    return weights
+
+
+def enqueue_reference(study: optuna.Study, weights: Mapping[str, float]) -> bool:
+    """Queue the reference weights as the next trial unless a live or finished trial already holds them (a failed
+    one is queued again); returns whether it queued."""
+    live = (*FINISHED, RUNNING, optuna.trial.TrialState.WAITING)
+    if any(t.user_attrs.get("reference") and t.state in live for t in study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial(dict(weights), user_attrs={"reference": 1})
+    return True
 
 
 def run(
@@ -451,6 +479,8 @@ def run(
     storage = make_storage(url, params)
     directions = directions_for(params.tune.objectives)
     study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+    reference = reference_weights(method, tune.space)
+    enqueue_reference(study, reference)
     before = len(finished(study))
     if before:
         log.info("tune@%s: study %s already holds %d finished trial(s); resuming", method, name, before)
@@ -480,7 +510,7 @@ def run(
     rows = trial_rows(study, params.tune.objectives, space)
     for row in rows:
         row["chosen"] = int(row["number"] == chosen.number)
-    fields = ["number", "state", "worker", "seconds", *space, *params.tune.objectives, "pareto", "chosen"]
+    fields = ["number", "state", "worker", "seconds", *space, *params.tune.objectives, "pareto", "reference", "chosen"]
     write_csv(rows, fields, out_dir / "trials.csv")
     write_csv([r for r in rows if r["pareto"]], fields, out_dir / "pareto.csv")
     best = {"method": method, "weights": {k: float(chosen.params[k]) for k in space},
@@ -489,6 +519,15 @@ def run(
             "selection": params.tune.selection, "trial": chosen.number,
             "trials_finished": len(finished(study)), "pareto_size": len(front), "study": name,
             "storage": url if params.tune.storage else "sqlite:///<out>/study.db"}  # fmt: skip
+    ref_trial = next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                      if t.user_attrs.get("reference")), None)  # fmt: skip
+    best["reference"] = {"weights": reference, "trial": None, "objectives": None, "on_front": False}
+    if ref_trial is not None:
+        best["reference"].update(
+            trial=ref_trial.number,
+            objectives=dict(zip(params.tune.objectives, map(float, ref_trial.values), strict=True)),
+            on_front=any(t.number == ref_trial.number for t in front),
+        )
     write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=_Dumper, sort_keys=False))
     summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
                "seconds": round(seconds, 2), "chosen_trial": chosen.number, **best["objectives"]}  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import sqlalchemy
 import yaml
@@ -262,8 +263,15 @@ def test_tune_gatys_end_to_end_with_nested_mlflow_runs(repo_root, tmp_path, dirs
         parent = logger.run_id
     assert result["trials_finished"] == 3
     best = yaml.safe_load((out / "best.yaml").read_text())
-    assert set(best["weights"]) == {"style_weight", "tv_weight"}
-    assert set(best["objectives"]) == {"content_loss", "style_loss"}
+    assert set(best["weights"]) == {"style_weight"}
+    assert set(best["objectives"]) == {"content_loss", "style_gram"}
+    # the reference weights (Gatys's params defaults) ran first, as trial 0, and are reported beside the choice
+    assert best["reference"]["weights"] == {"style_weight": 100.0}
+    assert best["reference"]["trial"] == 0
+    assert set(best["reference"]["objectives"]) == {"content_loss", "style_gram"}
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials.loc[trials["number"] == 0, "style_weight"].item() == 100.0
+    assert trials["reference"].tolist() == [1, 0, 0]
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + 3
     assert sum(line.endswith(",1") for line in rows[1:]) == 1  # exactly one chosen trial
@@ -333,3 +341,25 @@ def test_cli_tune_with_two_workers(repo_root, tmp_path, dirs, monkeypatch):
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + 3
     assert not (out / ".work").exists()
+
+
+# ------------------------------------------------------------------------------------------------ reference trial
+
+
+def test_the_reference_weights_must_lie_in_the_space(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert tune.reference_weights("adain", params.tune.adain.space) == {"style_weight": 10.0}
+    narrow = {"style_weight": params.tune.adain.space["style_weight"].model_copy(update={"low": 20.0})}
+    with pytest.raises(TuneError, match=r"tune.adain.space must contain .* style_weight = 10 not in \[20, 100\]"):
+        tune.reference_weights("adain", narrow)
+
+
+def test_a_failed_reference_trial_is_queued_again():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    assert tune.enqueue_reference(study, {"x": 0.5})
+    assert not tune.enqueue_reference(study, {"x": 0.5})  # already waiting
+    trial = study.ask()
+    assert trial.params == {} and trial.user_attrs["reference"] == 1
+    assert trial.suggest_float("x", 0.0, 1.0) == 0.5
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert tune.enqueue_reference(study, {"x": 0.5})  # the failed one does not count
