@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from methods.encoder import VGGEncoder
 from methods.errors import NstError
 from methods.losses import content_loss as _content_loss
-from methods.losses import gram_matrix, mean_std, mse_per_item
+from methods.losses import gram_matrix, mean_std
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,16 @@ class MetricInfo:
 def _style_infos() -> list[MetricInfo]:
     infos = []
     for kind, what, norm in (
-        ("gram", "MSE between Gram matrices", "G = F F^T / (C*H*W), F the (C, H*W) features; MSE over the C*C entries"),
+        (
+            "gram",
+            "relative squared Gram distance |G_o - G_s|^2 / (|G_o|^2 + |G_s|^2), in [0, 1]",
+            "G = F F^T / (C*H*W), F the (C, H*W) features; Frobenius norms (the ratio is free of the Gram scale)",
+        ),
         (
             "meanstd",
-            "MSE of channel means + MSE of channel stds",
-            "per-channel mean and std over positions, std = sqrt(unbiased var + 1e-5); MSE over the C channels",
+            "relative squared distance of channel means and stds "
+            "(|dmu|^2 + |dsigma|^2) / (|mu_o|^2 + |sigma_o|^2 + |mu_s|^2 + |sigma_s|^2), in [0, 1]",
+            "per-channel mean and std over positions, std = sqrt(unbiased var + 1e-5); norms over the C channels",
         ),
     ):
         for layer in STYLE_LAYERS:
@@ -246,27 +251,38 @@ def content_loss(output: Tensor, content: Tensor, encoder: VGGEncoder) -> Tensor
 # --------------------------------------------------------------------------------------------------- style
 
 
-def gram_distance(feats: Tensor, target: Tensor) -> Tensor:
-    """MSE between the Gram matrices of two feature maps of one layer: (B,).
+def _relative(diff_sq: Tensor, norm_sq: Tensor) -> Tensor:
+    return diff_sq / norm_sq.clamp_min(torch.finfo(norm_sq.dtype).tiny)
 
-    ``G = F F^T / (C H W)`` with ``F`` the (C, H*W) matrix of a (C, H, W) feature map (methods.losses.gram_matrix,
-    the normalisation of jcjohnson/neural-style); the distance is the mean over the C x C entries of
-    ``(G_feats - G_target)^2``. ``target`` may have another H, W and a batch of 1 or B.
+
+def gram_distance(feats: Tensor, target: Tensor) -> Tensor:
+    """Relative squared distance between the Gram matrices of two feature maps of one layer: (B,), in [0, 1].
+
+    ``|G_f - G_t|_F^2 / (|G_f|_F^2 + |G_t|_F^2)`` with ``G = F F^T / (C H W)`` and ``F`` the (C, H*W) matrix of a
+    (C, H, W) feature map (methods.losses.gram_matrix). Gatys et al. 2016 (eq. 4) compare Gram matrices by squared
+    error; dividing by the two Grams' energies makes each layer's term dimensionless and bounded (Gram matrices of
+    ReLU features are entrywise >= 0, so their inner product is >= 0 and the ratio is <= 1: 0 = identical,
+    1 = orthogonal), so the layers weigh equally in :func:`style_distances_from_features` and the scorer is not the
+    objective Gatys optimises. ``target`` may have another H, W and a batch of 1 or B.
     """
-    gram = gram_matrix(feats)
-    return mse_per_item(gram, gram_matrix(target).expand_as(gram))
+    gram = gram_matrix(feats).flatten(1)
+    tgram = gram_matrix(target).flatten(1).expand_as(gram)
+    return _relative((gram - tgram).pow(2).sum(1), gram.pow(2).sum(1) + tgram.pow(2).sum(1))
 
 
 def meanstd_distance(feats: Tensor, target: Tensor) -> Tensor:
-    """AdaIN style distance of one layer: MSE(channel means) + MSE(channel stds): (B,).
+    """Relative squared distance of the channel means and stds of one layer (AdaIN-type): (B,), in [0, 1].
 
-    Huang & Belongie 2017 eq. 12 for one layer, with the squared-error mean of their reference
-    (naoto0804/pytorch-AdaIN net.py ``calc_style_loss``: ``mse(mean) + mse(std)``; the paper writes L2 norms);
-    std = sqrt(unbiased variance + 1e-5) as their ``calc_mean_std`` (methods.losses.mean_std).
+    ``(|mu_f - mu_t|^2 + |sigma_f - sigma_t|^2) / (|mu_f|^2 + |sigma_f|^2 + |mu_t|^2 + |sigma_t|^2)`` over the C
+    channels: the statistics Huang & Belongie 2017 (eq. 12) match, with std = sqrt(unbiased variance + 1e-5) as their
+    reference's ``calc_mean_std`` (methods.losses.mean_std); relative, as :func:`gram_distance`, so every layer
+    weighs equally and the value is not AdaIN's loss term (means and stds of ReLU features are >= 0: ratio <= 1).
     """
-    m, s = mean_std(feats)
-    tm, ts = mean_std(target)
-    return mse_per_item(m, tm.expand_as(m)) + mse_per_item(s, ts.expand_as(s))
+    m, s = (t.flatten(1) for t in mean_std(feats))
+    tm, ts = (t.flatten(1).expand_as(m) for t in mean_std(target))
+    diff = (m - tm).pow(2).sum(1) + (s - ts).pow(2).sum(1)
+    norm = m.pow(2).sum(1) + s.pow(2).sum(1) + tm.pow(2).sum(1) + ts.pow(2).sum(1)
+    return _relative(diff, norm)
 
 
 _STYLE_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"gram": gram_distance, "meanstd": meanstd_distance}

@@ -27,14 +27,17 @@ def naive_gram(feat: np.ndarray) -> np.ndarray:
 
 
 def naive_gram_distance(feat: np.ndarray, target: np.ndarray) -> float:
-    """Mean over the C x C entries of the squared Gram difference."""
-    diff = naive_gram(feat) - naive_gram(target)
-    c = diff.shape[0]
-    return sum(diff[i, j] ** 2 for i in range(c) for j in range(c)) / (c * c)
+    """Sum over the C x C entries of the squared Gram difference over the sum of both Grams' squared entries."""
+    g1, g2 = naive_gram(feat), naive_gram(target)
+    c = g1.shape[0]
+    diff = sum((g1[i, j] - g2[i, j]) ** 2 for i in range(c) for j in range(c))
+    norm = sum(g1[i, j] ** 2 + g2[i, j] ** 2 for i in range(c) for j in range(c))
+    return diff / norm
 
 
 def naive_meanstd_distance(feat: np.ndarray, target: np.ndarray, eps: float = 1e-5) -> float:
-    """MSE(channel means) + MSE(channel stds), std = sqrt(unbiased var + eps) (pytorch-AdaIN calc_mean_std)."""
+    """(sum of squared mean and std differences) / (sum of the four squared statistics) over the channels, std =
+    sqrt(unbiased var + eps) (pytorch-AdaIN calc_mean_std)."""
 
     def stats(x: np.ndarray) -> tuple[list[float], list[float]]:
         means, stds = [], []
@@ -49,11 +52,9 @@ def naive_meanstd_distance(feat: np.ndarray, target: np.ndarray, eps: float = 1e
 
     m1, s1 = stats(feat)
     m2, s2 = stats(target)
-    c = len(m1)
-    return (
-        sum((a - b) ** 2 for a, b in zip(m1, m2, strict=True)) / c
-        + sum((a - b) ** 2 for a, b in zip(s1, s2, strict=True)) / c
-    )
+    diff = sum((a - b) ** 2 for a, b in zip(m1 + s1, m2 + s2, strict=True))
+    norm = sum(a * a for a in m1 + s1 + m2 + s2)
+    return diff / norm
 
 
 # ------------------------------------------------------------------------------- RGB-uv histogram (loops)

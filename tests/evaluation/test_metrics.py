@@ -440,3 +440,18 @@ def test_summarize_per_method_with_nans():
     assert out["a"]["m"]["std"] == pytest.approx(1.0)
     assert out["a"]["m"]["n"] == 3
     assert out["b"]["m"] == {"mean": None, "std": None, "ci_low": None, "ci_high": None, "n": 0}
+
+
+def test_style_distances_are_bounded_and_scale_free(encoder):
+    # relative distances: in [0, 1]; scaling both feature maps of a layer by the same factor changes nothing
+    x, s = rand(1, 3, 32, 40, seed=11), rand(1, 3, 36, 36, seed=12)
+    fx, fs = encoder(x, metrics.STYLE_LAYERS), encoder(s, metrics.STYLE_LAYERS)
+    for layer in metrics.STYLE_LAYERS:
+        for fn in (metrics.gram_distance, metrics.meanstd_distance):
+            d = fn(fx[layer], fs[layer]).item()
+            assert 0.0 <= d <= 1.0
+        assert metrics.gram_distance(7.0 * fx[layer], 7.0 * fs[layer]).item() == pytest.approx(
+            metrics.gram_distance(fx[layer], fs[layer]).item(), rel=1e-5
+        )
+    ones = torch.ones(1, 4, 5, 5)
+    assert metrics.gram_distance(ones, torch.zeros(1, 4, 5, 5)).item() == pytest.approx(1.0)  # nothing in common

@@ -85,4 +85,5 @@ def test_every_reference_row_has_the_contents_shape():
     assert list(outs) == list(ref.REFERENCE_ROWS) == ["identity", "style_copy", "grey", "blur"]
     for out in outs.values():
         assert out.shape == c.shape
-        assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+        assert float(out.min()) >= 0.0
+        assert float(out.max()) <= 1.0
