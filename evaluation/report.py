@@ -1,6 +1,8 @@
-"""Report building: DataFrames and dicts in, matplotlib figures and HTML/Markdown text out. No file IO here.
+"""Report building: DataFrames and dicts in, matplotlib figures and HTML/Markdown fragments out. No file IO here.
 
-The report stage (pipeline/report.py) loads the data, calls these functions, and writes what they return.
+The report stage (pipeline/report.py) loads the evaluate stage's files (statistics.json, summary.json, paired.csv,
+scoring.json, per_pair.csv), each method's effective parameters and training record, calls these functions, and
+writes what they return. Every text that ends up in HTML goes through :func:`html.escape` here or in the stage.
 """
 
 from __future__ import annotations
@@ -21,73 +23,457 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from evaluation.metrics import METRICS
+from evaluation.metrics import METRICS, SUMMARY_METRICS
+from evaluation.references import REFERENCE_ROWS
+from evaluation.summary import NO_CLEAR_BEST, NOTHING_TO_COMPARE, RANKED, TOO_FEW
 
-REFERENCE_ROWS = ("identity", "style_copy")
 NA = "n/a"
+UNDER_TRAINED_BELOW = 0.10  # a trained method below this fraction of its reference schedule's iterations
+UNDER_TRAINED = "under-trained"
+SUMMARY_COLUMNS = ("fid", "artfid")  # one number per method (summary.json), no per-pair values, no CI
+COST_COLUMNS = ("seconds", "peak_mem_mb")
+STYLE_KINDS = ("gram", "meanstd")
 
+# What each column of the comparison table measures, and which reference row bounds it (evaluation.references:
+# identity = the content photo, style_copy = the painting cropped to the photo's aspect and resized, grey = the
+# photo's mean colour everywhere, blur = the photo under a Gaussian of sigma 4 px at 256 px).
 HOW_TO_READ = {
-    "content_loss": "How much of the photo's structure (VGG relu4_2 features) survives. 0 = the photo itself "
-    "(identity row); the style_copy row shows the value of an output that kept none of it.",
-    "style_loss": "How closely textures and colours (Gram matrices on five VGG layers) match the painting. "
-    "style_copy is the floor a method can approach; identity shows an untouched photo.",
-    "lpips": "Learned perceptual distance from the photo (AlexNet LPIPS). Lower = perceptually closer to the photo.",
-    "ssim": "Pixel-level structural similarity to the photo, 1 = identical. Stylization must lower it; very low "
-    "values mean the scene is no longer recognisable.",
-    "cfsd": "Whether the output keeps the photo's spatial layout: compares which image patches resemble which "
-    "(VGG relu3_1 self-similarity). 0 = same structure; insensitive to colour and texture changes.",
+    "content_loss": "Mean squared difference between the VGG-19 relu4_2 activations of the output and of the content "
+    "photo (per-filter-normalised caffe weights): how far the output's mid-level features moved from the photo's. "
+    "0 for identity; blur shows what losing fine detail costs, grey and style_copy what keeping nothing of the "
+    "photo costs. Any change counts, wanted (stylisation) or not, so it measures distance from the photo, not "
+    "whether the scene is still recognisable.",
+    "style_gram": "Relative squared distance between the Gram matrices (channel co-activations) of the output and "
+    "of the painting, |G_o - G_s|^2 / (|G_o|^2 + |G_s|^2), on relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1 of the "
+    "same VGG-19, each layer weighing 1/5 (per-layer shares in their own table); 0 = identical Gram matrices, "
+    "1 = orthogonal. It measures how well the output reproduces the painting's feature statistics pooled over all "
+    "positions, so not its composition. style_copy (the painting itself, cropped and resized) is the low end, not "
+    "exactly 0; identity is the untouched photo.",
+    "style_meanstd": "Relative squared distance between the per-channel means and standard deviations of the same "
+    "five layers (the statistics AdaIN aligns), in [0, 1], each layer weighing 1/5. Same bounds as style_gram "
+    "(style_copy low, identity the untouched photo); a method built to match these statistics can do better here "
+    "than on style_gram.",
+    "color_hist": "Hellinger distance between the RGB-uv chroma histograms of the output and of the painting "
+    "(HistoGAN; no network): the colour distribution only, not where the colours are. 0 = identical "
+    "histograms, 1 = disjoint. style_copy is the low end, identity shows the photo's own colours, grey a single "
+    "colour.",
+    "lpips": "LPIPS v0.1 (AlexNet) distance from the content photo: a perceptual distance learned from human "
+    "judgements of small distortions. Stylised outputs lie far outside that range, so read it as distance from the "
+    "photo, not as quality. 0 for identity; blur and grey show degraded photos, style_copy an unrelated image.",
+    "ssim": "SSIM on RGB against the content photo (local means, contrasts and correlations in 11 x 11 Gaussian "
+    "windows, averaged over channels): 1 for identity. Recolouring lowers it too, so every stylisation lowers it; "
+    "blur and grey show a photo with coarse or no structure, style_copy an unrelated image.",
+    "ssim_lum": "SSIM on luminance (BT.601 Y) only: blind to hue, so it tells structure kept in brightness from "
+    "recolouring. Same bounds as ssim.",
+    "cfsd": "Content feature structural distance (StyleID): KL divergence between the relu3_1 patch "
+    "self-similarity distributions of output and content photo, i.e. whether the same patches resemble each other "
+    "(the spatial layout). 0 for identity; less sensitive to colour and texture than content_loss, but not blind "
+    "to them; grey and style_copy show outputs without the photo's layout.",
+    "fid": "Frechet Inception Distance between the set of a method's outputs and the set of test paintings "
+    "(Inception-v3 pool3 features): how close the outputs' feature distribution is to the paintings'. Strongly "
+    "biased with few images: compare rows of this report only. style_copy is the low end. n/a without the "
+    "Inception weights.",
+    "artfid": "ArtFID = (1 + mean LPIPS vs content) x (1 + FID vs paintings) (Wright & Ommer 2022): content "
+    "distance and style-distribution distance in one number; n/a whenever LPIPS or FID is.",
+    "seconds": "Wall-clock seconds per output image on the machine that ran stylize (timing.csv).",
+    "peak_mem_mb": "Peak memory per image: on CUDA the allocator's peak, on the CPU the process's resident set.",
 }
 
 
-def fmt(value: float | None, digits: int = 4) -> str:
-    """A number for tables: 4 significant digits, or "n/a" for None/NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for tables: ``digits`` significant digits, or "n/a" for None/NaN/non-numbers."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
         return NA
-    return f"{value:.{digits}g}"
+    if math.isnan(x):
+        return NA
+    return f"{x:.{digits}g}"
+
+
+def fmt_int(n: int) -> str:
+    """160000 -> "160 000" (SI thousands separator)."""
+    return f"{int(n):,}".replace(",", " ")
+
+
+def fmt_percent(fraction: float) -> str:
+    pct = 100.0 * fraction
+    if pct >= 10:
+        return f"{pct:.0f} %"
+    if pct >= 1:
+        return f"{pct:.1f} %"
+    return f"{pct:.2g} %"
+
+
+def higher_is_better(metric: str, scoring: Mapping[str, Any] | None = None) -> bool:
+    """A column's direction: scoring.json's ``higher_is_better``, else the metric registry; costs: lower."""
+    info = (scoring or {}).get("metrics", {}).get(metric)
+    if isinstance(info, Mapping) and "higher_is_better" in info:
+        return bool(info["higher_is_better"])
+    known = METRICS.get(metric) or SUMMARY_METRICS.get(metric)
+    return bool(known and known.higher_is_better)
+
+
+def arrow(metric: str, scoring: Mapping[str, Any] | None = None) -> str:
+    return "↑" if higher_is_better(metric, scoring) else "↓"
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: the main text (a mean) and a detail (its CI, or a raw value) shown smaller."""
+
+    main: str
+    detail: str = ""
+    best: bool = False
+
+    @property
+    def text(self) -> str:
+        return f"{self.main} {self.detail}" if self.detail else self.main
 
 
 @dataclass
 class TableRow:
     method: str
-    cells: dict[str, str]
-    best: set[str] = field(default_factory=set)
+    cells: dict[str, Cell]
     reference: bool = False
+    badges: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> set[str]:
+        return {k for k, c in self.cells.items() if c.best}
 
 
-def comparison_rows(summary: Mapping[str, Any], methods: Sequence[str]) -> list[TableRow]:
-    """One row per method then the reference rows: "mean [ci_low, ci_high]" per metric, best mean marked.
+def table_columns(headline: Sequence[str]) -> list[str]:
+    """The comparison table's columns: the headline metrics, FID/ArtFID, then the costs."""
+    return [*headline, *SUMMARY_COLUMNS, *COST_COLUMNS]
 
-    "Best" is decided among the real methods only (the reference rows are calibration, not competitors), using
-    each metric's ``higher_is_better``; metrics without any value are n/a everywhere.
+
+def column_titles(columns: Sequence[str], scoring: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Headers with the better direction from scoring.json: "ssim ↑", "style_gram ↓", "s / image ↓"."""
+    titles = {c: f"{c} {arrow(c, scoring)}" for c in columns}
+    if "seconds" in titles:
+        titles["seconds"] = "s / image ↓"
+    if "peak_mem_mb" in titles:
+        titles["peak_mem_mb"] = "peak MB ↓"
+    return titles
+
+
+def references_of(statistics: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(statistics.get("references") or REFERENCE_ROWS)
+
+
+def competitors(statistics: Mapping[str, Any]) -> list[str]:
+    """The methods that compete (statistics.json's order, reference rows left out)."""
+    refs = set(references_of(statistics))
+    order = statistics.get("methods_order") or list(statistics.get("methods", {}))
+    return [m for m in order if m not in refs and m in statistics.get("methods", {})]
+
+
+def row_order(statistics: Mapping[str, Any]) -> list[str]:
+    """Competing methods, then the reference rows that were scored."""
+    present = statistics.get("methods", {})
+    return [*competitors(statistics), *[r for r in references_of(statistics) if r in present]]
+
+
+def too_few_pairs(statistics: Mapping[str, Any]) -> bool:
+    pairs, min_pairs = statistics.get("pairs"), statistics.get("min_pairs")
+    return pairs is not None and min_pairs is not None and int(pairs) < int(min_pairs)
+
+
+def starred(statistics: Mapping[str, Any]) -> dict[str, str]:
+    """metric -> the method that gets the ★: only where the ranking says "ranked", never a reference row, and none
+    at all when there are fewer test pairs than ``min_pairs``."""
+    if too_few_pairs(statistics):
+        return {}
+    refs = set(references_of(statistics))
+    out = {}
+    for metric, r in (statistics.get("ranking") or {}).items():
+        if r.get("status") == RANKED and r.get("best") and r["best"] not in refs:
+            out[metric] = str(r["best"])
+    return out
+
+
+def _stat_cell(stat: Mapping[str, Any] | None, digits: int = 4) -> Cell:
+    if not stat or stat.get("mean") is None:
+        return Cell(NA)
+    low, high = stat.get("ci_low"), stat.get("ci_high")
+    ci = f"[{fmt(low, 3)}, {fmt(high, 3)}]" if low is not None and high is not None else ""
+    return Cell(fmt(stat["mean"], digits), ci)
+
+
+def comparison_rows(
+    statistics: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    columns: Sequence[str],
+    badges: Mapping[str, Sequence[str]] | None = None,
+) -> list[TableRow]:
+    """One row per competing method then per reference row: "mean [ci_low, ci_high]" from statistics.json for the
+    per-pair metrics and costs, summary.json's single value for FID/ArtFID; the ★ from the ranking (:func:`starred`).
     """
-    stats = summary["methods"]
-    best: dict[str, str] = {}
-    for metric, info in METRICS.items():
-        means = {
-            m: stats[m][metric]["mean"] for m in methods if stats.get(m, {}).get(metric, {}).get("mean") is not None
-        }
-        if means:
-            pick = max if info.higher_is_better else min
-            best[metric] = pick(means, key=means.__getitem__)
+    stats = statistics.get("methods", {})
+    refs = set(references_of(statistics))
+    best = starred(statistics)
     rows = []
-    for method in [*methods, *[r for r in REFERENCE_ROWS if r in stats]]:
+    for method in row_order(statistics):
         cells = {}
-        for metric in METRICS:
-            s = stats[method][metric]
-            cells[metric] = NA if s["mean"] is None else f"{fmt(s['mean'])} [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
-        cells["seconds"] = fmt(stats[method].get("seconds"), 3)
-        cells["peak_mem_mb"] = fmt(stats[method].get("peak_mem_mb"), 4)
-        rows.append(
-            TableRow(method, cells, {m for m, b in best.items() if b == method}, reference=method in REFERENCE_ROWS)
-        )
+        for col in columns:
+            if col in SUMMARY_COLUMNS:
+                cells[col] = Cell(fmt((summary.get(method) or {}).get(col)))
+                continue
+            cell = _stat_cell(stats[method].get(col), 3 if col == "seconds" else 4)
+            if best.get(col) == method and cell.main != NA:
+                cell = Cell(cell.main, cell.detail, best=True)
+            cells[col] = cell
+        rows.append(TableRow(method, cells, reference=method in refs, badges=list((badges or {}).get(method, ()))))
     return rows
 
 
-def column_titles() -> dict[str, str]:
-    """Table headers with the better direction: "ssim ↑", "style_loss ↓"."""
-    titles = {m: f"{m} {'↑' if info.higher_is_better else '↓'}" for m, info in METRICS.items()}
-    titles.update(seconds="s / image ↓", peak_mem_mb="peak MB ↓")
-    return titles
+@dataclass(frozen=True)
+class RankingNotes:
+    caption: str  # under the comparison table
+    per_metric: dict[str, str]  # column -> a short note under its header ("no clear best", ...)
+    too_few: bool
+
+
+def ranking_notes(statistics: Mapping[str, Any], columns: Sequence[str]) -> RankingNotes:
+    """What the ranking decided, in words: "too few pairs to rank" / "no clear best" / "nothing to compare"."""
+    ranking = statistics.get("ranking") or {}
+    statuses = {c: ranking[c].get("status") for c in columns if c in ranking}
+    pairs, min_pairs = statistics.get("pairs"), statistics.get("min_pairs")
+    level = statistics.get("ci_level") or 0.95
+    too_few = too_few_pairs(statistics) or TOO_FEW in statuses.values()
+    if too_few:
+        caption = (f"No method is marked best: too few pairs to rank ({pairs} test pairs; marking a best method needs "
+                   f"at least {min_pairs}).")  # fmt: skip
+    elif statuses and all(s == NOTHING_TO_COMPARE for s in statuses.values()):
+        caption = "No method is marked best: nothing to compare (fewer than two methods have scores)."
+    else:
+        caption = (f"★ marks the method whose paired {level:.0%} CI of the difference excludes 0 against every other "
+                   "method on that metric; reference rows never compete.")  # fmt: skip
+    shown = {NO_CLEAR_BEST, NOTHING_TO_COMPARE, TOO_FEW}
+    per_metric = {c: str(s) for c, s in statuses.items() if s in shown and not (too_few and s == TOO_FEW)}
+    return RankingNotes(caption, per_metric, too_few)
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    metric: str
+    a: str
+    b: str
+    diff: str
+    ci: str
+    n: int
+    excludes_zero: bool
+    verdict: str
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def paired_rows(
+    paired: pd.DataFrame, metrics: Sequence[str], methods: Sequence[str], scoring: Mapping[str, Any] | None = None
+) -> list[PairedRow]:
+    """paired.csv's rows for ``metrics`` between two of ``methods`` (the competitors; reference rows left out),
+    metric by metric: A - B with its paired CI, and which one is better where the CI excludes 0."""
+    keep = set(methods)
+    rows = []
+    for metric in metrics:
+        part = paired[(paired["metric"] == metric) & paired["method_a"].isin(keep) & paired["method_b"].isin(keep)]
+        for r in part.itertuples(index=False):
+            diff = pd.to_numeric(r.mean_diff, errors="coerce")
+            excludes = _truthy(r.excludes_zero) and not pd.isna(diff)
+            if pd.isna(diff):
+                verdict = "no shared pairs"
+            elif excludes:
+                winner = r.method_a if (diff > 0) == higher_is_better(metric, scoring) else r.method_b
+                verdict = f"{winner} better"
+            else:
+                verdict = "CI includes 0"
+            ci = "" if pd.isna(diff) else f"[{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]"
+            n = pd.to_numeric(r.n, errors="coerce")
+            n = 0 if pd.isna(n) else int(n)
+            rows.append(PairedRow(metric, str(r.method_a), str(r.method_b), fmt(diff), ci, n, excludes, verdict))
+    return rows
+
+
+def style_layers(kind: str) -> list[str]:
+    """The layers of the per-layer style metrics ``style_<kind>_<layer>``, in METRICS order."""
+    prefix = f"style_{kind}_"
+    return [k.removeprefix(prefix) for k in METRICS if k.startswith(prefix)]
+
+
+def style_shares(statistics: Mapping[str, Any], kind: str) -> dict[str, dict[str, float | None]]:
+    """method -> layer -> that layer's share of the sum of the per-layer mean distances (the aggregate
+    ``style_<kind>`` is their equal-weight mean, so this is each layer's share of the aggregate)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for method in row_order(statistics):
+        stats = statistics["methods"][method]
+        means = {layer: (stats.get(f"style_{kind}_{layer}") or {}).get("mean") for layer in style_layers(kind)}
+        total = sum(v for v in means.values() if v is not None)
+        ok = all(v is not None for v in means.values()) and total > 0
+        out[method] = {layer: (v / total if ok else None) for layer, v in means.items()}
+    return out
+
+
+def style_share_rows(statistics: Mapping[str, Any], kind: str) -> list[TableRow]:
+    """Per method: each layer's share of the aggregate (main) and its mean distance (detail)."""
+    shares = style_shares(statistics, kind)
+    refs = set(references_of(statistics))
+    rows = []
+    for method, per_layer in shares.items():
+        stats = statistics["methods"][method]
+        cells = {}
+        for layer, share in per_layer.items():
+            mean = (stats.get(f"style_{kind}_{layer}") or {}).get("mean")
+            cells[layer] = Cell(
+                NA if share is None else fmt_percent(share), "" if mean is None else f"({fmt(mean, 3)})"
+            )
+        rows.append(TableRow(method, cells, reference=method in refs))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ what ran
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"a": 1, "train": {"lr": 2}}`` -> ``[("a", 1), ("train.lr", 2)]``."""
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.extend(flatten(value, f"{name}."))
+        else:
+            out.append((name, value))
+    return out
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, float):
+        return fmt(value, 6)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ParamsRow:
+    method: str
+    items: list[tuple[str, str, bool]]  # (dotted key, value, applied from best.yaml)
+    note: str = ""
+
+
+def params_rows(
+    effective: Mapping[str, Mapping[str, Any] | None], tuned: Mapping[str, Mapping[str, float]] | None = None
+) -> list[ParamsRow]:
+    """Each method's ``methods.<m>`` section as its stylize stage ran it (outputs/<m>/effective_params.yaml; the tuned
+    weights are already applied there). A weight is marked tuned where ``tune.use_tuned`` was on and it equals the
+    best.yaml value. A missing file is said so; params.yaml is never shown in its place."""
+    rows = []
+    for method, tree in effective.items():
+        if not tree:
+            rows.append(ParamsRow(method, [], f"outputs/{method}/effective_params.yaml not found"))
+            continue
+        section = (tree.get("methods") or {}).get(method) or {}
+        use_tuned = bool((tree.get("tune") or {}).get("use_tuned"))
+        weights = (tuned or {}).get(method) or {}
+        items = []
+        for key, value in flatten(section):
+            is_tuned = use_tuned and key in weights and _close(value, weights[key])
+            items.append((key, _value(value), is_tuned))
+        rows.append(ParamsRow(method, items))
+    return rows
+
+
+def _close(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class Budget:
+    method: str
+    text: str
+    fraction: float | None
+
+    @property
+    def under_trained(self) -> bool:
+        return self.fraction is not None and self.fraction < UNDER_TRAINED_BELOW
+
+
+def training_budget(
+    method: str, schedule: Any, train_metrics: Mapping[str, Any] | None, train_section: Mapping[str, Any] | None
+) -> Budget:
+    """ "160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — <reference source>": our training run
+    (models/<m>/train_metrics.json iterations, models/<m>/effective_params.yaml train section) against the method's
+    ``reference_schedule`` (methods.feedforward.ReferenceSchedule)."""
+    section = train_section or {}
+    batch, crop = section.get("batch_size", "?"), section.get("crop", "?")
+    tail = f"batch {batch} vs {schedule.batch_size}, crop {crop} vs {schedule.crop} — {schedule.source}"
+    iterations = (train_metrics or {}).get("iterations")
+    if iterations is None:
+        return Budget(method, f"no training record (models/{method}/train_metrics.json missing); reference "
+                              f"{fmt_int(schedule.iterations)} iterations, {tail}", None)  # fmt: skip
+    fraction = schedule.fraction(int(iterations))
+    text = f"{fmt_int(iterations)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), {tail}"
+    return Budget(method, text, fraction)
+
+
+def _reference_text(ref: Mapping[str, Any]) -> str:
+    """best.yaml's ``reference`` entry as text: "trial 0: style_weight = 10 → content_loss = 1, ... (on the front)"."""
+    weights = ", ".join(f"{k} = {fmt(v, 6)}" for k, v in (ref.get("weights") or {}).items())
+    if ref.get("trial") is None:
+        return f"{weights} (did not complete)"
+    scores = ", ".join(f"{k} = {fmt(v)}" for k, v in (ref.get("objectives") or {}).items())
+    front = {True: " (on the front)", False: " (not on the front)"}.get(ref.get("on_front"), "")
+    return f"trial {ref['trial']}: {weights}" + (f" → {scores}" if scores else "") + front
+
+
+def tuning_table(
+    best: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Mapping[str, str]] | None = None
+) -> list[dict[str, str]]:
+    """Rows of the tuned-weights table from each method's best.yaml (method -> parsed mapping), with the trial of
+    the method's reference weights (enqueued first by the tuning): best.yaml's ``reference`` entry, else the trial
+    trials.csv marks (``reference``: method -> {"text": ...} from :func:`reference_trial`); n/a when neither."""
+    rows = []
+    for method, b in best.items():
+        row = {
+            "method": method,
+            "weights": ", ".join(f"{k} = {fmt(v, 6)}" for k, v in (b.get("weights") or {}).items()),
+            "objectives (val)": ", ".join(f"{k} = {fmt(v)}" for k, v in (b.get("objectives") or {}).items()),
+            "trial": f"{b.get('trial')} of {b.get('trials_finished')} ({b.get('selection')})",
+        }
+        if isinstance(b.get("reference"), Mapping):
+            row["reference weights (val)"] = _reference_text(b["reference"])
+        elif reference is not None:
+            row["reference weights (val)"] = (reference.get(method) or {}).get("text", NA)
+        rows.append(row)
+    if any("reference weights (val)" in r for r in rows):
+        for r in rows:
+            r.setdefault("reference weights (val)", NA)
+    return rows
+
+
+def reference_trial(trials: pd.DataFrame, weights: Sequence[str], objectives: Sequence[str]) -> dict[str, str] | None:
+    """The trial trials.csv marks ``reference == 1`` (the reference weights), as text; None when not marked."""
+    if "reference" not in trials.columns:
+        return None
+    ref = trials[pd.to_numeric(trials["reference"], errors="coerce") == 1]
+    if ref.empty:
+        return None
+    r = ref.iloc[0]
+    parts = [f"{k} = {fmt(r[k], 6)}" for k in weights if k in r.index]
+    scores = [f"{k} = {fmt(r[k])}" for k in objectives if k in r.index]
+    return {
+        "text": f"trial {r.get('number', '?')}: " + ", ".join(parts) + (" → " + ", ".join(scores) if scores else "")
+    }
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -95,18 +481,23 @@ def column_titles() -> dict[str, str]:
 
 def _palette(methods: Sequence[str]) -> dict[str, Any]:
     colours = sns.color_palette("colorblind", n_colors=max(3, len(methods)))
-    return {m: colours[i] for i, m in enumerate(methods)}
+    return {m: colours[i % len(colours)] for i, m in enumerate(methods)}
 
 
-def fig_metric_distributions(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
-    """One panel per metric: per-pair values by method (box + points); metrics with no values say n/a."""
-    metrics = list(METRICS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), constrained_layout=True)
+def fig_metric_distributions(per_pair: pd.DataFrame, order: Sequence[str], metrics: Sequence[str]) -> Figure:
+    """One panel per metric (e.g. the headline ones): per-pair values by method (box + points); n/a panels say so."""
+    metrics = list(metrics)
+    ncols = min(4, max(1, len(metrics)))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False, constrained_layout=True)
     palette = _palette(order)
-    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
-        data = per_pair[["method", metric]].dropna()
-        arrow = "↑" if METRICS[metric].higher_is_better else "↓"
-        ax.set_title(f"{metric} {arrow}")
+    for ax in axes.flat[len(metrics) :]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        data = per_pair[["method", metric]].copy()
+        data[metric] = pd.to_numeric(data[metric], errors="coerce")
+        data = data.dropna()
+        ax.set_title(f"{metric} {arrow(metric)}")
         if data.empty:
             ax.text(0.5, 0.5, NA, ha="center", va="center", transform=ax.transAxes, fontsize=14, color="grey")
             ax.set_xticks([])
@@ -118,12 +509,15 @@ def fig_metric_distributions(per_pair: pd.DataFrame, order: Sequence[str]) -> Fi
         sns.stripplot(data=data, x="method", y=metric, order=present, color="black", size=3, ax=ax)
         ax.set_xlabel("")
         ax.set_ylabel("")
-        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="x", rotation=35)
     return fig
 
 
-def fig_tradeoff(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
-    """Content loss vs style loss, one point per test pair, coloured by method (tuning fronts: :func:`fig_tuning`)."""
+def fig_tradeoff(
+    per_pair: pd.DataFrame, order: Sequence[str], x: str = "content_loss", y: str = "style_gram"
+) -> Figure:
+    """``x`` vs ``y`` (content_loss vs style_gram), one point per test pair, coloured by method; reference rows are
+    crosses (tuning fronts: :func:`fig_tuning`)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8), constrained_layout=True)
     palette = _palette(order)
     for method in order:
@@ -131,21 +525,49 @@ def fig_tradeoff(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
         if part.empty:
             continue
         marker = "x" if method in REFERENCE_ROWS else "o"
-        ax.scatter(part["content_loss"], part["style_loss"], label=method, color=palette[method], marker=marker,
-                   alpha=0.8)  # fmt: skip
+        ax.scatter(pd.to_numeric(part[x], errors="coerce"), pd.to_numeric(part[y], errors="coerce"), label=method,
+                   color=palette[method], marker=marker, alpha=0.8)  # fmt: skip
     # Linear axes: the identity row sits at content_loss = 0, which a log axis cannot show.
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("content_loss ↓ (structure lost)")
-    ax.set_ylabel("style_loss ↓ (style missed)")
+    ax.set_xlabel(f"{x} {arrow(x)} (distance from the photo's features)")
+    ax.set_ylabel(f"{y} {arrow(y)} (distance from the painting's Gram statistics)")
     ax.set_title("Content-style trade-off (lower-left is better)")
+    ax.ticklabel_format(style="sci", scilimits=(-3, 4))
     ax.legend(fontsize=8)
+    return fig
+
+
+def fig_style_shares(statistics: Mapping[str, Any]) -> Figure:
+    """One panel per style kind: each method's per-layer share of the aggregate style distance (stacked bars)."""
+    fig, axes = plt.subplots(1, len(STYLE_KINDS), figsize=(5.2 * len(STYLE_KINDS), 0.45 * 7 + 1.6), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for ax, kind in zip(axes[0], STYLE_KINDS, strict=True):
+        shares = style_shares(statistics, kind)
+        layers = style_layers(kind)
+        methods = [m for m in shares if all(v is not None for v in shares[m].values())]
+        colours = sns.color_palette("crest", n_colors=len(layers))
+        left = np.zeros(len(methods))
+        for i, layer in enumerate(layers):
+            values = np.array([100.0 * shares[m][layer] for m in methods])
+            ax.barh(methods, values, left=left, color=colours[i], label=layer)
+            left += values
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% of the aggregate")
+        ax.set_title(f"style_{kind}: share per layer")
+        if not methods:
+            ax.text(0.5, 0.5, NA, ha="center", va="center", transform=ax.transAxes)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     return fig
 
 
 def fig_tuning(trials: pd.DataFrame, objectives: Sequence[str], order: Sequence[str]) -> Figure:
     """One panel per tuned method: every finished trial's two objectives (val split), the Pareto front joined and
-    highlighted, the chosen operating point starred. ``trials``: the trials.csv rows with a ``method`` column."""
+    highlighted, the chosen operating point starred, and the reference-weights trial (trials.csv ``reference`` = 1,
+    when that column exists) as a diamond. ``trials``: the trials.csv rows with a ``method`` column."""
     methods = [m for m in order if m in set(trials["method"])]
     fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(4.2 * max(1, len(methods)), 3.8), squeeze=False,
                              constrained_layout=True)  # fmt: skip
@@ -153,6 +575,10 @@ def fig_tuning(trials: pd.DataFrame, objectives: Sequence[str], order: Sequence[
     x, y = objectives
     for ax, method in zip(axes[0], methods, strict=False):
         part = trials[trials["method"] == method]
+        if x not in part.columns or y not in part.columns:
+            ax.text(0.5, 0.5, f"{method}: trials.csv lacks {x} / {y}", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)  # fmt: skip
+            continue
         scored = part.dropna(subset=[x, y])
         front = scored[scored["pareto"] == 1].sort_values(x)
         chosen = scored[scored["chosen"] == 1]
@@ -160,26 +586,18 @@ def fig_tuning(trials: pd.DataFrame, objectives: Sequence[str], order: Sequence[
         ax.plot(front[x], front[y], "-o", color=palette.get(method, "C0"), ms=6, label="Pareto front")
         ax.scatter(chosen[x], chosen[y], marker="*", s=260, color=palette.get(method, "C0"), edgecolor="black",
                    zorder=5, label="chosen")  # fmt: skip
+        if "reference" in scored.columns:
+            ref = scored[pd.to_numeric(scored["reference"], errors="coerce") == 1]
+            if not ref.empty:
+                ax.scatter(ref[x], ref[y], marker="D", s=70, facecolor="white", edgecolor="black", linewidth=1.5,
+                           zorder=6, label="reference weights")  # fmt: skip
         pruned = int((part["state"] == "PRUNED").sum())
         ax.set_title(f"{method}: {len(scored)} trials" + (f", {pruned} pruned" if pruned else ""), fontsize=10)
-        ax.set_xlabel(f"{x} {'↑' if METRICS[x].higher_is_better else '↓'} (val)")
-        ax.set_ylabel(f"{y} {'↑' if METRICS[y].higher_is_better else '↓'} (val)")
+        ax.set_xlabel(f"{x} {arrow(x)} (val)")
+        ax.set_ylabel(f"{y} {arrow(y)} (val)")
         ax.ticklabel_format(style="sci", scilimits=(-3, 4))
         ax.legend(fontsize=7)
     return fig
-
-
-def tuning_table(best: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Rows of the tuned-weights table from each method's best.yaml (method -> parsed mapping)."""
-    rows = []
-    for method, b in best.items():
-        rows.append({
-            "method": method,
-            "weights": ", ".join(f"{k} = {fmt(float(v))}" for k, v in b.get("weights", {}).items()),
-            "objectives (val)": ", ".join(f"{k} = {fmt(float(v))}" for k, v in b.get("objectives", {}).items()),
-            "trial": f"{b.get('trial')} of {b.get('trials_finished')} ({b.get('selection')})",
-        })  # fmt: skip
-    return rows
 
 
 def fig_loss_curves(losses: pd.DataFrame) -> Figure:
@@ -254,31 +672,123 @@ def fig_image_grid(
 # ------------------------------------------------------------------------------------------------ text
 
 
-def markdown_table(rows: Sequence[TableRow]) -> str:
-    titles = column_titles()
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(
+    rows: Sequence[TableRow], titles: Mapping[str, str], notes: Mapping[str, str] | None = None, first: str = "method"
+) -> str:
+    """A Markdown table: competing methods in bold, reference rows in italics and labelled, ★ on the best cells,
+    badges (e.g. "under-trained") after the name, per-column notes under the header titles."""
     cols = list(titles)
-    lines = ["| method | " + " | ".join(titles[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    heads = [titles[c] + (f" ({notes[c]})" if notes and notes.get(c) else "") for c in cols]
+    lines = [f"| {first} | " + " | ".join(_md(h) for h in heads) + " |", "|---" * (len(cols) + 1) + "|"]
     for row in rows:
         name = f"*{row.method}* (reference)" if row.reference else f"**{row.method}**"
-        cells = [f"**{row.cells[c]}** ★" if c in row.best else row.cells[c] for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        name += "".join(f" ⚠ {b}" for b in row.badges)
+        cells = [f"**{row.cells[c].text}** ★" if row.cells[c].best else row.cells[c].text for c in cols]
+        lines.append(f"| {_md(name)} | " + " | ".join(_md(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
-def html_table(rows: Sequence[TableRow]) -> str:
-    titles = column_titles()
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in titles.values())
+def _nbsp_arrow(text: str) -> str:
+    """Keep a header's direction arrow on the line of its name."""
+    return text.replace(" ↑", "\u00a0↑").replace(" ↓", "\u00a0↓")
+
+
+def html_table(
+    rows: Sequence[TableRow],
+    titles: Mapping[str, str],
+    notes: Mapping[str, str] | None = None,
+    css_class: str = "comparison",
+    first: str = "method",
+    badge_titles: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """An HTML table (every text escaped): reference rows get class "reference", best cells class "best" and a ★,
+    the detail (CI) a smaller second line, badges a span of class "badge"."""
+    e = html.escape
+    head = "".join(
+        f'<th scope="col">{_nbsp_arrow(e(t))}'
+        + (f'<br><small class="note">{e(notes[c])}</small>' if notes and notes.get(c) else "") + "</th>"
+        for c, t in titles.items()
+    )  # fmt: skip
     body = []
+    first_reference = next((r.method for r in rows if r.reference), None)
     for row in rows:
-        cls = ' class="reference"' if row.reference else ""
-        label = f"{html.escape(row.method)}{' <small>(reference)</small>' if row.reference else ''}"
-        cells = "".join(
-            f'<td class="best" title="best of the methods">{html.escape(row.cells[c])} ★</td>'
-            if c in row.best
-            else f'<td class="{"na" if row.cells[c] == NA else ""}">{html.escape(row.cells[c])}</td>'
-            for c in titles
+        classes = ["reference"] * row.reference + ["first-reference"] * (
+            row.method == first_reference and row is not rows[0]
         )
-        body.append(f'<tr{cls}><th scope="row">{label}</th>{cells}</tr>')
+        cls = f' class="{" ".join(classes)}"' if classes else ""
+        label = e(row.method) + (' <small class="ref">(reference)</small>' if row.reference else "")
+        for badge in row.badges:
+            tip = ((badge_titles or {}).get(row.method) or {}).get(badge, "")
+            label += f' <span class="badge {e(badge)}" title="{e(tip)}">{e(badge)}</span>'
+        cells = []
+        for col in titles:
+            cell = row.cells[col]
+            detail = f'<br><span class="ci">{e(cell.detail)}</span>' if cell.detail else ""
+            if cell.best:
+                cells.append(f'<td class="best" title="best method on this metric">{e(cell.main)} ★{detail}</td>')
+            else:
+                cells.append(f'<td class="{"na" if cell.main == NA else ""}">{e(cell.main)}{detail}</td>')
+        body.append(f'<tr{cls}><th scope="row">{label}</th>{"".join(cells)}</tr>')
     return (
-        f'<table class="comparison"><thead><tr><th>method</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<table class="{e(css_class)}"><thead><tr><th scope="col">{e(first)}</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+def _paired_grid(rows: Sequence[PairedRow]) -> tuple[list[tuple[str, str]], list[str], dict]:
+    """The pairs (rows), metrics (columns) and cells of the paired table, in ``rows``' order."""
+    pairs = list(dict.fromkeys((r.a, r.b) for r in rows))
+    metrics = list(dict.fromkeys(r.metric for r in rows))
+    return pairs, metrics, {(r.a, r.b, r.metric): r for r in rows}
+
+
+def markdown_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> str:
+    """One row per method pair "A - B", one column per metric: mean difference [CI]; "≠ 0 (X better)" where the CI
+    excludes 0, the numbers in bold."""
+    pairs, metrics, cells = _paired_grid(rows)
+    lines = ["| A - B | " + " | ".join(f"{m} {arrow(m, scoring)}" for m in metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]  # fmt: skip
+    for a, b in pairs:
+        out = []
+        for m in metrics:
+            r = cells.get((a, b, m))
+            if r is None:
+                out.append(NA)
+            elif r.excludes_zero:
+                out.append(f"**{r.diff} {r.ci}** ≠ 0 ({r.verdict})")
+            else:
+                out.append(f"{r.diff} {r.ci}".strip())
+        lines.append(f"| {_md(f'{a} - {b}')} | " + " | ".join(_md(c) for c in out) + " |")
+    return "\n".join(lines)
+
+
+def html_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> str:
+    """The paired table in HTML: cells whose CI excludes 0 get class "excludes-zero", a "≠ 0" mark and the verdict."""
+    e = html.escape
+    pairs, metrics, cells = _paired_grid(rows)
+    head = "".join(f'<th scope="col">{e(m)}\u00a0{e(arrow(m, scoring))}</th>' for m in metrics)
+    body = []
+    for a, b in pairs:
+        tds = []
+        for m in metrics:
+            r = cells.get((a, b, m))
+            if r is None or r.diff == NA:
+                tds.append(f'<td class="na" title="{e(r.verdict if r else "")}">{NA}</td>')
+                continue
+            ci = f'<br><span class="ci">{e(r.ci)}</span>' if r.ci else ""
+            if r.excludes_zero:
+                verdict = f'<br><small class="verdict">{e(r.verdict)}</small>'
+                tds.append(
+                    f'<td class="excludes-zero" title="the CI excludes 0">{e(r.diff)} <span class="nz">≠ 0</span>'
+                    f"{ci}{verdict}</td>"
+                )
+            else:
+                tds.append(f'<td class="includes-zero" title="{e(r.verdict)}">{e(r.diff)}{ci}</td>')
+        body.append(f'<tr><th scope="row">{e(a)} - {e(b)}</th>{"".join(tds)}</tr>')
+    return (f'<table class="paired"><thead><tr><th scope="col">A - B</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')  # fmt: skip

@@ -1,4 +1,5 @@
-"""Real headless Chromium: the report renders with its table and images; the MLflow UI and REST API list the runs.
+"""Real headless Chromium: the report renders with its tables, images and what ran; the MLflow UI and REST API list
+the runs.
 
 Uses Debian's Chromium (`.ci/run` installs it) driven by Playwright. Skipped, with the reason, only where Chromium
 or Playwright cannot be found. Screenshots go to tests/.artifacts/ for people to look at.
@@ -6,6 +7,7 @@ or Playwright cannot be found. Screenshots go to tests/.artifacts/ for people to
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -31,30 +33,59 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
+TUNED_GATYS_STYLE_WEIGHT = 1234.5  # params.yaml says 100: the report must show what stylize ran with
+
+
+def _write_tuning(folder: Path) -> Path:
+    """A tune@gatys result as pipeline/tune.py writes it (best.yaml + trials.csv with the reference trial)."""
+    folder.mkdir(parents=True)
+    best = {"method": "gatys", "weights": {"style_weight": TUNED_GATYS_STYLE_WEIGHT},
+            "objectives": {"content_loss": 2.0, "style_gram": 1.0}, "selection": "knee", "trial": 1,
+            "trials_finished": 2, "reference": {"weights": {"style_weight": 100.0}, "trial": 0,
+                                                "objectives": {"content_loss": 1.0, "style_gram": 3.0},
+                                                "on_front": True}}  # fmt: skip
+    (folder / "best.yaml").write_text(yaml.safe_dump(best))
+    (folder / "trials.csv").write_text(
+        "number,state,worker,seconds,style_weight,content_loss,style_gram,pareto,chosen,reference\n"
+        f"0,COMPLETE,0,1.0,100.0,1.0,3.0,1,0,1\n1,COMPLETE,0,1.0,{TUNED_GATYS_STYLE_WEIGHT},2.0,1.0,1,1,0\n"
+    )
+    return folder / "best.yaml"
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
-    """fetch -> prepare -> stylize@gatys -> evaluate -> report on the embedded sample, tiny settings, own store."""
+    """fetch -> prepare -> train@adain -> stylize@gatys (tuned) + stylize@adain -> evaluate -> report on the embedded
+    sample, tiny settings, own store."""
     root = tmp_path_factory.mktemp("run")
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["fetch"]["sample"]["dir"] = str(repo_root / "data" / "sample")
     params["methods"]["gatys"].update(iterations=2, image_size=64)
+    params["methods"]["adain"]["train"].update(iterations=2, batch_size=1, resize_short=48, crop=32,
+                                               checkpoint_every=2, log_every=1, sample_every=0)  # fmt: skip
     params["evaluate"].update(lpips_download=False, bootstrap=200)
+    params["tune"]["use_tuned"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    best = _write_tuning(root / "tuning" / "gatys")
     store = f"sqlite:///{root / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = store
     p = str(root / "params.yaml")
+    test_c, test_s = str(root / "prepared/test/content"), str(root / "prepared/test/style")
     try:
         steps = [
             ["fetch", "--params", p, "--out", str(root / "raw")],
             ["prepare", "--params", p, "--raw", str(root / "raw"), "--out", str(root / "prepared")],
-            ["stylize-stage", "--method", "gatys", "--params", p, "--content", str(root / "prepared/test/content"),
-             "--style", str(root / "prepared/test/style"), "--out", str(root / "outputs/gatys")],
-            ["evaluate", "--params", p, "--outputs", str(root / "outputs"), "--content",
-             str(root / "prepared/test/content"), "--style", str(root / "prepared/test/style"),
+            ["train", "--method", "adain", "--params", p, "--content", str(root / "prepared/train/content"),
+             "--style", str(root / "prepared/train/style"), "--out", str(root / "models/adain")],
+            ["stylize-stage", "--method", "gatys", "--params", p, "--tuned", str(best), "--content", test_c,
+             "--style", test_s, "--out", str(root / "outputs/gatys")],
+            ["stylize-stage", "--method", "adain", "--params", p, "--content", test_c, "--style", test_s,
+             "--model", str(root / "models/adain"), "--out", str(root / "outputs/adain")],
+            ["evaluate", "--params", p, "--outputs", str(root / "outputs"), "--content", test_c, "--style", test_s,
              "--out", str(root / "reports/metrics")],
             ["report", "--params", p, "--metrics", str(root / "reports/metrics"), "--outputs", str(root / "outputs"),
-             "--prepared", str(root / "prepared"), "--tuning", str(root / "tuning"), "--out", str(root / "reports")],
+             "--models", str(root / "models"), "--prepared", str(root / "prepared"), "--tuning",
+             str(root / "tuning"), "--out", str(root / "reports")],
         ]  # fmt: skip
         for argv in steps:
             assert cli.main(argv) == 0, argv
@@ -78,16 +109,47 @@ def test_report_renders_with_table_and_images(pipeline_run, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(pipeline_run["report"].as_uri())
     page.wait_for_load_state("load")
+    pairs = json.loads((pipeline_run["root"] / "reports/metrics/statistics.json").read_text())["pairs"]
+    assert pairs < 8
     rows = page.locator("table.comparison tbody tr")
-    assert rows.count() == 3  # gatys + identity + style_copy
-    assert "gatys" in rows.nth(0).inner_text()
+    assert rows.count() == 2 + 4  # adain, gatys + identity, style_copy, grey, blur
+    assert [rows.nth(i).locator("th").inner_text().split()[0] for i in range(6)] == [
+        "adain", "gatys", "identity", "style_copy", "grey", "blur"]  # fmt: skip
+    assert page.locator("table.comparison tbody tr.reference").count() == 4
     images = page.evaluate(
         "Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}))"
     )
-    assert len(images) >= 6
+    assert len(images) >= 8
     broken = [i["src"] for i in images if not i["ok"]]
     assert not broken, f"broken images: {broken}"
     assert "n/a" in page.locator("table.comparison").inner_text()  # LPIPS offline
+    # fewer than 8 pairs: no star anywhere, and the table says why
+    assert "★" not in page.locator("body").inner_text()
+    assert page.locator("td.best").count() == 0
+    note = page.locator("#ranking-note")
+    assert note.is_visible()
+    assert "too few pairs to rank" in note.inner_text()
+    # the paired table: adain - gatys on every headline metric
+    paired = page.locator("table.paired")
+    assert paired.is_visible()
+    assert paired.locator("tbody tr").count() == 1
+    assert "adain - gatys" in paired.inner_text()
+    assert "content_loss" in paired.locator("thead").inner_text()
+    # what ran: gatys with the tuned weight, adain's budget against its reference schedule, the badge in the table
+    gatys_params = page.locator("#what-ran ul.params li", has_text="gatys")
+    assert gatys_params.is_visible()
+    assert f"style_weight = {TUNED_GATYS_STYLE_WEIGHT}" in gatys_params.inner_text()
+    assert "style_weight = 100" not in gatys_params.inner_text()
+    assert gatys_params.locator("span.tuned").count() == 1
+    tuned = page.locator("table.tuned-weights").inner_text()
+    assert str(TUNED_GATYS_STYLE_WEIGHT) in tuned
+    assert "trial 0: style_weight = 100 → content_loss = 1, style_gram = 3 (on the front)" in tuned
+    budget = page.locator("#what-ran ul.budget li", has_text="adain").inner_text()
+    assert budget.startswith("adain: 2 of 160 000 iterations (")
+    assert "batch 1 vs 8, crop 32 vs 256" in budget
+    badge = rows.nth(0).locator("span.badge")
+    assert badge.is_visible()
+    assert badge.inner_text() == "under-trained"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     page.close()
@@ -104,7 +166,8 @@ def _experiment(base: str) -> dict:
     return requests.get(url, params={"experiment_name": "nst-bench"}, timeout=30).json()["experiment"]
 
 
-EXPECTED_RUNS = {"fetch", "prepare", "stylize@gatys", "evaluate@gatys", "evaluate@identity", "evaluate@style_copy",
+EXPECTED_RUNS = {"fetch", "prepare", "train@adain", "stylize@gatys", "stylize@adain", "evaluate@gatys",
+                 "evaluate@adain", "evaluate@identity", "evaluate@style_copy", "evaluate@grey", "evaluate@blur",
                  "report"}  # fmt: skip
 
 

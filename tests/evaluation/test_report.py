@@ -1,4 +1,5 @@
-"""Report building from fixture data: figures are pure, the HTML/Markdown are complete and honest about n/a."""
+"""Report building from fixture data shaped like the evaluate stage's files: figures are pure, the HTML/Markdown are
+complete, honest about n/a, star only what the ranking decided, and show what ran (effective params, budgets)."""
 
 from __future__ import annotations
 
@@ -16,74 +17,244 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from evaluation import report as rep
-from evaluation.metrics import METRICS
-from evaluation.summary import summarize
+from evaluation.metrics import METRICS, SUMMARY_METRICS
+from evaluation.references import REFERENCE_ROWS
+from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
+from methods.feedforward import ReferenceSchedule
 from pipeline import report as stage
 from pipeline.config import load_params
 
 METHODS = ("gatys", "adain", "contrastive")
-CONTENTS = ("c1", "c2")
-STYLES = ("s1", "s2", "s3")
+HEADLINE = ("content_loss", "style_gram", "style_meanstd", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd")
+ROWS = (*METHODS, *REFERENCE_ROWS)
+N_BOOT = 200
 
 
-def per_pair_frame(seed: int = 0) -> pd.DataFrame:
+def per_pair_frame(contents=("c1", "c2"), styles=("s1", "s2", "s3"), seed: int = 0, ssim_winner: str | None = None):
+    """Random scores for every method and reference row; ``ssim_winner`` gets a clearly higher SSIM, and
+    color_hist is the same for every method (no method can be best on it)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for method in (*METHODS, "identity", "style_copy"):
-        for c in CONTENTS:
-            for s in STYLES:
+    for method in ROWS:
+        for c in contents:
+            for s in styles:
                 row = {"method": method, "content": f"{c}.png", "style": f"{s}.png"}
                 row.update({m: float(rng.uniform(0.1, 1.0)) for m in METRICS})
                 row["lpips"] = math.nan  # offline: LPIPS unavailable
+                row["color_hist"] = 0.5
+                if ssim_winner is not None:
+                    row["ssim"] = float(rng.uniform(0.1, 0.3)) + (0.6 if method == ssim_winner else 0.0)
                 row["seconds"] = 2.0 if method in METHODS else math.nan
                 row["peak_mem_mb"] = 500.0 if method in METHODS else math.nan
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def summary_of(per_pair: pd.DataFrame) -> dict:
-    methods = summarize(per_pair, list(METRICS), n_boot=200)
-    for m in methods:
-        part = per_pair[per_pair["method"] == m]
-        methods[m]["seconds"] = None if part["seconds"].isna().all() else float(part["seconds"].mean())
-        methods[m]["peak_mem_mb"] = None if part["peak_mem_mb"].isna().all() else float(part["peak_mem_mb"].mean())
-    ordered = {m: methods[m] for m in (*METHODS, "identity", "style_copy")}
-    return {"pairs": len(CONTENTS) * len(STYLES), "methods": ordered}
+def evaluate_outputs(per_pair: pd.DataFrame) -> dict:
+    """What pipeline/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
+    boot = {"n_boot": N_BOOT, "level": 0.95, "seed": 0}
+    paired = paired_differences(per_pair, list(METRICS), **boot)
+    ranking = rank_methods(per_pair, {k: m.higher_is_better for k, m in METRICS.items()}, references=REFERENCE_ROWS,
+                           min_pairs=8, differences=paired, **boot)  # fmt: skip
+    statistics = {
+        "pairs": int(per_pair.groupby(["content", "style"]).ngroups),
+        "methods_order": list(ROWS),
+        "references": list(REFERENCE_ROWS),
+        "ci_level": 0.95,
+        "bootstrap": f"two-way: contents and styles resampled independently, {N_BOOT} replicates",
+        "min_pairs": 8,
+        "methods": summarize(per_pair, [*METRICS, "seconds", "peak_mem_mb"], **boot),
+        "ranking": ranking,
+    }
+    summary = {
+        m: {**v, "fid": None, "artfid": None} for m, v in headline_metrics(per_pair, [*HEADLINE, "seconds"]).items()
+    }
+    info = {**METRICS, **SUMMARY_METRICS}
+    scoring = {
+        "metrics": {k: {"higher_is_better": m.higher_is_better, "compares_to": m.compares_to,
+                        "description": m.description, "network": m.network, "normalisation": m.normalisation}
+                    for k, m in info.items()},
+        "headline": list(HEADLINE),
+        "references": list(REFERENCE_ROWS),
+        "scorer": {"style_encoder": "caffe", "encoder_sha256": "ab" * 32, "cfsd_encoder": "caffe",
+                   "cfsd_encoder_sha256": "cd" * 32},
+        "lpips": "n/a: no AlexNet weights",
+        "fid": "n/a: the FID Inception weights are not installed",
+    }  # fmt: skip
+    return {"statistics": statistics, "summary": summary, "paired": paired, "scoring": scoring}
 
 
-def test_comparison_rows_mark_the_best_by_direction():
+@pytest.fixture(scope="module")
+def few() -> dict:
+    """2 contents x 3 styles = 6 pairs: too few to rank."""
     per_pair = per_pair_frame()
-    summary = summary_of(per_pair)
-    rows = rep.comparison_rows(summary, METHODS)
-    assert [r.method for r in rows] == [*METHODS, "identity", "style_copy"]
-    means = {m: summary["methods"][m]["ssim"]["mean"] for m in METHODS}
-    best_ssim = max(means, key=means.get)  # higher is better
-    assert "ssim" in next(r for r in rows if r.method == best_ssim).best
-    means = {m: summary["methods"][m]["style_loss"]["mean"] for m in METHODS}
-    best_style = min(means, key=means.get)  # lower is better
-    assert "style_loss" in next(r for r in rows if r.method == best_style).best
-    assert all(not r.best for r in rows if r.reference)  # references never win
-    assert all(r.cells["lpips"] == "n/a" for r in rows)
-    assert not any("nan" in cell.lower() for r in rows for cell in r.cells.values() if cell != "n/a")
+    return {"per_pair": per_pair, **evaluate_outputs(per_pair)}
 
 
-def test_markdown_table_has_one_row_per_method_and_no_nan():
-    rows = rep.comparison_rows(summary_of(per_pair_frame()), METHODS)
-    table = rep.markdown_table(rows)
-    lines = table.splitlines()
-    assert len(lines) == 2 + len(METHODS) + 2
-    assert "ssim ↑" in lines[0]
-    assert "style_loss ↓" in lines[0]
-    assert "nan" not in table.lower().replace("n/a", "")
+@pytest.fixture(scope="module")
+def ranked() -> dict:
+    """3 x 3 = 9 pairs, adain clearly best on SSIM, colour histograms tied."""
+    per_pair = per_pair_frame(contents=("c1", "c2", "c3"), ssim_winner="adain")
+    return {"per_pair": per_pair, **evaluate_outputs(per_pair)}
+
+
+def columns() -> list[str]:
+    return rep.table_columns(HEADLINE)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def test_star_only_where_the_ranking_says_ranked(ranked):
+    st = ranked["statistics"]
+    assert st["ranking"]["ssim"] == {"best": "adain", "status": "ranked"}
+    assert st["ranking"]["color_hist"]["status"] == "no clear best"
+    rows = rep.comparison_rows(st, ranked["summary"], columns())
+    assert [r.method for r in rows] == list(ROWS)
+    by = {r.method: r for r in rows}
+    assert by["adain"].cells["ssim"].best
+    expected = {(m, r["best"]) for m, r in st["ranking"].items() if r["status"] == "ranked" and m in columns()}
+    assert {(c, r.method) for r in rows for c in r.best} == expected
+    assert all(not r.best for r in rows if r.reference)
+    notes = rep.ranking_notes(st, columns())
+    assert notes.per_metric["color_hist"] == "no clear best"
+    assert "ssim" not in notes.per_metric
+    assert not notes.too_few
+    assert "★" in notes.caption
+    html_text = rep.html_table(rows, rep.column_titles(columns(), ranked["scoring"]), notes.per_metric)
+    adain_row = re.search(r'<tr><th scope="row">adain</th>.*?</tr>', html_text).group(0)
+    assert adain_row.count("★") == len(by["adain"].best)
+    ssim_index = list(rep.column_titles(columns())).index("ssim")
+    assert "★" in re.findall(r"<td[^>]*>.*?</td>", adain_row)[ssim_index]
+    assert "no clear best" in html_text
+    md = rep.markdown_table(rows, rep.column_titles(columns()), notes.per_metric)
+    assert md.count("★") == sum(len(r.best) for r in rows)
+
+
+def test_no_star_and_the_words_when_too_few_pairs(few):
+    st = few["statistics"]
+    assert st["pairs"] == 6
+    statuses = {m: r["status"] for m, r in st["ranking"].items()}
+    assert statuses.pop("lpips") == "nothing to compare"  # no LPIPS values at all
+    assert set(statuses.values()) == {"too few pairs to rank"}
+    rows = rep.comparison_rows(st, few["summary"], columns())
+    assert not any(r.best for r in rows)
+    notes = rep.ranking_notes(st, columns())
+    assert notes.too_few
+    assert "too few pairs to rank" in notes.caption
+    assert "★" not in notes.caption
+    assert notes.per_metric == {"lpips": "nothing to compare"}  # "too few pairs to rank" said once, in the caption
+    # even a ranking that claims a winner gets no star below min_pairs
+    forged = {**st, "ranking": {**st["ranking"], "ssim": {"best": "gatys", "status": "ranked"}}}
+    assert not any(r.best for r in rep.comparison_rows(forged, few["summary"], columns()))
+
+
+def test_columns_carry_the_direction_from_scoring(few):
+    titles = rep.column_titles(columns(), few["scoring"])
+    assert titles["ssim"] == "ssim ↑"
+    assert titles["style_gram"] == "style_gram ↓"
+    assert titles["seconds"] == "s / image ↓"
+    flipped = {"metrics": {"cfsd": {"higher_is_better": True}}}
+    assert rep.column_titles(["cfsd"], flipped)["cfsd"] == "cfsd ↑"
+
+
+def test_cells_show_mean_and_ci_and_na(few):
+    rows = rep.comparison_rows(few["statistics"], few["summary"], columns())
+    gatys = next(r for r in rows if r.method == "gatys")
+    s = few["statistics"]["methods"]["gatys"]["content_loss"]
+    assert (
+        gatys.cells["content_loss"].text
+        == f"{rep.fmt(s['mean'])} [{rep.fmt(s['ci_low'], 3)}, {rep.fmt(s['ci_high'], 3)}]"
+    )
+    assert all(r.cells["lpips"].main == "n/a" for r in rows)
+    assert all(r.cells["fid"].main == "n/a" for r in rows)
+    identity = next(r for r in rows if r.method == "identity")
+    assert identity.reference
+    assert identity.cells["seconds"].main == "n/a"
+    assert not any("nan" in c.text.lower() for r in rows for c in r.cells.values() if c.main != "n/a")
+
+
+def test_paired_rows_leave_out_references_and_mark_ci_excluding_zero(ranked):
+    rows = rep.paired_rows(ranked["paired"], HEADLINE, METHODS, ranked["scoring"])
+    assert {(r.a, r.b) for r in rows} == {("adain", "contrastive"), ("adain", "gatys"), ("contrastive", "gatys")}
+    assert {r.metric for r in rows} == set(HEADLINE)
+    ssim = [r for r in rows if r.metric == "ssim" and "adain" in (r.a, r.b)]
+    assert all(r.excludes_zero and r.verdict == "adain better" for r in ssim)
+    tied = [r for r in rows if r.metric == "color_hist"]
+    assert all(not r.excludes_zero and r.verdict == "CI includes 0" for r in tied)
+    lpips = [r for r in rows if r.metric == "lpips"]
+    assert all(r.diff == "n/a" and r.verdict == "no shared pairs" for r in lpips)
+    table = rep.html_paired(rows, ranked["scoring"])
+    assert table.count('class="excludes-zero"') == sum(r.excludes_zero for r in rows)
+
+
+def test_style_shares_sum_to_one(few):
+    shares = rep.style_shares(few["statistics"], "gram")
+    assert list(shares) == list(ROWS)
+    for per_layer in shares.values():
+        assert list(per_layer) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+        assert sum(per_layer.values()) == pytest.approx(1.0)
+    rows = rep.style_share_rows(few["statistics"], "meanstd")
+    assert rows[0].cells["relu1_1"].main.endswith("%")
+
+
+def test_training_budget_text_and_under_trained_mark():
+    schedule = ReferenceSchedule(iterations=160_000, batch_size=8, crop=256, source="pytorch-AdaIN train.py")
+    b = rep.training_budget("adain", schedule, {"iterations": 160}, {"batch_size": 4, "crop": 96})
+    assert b.text == "160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — pytorch-AdaIN train.py"
+    assert b.under_trained
+    ok = rep.training_budget("adain", schedule, {"iterations": 16_000}, {"batch_size": 8, "crop": 256})
+    assert ok.text.startswith("16 000 of 160 000 iterations (10 %)")
+    assert not ok.under_trained
+    unknown = rep.training_budget("adain", schedule, None, None)
+    assert unknown.fraction is None
+    assert not unknown.under_trained
+    assert "train_metrics.json missing" in unknown.text
+
+
+def test_params_rows_mark_tuned_weights_only_when_applied():
+    tree = {"tune": {"use_tuned": True}, "methods": {"adain": {"style_weight": 12.5, "alpha": 1.0,
+                                                               "train": {"iterations": 160}}}}  # fmt: skip
+    (row,) = rep.params_rows({"adain": tree}, {"adain": {"style_weight": 12.5}})
+    assert ("style_weight", "12.5", True) in row.items
+    assert ("train.iterations", "160", False) in row.items
+    off = {**tree, "tune": {"use_tuned": False}}
+    (row,) = rep.params_rows({"adain": off}, {"adain": {"style_weight": 12.5}})
+    assert not any(t for _, _, t in row.items)
+    (missing,) = rep.params_rows({"gatys": None})
+    assert missing.items == []
+    assert "effective_params.yaml not found" in missing.note
+
+
+def test_tuning_table_shows_the_reference_trial():
+    best = {"method": "adain", "weights": {"style_weight": 12.5},
+            "objectives": {"content_loss": 2.0, "style_gram": 0.5}, "trial": 3, "trials_finished": 6,
+            "selection": "knee",
+            "reference": {"weights": {"style_weight": 10.0}, "trial": 0, "objectives": {"content_loss": 1.0,
+                          "style_gram": 0.7}, "on_front": True}}  # fmt: skip
+    (row,) = rep.tuning_table({"adain": best})
+    assert row["weights"] == "style_weight = 12.5"
+    assert row["trial"] == "3 of 6 (knee)"
+    assert row["reference weights (val)"] == (
+        "trial 0: style_weight = 10 → content_loss = 1, style_gram = 0.7 (on the front)"
+    )
+    failed = {**best, "reference": {"weights": {"style_weight": 10.0}, "trial": None}}
+    assert rep.tuning_table({"adain": failed})[0]["reference weights (val)"] == "style_weight = 10 (did not complete)"
+    old = {k: v for k, v in best.items() if k != "reference"}  # a best.yaml from before the reference trial
+    assert "reference weights (val)" not in rep.tuning_table({"adain": old})[0]
+
+
+# ------------------------------------------------------------------------------------------------ figures
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda df: rep.fig_metric_distributions(df, [*METHODS, "identity", "style_copy"]),
-        lambda df: rep.fig_tradeoff(df, list(METHODS)),
-        lambda df: rep.fig_speed_memory(df, list(METHODS)),
-        lambda df: rep.fig_loss_curves(
+        lambda d: rep.fig_metric_distributions(d["per_pair"], list(ROWS), HEADLINE),
+        lambda d: rep.fig_tradeoff(d["per_pair"], list(ROWS)),
+        lambda d: rep.fig_style_shares(d["statistics"]),
+        lambda d: rep.fig_speed_memory(d["per_pair"], list(METHODS)),
+        lambda d: rep.fig_loss_curves(
             pd.DataFrame(
                 {
                     "method": ["gatys"] * 3,
@@ -95,48 +266,85 @@ def test_markdown_table_has_one_row_per_method_and_no_nan():
                 }
             )
         ),
-        lambda df: rep.fig_image_grid({("a", "b"): np.zeros((4, 4, 3))}, ["a"], ["b"]),
+        lambda d: rep.fig_image_grid({("a", "b"): np.zeros((4, 4, 3))}, ["a"], ["b"]),
     ],
 )
-def test_figure_functions_return_figures_without_io(make, tmp_path, monkeypatch):
+def test_figure_functions_return_figures_without_io(make, few, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    fig = make(per_pair_frame())
+    fig = make(few)
     assert isinstance(fig, Figure)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_tradeoff_plots_content_loss_against_style_gram(few):
+    fig = rep.fig_tradeoff(few["per_pair"], list(ROWS))
+    (ax,) = fig.axes
+    assert ax.get_xlabel().startswith("content_loss ↓")
+    assert ax.get_ylabel().startswith("style_gram ↓")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(ROWS)  # grey and blur included
+
+
+def trials_frame(weight: float, reference: bool = True) -> pd.DataFrame:
+    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
+                          "style_weight": [10.0, weight, 3.0, 50.0], "content_loss": [1.0, 2.0, None, 3.0],
+                          "style_gram": [3.0, 2.0, None, 2.5], "pareto": [1, 1, 0, 0],
+                          "chosen": [0, 1, 0, 0]})  # fmt: skip
+    if reference:
+        frame["reference"] = [1, 0, 0, 0]
+    return frame
+
+
+def test_tuning_figure_marks_front_chosen_and_reference():
+    fig = rep.fig_tuning(trials_frame(12.5).assign(method="adain"), ["content_loss", "style_gram"], ["adain"])
+    (ax,) = fig.axes
+    assert ax.get_title() == "adain: 3 trials, 1 pruned"
+    assert list(ax.lines[0].get_xdata()) == [1.0, 2.0]  # the front, sorted by the first objective
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "reference weights" in labels
+    fig = rep.fig_tuning(trials_frame(12.5, reference=False).assign(method="adain"), ["content_loss", "style_gram"],
+                         ["adain"])  # fmt: skip
+    assert "reference weights" not in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+# ------------------------------------------------------------------------------------------------ the stage
 
 
 class _Collector(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.srcs: list[str] = []
-        self.rows = 0
-        self.stack: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.stack: list[tuple[str, str]] = []
 
     def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
         if tag == "img":
-            self.srcs.append(dict(attrs)["src"])
-        if tag == "tr" and "tbody" in self.stack:
-            self.rows += 1
+            self.srcs.append(attrs["src"])
+        if tag == "tr" and any(t == "tbody" for t, _ in self.stack):
+            table = next(c for t, c in reversed(self.stack) if t == "table")
+            self.rows[table] = self.rows.get(table, 0) + 1
         if tag not in ("img", "meta", "br"):
-            self.stack.append(tag)
+            self.stack.append((tag, attrs.get("class") or ""))
 
     def handle_endtag(self, tag):
-        if tag in self.stack:
-            while self.stack.pop() != tag:
+        if any(t == tag for t, _ in self.stack):
+            while self.stack.pop()[0] != tag:
                 pass
 
 
-def write_fixture(root: Path) -> dict[str, Path]:
-    """What the upstream stages leave: metrics files, outputs per method, prepared test images."""
-    per_pair = per_pair_frame()
+def write_fixture(root: Path, data: dict, effective: dict[str, dict] | None = None) -> dict[str, Path]:
+    """What the upstream stages leave: the evaluate stage's files, outputs per method, prepared test images."""
     metrics = root / "reports" / "metrics"
     metrics.mkdir(parents=True)
-    per_pair.to_csv(metrics / "per_pair.csv", index=False)
-    (metrics / "summary.json").write_text(json.dumps(summary_of(per_pair)))
-    (metrics / "scoring.json").write_text(json.dumps({"lpips": "n/a: no AlexNet weights", "scorer": {}}))
+    data["per_pair"].to_csv(metrics / "per_pair.csv", index=False)
+    data["paired"].to_csv(metrics / "paired.csv", index=False)
+    for name in ("statistics", "summary", "scoring"):
+        (metrics / f"{name}.json").write_text(json.dumps(data[name]))
+    contents = sorted({c.removesuffix(".png") for c in data["per_pair"]["content"]})
+    styles = sorted({s.removesuffix(".png") for s in data["per_pair"]["style"]})
     prepared = root / "data" / "prepared"
     rng = np.random.default_rng(1)
-    for role, names in (("content", CONTENTS), ("style", STYLES)):
+    for role, names in (("content", contents), ("style", styles)):
         for name in names:
             path = prepared / "test" / role / f"{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,27 +352,42 @@ def write_fixture(root: Path) -> dict[str, Path]:
     (prepared / "stats.json").write_text(json.dumps({"content": {"usable": 2, "test": 2}, "style": {"usable": 3}}))
     outputs = root / "outputs"
     for method in METHODS:
-        for c in CONTENTS:
-            for s in STYLES:
+        for c in contents:
+            for s in styles:
                 path = outputs / method / f"{c}__{s}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
         losses = {"pair": "c1__s1", "step": range(5), "total": np.linspace(5, 1, 5), "content": 1.0,
                   "style": np.linspace(4, 0.5, 5), "tv": 0.0}  # fmt: skip
         pd.DataFrame(losses).to_csv(outputs / method / "losses.csv", index=False)
+        tree = (effective or {}).get(method)
+        if tree is not None:
+            (outputs / method / "effective_params.yaml").write_text(yaml.safe_dump(tree))
     return {"metrics": metrics, "outputs": outputs, "prepared": prepared, "tuning": root / "reports" / "tuning",
-            "out": root / "reports"}  # fmt: skip
+            "out": root / "reports", "models": root / "models"}  # fmt: skip
 
 
-def test_build_writes_a_complete_report(tmp_path, repo_root):
-    paths = write_fixture(tmp_path)
+def build(paths: dict[str, Path], repo_root: Path) -> dict:
     params = load_params(repo_root / "params.yaml")
-    info = stage.build(params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"])
+    return stage.build(params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"],
+                       paths["models"])  # fmt: skip
+
+
+def section(index: str, name: str) -> str:
+    return re.search(rf'<section id="{name}">.*?</section>', index, flags=re.DOTALL).group(0)
+
+
+def test_build_writes_a_complete_report(tmp_path, repo_root, few):
+    paths = write_fixture(tmp_path, few)
+    info = build(paths, repo_root)
     assert {f"grid_{m}" for m in METHODS} <= set(info["figures"])
+    assert {"metrics", "tradeoff", "style_layers"} <= set(info["figures"])
     index = (paths["out"] / "index.html").read_text()
     parser = _Collector()
     parser.feed(index)
-    assert parser.rows == len(METHODS) + 2
+    assert parser.rows["comparison"] == len(ROWS)  # methods + identity, style_copy, grey, blur
+    assert parser.rows["paired"] == 3  # 3 method pairs, references left out
+    assert parser.rows["layers"] == 2 * len(ROWS)
     assert parser.srcs
     for src in parser.srcs:
         assert (paths["out"] / src).is_file(), src
@@ -172,48 +395,100 @@ def test_build_writes_a_complete_report(tmp_path, repo_root):
     assert "n/a" in index
     assert not re.search(r"\bnan\b", index, flags=re.IGNORECASE)
     assert "no AlexNet weights" in index  # the LPIPS caveat
+    assert "too few pairs to rank" in section(index, "comparison")
+    assert "★" not in index
+    for metric in (*HEADLINE, "fid", "artfid"):
+        assert f"<b>{metric}</b>" in section(index, "read")
+    for old in ("style_loss", "textures and colours", "blurry but real", "renders street photos"):
+        assert old not in index
     md = (paths["out"] / "report.md").read_text()
     for link in re.findall(r"\]\((figures/[^)]+)\)", md):
         assert (paths["out"] / link).is_file()
-    table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + len(METHODS) + 2  # header + methods + references
+    assert "too few pairs to rank" in md
+    assert "★" not in md
+    assert "## Paired differences" in md
     assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)
+    ran = section(index, "what-ran")  # no effective_params.yaml in this fixture: said so, params.yaml not shown
+    assert "outputs/gatys/effective_params.yaml not found" in ran
+    assert "content_weight" not in re.search(r'<ul class="params">.*?</ul>', ran).group(0)
+
+
+def test_report_stars_the_ranked_method(tmp_path, repo_root, ranked):
+    paths = write_fixture(tmp_path, ranked)
+    build(paths, repo_root)
+    index = (paths["out"] / "index.html").read_text()
+    comparison = section(index, "comparison")
+    adain_row = re.search(r'<tr><th scope="row">adain</th>.*?</tr>', comparison).group(0)
+    assert "★" in adain_row
+    stars = {(m, r["best"]) for m, r in ranked["statistics"]["ranking"].items() if r["status"] == "ranked"}
+    assert comparison.count("★") == len({s for s in stars if s[0] in columns()}) + 1  # + the caption's legend
+    assert "too few pairs to rank" not in index
+    assert "no clear best" in comparison
+
+
+def test_effective_params_come_from_the_stylize_outputs_not_params_yaml(tmp_path, repo_root, few):
+    params_yaml = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert params_yaml["methods"]["adain"]["style_weight"] != 12.5
+    effective = {}
+    for method in METHODS:
+        section_ = dict(params_yaml["methods"][method])
+        if method == "adain":
+            section_["style_weight"] = 12.5
+        if method == "gatys":
+            section_["init"] = "<script>x</script>"  # escaped, never markup
+        effective[method] = {"profile": "sample", "encoder": {"weights": "caffe", "pool": "avg"},
+                             "tune": {"use_tuned": True}, "methods": {method: section_}}  # fmt: skip
+    paths = write_fixture(tmp_path, few, effective)
+    folder = paths["tuning"] / "adain"
+    folder.mkdir(parents=True)
+    trials_frame(12.5).to_csv(folder / "trials.csv", index=False)
+    (folder / "best.yaml").write_text(yaml.safe_dump({
+        "method": "adain", "weights": {"style_weight": 12.5}, "objectives": {"content_loss": 2.0, "style_gram": 2.0},
+        "trial": 1, "trials_finished": 4, "selection": "knee"}))  # fmt: skip
+    info = build(paths, repo_root)
+    assert "tuning" in info["figures"]
+    ran = section((paths["out"] / "index.html").read_text(), "what-ran")
+    adain = re.search(r"<li><b>adain</b>.*?</li>", ran).group(0)
+    assert '<code>style_weight = 12.5</code> <span class="tuned">tuned</span>' in adain
+    assert f"style_weight = {rep.fmt(params_yaml['methods']['adain']['style_weight'], 6)}<" not in adain
+    assert "avg pooling" in ran  # the encoder the stage ran with (params.yaml says max)
+    tuned = re.search(r'<table class="tuned-weights">.*?</table>', ran).group(0)
+    assert "style_weight = 12.5" in tuned
+    assert "trial 0: style_weight = 10" in tuned  # the reference-weights trial (from trials.csv)
+    assert ">yes<" in tuned
+    md = (paths["out"] / "report.md").read_text()
+    assert "`style_weight = 12.5` (tuned)" in md
+    index = (paths["out"] / "index.html").read_text()
+    assert "<script>" not in index
+    assert "<code>init = &lt;script&gt;x&lt;/script&gt;</code>" in index
+
+
+def test_training_budget_and_under_trained_badge(tmp_path, repo_root, few):
+    paths = write_fixture(tmp_path, few)
+    for method, iterations, batch, crop in (("adain", 160, 4, 96), ("contrastive", 20_000, 12, 256)):
+        folder = paths["models"] / method
+        folder.mkdir(parents=True)
+        (folder / "train_metrics.json").write_text(json.dumps({"iterations": iterations, "seconds": 1.0}))
+        train = {"iterations": iterations, "batch_size": batch, "crop": crop}
+        (folder / "effective_params.yaml").write_text(yaml.safe_dump({"methods": {method: {"train": train}}}))
+    build(paths, repo_root)
+    index = (paths["out"] / "index.html").read_text()
+    ran = section(index, "what-ran")
+    assert ("<b>adain</b>: 160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — pytorch-AdaIN train.py: "
+            "--max_iter 160000 --batch_size 8") in ran  # fmt: skip
+    assert "<b>contrastive</b>: 20 000 of 160 000 iterations (12 %), batch 12 vs 12, crop 256 vs 256" in ran
+    assert "gatys</b>: " not in re.search(r'<ul class="budget">.*?</ul>', ran).group(0)  # not a trained method
+    comparison = section(index, "comparison")
+    adain_row = re.search(r'<tr><th scope="row">adain.*?</tr>', comparison).group(0)
+    contrastive_row = re.search(r'<tr><th scope="row">contrastive.*?</tr>', comparison).group(0)
+    assert 'class="badge under-trained"' in adain_row
+    assert "under-trained" not in contrastive_row
+    md = (paths["out"] / "report.md").read_text()
+    assert "| **adain** ⚠ under-trained |" in md
+    assert "under-trained" in section(index, "caveats")
 
 
 def test_missing_inputs_are_named(tmp_path, repo_root):
     params = load_params(repo_root / "params.yaml")
-    with pytest.raises(stage.ReportError, match=r"summary\.json: not found"):
+    with pytest.raises(stage.ReportError, match=r"statistics\.json: not found"):
         stage.build(params, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path / "out")
-
-
-def test_report_shows_the_tuning_fronts_and_the_tuned_weights(tmp_path, repo_root):
-    paths = write_fixture(tmp_path)
-    for method, weight in (("adain", 12.5), ("contrastive", 0.75)):
-        folder = paths["tuning"] / method
-        folder.mkdir(parents=True)
-        pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
-                      "style_weight": [1.0, weight, 3.0, 50.0], "content_loss": [1.0, 2.0, None, 3.0],
-                      "style_loss": [3.0, 2.0, None, 2.5], "pareto": [1, 1, 0, 0],
-                      "chosen": [0, 1, 0, 0]}).to_csv(folder / "trials.csv", index=False)  # fmt: skip
-        (folder / "best.yaml").write_text(yaml.safe_dump({
-            "method": method, "weights": {"style_weight": weight}, "objectives": {"content_loss": 2.0,
-            "style_loss": 2.0}, "trial": 1, "trials_finished": 4, "selection": "knee"}))  # fmt: skip
-    params = load_params(repo_root / "params.yaml")
-    info = stage.build(params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"])
-    assert "tuning" in info["figures"]
-    assert (paths["out"] / "figures" / "tuning.png").is_file()
-    index = (paths["out"] / "index.html").read_text()
-    parser = _Collector()
-    parser.feed(index)
-    assert parser.rows == len(METHODS) + 2 + 2  # comparison rows + one tuned-weights row per tuned method
-    assert "style_weight = 12.5" in index
-    assert "style_weight = 0.75" in index
-    md = (paths["out"] / "report.md").read_text()
-    assert "## Tuned weights" in md
-    assert "| contrastive | style_weight = 0.75 |" in md
-    fig = rep.fig_tuning(pd.read_csv(paths["tuning"] / "adain" / "trials.csv").assign(method="adain"),
-                                       ["content_loss", "style_loss"], ["adain"])  # fmt: skip
-    (ax,) = fig.axes
-    assert ax.get_title() == "adain: 3 trials, 1 pruned"
-    front = ax.lines[0]
-    assert list(front.get_xdata()) == [1.0, 2.0]  # the front, sorted by the first objective
