@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -725,12 +725,39 @@ class Scorer:
         return out
 
     @torch.no_grad()
-    def score(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, float]:
-        """All per-pair metrics for one triple (batch 1): ``{name: value}`` in :data:`METRICS` order."""
+    def score(
+        self, output: Tensor, content: Tensor, style: Tensor, only: Collection[str] | None = None
+    ) -> dict[str, float]:
+        """Per-pair metrics for one triple (batch 1): ``{name: value}`` in :data:`METRICS` order; ``only``: just
+        these metrics (tuning needs two objectives, not CFSD and the rest), computed exactly as in the full set."""
         if output.shape[0] != 1:
             raise NstError("Scorer.score takes one triple (batch 1)")
         _check_pair(output, content, "content")
         _check(style, "style")
+        wanted = list(METRICS) if only is None else [name for name in METRICS if name in set(only)]
+        unknown = sorted(set(only or ()) - set(METRICS))
+        if unknown:
+            raise NstError(f"unknown metric(s) {', '.join(unknown)}; per-pair metrics: {', '.join(METRICS)}")
+        needs_vgg = any(name == "content_loss" or name.startswith("style_") for name in wanted)
+        values = self._vgg_scores(output, content, style) if needs_vgg else {}
+        cheap = {
+            "color_hist": lambda: color_hist(output, style),
+            "lpips": lambda: (
+                lpips_distance(output, content, self.lpips_model)
+                if self.lpips_model is not None
+                else torch.tensor([math.nan])
+            ),
+            "ssim": lambda: ssim(output, content),
+            "ssim_lum": lambda: ssim_lum(output, content),
+            "cfsd": lambda: cfsd(output, content, self.cfsd_encoder),
+        }
+        for name, fn in cheap.items():
+            if name in wanted:
+                values[name] = fn()
+        return {name: float(values[name][0]) for name in wanted}
+
+    def _vgg_scores(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """content_loss and every style distance (one pass of the output when the two encoders are one)."""
         values: dict[str, Tensor] = {}
         if self.content_encoder is self.style_encoder:
             out_feats = self.style_encoder(output, [*STYLE_LAYERS, CONTENT_LAYER])
@@ -740,13 +767,4 @@ class Scorer:
             out_feats = self.style_encoder(output, STYLE_LAYERS)
             values["content_loss"] = content_loss(output, content, self.content_encoder)
         values.update(style_distances_from_features(out_feats, self.style_encoder(style, STYLE_LAYERS)))
-        values["color_hist"] = color_hist(output, style)
-        values["lpips"] = (
-            lpips_distance(output, content, self.lpips_model)
-            if self.lpips_model is not None
-            else torch.tensor([math.nan])
-        )
-        values["ssim"] = ssim(output, content)
-        values["ssim_lum"] = ssim_lum(output, content)
-        values["cfsd"] = cfsd(output, content, self.cfsd_encoder)
-        return {name: float(values[name][0]) for name in METRICS}
+        return values

@@ -329,7 +329,7 @@ class Objective:
         for content, style in self.pairs:
             content, style = content.to(self.device), style.to(self.device)
             out = method.stylize(content, style)
-            scores = self.scorer.score(out.float(), content, style)
+            scores = self.scorer.score(out.float(), content, style, only=self.objectives)
             for name in self.objectives:
                 sums[name] += float(scores[name])
         return [sums[name] / len(self.pairs) for name in self.objectives]

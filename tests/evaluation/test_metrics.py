@@ -28,6 +28,7 @@ from reference_ports import (
 from evaluation import metrics
 from evaluation.summary import bootstrap_ci, summarize
 from methods.encoder import random_encoder
+from methods.errors import NstError
 
 
 @pytest.fixture(scope="module")
@@ -455,3 +456,14 @@ def test_style_distances_are_bounded_and_scale_free(encoder):
         )
     ones = torch.ones(1, 4, 5, 5)
     assert metrics.gram_distance(ones, torch.zeros(1, 4, 5, 5)).item() == pytest.approx(1.0)  # nothing in common
+
+
+def test_scorer_subset_equals_the_full_set(encoder, cfsd_encoder):
+    scorer = metrics.Scorer(encoder, encoder, cfsd_encoder, None)
+    output, content, style = rand(1, 3, 32, 32, seed=21), rand(1, 3, 32, 32, seed=22), rand(1, 3, 40, 40, seed=23)
+    full = scorer.score(output, content, style)
+    part = scorer.score(output, content, style, only=["style_gram", "content_loss", "ssim"])
+    assert list(part) == ["content_loss", "style_gram", "ssim"]  # METRICS order
+    assert part == {k: full[k] for k in part}
+    with pytest.raises(NstError, match="unknown metric"):
+        scorer.score(output, content, style, only=["style_loss"])

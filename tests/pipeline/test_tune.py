@@ -196,7 +196,7 @@ def test_killed_study_resumes_with_its_finished_trials(repo_root, tmp_path, monk
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     study = optuna.load_study(study_name=name, storage=storage)
-    kept = {t.number: t.values for t in tune.finished(study)}
+    kept = {t.number: t.values for t in tune.finished(study)}  # noqa: PD011 (optuna trials, not pandas)
     assert 2 <= len(kept) < 6
 
     monkeypatch.setenv("NST_TEST_TRIAL_SLEEP", "0")
@@ -205,7 +205,7 @@ def test_killed_study_resumes_with_its_finished_trials(repo_root, tmp_path, monk
     study = optuna.load_study(study_name=name, storage=storage)
     done = tune.finished(study)
     assert len(done) == 6
-    assert {t.number: t.values for t in done if t.number in kept} == kept  # finished trials kept as they were
+    assert {t.number: t.values for t in done if t.number in kept} == kept  # noqa: PD011 (kept as they were)
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states  # the killed worker's trial was failed, not left hanging
 
@@ -359,7 +359,8 @@ def test_a_failed_reference_trial_is_queued_again():
     assert tune.enqueue_reference(study, {"x": 0.5})
     assert not tune.enqueue_reference(study, {"x": 0.5})  # already waiting
     trial = study.ask()
-    assert trial.params == {} and trial.user_attrs["reference"] == 1
+    assert trial.params == {}
+    assert trial.user_attrs["reference"] == 1
     assert trial.suggest_float("x", 0.0, 1.0) == 0.5
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert tune.enqueue_reference(study, {"x": 0.5})  # the failed one does not count
