@@ -6,14 +6,17 @@
 Training: one iteration of the shared training step (methods/training.py ``train_step``: the generator step, plus the
 discriminator step for the contrastive method) on random crops, real caffe VGG-19. Batch: the paper's on CUDA
 (AdaIN 8, contrastive 12 = 6 x 6), small on CPU (2, and 4 = 2 x 2). Inference: one content + one style image of the
-given size. On CUDA also bf16 autocast + channels_last. Untrained weights (speed does not depend on them).
+given size. Precision variants side by side from one run: float32 and bf16 autocast (where the device runs bf16
+natively: CUDA, CPUs with AVX512-BF16 / AMX; or as asked with --amp), each NCHW and channels_last; every row also
+gives its speed relative to the float32 NCHW row. Untrained weights (speed does not depend on them); the
+per-filter-normalised encoder the methods train on.
 Writes bench/results/<method>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -27,6 +30,7 @@ from _report import write_report  # noqa: E402 (bench/ is on sys.path as the scr
 
 from methods import get_method  # noqa: E402
 from methods.encoder import load_encoder  # noqa: E402
+from methods.precision import Precision, device_bf16_supported  # noqa: E402
 from methods.training import batch_split, make_optimizers, train_step  # noqa: E402
 from pipeline.resources import measure  # noqa: E402
 
@@ -34,34 +38,32 @@ BATCH = {"adain": {"cuda": 8, "cpu": 2}, "contrastive": {"cuda": 12, "cpu": 4}} 
 LAST_LAYER = {"adain": "relu4_1", "contrastive": "relu5_1"}
 
 
-def bench(model: torch.nn.Module, size: int, device: torch.device, amp: bool, iters: int, batch: int) -> dict:
+def bench(model: torch.nn.Module, size: int, precision: Precision, iters: int, batch: int) -> dict:
+    device = torch.device(precision.device_type)
     gen = torch.Generator().manual_seed(0)
-    model.to(device)
+    model.to(device).to(memory_format=torch.contiguous_format)  # undo an earlier variant's channels_last
+    precision.module(model)
     _, adversary, optimizers = make_optimizers(model, lr=1e-4)  # type: ignore[arg-type]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     n_content, n_style = batch_split(model, batch)  # type: ignore[arg-type]
-    content = torch.rand(n_content, 3, size, size, generator=gen).to(device)
-    style = torch.rand(n_style, 3, size, size, generator=gen).to(device)
-    if amp:
-        model.to(memory_format=torch.channels_last)
-        content = content.contiguous(memory_format=torch.channels_last)
-        style = style.contiguous(memory_format=torch.channels_last)
+    content = precision.image(torch.rand(n_content, 3, size, size, generator=gen).to(device))
+    style = precision.image(torch.rand(n_style, 3, size, size, generator=gen).to(device))
 
     def step() -> None:
-        train_step(model, content, style, optimizers, adversary, autocast)  # type: ignore[arg-type]
+        train_step(model, content, style, optimizers, adversary, precision.autocast())  # type: ignore[arg-type]
 
     step()  # warm-up
     with measure(device) as train_usage:
         for _ in range(iters):
             step()
     one_c, one_s = content[:1], style[:1]
-    with autocast:
-        model.stylize(one_c, one_s)  # warm-up
-        with measure(device) as infer_usage:
-            for _ in range(iters):
-                model.stylize(one_c, one_s)
+    toggles = {"amp": precision.bf16, "channels_last": precision.channels_last}
+    model.stylize(one_c, one_s, **toggles)  # warm-up
+    with measure(device) as infer_usage:
+        for _ in range(iters):
+            model.stylize(one_c, one_s, **toggles)
     return {
-        "size_px": size, "device": device.type, "bf16_channels_last": amp, "batch": batch,
+        "size_px": size, "device": device.type, "amp": precision.bf16, "channels_last": precision.channels_last,
+        "precision": precision.label, "batch": batch,
         "train_iterations_per_second": iters / train_usage.seconds,
         "train_images_per_second": iters * batch / train_usage.seconds,
         "train_peak_mem_mb": round(train_usage.peak_mem_mb, 1),
@@ -70,25 +72,50 @@ def bench(model: torch.nn.Module, size: int, device: torch.device, amp: bool, it
     }  # fmt: skip
 
 
+def add_speedups(rows: list[dict], keys: tuple[str, ...]) -> None:
+    """Each row's throughput relative to the float32 NCHW row of the same device and size (side by side)."""
+    for row in rows:
+        base = next((r for r in rows if r["device"] == row["device"] and r["size_px"] == row["size_px"]
+                     and not r["amp"] and not r["channels_last"]), None)  # fmt: skip
+        if base is not None:
+            for key in keys:
+                row[f"{key}_vs_fp32"] = round(row[key] / base[key], 3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=sorted(BATCH), default="adain")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--train-iterations", type=int, default=3)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument(
+        "--amp",
+        nargs="+",
+        choices=["false", "true"],
+        default=None,
+        help="bf16 autocast off / on (default: both where the device runs bf16 natively, else off)",
+    )
+    parser.add_argument("--channels-last", nargs="+", choices=["false", "true"], default=["false", "true"])
+    parser.add_argument("--batch", type=int, default=None, help="default: the device's (see the docstring)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/<method>.json")
     args = parser.parse_args(argv)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-    model = get_method(args.method)(encoder=load_encoder("caffe", last_layer=LAST_LAYER[args.method]))
+    model = get_method(args.method)(
+        encoder=load_encoder("caffe", last_layer=LAST_LAYER[args.method], normalise="per_filter")
+    )
     results = []
     for name in devices:
         device = torch.device(name)
-        for amp in [False, *([True] if device.type == "cuda" else [])]:
+        amps = (
+            [a == "true" for a in args.amp] if args.amp else [False, *([True] if device_bf16_supported(device) else [])]
+        )
+        for amp, cl in itertools.product(amps, [c == "true" for c in args.channels_last]):
             for size in args.sizes:
-                batch = BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
-                row = bench(model, size, device, amp, args.train_iterations, batch)
+                batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
+                row = bench(model, size, Precision(amp, cl, device.type), args.train_iterations, batch)
                 print(json.dumps(row), flush=True)
                 results.append(row)
+    add_speedups(results, ("train_iterations_per_second", "inference_images_per_second"))
     write_report(args.method, results, args.out or ROOT / f"bench/results/{args.method}.json")
     return 0
 

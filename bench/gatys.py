@@ -5,12 +5,15 @@
 
 Real caffe VGG-19, the sample's first test content and style images (or seeded noise when absent), the default
 Gatys layers and weights. L-BFGS iterations include their line-search evaluations; both the per-iteration and the
-per-evaluation times are reported. On CUDA also bf16 autocast + channels_last.
+per-evaluation times are reported. Precision variants side by side from one run: float32 and bf16 autocast of the
+encoder passes (where the device runs bf16 natively: CUDA, CPUs with AVX512-BF16 / AMX; or as asked with --amp), each
+NCHW and channels_last, with each row's speed-up and final-loss difference against the float32 NCHW row.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -25,6 +28,7 @@ from _report import write_report  # noqa: E402 (bench/ is on sys.path as the scr
 from methods.encoder import load_encoder  # noqa: E402
 from methods.gatys import Gatys, GatysParams  # noqa: E402
 from methods.image import resize_to_edge  # noqa: E402
+from methods.precision import Precision, device_bf16_supported  # noqa: E402
 from pipeline.io import list_images, read_image  # noqa: E402
 from pipeline.resources import measure  # noqa: E402
 
@@ -40,20 +44,34 @@ def inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return resize_to_edge(content, size, upscale=True), resize_to_edge(style, size, upscale=True)
 
 
-def bench_one(method: Gatys, size: int, optimizer: str, iterations: int, device: torch.device, amp: bool) -> dict:
+def bench_one(method: Gatys, size: int, optimizer: str, iterations: int, precision: Precision) -> dict:
+    device = torch.device(precision.device_type)
     content, style = (t.to(device) for t in inputs(size))
+    method.encoder.to(memory_format=torch.contiguous_format)  # undo an earlier variant's channels_last
     kwargs = {"optimizer": optimizer, "iterations": iterations, "image_size": None, "init": "content",
-              "amp": amp, "channels_last": amp}  # fmt: skip
+              "amp": precision.bf16, "channels_last": precision.channels_last}  # fmt: skip
     method.stylize(content, style, **{**kwargs, "iterations": 1})  # warm-up (cuDNN autotune, allocator)
-    evaluations = []
+    evaluations: list[float] = []
     with measure(device) as usage:
-        method.stylize(content, style, callback=lambda i, _t: evaluations.append(i), **kwargs)
+        method.stylize(content, style, callback=lambda _i, t: evaluations.append(t["total"]), **kwargs)
     return {
         "size_px": size, "height": content.shape[-2], "width": content.shape[-1], "optimizer": optimizer,
-        "device": device.type, "bf16_channels_last": amp, "iterations": iterations, "evaluations": len(evaluations),
+        "device": device.type, "amp": precision.bf16, "channels_last": precision.channels_last,
+        "precision": precision.label, "iterations": iterations, "evaluations": len(evaluations),
         "seconds_per_iteration": usage.seconds / iterations, "seconds_per_evaluation": usage.seconds / len(evaluations),
-        "peak_mem_mb": round(usage.peak_mem_mb, 1),
+        "final_loss": evaluations[-1], "peak_mem_mb": round(usage.peak_mem_mb, 1),
     }  # fmt: skip
+
+
+def add_comparison(rows: list[dict]) -> None:
+    """Side by side: each row's speed-up and final-loss difference against the float32 NCHW row of the same device,
+    size and optimiser (the loss as each run computed it)."""
+    for row in rows:
+        base = next((r for r in rows if (r["device"], r["size_px"], r["optimizer"]) == (row["device"], row["size_px"],
+                     row["optimizer"]) and not r["amp"] and not r["channels_last"]), None)  # fmt: skip
+        if base is not None:
+            row["speedup_vs_fp32"] = round(base["seconds_per_iteration"] / row["seconds_per_iteration"], 3)
+            row["final_loss_vs_fp32_pct"] = round(100 * (row["final_loss"] / base["final_loss"] - 1), 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"], choices=["lbfgs", "adam"])
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument(
+        "--amp",
+        nargs="+",
+        choices=["false", "true"],
+        default=None,
+        help="bf16 autocast off / on (default: both where the device runs bf16 natively, else off)",
+    )
+    parser.add_argument("--channels-last", nargs="+", choices=["false", "true"], default=["false", "true"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gatys.json")
     args = parser.parse_args(argv)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -69,12 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for device_name in devices:
         device = torch.device(device_name)
-        for amp in [False, *([True] if device.type == "cuda" else [])]:
+        amps = (
+            [a == "true" for a in args.amp] if args.amp else [False, *([True] if device_bf16_supported(device) else [])]
+        )
+        for amp, cl in itertools.product(amps, [c == "true" for c in args.channels_last]):
             for size in args.sizes:
                 for optimizer in args.optimizers:
-                    row = bench_one(method, size, optimizer, args.iterations, device, amp)
+                    row = bench_one(method, size, optimizer, args.iterations, Precision(amp, cl, device.type))
                     print(json.dumps(row), flush=True)
                     results.append(row)
+    add_comparison(results)
     write_report("gatys", results, args.out)
     return 0
 

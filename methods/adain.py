@@ -1,15 +1,16 @@
 """Huang & Belongie, "Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization", ICCV 2017.
 
-Encoder: the shared caffe VGG-19 up to relu4_1 (frozen). AdaIN aligns the content features' per-channel mean and
-std with the style's; a decoder that mirrors the encoder (nearest upsampling for pooling, reflection padding, no
-normalisation layers) maps them back to an image. Training loss (paper eqs. 11-12): content MSE between the decoded
-image's relu4_1 features and the AdaIN target, plus ``style_weight`` x mean/std MSE on relu1_1..relu4_1.
+Encoder: the shared VGG-19 up to relu4_1 (frozen; by default the per-filter-normalised caffe network). AdaIN aligns
+the content features' per-channel mean and std with the style's; a decoder that mirrors the encoder (nearest
+upsampling for pooling, reflection padding, no normalisation layers) maps them back to an image. Training loss (paper
+eqs. 11-12): content MSE between the decoded image's relu4_1 features and the AdaIN target, plus ``style_weight`` x
+mean/std MSE on relu1_1..relu4_1.
 
-Scale note: the reference models use ``vgg_normalised`` (the Lua release's VGG-19 with activations rescaled to about
-1 per filter), whereas the caffe encoder here sees 0..255 input and is unnormalised: its activations grow with depth
-(relu1_1 ~ 10s, relu4_1 ~ 100s-1000s). All terms are MSEs of features, so the content term (relu4_1) and the deep
-style terms weigh more relative to relu1_1..relu2_1 than in the reference; ``style_weight`` = 10 (naoto0804
-train.py) is therefore a starting point, which the tuning stage recalibrates for this encoder.
+Encoder scale: the reference trains on ``vgg_normalised`` (naoto0804/pytorch-AdaIN models/vgg_normalised.pth, the Lua
+release's VGG-19 with every filter's mean activation rescaled to 1, as Gatys et al. 2016 sec. 2), which
+``encoder_normalise = "per_filter"`` (the default) reproduces on the caffe weights (methods/encoder.py). On it each of
+relu1_1..relu4_1 carries 16-32 % of the mean/std style loss at initialisation on the sample; on the raw caffe network
+(``"none"``, activations growing with depth) relu4_1 alone carries about 90 %, which no ``style_weight`` repairs.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from methods.encoder import VGGEncoder, load_encoder
+from methods.encoder import NORMALISATIONS, VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.feedforward import ReferenceSchedule, load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
+from methods.precision import Precision, Setting
 from methods.registry import register
 from methods.utils import replace_params
 
@@ -94,14 +96,22 @@ class AdaINParams:
     """Hyper-parameters; each default cites its source."""
 
     content_weight: float = 1.0  # naoto0804/pytorch-AdaIN train.py --content_weight 1.0
-    style_weight: float = 10.0  # naoto0804/pytorch-AdaIN train.py --style_weight 10.0 (see the scale note above)
+    style_weight: float = 10.0  # naoto0804/pytorch-AdaIN train.py --style_weight 10.0 (on vgg_normalised)
     alpha: float = 1.0  # paper eq. 14: 1 = full stylization, 0 = reconstruct the content
     preserve_color: bool = False  # paper sec. 7.3
     seed: int = 0  # decoder initialisation
+    # naoto0804/pytorch-AdaIN train.py --vgg models/vgg_normalised.pth: the per-filter-normalised VGG-19
+    # (Gatys et al. 2016 sec. 2), methods/encoder.py normalise="per_filter".
+    encoder_normalise: str = "per_filter"
+    amp: Setting = False  # inference precision (methods/precision.py); the reference runs float32
+    channels_last: Setting = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise NstError(f"adain: alpha must be in [0, 1], got {self.alpha}")
+        if self.encoder_normalise not in NORMALISATIONS:
+            raise NstError(f"adain: encoder_normalise must be one of {', '.join(NORMALISATIONS)}, "
+                           f"got {self.encoder_normalise!r}")  # fmt: skip
         for key in ("content_weight", "style_weight"):
             if not getattr(self, key) >= 0:
                 raise NstError(f"adain: {key} must be >= 0, got {getattr(self, key)}")
@@ -128,7 +138,9 @@ class AdaIN(nn.Module):
     def __init__(self, params: AdaINParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         super().__init__()
         self.params = params or AdaINParams()
-        self.encoder = encoder if encoder is not None else load_encoder("caffe", last_layer=CONTENT_LAYER)
+        if encoder is None:
+            encoder = load_encoder("caffe", last_layer=CONTENT_LAYER, normalise=self.params.encoder_normalise)  # type: ignore[arg-type]
+        self.encoder = encoder
         torch.manual_seed(self.params.seed)
         self.decoder = Decoder()
 
@@ -139,9 +151,8 @@ class AdaIN(nn.Module):
         cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: str | Path | None = None
     ) -> AdaIN:
         """Build from ``methods.adain`` params (inference keys only are used here) and load ``model``."""
-        inference = {
-            k: cfg[k] for k in ("content_weight", "style_weight", "alpha", "preserve_color", "seed") if k in cfg
-        }
+        known = set(AdaINParams.__dataclass_fields__)
+        inference = {k: v for k, v in cfg.items() if k in known}
         method = cls(AdaINParams().replace(**inference), encoder=encoder)
         if model is None:
             raise NstError("adain needs a trained model: pass --model models/adain (run the train@adain stage first)")
@@ -176,15 +187,15 @@ class AdaIN(nn.Module):
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
         """Weighted training loss terms for a batch (paper eqs. 11-12): ``content``, ``style``, ``total``."""
-        with torch.no_grad():
-            c_feat = self.encode(content)[CONTENT_LAYER]
-            s_feats = self.encode(style, STYLE_LAYERS)
+        with torch.no_grad():  # statistics and targets in float32, also under bf16 autocast
+            c_feat = self.encode(content)[CONTENT_LAYER].float()
+            s_feats = {k: v.float() for k, v in self.encode(style, STYLE_LAYERS).items()}
             target = adain(c_feat, s_feats[CONTENT_LAYER])
         decoded = self.decode(target)
         out_feats = self.encode(decoded, STYLE_LAYERS)
         out_feats = {k: v.float() for k, v in out_feats.items()}
         c = content_loss(out_feats[CONTENT_LAYER], target.float()).mean()
-        s = mean_std_loss(out_feats, {k: v.float() for k, v in s_feats.items()}).mean()
+        s = mean_std_loss(out_feats, s_feats).mean()
         p = self.params
         return {"content": p.content_weight * c, "style": p.style_weight * s,
                 "total": p.content_weight * c + p.style_weight * s}  # fmt: skip
@@ -212,15 +223,20 @@ class AdaIN(nn.Module):
         p = self.params.replace(**overrides) if overrides else self.params
         mixture = style_mixture(style, style_weights, "adain")
         device = content.device
+        precision = Precision.resolve(p.amp, p.channels_last, device)
         self.to(device)
+        precision.module(self.encoder)
+        precision.module(self.decoder)
         self.decoder.eval()
         padded, (h, w) = pad_to_multiple(content.float(), 8)
-        c_feat = self.encode(padded)[CONTENT_LAYER]
-        target = torch.zeros_like(c_feat)
-        for s, weight in mixture:
-            s = s.to(device).float()
-            if p.preserve_color:
-                s = match_color(s, content.float())
-            target += weight * adain(c_feat, self.encode(s)[CONTENT_LAYER])
-        target = p.alpha * target + (1 - p.alpha) * c_feat  # paper eq. 14
-        return self.decode(target)[..., :h, :w].clamp(0, 1).to(content.dtype)
+        with precision.autocast():
+            c_feat = self.encode(precision.image(padded))[CONTENT_LAYER].float()
+            target = torch.zeros_like(c_feat)
+            for s, weight in mixture:
+                s = s.to(device).float()
+                if p.preserve_color:
+                    s = match_color(s, content.float())
+                target += weight * adain(c_feat, self.encode(precision.image(s))[CONTENT_LAYER].float())
+            target = p.alpha * target + (1 - p.alpha) * c_feat  # paper eq. 14
+            out = self.decode(target)
+        return out.float()[..., :h, :w].contiguous().clamp(0, 1).to(content.dtype)

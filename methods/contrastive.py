@@ -1,7 +1,8 @@
 """IEContraAST-style arbitrary style transfer (Chen et al., "Artistic Style Transfer with Internal-external Learning
 and Contrastive Learning", NeurIPS 2021; reference code HalbertCH/IEContraAST ``net.py`` / ``train.py``).
 
-Generator: the shared caffe VGG-19 (frozen) to relu5_1; SANet attention (Park & Lee 2019) at relu4_1 and at relu5_1;
+Generator: the shared VGG-19 (frozen; by default the per-filter-normalised caffe network, as the reference's
+``vgg_normalised``) to relu5_1; SANet attention (Park & Lee 2019) at relu4_1 and at relu5_1;
 the relu5_1 result upsampled to relu4_1's size, added, merged by a 3x3 conv; the AdaIN decoder back to RGB.
 
 Training (paper sec. 3, eq. 9): content loss on mean/variance-normalised relu4_1 and relu5_1; mean/std style loss on
@@ -18,10 +19,14 @@ Differences from the reference, on purpose:
 - the heads pool features by their spatial mean (the reference sums: a size-dependent scale);
 - everything needed to resume (heads, discriminator, both optimisers, RNG) is checkpointed (methods/training.py).
 
-Scale note (as for AdaIN): the reference uses ``vgg_normalised``; the caffe encoder is unnormalised, so the
-feature-space terms (mean/std style, feature identity) are larger relative to the normalised content loss, the pixel
-identity loss and the contrastive/GAN terms than at the reference's weights. The defaults stay the reference's; the
-tuning stage recalibrates them for this encoder.
+As in train.py, each iteration steps the discriminator first (on the detached fakes of the generator's forward pass),
+then the generator against the updated discriminator (methods/training.py :func:`train_step`). Batches hold distinct
+contents and distinct styles (``distinct_batches``): a shared image would be an InfoNCE negative of itself.
+
+Encoder scale: the reference's loss weights are made for ``vgg_normalised`` (every filter's mean activation about 1),
+which ``encoder_normalise = "per_filter"`` reproduces (methods/encoder.py). With ``"none"`` (the raw caffe network,
+activations growing with depth to hundreds) the features are used as they are: no hidden rescaling, and the
+feature-space terms then outweigh the others at the reference's weights.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.adain import Decoder
-from methods.encoder import VGGEncoder, load_encoder
+from methods.encoder import NORMALISATIONS, VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.feedforward import ReferenceSchedule, load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
+from methods.precision import Precision, Setting
 from methods.registry import register
 from methods.utils import replace_params
 
@@ -48,14 +54,6 @@ LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encod
 STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
 CONTENT_EMBED_LAYER = "relu4_1"  # net.py: content_feature_contrastive(g_t_feats[3])
 MODEL_FILE = "generator.pt"
-
-# The reference runs on ``vgg_normalised``: VGG-19 rescaled so each filter's mean activation over ImageNet images is 1
-# (Gatys et al. 2016 sec. 2). The caffe encoder here is the unnormalised original, whose activations are tens to
-# hundreds. Dividing each layer by its mean activation puts the features back on the scale the reference's loss
-# weights (and SANet/decoder) were made for — per layer, not per filter, an approximation. Values: mean activation of
-# the caffe encoder per layer over the 15 embedded sample images (content and style, all splits) at 256 px long side;
-# `python -m methods.contrastive` re-measures them. Other encoder weights are left unscaled.
-CAFFE_LAYER_SCALE = {"relu1_1": 23.0, "relu2_1": 131.0, "relu3_1": 136.0, "relu4_1": 529.0, "relu5_1": 47.0}
 
 
 def mean_variance_norm(feats: Tensor, eps: float = 1e-5) -> Tensor:
@@ -129,6 +127,17 @@ class MultiScaleDiscriminator(nn.Module):
             self.nets.append(nn.Sequential(*layers))
 
         self.min_side = 2 ** (depth + 1)  # the last block's instance norm needs >= 2 x 2 positions
+
+    def input_sides(self, side: int) -> list[int]:
+        """The input side each scale sees for ``side`` x ``side`` images; scales below ``min_side`` are left out."""
+        sides = []
+        for i in range(len(self.nets)):
+            if i:
+                side = (side - 1) // 2 + 1  # avg_pool2d(3, stride 2, padding 1)
+            if side < self.min_side:
+                break
+            sides.append(side)
+        return sides
 
     def forward(self, image: Tensor) -> list[Tensor]:
         """Patch maps per scale; scales whose input is below ``min_side`` px are skipped (small training crops)."""
@@ -212,7 +221,8 @@ def info_nce(embeddings: Tensor, positives: Tensor, tau: float = 0.2, negatives:
     eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
     pos = positives.to(embeddings.device) & ~eye
     neg = ~pos & ~eye if negatives is None else negatives.to(embeddings.device) & ~eye & ~pos
-    logits = embeddings.float() @ embeddings.float().T / tau
+    with torch.autocast(embeddings.device.type, enabled=False):  # logits in float32, also under bf16 autocast
+        logits = embeddings.float() @ embeddings.float().T / tau
     log_denominator = torch.logsumexp(logits.masked_fill(~(pos | neg), float("-inf")), dim=1)
     log_numerator = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
     has_pos = pos.any(dim=1)
@@ -240,10 +250,18 @@ class ContrastiveParams:
     tau: float = 0.2  # paper sec. 4; net.py compute_contrastive_loss(..., 0.2, ...)
     alpha: float = 1.0  # content-style trade-off at inference: alpha T(c, s) + (1 - alpha) T(c, c) (SANet's eval)
     seed: int = 0  # generator, heads and discriminator initialisation
+    # The reference's encoder is vgg_normalised (net.py `vgg`, models/vgg_normalised.pth, as pytorch-AdaIN's):
+    # the per-filter-normalised VGG-19 (Gatys et al. 2016 sec. 2), methods/encoder.py normalise="per_filter".
+    encoder_normalise: str = "per_filter"
+    amp: Setting = False  # inference precision (methods/precision.py); the reference runs float32
+    channels_last: Setting = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise NstError(f"contrastive: alpha must be in [0, 1], got {self.alpha}")
+        if self.encoder_normalise not in NORMALISATIONS:
+            raise NstError(f"contrastive: encoder_normalise must be one of {', '.join(NORMALISATIONS)}, "
+                           f"got {self.encoder_normalise!r}")  # fmt: skip
         if not self.tau > 0:
             raise NstError(f"contrastive: tau must be > 0, got {self.tau}")
         for key in ("content_weight", "style_weight", "identity_pixel_weight", "identity_feature_weight",
@@ -262,6 +280,7 @@ class Contrastive(nn.Module):
     name = "contrastive"
     needs_model = True
     model_file = MODEL_FILE
+    distinct_batches = True  # a shared content or style would be an InfoNCE negative of itself
     reference_schedule = ReferenceSchedule(  # HalbertCH/IEContraAST train.py defaults (6 contents x 6 styles -> 12)
         iterations=160_000, batch_size=12, crop=256, source="IEContraAST train.py: --max_iter 160000 --batch_size 12"
     )
@@ -273,10 +292,9 @@ class Contrastive(nn.Module):
     def __init__(self, params: ContrastiveParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         super().__init__()
         self.params = params or ContrastiveParams()
-        self.encoder = encoder if encoder is not None else load_encoder("caffe", last_layer="relu5_1")
-        # the measured Oxford weights, not only their caffe preprocessing
-        caffe = self.encoder.weights_source.startswith("caffe")
-        self.layer_scale = CAFFE_LAYER_SCALE if caffe else {}
+        if encoder is None:
+            encoder = load_encoder("caffe", last_layer="relu5_1", normalise=self.params.encoder_normalise)  # type: ignore[arg-type]
+        self.encoder = encoder
         torch.manual_seed(self.params.seed)
         self.transform = Transform(512)
         self.decoder = Decoder()
@@ -333,12 +351,20 @@ class Contrastive(nn.Module):
         return batch_size // 2, batch_size // 2
 
     def encode(self, image: Tensor, layers: Sequence[str] = LAYERS) -> dict[str, Tensor]:
-        """Encoder features divided by the per-layer scale (``CAFFE_LAYER_SCALE``), in training and inference."""
-        feats = self.encoder(image, layers)
-        return {name: f / self.layer_scale.get(name, 1.0) for name, f in feats.items()}
+        """The encoder's features, as they are (training and inference)."""
+        return self.encoder(image, layers)
+
+    def train_info(self, crop: int) -> dict[str, Any]:
+        """What training at ``crop`` px uses of the architecture: the discriminator scales that see the crops (the
+        others would get inputs below their minimum side and are left out)."""
+        sides = self.discriminator.input_sides(crop)
+        return {"discriminator_scales": len(self.discriminator.nets), "discriminator_scales_used": len(sides),
+                "discriminator_input_px": sides}  # fmt: skip
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
-        """Weighted generator loss terms for k contents and k styles (paper eq. 9), ``"total"`` included."""
+        """Weighted generator loss terms for k contents and k styles (paper eq. 9), ``"total"`` included — all but the
+        adversarial one, which :meth:`adversarial_losses` adds after the discriminator's step (train.py's order). The
+        stylizations are kept for :meth:`adversary_losses` and :meth:`adversarial_losses`."""
         k = content.shape[0]
         if style.shape[0] != k:
             raise NstError(f"contrastive: needs as many styles as contents, got {k} and {style.shape[0]}")
@@ -370,8 +396,7 @@ class Contrastive(nn.Module):
         style_nce = info_nce(self.style_head(g_feats[STYLE_EMBED_LAYER]), batch.style_pos, p.tau, batch.unrelated)
         content_nce = info_nce(self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.tau,
                                batch.unrelated)  # fmt: skip
-        gan = lsgan_loss(self.discriminator(stylized), target_real=True)
-        self._fakes = stylized.detach()
+        self._fakes = stylized
         terms = {
             "content": p.content_weight * loss_c,
             "style": p.style_weight * loss_s,
@@ -379,18 +404,27 @@ class Contrastive(nn.Module):
             "identity_feature": p.identity_feature_weight * id_feature,
             "style_contrastive": p.style_contrastive_weight * style_nce,
             "content_contrastive": p.content_contrastive_weight * content_nce,
-            "gan": p.gan_weight * gan,
         }
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 
     def adversary_losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
-        """Discriminator LSGAN loss: the style batch (real artworks) -> 1, the last generator pass's fakes -> 0."""
+        """Discriminator LSGAN loss: the style batch (real artworks) -> 1, the last generator pass's fakes (detached)
+        -> 0."""
         if self._fakes is None:
             raise NstError("contrastive: adversary_losses needs a generator pass (losses) first")
         real = lsgan_loss(self.discriminator(style), target_real=True)
-        fake = lsgan_loss(self.discriminator(self._fakes), target_real=False)
+        fake = lsgan_loss(self.discriminator(self._fakes.detach()), target_real=False)
         return {"real": real, "fake": fake, "total": real + fake}
+
+    def adversarial_losses(self) -> dict[str, Tensor]:
+        """The generator's weighted LSGAN term ``gan``: the last generator pass's fakes judged real (-> 1) by the
+        discriminator as it is now; gradients reach the generator through the fakes."""
+        if self._fakes is None:
+            raise NstError("contrastive: adversarial_losses needs a generator pass (losses) first")
+        gan = lsgan_loss(self.discriminator(self._fakes), target_real=True)
+        self._fakes = None
+        return {"gan": self.params.gan_weight * gan}
 
     # ------------------------------------------------------------------------------------------ inference
 
@@ -414,39 +448,25 @@ class Contrastive(nn.Module):
         p = self.params.replace(**overrides) if overrides else self.params
         mixture = style_mixture(style, style_weights, "contrastive")
         device = content.device
+        precision = Precision.resolve(p.amp, p.channels_last, device)
         self.to(device)
+        for module in (self.encoder, self.transform, self.decoder):
+            precision.module(module)
         self.transform.eval()
         self.decoder.eval()
         padded, (h, w) = pad_to_multiple(content.float(), 16)  # relu5_1 is 1/16 of the input
-        c_feats = self.encode(padded, ("relu4_1", "relu5_1"))
-        feat: Tensor | None = None
-        for s, weight in mixture:
-            s_padded, _ = pad_to_multiple(s.to(device).float(), 16)
-            s_feats = self.encode(s_padded, ("relu4_1", "relu5_1"))
-            if s_feats["relu4_1"].shape[0] != c_feats["relu4_1"].shape[0]:
-                s_feats = {n: f.expand(c_feats[n].shape[0], *f.shape[1:]) for n, f in s_feats.items()}
-            term = weight * self.transform(c_feats, s_feats)
-            feat = term if feat is None else feat + term
-        assert feat is not None
-        if p.alpha < 1.0:
-            feat = p.alpha * feat + (1.0 - p.alpha) * self.transform(c_feats, c_feats)
-        return self.decoder(feat)[..., :h, :w].clamp(0, 1).to(content.dtype)
-
-
-def measure_layer_scale(encoder: VGGEncoder, images: Sequence[Tensor]) -> dict[str, float]:
-    """Mean activation per layer (over images, filters and positions) of ``encoder``: how CAFFE_LAYER_SCALE is made."""
-    sums = dict.fromkeys(LAYERS, 0.0)
-    with torch.no_grad():
-        for image in images:
-            for name, f in encoder(image, LAYERS).items():
-                sums[name] += float(f.mean())
-    return {name: total / len(images) for name, total in sums.items()}
-
-
-if __name__ == "__main__":  # re-measure CAFFE_LAYER_SCALE on the embedded sample
-    from methods.image import resize_to_edge
-    from pipeline.io import list_images, read_image
-
-    images = [resize_to_edge(read_image(p), 256) for p in list_images(Path("data/sample/content"))
-              + list_images(Path("data/sample/style"))]  # fmt: skip
-    print({k: round(v, 1) for k, v in measure_layer_scale(load_encoder("caffe", last_layer="relu5_1"), images).items()})
+        with precision.autocast():
+            c_feats = self.encode(precision.image(padded), ("relu4_1", "relu5_1"))
+            feat: Tensor | None = None
+            for s, weight in mixture:
+                s_padded, _ = pad_to_multiple(s.to(device).float(), 16)
+                s_feats = self.encode(precision.image(s_padded), ("relu4_1", "relu5_1"))
+                if s_feats["relu4_1"].shape[0] != c_feats["relu4_1"].shape[0]:
+                    s_feats = {n: f.expand(c_feats[n].shape[0], *f.shape[1:]) for n, f in s_feats.items()}
+                term = weight * self.transform(c_feats, s_feats).float()
+                feat = term if feat is None else feat + term
+            assert feat is not None
+            if p.alpha < 1.0:
+                feat = p.alpha * feat + (1.0 - p.alpha) * self.transform(c_feats, c_feats).float()
+            out = self.decoder(feat)
+        return out.float()[..., :h, :w].contiguous().clamp(0, 1).to(content.dtype)

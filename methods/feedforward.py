@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,6 @@ from torch import Tensor, nn
 
 from methods.errors import NstError
 from methods.utils import save_torch_atomic
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,20 +51,28 @@ def load_modules(
     modules: Mapping[str, nn.Module], path: str | Path, model_file: str, *, label: str, stage: str,
     encoder_sha256: str,
 ) -> None:  # fmt: skip
-    """Load weights written by :func:`save_modules`; a missing or unreadable file is one clear :class:`NstError`
-    (``label`` names the model kind, ``stage`` the stage that makes it). A different encoder only warns."""
+    """Load weights written by :func:`save_modules`; a missing or unreadable file, or one trained on another encoder
+    (its recorded ``encoder_sha256`` differs from this model's encoder's), is one clear :class:`NstError` (``label``
+    names the model kind, ``stage`` the stage that makes it)."""
     target = model_target(path, model_file, saving=False)
     if not target.is_file():
         raise NstError(f"{target}: no {label} model (run the {stage} stage, or pass the right --model)")
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise NstError(f"{target}: not a readable {label} model ({type(exc).__name__}: {exc})") from exc
+    trained_on = state.get("encoder_sha256") if isinstance(state, dict) else None
+    if trained_on is not None and trained_on != encoder_sha256:
+        raise NstError(
+            f"{target}: this {label} model was trained on the encoder {str(trained_on)[:12]}, not on the one in use "
+            f"({encoder_sha256[:12]}): encoder.weights, encoder.pool and methods.<method>.encoder_normalise must be "
+            f"those it was trained with (or retrain it: the {stage} stage)"
+        )
+    try:
         for name, module in modules.items():
             module.load_state_dict(state[name])
     except Exception as exc:
         raise NstError(f"{target}: not a readable {label} model ({type(exc).__name__}: {exc})") from exc
-    if state.get("encoder_sha256") not in (None, encoder_sha256):
-        log.warning("%s was trained with encoder %s, not %s", target, state["encoder_sha256"][:12],
-                    encoder_sha256[:12])  # fmt: skip
 
 
 def style_mixture(

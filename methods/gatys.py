@@ -3,12 +3,17 @@
 The output image itself is optimised so that its relu4_2 features match the content image's and its Gram
 matrices on relu1_1..relu5_1 match the style image's, optionally with a total-variation prior. Loss scales follow
 jcjohnson/neural-style (``neural_style.lua``): the caffe VGG-19 on 0..255 BGR input, Gram matrices divided by C*H*W,
-MSE losses — so its default weights (content 5, style 100) carry over unchanged.
+MSE losses — so its default weights (content 5, style 100) carry over unchanged. That is why the raw network
+(``encoder_normalise = "none"``) is the default here; ``"per_filter"`` selects the normalised VGG-19 the paper itself
+used (sec. 2), on which neural-style's weights are on another scale.
+
+Precision (``amp`` / ``channels_last``, methods/precision.py): bf16 autocast covers the encoder passes only; Gram
+matrices and losses are float32, and the optimised image stays a float32 NCHW-contiguous tensor (L-BFGS flattens its
+gradient with ``view(-1)``), converted to channels_last for each encoder pass.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,10 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from methods.encoder import CAFFE_MEAN_BGR, VGGEncoder, check_layers, load_encoder
+from methods.encoder import CAFFE_MEAN_BGR, NORMALISATIONS, VGGEncoder, check_layers, load_encoder
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.losses import content_loss, gram_matrix, gram_style_loss, total_variation
+from methods.precision import Precision, Setting
 from methods.registry import register
 from methods.utils import replace_params
 
@@ -54,8 +60,11 @@ class GatysParams:
     # The output is always resized back to the content's H x W.
     image_size: int | None = 512
     seed: int = 0  # noise init
-    amp: bool = False  # bf16 autocast for the encoder on CUDA (losses stay float32); ignored on CPU
-    channels_last: bool = False  # channels_last memory format on CUDA; ignored on CPU
+    amp: Setting = False  # bf16 autocast for the encoder passes (losses stay float32): True | False | "auto"
+    channels_last: Setting = False  # channels_last for the encoder passes: True | False | "auto" (= with bf16)
+    # The raw caffe VGG-19, on which neural-style's weights (above) are defined; "per_filter" is the normalised
+    # network of Gatys et al. 2016 sec. 2 (methods/encoder.py).
+    encoder_normalise: str = "none"
 
     def __post_init__(self) -> None:
         check_layers([*self.content_layers, *self.style_layers])
@@ -71,6 +80,9 @@ class GatysParams:
                 raise NstError(f"gatys: {key} must be a finite number >= 0, got {value}")
         if self.lr is not None and not self.lr > 0:
             raise NstError(f"gatys: lr must be > 0, got {self.lr}")
+        if self.encoder_normalise not in NORMALISATIONS:
+            raise NstError(f"gatys: encoder_normalise must be one of {', '.join(NORMALISATIONS)}, "
+                           f"got {self.encoder_normalise!r}")  # fmt: skip
         if self.image_size is not None and self.image_size < 16:
             raise NstError(f"gatys: image_size must be >= 16 px (or null), got {self.image_size}")
 
@@ -111,7 +123,9 @@ class Gatys:
 
     def __init__(self, params: GatysParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         self.params = params or GatysParams()
-        self.encoder = encoder if encoder is not None else load_encoder("caffe")
+        if encoder is None:
+            encoder = load_encoder("caffe", normalise=self.params.encoder_normalise)  # type: ignore[arg-type]
+        self.encoder = encoder
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: Any = None) -> Gatys:
@@ -153,23 +167,19 @@ class Gatys:
         if style.shape[0] not in (1, content.shape[0]):
             raise NstError(f"gatys: style batch {style.shape[0]} must be 1 or the content batch {content.shape[0]}")
         device = content.device
-        cuda = device.type == "cuda"
-        encoder = self.encoder.to(device)
+        precision = Precision.resolve(p.amp, p.channels_last, device)
+        encoder = precision.module(self.encoder.to(device))
         height, width = content.shape[-2:]
         work_content = content.float()
         work_style = style.to(device=device, dtype=torch.float32)
         if p.image_size is not None:
             work_content = resize_to_edge(work_content, p.image_size, "long", upscale=True)
             work_style = resize_to_edge(work_style, p.image_size, "long", upscale=True)
-        if cuda and p.channels_last:
-            encoder = encoder.to(memory_format=torch.channels_last)
-            work_content = work_content.contiguous(memory_format=torch.channels_last)
-            work_style = work_style.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and p.amp) else contextlib.nullcontext()
+        work_content, work_style = work_content.contiguous(), work_style.contiguous()
 
         def features(image: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
-            with autocast:
-                feats = encoder(image, layers)
+            with precision.autocast():
+                feats = encoder(precision.image(image), layers)
             return {k: v.float() for k, v in feats.items()}
 
         with torch.no_grad():
@@ -183,7 +193,7 @@ class Gatys:
             start = start.expand_as(work_content).clone()
         else:
             start = _noise_init(work_content, p.seed)
-        image = start.requires_grad_(True)
+        image = start.contiguous().requires_grad_(True)  # NCHW-contiguous: L-BFGS flattens with view(-1)
         layers = tuple(dict.fromkeys((*p.content_layers, *p.style_layers)))
 
         def loss(x: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -212,6 +222,8 @@ class Gatys:
                     f"gatys: loss became non-finite at evaluation {evaluations} ({terms}); lower lr or weights"
                 )
             total.backward()
+            if image.grad is not None and not image.grad.is_contiguous():  # a channels_last encoder's gradient
+                image.grad = image.grad.contiguous()
             if bar.total is not None and bar.n >= bar.total:  # L-BFGS checks max_eval only between iterations
                 bar.total = bar.n + 1
             bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)

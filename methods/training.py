@@ -1,15 +1,24 @@
 """The training loop shared by the feed-forward methods: seeded random crops, Adam with inverse-time decay,
-bf16 autocast / channels_last on CUDA, atomic checkpoints and exact resume.
+bf16 autocast / channels_last (methods/precision.py: CUDA and bf16-capable CPUs), atomic checkpoints and exact resume.
 
 A method plugs in a :class:`TrainableModel`: its trainable modules, and ``losses(content, style)`` returning the
 weighted loss terms (a dict of scalar tensors, ``"total"`` included). Optionally it also declares
 
 - ``batch_split(batch_size) -> (n_content, n_style)``: how many content and style crops one step draws (default
   ``batch_size`` of each; the contrastive method draws ``batch_size / 2`` of each and pairs them up itself);
-- ``adversary() -> dict[str, nn.Module]`` and ``adversary_losses(content, style)``: modules trained by a second
-  Adam optimiser (a GAN discriminator). Each iteration first steps the generator on ``losses`` (the adversary's
-  parameters frozen meanwhile), then steps the adversary on ``adversary_losses``, which sees the same batch (and
-  whatever the model kept from its generator pass, e.g. the detached fakes). Its terms are logged as ``d_<name>``.
+- ``distinct_batches = True``: a batch must hold distinct images (its loss compares the items of a batch, e.g.
+  InfoNCE); a batch larger than the image set is then an error instead of a wrap-around;
+- ``adversary() -> dict[str, nn.Module]``, ``adversary_losses(content, style)`` and ``adversarial_losses()``:
+  modules trained by a second Adam optimiser (a GAN discriminator). Each iteration runs the generator's forward pass
+  (``losses``, which keeps its fakes), then steps the adversary first on ``adversary_losses`` (real images against
+  the detached fakes of this pass), then adds ``adversarial_losses()`` (the generator's terms against the
+  just-stepped adversary, whose parameters are frozen meanwhile) and steps the generator — the order of
+  HalbertCH/IEContraAST train.py. The adversary's terms are logged as ``d_<name>``.
+
+Batches (:meth:`RandomCrops.sample`): each batch takes the first images of a fresh random permutation of the image
+set, as IEContraAST's ``sampler.py`` (``InfiniteSamplerWrapper``) walks permutations, so within a batch contents are
+distinct and styles are distinct whenever the batch is no larger than the set; a larger batch continues with the next
+permutation (wrap-around: every image once before any repeats), which ``distinct_batches`` models refuse.
 
 Everything random during training comes from one ``torch.Generator`` (batch indices and crop offsets) whose state is
 checkpointed together with every module, both optimisers and the iteration, so ``resume`` continues exactly where
@@ -31,6 +40,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from methods.errors import NstError
+from methods.precision import Precision, Setting
 from methods.utils import save_torch_atomic
 
 log = logging.getLogger(__name__)
@@ -51,8 +61,8 @@ class TrainConfig:
     checkpoint_every: int
     keep_checkpoints: int
     seed: int
-    amp: bool = False
-    channels_last: bool = False
+    amp: Setting = False  # True | False | "auto" (methods/precision.py)
+    channels_last: Setting = False
     adversary_betas: tuple[float, float] = (0.5, 0.999)  # HalbertCH/IEContraAST train.py optimizer_D
 
 
@@ -86,10 +96,18 @@ class RandomCrops:
             self._cache[i] = img
         return img
 
+    def indices(self, batch: int, gen: torch.Generator) -> list[int]:
+        """``batch`` image indices: the start of a random permutation of the ``n`` images, continued with further
+        permutations when ``batch > n`` (distinct within a batch whenever ``batch <= n``)."""
+        out: list[int] = []
+        while len(out) < batch:
+            out += torch.randperm(self.n, generator=gen).tolist()[: batch - len(out)]
+        return out
+
     def sample(self, batch: int, gen: torch.Generator) -> Tensor:
-        """(batch, 3, crop, crop): image indices and crop offsets from ``gen``."""
+        """(batch, 3, crop, crop): image indices (:meth:`indices`) and crop offsets from ``gen``."""
         out = []
-        for i in torch.randint(self.n, (batch,), generator=gen).tolist():
+        for i in self.indices(batch, gen):
             img = self._image(i)
             h, w = img.shape[-2:]
             top = int(torch.randint(h - self.crop + 1, (1,), generator=gen))
@@ -185,15 +203,16 @@ def train_step(
     adversary: dict[str, nn.Module],
     autocast: contextlib.AbstractContextManager[Any],
 ) -> dict[str, float]:
-    """One iteration: a generator step on ``losses`` (adversary frozen), then an adversary step; the loss terms."""
+    """One iteration; returns the loss terms (averaged over ranks).
+
+    Without an adversary: a step on ``losses``. With one (IEContraAST train.py's order): the generator's forward pass
+    (``losses``), an adversary step on ``adversary_losses`` (the detached fakes of this pass), then a generator step
+    on ``losses`` + ``adversarial_losses()`` against the updated adversary (its parameters frozen).
+    """
     _set_requires_grad(adversary, False)
     with autocast:
         terms = model.losses(content, style)
-    optimizers["main"].zero_grad(set_to_none=True)
-    terms["total"].backward()
-    _average_gradients(optimizers["main"])
-    optimizers["main"].step()
-    detached = {k: v.detach().float() for k, v in terms.items()}
+    detached: dict[str, Tensor] = {}
     if adversary:
         _set_requires_grad(adversary, True)
         with autocast:
@@ -202,7 +221,17 @@ def train_step(
         d_terms["total"].backward()
         _average_gradients(optimizers["adversary"])
         optimizers["adversary"].step()
+        _set_requires_grad(adversary, False)
         detached.update({f"d_{k}": v.detach().float() for k, v in d_terms.items()})
+        with autocast:
+            g_terms = model.adversarial_losses()  # type: ignore[attr-defined]
+        total = terms.pop("total") + sum(g_terms.values())
+        terms = {**terms, **g_terms, "total": total}
+    optimizers["main"].zero_grad(set_to_none=True)
+    terms["total"].backward()
+    _average_gradients(optimizers["main"])
+    optimizers["main"].step()
+    detached = {**{k: v.detach().float() for k, v in terms.items()}, **detached}
     return _mean_over_ranks(detached)
 
 
@@ -264,15 +293,23 @@ def train(
     if cfg.batch_size % world:
         raise NstError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
     n_content, n_style = batch_split(model, cfg.batch_size // world)  # this rank's share of the global batch
+    if getattr(model, "distinct_batches", False):
+        for role, per_rank, crops in (("content", n_content, content), ("style", n_style, style)):
+            if per_rank * world > crops.n:
+                raise NstError(f"a batch needs {per_rank * world} distinct {role} images (batch_size "
+                               f"{cfg.batch_size}), but the training set has {crops.n}: lower train.batch_size or add "
+                               f"{role} images")  # fmt: skip
     everything = {**modules, **adversary}
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else contextlib.nullcontext()
+    precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
+    log.info("training precision on %s: %s", device.type, precision.label)
+    autocast = precision.autocast()
     for module in everything.values():  # on the device before any optimiser state is loaded (it follows the params)
-        module.to(device).train()
-        if cuda and cfg.channels_last:
-            module.to(memory_format=torch.channels_last)
+        precision.module(module.to(device).train())
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        precision.module(encoder.to(device))
     if rank == 0:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     barrier()
@@ -322,8 +359,7 @@ def train(
         # single-process one, whatever the number of processes.
         c = content.sample(n_content * world, gen)[rank * n_content : (rank + 1) * n_content].to(device)
         s = style.sample(n_style * world, gen)[rank * n_style : (rank + 1) * n_style].to(device)
-        if cuda and cfg.channels_last:
-            c, s = c.contiguous(memory_format=torch.channels_last), s.contiguous(memory_format=torch.channels_last)
+        c, s = precision.image(c), precision.image(s)
         values = train_step(model, c, s, optimizers, adversary, autocast)
         if not all(v == v and abs(v) != float("inf") for v in values.values()):
             raise NstError(f"training diverged at iteration {iteration}: {values}")

@@ -40,6 +40,10 @@ class Strict(BaseModel):
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# methods/precision.py: true | false | auto (bf16 on CUDA and on CPUs with native bf16; channels_last with bf16)
+PrecisionSetting = bool | Literal["auto"]
+# methods/encoder.py load_encoder(normalise=...): the raw network or the per-filter-normalised one
+EncoderNormalise = Literal["none", "per_filter"]
 
 
 class BaseSection(Strict):
@@ -48,6 +52,8 @@ class BaseSection(Strict):
 
 
 class EncoderSection(Strict):
+    """The VGG-19 every method runs on; each method picks its normalisation (``methods.<m>.encoder_normalise``)."""
+
     # "caffe" | "torchvision" | a path to a torchvision-layout VGG-19 state_dict (see methods/encoder.py).
     weights: Annotated[str, Field(min_length=1)]
     pool: Literal["max", "avg"]
@@ -187,8 +193,9 @@ class GatysSection(Strict):
     lr: Annotated[float, Field(gt=0.0)] | None
     image_size: Annotated[int, Field(ge=16, le=8192)] | None
     seed: Seed
-    amp: bool
-    channels_last: bool
+    amp: PrecisionSetting
+    channels_last: PrecisionSetting
+    encoder_normalise: EncoderNormalise
 
     _layers = field_validator("content_layers", "style_layers")(_check_layer_names)
 
@@ -207,8 +214,8 @@ class TrainSection(Strict):
     log_every: Annotated[int, Field(ge=1)]
     sample_every: Annotated[int, Field(ge=0)]
     seed: Seed
-    amp: bool
-    channels_last: bool
+    amp: PrecisionSetting
+    channels_last: PrecisionSetting
 
     @model_validator(mode="after")
     def _crop_fits(self) -> TrainSection:
@@ -223,6 +230,9 @@ class AdaINSection(Strict):
     alpha: Fraction
     preserve_color: bool
     seed: Seed
+    encoder_normalise: EncoderNormalise
+    amp: PrecisionSetting  # inference (stylize); training uses train.amp
+    channels_last: PrecisionSetting
     train: TrainSection
 
 
@@ -237,6 +247,9 @@ class ContrastiveSection(Strict):
     tau: Annotated[float, Field(gt=0.0, le=10.0)]
     alpha: Fraction
     seed: Seed
+    encoder_normalise: EncoderNormalise
+    amp: PrecisionSetting  # inference (stylize); training uses train.amp
+    channels_last: PrecisionSetting
     train: TrainSection
 
     @model_validator(mode="after")
@@ -257,6 +270,13 @@ class MethodsSection(Strict):
 
 METHOD_NAMES = ("gatys", "adain", "contrastive")
 TRAINED_METHODS = ("adain", "contrastive")
+
+
+def encoder_settings(params: Params, method: str) -> dict[str, Any]:
+    """``load_encoder`` keyword arguments for ``method``: the shared ``encoder`` section with the method's own
+    ``encoder_normalise`` (per_filter for AdaIN and the contrastive method, none for Gatys by default)."""
+    section = getattr(params.methods, method)
+    return {"weights": params.encoder.weights, "pool": params.encoder.pool, "normalise": section.encoder_normalise}
 
 
 class StylizeSection(Strict):

@@ -33,6 +33,7 @@ from pipeline.config import (
     Params,
     _Loader,
     dump_params,
+    encoder_settings,
     load_params,
     method_stage_params,
 )
@@ -105,7 +106,7 @@ def run(
     for role, found, folder in (("content", contents, content_dir), ("style", styles, style_dir)):
         if not found:
             raise NstError(f"{folder}: no {role} images to stylize")
-    encoder = encoder or load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    encoder = encoder or load_encoder(**encoder_settings(params, method_name))
     config = method_config(params, method_name)
     state = {"method": method_name, "config": config, "encoder_sha256": encoder.weights_sha256,
              "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint([__file__]),
@@ -271,7 +272,7 @@ def main_stage(args: argparse.Namespace) -> int:
     from pipeline.tune import apply_tuned
 
     params = apply_tuned(load_params(args.params), args.method, args.tuned)
-    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    encoder = load_encoder(**encoder_settings(params, args.method))
     tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
     with tracking.stage_run(
         "stylize",
@@ -295,7 +296,9 @@ def main_one(args: argparse.Namespace) -> int:
         log.info("no params.yaml in %s: using %s's defaults (encoder caffe, pool max, device auto)", Path.cwd(),
                  args.method)  # fmt: skip
         device = pick_device("auto")
-        encoder = load_encoder()  # its defaults: caffe weights, max pooling (params.yaml's committed values)
+        # caffe weights, max pooling (params.yaml's committed values), the method's own default normalisation
+        normalise = overrides.get("encoder_normalise", get_method(args.method).params_type()().encoder_normalise)
+        encoder = load_encoder(normalise=normalise)
         try:
             method = build_method(args.method, overrides, encoder, args.model)  # the method validates overrides
         except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. --set iterations=many
@@ -303,7 +306,7 @@ def main_one(args: argparse.Namespace) -> int:
     else:
         params = override_method(load_params(path), args.method, overrides)
         device = pick_device(params.base.device)
-        encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+        encoder = load_encoder(**encoder_settings(params, args.method))
         method = build_method(args.method, method_config(params, args.method), encoder, args.model)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
     write_image(output, args.out)

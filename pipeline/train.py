@@ -25,10 +25,19 @@ from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.image import resize_to_edge
+from methods.precision import Precision
 from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
 from methods.utils import code_fingerprint
 from pipeline import tracking
-from pipeline.config import TRAINED_METHODS, Params, TrainSection, dump_params, load_params, method_stage_params
+from pipeline.config import (
+    TRAINED_METHODS,
+    Params,
+    TrainSection,
+    dump_params,
+    encoder_settings,
+    load_params,
+    method_stage_params,
+)
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 
@@ -78,7 +87,7 @@ def run(
     tcfg = section.train
     rank, world = dist_info()
     device = distributed_device(params) if world > 1 else pick_device(params.base.device)
-    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    encoder = load_encoder(**encoder_settings(params, method_name))
     cls = get_method(method_name)
     model = build_model(params, method_name, encoder)
     cfg = train_config(tcfg)
@@ -98,6 +107,11 @@ def run(
     if resume == "never" and ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)
     content, style = crops(content_dir, tcfg.resize_short, tcfg.crop), crops(style_dir, tcfg.resize_short, tcfg.crop)
+    # What training at this crop size uses of the architecture (e.g. the discriminator scales that see the crops).
+    info = model.train_info(tcfg.crop) if hasattr(model, "train_info") else {}
+    if info:
+        log.info("train@%s at %d px crops: %s", method_name, tcfg.crop, json.dumps(info))
+    precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
 
     history: list[dict[str, float]] = []
     pending: list[tuple[int, dict[str, float]]] = []
@@ -145,7 +159,7 @@ def run(
         metrics = {
             "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
             "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
-            "device": device.type, "processes": world,
+            "device": device.type, "processes": world, "precision": precision.label, **info,
             **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
         }  # fmt: skip
     model_path = out_dir / cls.model_file  # type: ignore[attr-defined]

@@ -53,7 +53,16 @@ from methods.errors import NstError
 from methods.training import train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.config import METHOD_NAMES, TRAINED_METHODS, ConfigError, Params, _Dumper, _Loader, load_params
+from pipeline.config import (
+    METHOD_NAMES,
+    TRAINED_METHODS,
+    ConfigError,
+    Params,
+    _Dumper,
+    _Loader,
+    encoder_settings,
+    load_params,
+)
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 
@@ -383,7 +392,7 @@ def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], tra
     from pipeline.evaluate import build_scorer
 
     params = load_params(params_path)
-    encoder = encoder if encoder is not None else load_encoder(params.encoder.weights, pool=params.encoder.pool)
+    encoder = encoder if encoder is not None else load_encoder(**encoder_settings(params, method))
     scorer, _ = build_scorer(params)
     return params, Objective(params, method, val, train_dirs, encoder=encoder, scorer=scorer, work_dir=work_dir)
 
@@ -473,7 +482,7 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     shas = {f"{role}/{p.name}": sha256_file(p) for role, folder in (("val", val[0]), ("val", val[1]),
             ("train", train_dirs[0]), ("train", train_dirs[1])) for p in list_images(folder)}  # fmt: skip
-    encoder = load_encoder(params.encoder.weights, pool=params.encoder.pool)  # its sha names the study; reused below
+    encoder = load_encoder(**encoder_settings(params, method))  # its sha names the study; reused below
     name = study_name(params, method, shas, encoder.weights_sha256)
     url = storage_url(params, method, out_dir)
     storage = make_storage(url, params)

@@ -85,7 +85,9 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, data):
     apart = torch.cat([(double[k] - single[k]).flatten() for k in single]).norm().item()
     moved = torch.cat([(single[k] - mid[k]).flatten() for k in single]).norm().item()
     assert moved > 0
-    assert apart <= 1e-2 * moved
+    # Under 1 % before batches became permutations; measured after: 1.8 % (raw VGG), 3.8 % (per_filter, the default) —
+    # the 4-step run's summation-order noise depends on the data drawn; a wrong split is of the order of 100 %.
+    assert apart <= 5e-2 * moved
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("nst-bench").experiment_id])
     assert sorted(r.data.tags.get("processes") for r in runs) == ["1", "2"]  # rank 0 alone logs the DDP run
@@ -93,7 +95,9 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, data):
 
 
 def test_contrastive_trains_data_parallel_and_resumes(tmp_path, data):
-    # global batch 8 = two ranks x (2 contents x 2 styles -> 4 stylizations); the discriminator steps data-parallel too
+    # global batch 8 = two ranks x (2 contents x 2 styles -> 4 stylizations); the discriminator steps data-parallel too.
+    # A batch holds 4 distinct contents and 4 distinct styles: a fourth image of each.
+    data = (images(data[0], 4, 0), images(data[1], 4, 10))
     params = write_params(tmp_path, "contrastive", iterations=2, batch_size=8, checkpoint_every=1)
     out = tmp_path / "c"
     run(nst_train(params, "contrastive", data, out, nproc=2), tmp_path)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, Transform
+from methods import contrastive
+from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, MultiScaleDiscriminator, Transform
 from methods.encoder import load_encoder, random_encoder
 from methods.errors import NstError
 from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
@@ -57,11 +58,14 @@ def test_loss_terms_are_finite_weighted_and_sum_to_total(encoder):
     model = Contrastive(ContrastiveParams(gan_weight=0.0), encoder=encoder)
     terms = model.losses(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32))  # k = 3 -> 6 stylizations
     assert set(terms) == {"content", "style", "identity_pixel", "identity_feature", "style_contrastive",
-                          "content_contrastive", "gan", "total"}  # fmt: skip
-    assert terms["gan"].item() == 0.0
+                          "content_contrastive", "total"}  # fmt: skip
     assert all(torch.isfinite(v) for v in terms.values())
     total = sum(v for k, v in terms.items() if k != "total")
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
+    # the generator's adversarial term comes after the discriminator's step (train.py), from the same pass
+    assert set(model.adversarial_losses()) == {"gan"}
+    with pytest.raises(NstError, match="generator pass"):
+        model.adversarial_losses()  # used once per pass
 
 
 def test_weights_scale_their_terms(encoder):
@@ -151,14 +155,60 @@ def test_style_mixture_with_one_weight_equals_that_style(encoder):
         model.stylize(content, [a, b], style_weights=[1.0])
 
 
-def test_layer_scale_applies_to_the_caffe_encoder_only(encoder):
-    assert Contrastive(encoder=encoder).layer_scale == {}  # random weights: not the measured ones
-    caffe = load_encoder("caffe", last_layer="relu5_1")
-    model = Contrastive(encoder=caffe)
+def test_features_are_the_encoders_own_with_no_hidden_rescaling():
+    """The default encoder is the per-filter-normalised VGG (the reference's vgg_normalised); with the raw network
+    selected, the features are used as they are (no per-layer CAFFE_LAYER_SCALE any more)."""
+    assert not hasattr(contrastive, "CAFFE_LAYER_SCALE")
+    assert Contrastive().encoder.normalisation == "per_filter"
+    raw = load_encoder("caffe", last_layer="relu5_1", normalise="none")
+    model = Contrastive(ContrastiveParams(encoder_normalise="none"), encoder=raw)
     image = torch.rand(1, 3, 32, 32)
-    raw, scaled = caffe(image, LAYERS), model.encode(image)
+    expected, got = raw(image, LAYERS), model.encode(image)
     for name in LAYERS:
-        torch.testing.assert_close(scaled[name] * model.layer_scale[name], raw[name])
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+
+
+def test_bad_encoder_normalise_is_named():
+    with pytest.raises(NstError, match="encoder_normalise"):
+        ContrastiveParams(encoder_normalise="per_layer")
+
+
+def test_a_model_trained_on_another_encoder_is_refused(encoder, tmp_path):
+    Contrastive(encoder=encoder).save(tmp_path / "m")
+    other = random_encoder(seed=1, last_layer="relu5_1")
+    other.weights_sha256 = "f" * 64
+    with pytest.raises(NstError, match="trained on the encoder"):
+        Contrastive.from_config({}, encoder=other, model=tmp_path / "m")
+
+
+@pytest.mark.parametrize(("crop", "sides"), [(32, [32]), (64, [64, 32]), (96, [96, 48]), (128, [128, 64, 32])])
+def test_discriminator_scales_used_at_a_crop_size(encoder, crop, sides):
+    disc = MultiScaleDiscriminator(scales=3, width=4, depth=4)
+    assert disc.input_sides(crop) == sides
+    assert len(disc(torch.rand(1, 3, crop, crop))) == len(sides)  # what forward really uses
+    info = Contrastive(encoder=encoder).train_info(crop)
+    assert info == {"discriminator_scales": 3, "discriminator_scales_used": len(sides), "discriminator_input_px": sides}
+
+
+def test_a_batch_larger_than_the_image_set_is_a_clear_error(encoder, tmp_path):
+    """k contents x k styles need k distinct images of each (a duplicate would be its own InfoNCE negative)."""
+    with pytest.raises(NstError, match="distinct style images"):
+        train(Contrastive(encoder=encoder), crops(0), crops(10, n=2), config(batch_size=6), tmp_path, device=CPU,
+              progress=False)  # fmt: skip
+
+
+def test_bf16_training_on_the_cpu_is_deterministic(encoder, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        model = Contrastive(encoder=encoder)
+        seen: list[dict[str, float]] = []
+        train(model, crops(0), crops(10), config(iterations=1, amp=True, channels_last=True), tmp_path / name,
+              device=CPU, log_fn=lambda _i, t, seen=seen: seen.append(t), progress=False)  # fmt: skip
+        runs.append((seen, model.decoder.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.isfinite(torch.tensor(v)) for v in runs[0][0][-1].values())
+    for key, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][key]), key
 
 
 def test_identity_stylization_keeps_the_content_after_short_training(tmp_path):

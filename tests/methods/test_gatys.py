@@ -154,3 +154,42 @@ def test_cuda_bf16_channels_last_runs():
     out = Gatys(params, encoder=enc).stylize(content.cuda(), style.cuda())
     assert out.device.type == "cuda"
     assert out.shape == content.shape
+
+
+@pytest.mark.parametrize("init", ["content", "style", "noise"])
+@pytest.mark.parametrize("amp", [False, True])
+def test_lbfgs_with_channels_last_on_the_cpu(init, amp):
+    """Issue 17: a channels_last encoder made L-BFGS's grad.view(-1) fail for init content|style; the optimised
+    image and its gradient stay NCHW-contiguous. In float32, channels_last changes no number that matters."""
+    enc = random_encoder(last_layer="relu3_1")
+    content, style = images(6)
+    params = GatysParams(**SMALL, iterations=4, init=init, amp=amp, channels_last=True)
+    out = Gatys(params, encoder=enc).stylize(content, style)
+    assert out.shape == content.shape
+    assert torch.isfinite(out).all()
+    if not amp:
+        plain = Gatys(params.replace(channels_last=False), encoder=random_encoder(last_layer="relu3_1"))
+        torch.testing.assert_close(out, plain.stylize(content, style), rtol=1e-3, atol=1e-3)
+
+
+def test_precision_settings_resolve_per_device(monkeypatch):
+    from methods import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
+    assert precision.Precision.resolve("auto", "auto", cpu) == precision.Precision(False, False, "cpu")
+    assert precision.Precision.resolve(True, "auto", cpu) == precision.Precision(True, True, "cpu")
+    assert precision.Precision.resolve(False, True, cpu) == precision.Precision(False, True, "cpu")
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
+    assert precision.Precision.resolve("auto", "auto", cpu).label == "bf16+channels_last"
+    with pytest.raises(NstError, match="amp must be"):
+        precision.Precision.resolve("yes", "auto", cpu)  # type: ignore[arg-type]
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
+    from methods import precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
+    assert "avx512_bf16" in precision._cpuinfo_flags(info)
+    assert precision._cpuinfo_flags(tmp_path / "missing") == set()

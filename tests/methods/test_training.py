@@ -45,6 +45,88 @@ def test_random_crops_are_reproducible():
     assert not torch.equal(a, source.sample(4, torch.Generator().manual_seed(2)))
 
 
+def test_batches_hold_distinct_contents_and_distinct_styles():
+    """Each batch is the start of a fresh permutation (IEContraAST sampler.py): distinct images whenever the batch
+    fits the set; a larger batch wraps around, every image once before any repeats."""
+    source = crops(0, n=4)
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(50):
+        idx = source.indices(4, gen)
+        assert sorted(idx) == [0, 1, 2, 3]
+        idx = source.indices(3, gen)
+        assert len(set(idx)) == 3
+        seen.update(idx)
+    assert seen == {0, 1, 2, 3}
+    wrapped = crops(0, n=3).indices(5, gen)
+    assert sorted(wrapped[:3]) == [0, 1, 2]
+    assert len(set(wrapped[3:])) == 2
+    # the crops of a batch come from distinct images: no two crops of the 4-image batch are from the same image
+    images = [torch.full((1, 3, 40, 48), float(i)) for i in range(4)]
+    batch = RandomCrops(lambda i: images[i], 4, 32).sample(4, torch.Generator().manual_seed(3))
+    assert sorted(batch.flatten(1)[:, 0].tolist()) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_training_batches_are_distinct_in_contents_and_styles(encoder, tmp_path, monkeypatch):
+    """What the loop feeds the model: every step's contents are distinct and its styles are distinct."""
+    images = [torch.full((1, 3, 40, 48), i / 10) for i in range(5)]
+    batches: list[tuple[list[float], list[float]]] = []
+    m = model(encoder)
+    real = m.losses
+
+    def spy(content, style):
+        batches.append((content[:, 0, 0, 0].tolist(), style[:, 0, 0, 0].tolist()))
+        return real(content, style)
+
+    monkeypatch.setattr(m, "losses", spy)
+    train(m, RandomCrops(lambda i: images[i], 5, 32), RandomCrops(lambda i: images[i], 4, 32),
+          config(iterations=3, batch_size=4), tmp_path, device=CPU, progress=False)  # fmt: skip
+    assert len(batches) == 3
+    for contents, styles in batches:
+        assert len(set(contents)) == 4
+        assert len(set(styles)) == 4
+
+
+def test_the_adversary_steps_before_the_generator(tmp_path):
+    """IEContraAST train.py: the discriminator is stepped on the detached fakes first, then the generator's
+    adversarial term is computed against the updated discriminator."""
+    calls: list[str] = []
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gen, self.disc = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 1, 1)
+            self.fakes = None
+
+        def trainable(self):
+            return {"gen": self.gen}
+
+        def adversary(self):
+            return {"disc": self.disc}
+
+        def losses(self, content, style):
+            calls.append("losses")
+            self.fakes = self.gen(content)
+            loss = (self.fakes - content).pow(2).mean()
+            return {"rec": loss, "total": loss}
+
+        def adversary_losses(self, content, style):
+            calls.append("adversary_losses")
+            d = self.disc(style).pow(2).mean() + (self.disc(self.fakes.detach()) - 1).pow(2).mean()
+            return {"total": d}
+
+        def adversarial_losses(self):
+            calls.append(f"adversarial_losses (disc stepped: {self.disc.weight._version > 0})")
+            return {"gan": (self.disc(self.fakes) - 1).pow(2).mean()}
+
+    seen: list[dict[str, float]] = []
+    train(Toy(), crops(0), crops(10), config(iterations=1), tmp_path, device=CPU, log_fn=lambda _i, t: seen.append(t),
+          progress=False)  # fmt: skip
+    assert calls == ["losses", "adversary_losses", "adversarial_losses (disc stepped: True)"]
+    assert set(seen[0]) == {"rec", "gan", "total", "d_total"}
+    assert seen[0]["total"] == pytest.approx(seen[0]["rec"] + seen[0]["gan"], rel=1e-6)
+
+
 def test_loss_falls(encoder, tmp_path):
     totals: list[float] = []
     train(model(encoder), crops(0), crops(10), config(iterations=40, checkpoint_every=100), tmp_path, device=CPU,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, Params, dump_params, load_params
+from pipeline.config import ConfigError, Params, dump_params, encoder_settings, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS = REPO_ROOT / "params.yaml"
@@ -389,3 +389,21 @@ def test_dump_params_keeps_only_the_declared_sections() -> None:
     changed = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"bootstrap": 123})})
     # a section the stage does not declare does not change what it writes
     assert dump_params(changed, ("profile", "fetch")) == dump_params(params, ("profile", "fetch"))
+
+
+def test_each_method_picks_its_encoder_normalisation(tmp_path: Path) -> None:
+    """AdaIN and the contrastive method on the per-filter-normalised VGG (their references' vgg_normalised), Gatys on
+    the raw one (neural-style's loss scales) unless it selects per_filter; one shared weights/pool section."""
+    params = load_params(PARAMS)
+    assert {m: encoder_settings(params, m)["normalise"] for m in ("gatys", "adain", "contrastive")} == {
+        "gatys": "none", "adain": "per_filter", "contrastive": "per_filter"}  # fmt: skip
+    assert encoder_settings(params, "adain")["weights"] == params.encoder.weights
+    changed = load_params(write_params(tmp_path, {"methods.gatys.encoder_normalise": "per_filter",
+                                                  "methods.adain.train.amp": True}))  # fmt: skip
+    assert encoder_settings(changed, "gatys")["normalise"] == "per_filter"
+    (tmp_path / "bad").mkdir()
+    bad = write_params(tmp_path / "bad", {"methods.adain.encoder_normalise": "per_layer",
+                                          "methods.contrastive.amp": "yes"})  # fmt: skip
+    message = config_error(bad)
+    assert "methods.adain.encoder_normalise" in message
+    assert "methods.contrastive.amp" in message

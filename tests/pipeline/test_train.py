@@ -128,6 +128,10 @@ def test_contrastive_trains_logs_every_term_and_stylizes_from_the_cli(tmp_path, 
         header = next(csv.reader(fh))
     assert {"content", "style", "identity_pixel", "identity_feature", "style_contrastive", "content_contrastive",
             "gan", "d_real", "d_fake", "d_total", "total"} <= set(header)  # fmt: skip
+    metrics = json.loads((out / "train_metrics.json").read_text())  # what the 32 px crops use of the discriminator
+    assert (metrics["discriminator_scales"], metrics["discriminator_scales_used"]) == (3, 1)
+    assert metrics["discriminator_input_px"] == [32]
+    assert metrics["precision"] in ("fp32", "bf16+channels_last")  # amp: auto
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name(raw["tracking"]["experiment"]).experiment_id])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_total")] == [1, 2, 3]
