@@ -152,7 +152,7 @@ METRICS: dict[str, MetricInfo] = {
             False,
             "content",
             "MSE of relu4_2 features, output vs content",
-            "VGG-19 caffe (the scorer's content encoder)",
+            "VGG-19 caffe, raw (not per-filter normalised)",
             "mean over C*H*W of squared differences",
         ),
         *_style_infos(),

@@ -3,9 +3,10 @@
 Reads each ``outputs/<method>/`` that holds a ``timing.csv``, checks that every test content x test style pair is
 there with the content's size, and scores it (evaluation.metrics) against its content and style image. Four reference
 rows on the same pairs calibrate each metric's range (evaluation.references: ``identity``, ``style_copy``, ``grey``,
-``blur``). The scorer is no method's objective: its VGG-19 is the per-filter-normalised caffe network (every filter's
-mean activation 1, so every style layer counts), with per-layer and equal-weight aggregate Gram and mean/std style
-distances; CFSD uses torchvision's VGG-19 when its weights are cached (StyleID's choice), else caffe.
+``blur``). The scorer's style metrics are no method's objective: they run on the per-filter-normalised caffe network
+(every filter's mean activation 1) as relative per-layer Gram and mean/std distances, each layer weighing equally;
+content_loss is relu4_2 MSE on the raw caffe network; CFSD uses torchvision's VGG-19 when its weights are cached
+(StyleID's choice), else caffe.
 
 Writes, atomically and only after everything has been scored:
 
@@ -71,7 +72,11 @@ def find_methods(outputs: Path) -> list[str]:
 def build_scorer(params: Params) -> tuple[Scorer, dict[str, str]]:
     """The fixed scorer and notes on what it could not load (``{"lpips": why}``)."""
     cfg = params.evaluate
-    style_encoder = load_encoder("caffe", normalise="per_filter")  # content_loss too: one pass, not Gatys's scale
+    # Style distances on the per-filter-normalised network (every layer and filter counts); content_loss on the raw
+    # one, as DESIGN.md defines it: per-filter scales from 7 train images amplify filters that are nearly silent on
+    # them by up to 130x at relu4_2, and a blurred photo then scored 60x worse than a flat grey one.
+    style_encoder = load_encoder("caffe", normalise="per_filter")
+    content_encoder = load_encoder("caffe", last_layer="relu4_2")
     cfsd_weights = cfg.cfsd_weights
     if cfsd_weights == "auto":
         cfsd_weights = "torchvision" if torchvision_weights_path().is_file() else "caffe"
@@ -82,7 +87,7 @@ def build_scorer(params: Params) -> tuple[Scorer, dict[str, str]]:
     except LpipsUnavailable as exc:
         lpips_model, notes["lpips"] = None, str(exc)
         log.warning("lpips is n/a: %s", exc)
-    return Scorer(style_encoder, style_encoder, cfsd_encoder, lpips_model), notes
+    return Scorer(style_encoder, content_encoder, cfsd_encoder, lpips_model), notes
 
 
 def score_all(
@@ -209,6 +214,8 @@ def run(
         "scorer": {
             "style_encoder": scorer.style_encoder.weights_source,
             "encoder_sha256": scorer.style_encoder.weights_sha256,
+            "content_encoder": scorer.content_encoder.weights_source,
+            "content_encoder_sha256": scorer.content_encoder.weights_sha256,
             "cfsd_encoder": scorer.cfsd_encoder.weights_source,
             "cfsd_encoder_sha256": scorer.cfsd_encoder.weights_sha256,
         },

@@ -15,10 +15,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from evaluation.metrics import Scorer
+from evaluation.references import reference_outputs
 from methods.encoder import random_encoder
+from methods.image import resize_to_edge
 from pipeline import cli, evaluate
 from pipeline.config import Params, load_params
-from pipeline.io import ImageError
+from pipeline.io import ImageError, list_images, read_image
 
 CONTENTS = {"c1": (40, 30), "c2": (34, 44)}
 STYLES = {"s1": (36, 36), "s2": (50, 28)}
@@ -177,3 +179,18 @@ def test_cli_logs_one_run_per_method(tmp_path, layout, repo_root, monkeypatch):
         assert "ssim_mean" in r.data.metrics
         assert "lpips_mean" not in r.data.metrics  # n/a is not logged as a number
         assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["per_pair.csv"]
+
+
+def test_the_real_scorer_orders_the_reference_rows_sensibly(repo_root, params, tmp_path):
+    """On a real photo and painting: a blurred photo keeps more of its structure than a flat grey image, which keeps
+    more than nothing; the painting itself matches the style best (the per-filter network once broke the first)."""
+    cfg = params.evaluate.model_copy(update={"lpips_weights": str(tmp_path / "none.pth"), "lpips_download": False})
+    scorer, _ = evaluate.build_scorer(params.model_copy(update={"evaluate": cfg}))
+    content = resize_to_edge(read_image(list_images(repo_root / "data/sample/content")[0]), 128)
+    style = resize_to_edge(read_image(list_images(repo_root / "data/sample/style")[0]), 128)
+    scores = {k: scorer.score(v, content, style) for k, v in reference_outputs(content, style).items()}
+    assert scores["identity"]["content_loss"] == 0.0
+    assert scores["blur"]["content_loss"] < scores["grey"]["content_loss"]
+    assert scores["blur"]["ssim"] > scores["grey"]["ssim"]
+    for metric in ("style_gram", "style_meanstd", "color_hist"):
+        assert scores["style_copy"][metric] < min(scores[k][metric] for k in ("identity", "grey", "blur"))
