@@ -69,6 +69,16 @@ from pipeline.resources import pick_device
 log = logging.getLogger(__name__)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+_HERE = Path(__file__).resolve().parent
+# What a trial's values depend on besides the methods package (code_fingerprint adds it): this module, the stages whose
+# code a trial runs (training, building the method, the scorer) and the evaluation package (the metrics).
+STUDY_CODE: tuple[Path, ...] = (
+    _HERE / "tune.py",
+    _HERE / "train.py",
+    _HERE / "stylize.py",
+    _HERE / "evaluate.py",
+    *sorted((_HERE.parent / "evaluation").glob("*.py")),
+)
 RUNNING = optuna.trial.TrialState.RUNNING
 
 
@@ -175,8 +185,8 @@ def study_name(params: Params, method: str, data_shas: Mapping[str, str], encode
         "pool": params.encoder.pool,
         "data": dict(data_shas),
         "prune_dominated_by": params.tune.prune_dominated_by,
-        "code": code_fingerprint([__file__]),
-    }  # new code -> a new study, as train and stylize restart on new code
+        "code": code_fingerprint(STUDY_CODE),
+    }  # new code (methods, the scorer, the stages a trial runs) -> a new study, as train and stylize restart
     return f"{method}-{tracking.params_hash(identity)[:12]}"
 
 

@@ -364,3 +364,10 @@ def test_a_failed_reference_trial_is_queued_again():
     assert trial.suggest_float("x", 0.0, 1.0) == 0.5
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert tune.enqueue_reference(study, {"x": 0.5})  # the failed one does not count
+
+
+def test_the_study_is_named_after_the_scorer_code_too(repo_root):
+    # a changed metric must not reuse trials scored by the old one (they share the study name otherwise)
+    names = {p.relative_to(repo_root).as_posix() for p in tune.STUDY_CODE}
+    assert {"pipeline/tune.py", "pipeline/evaluate.py", "evaluation/metrics.py", "pipeline/train.py"} <= names
+    assert all(p.is_file() for p in tune.STUDY_CODE)
