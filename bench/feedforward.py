@@ -16,7 +16,6 @@ Writes bench/results/<method>.json.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -26,11 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _report import write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
+from _report import add_precision_args, precision_grid, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
 
 from methods import get_method  # noqa: E402
 from methods.encoder import load_encoder  # noqa: E402
-from methods.precision import Precision, device_bf16_supported  # noqa: E402
+from methods.precision import Precision  # noqa: E402
 from methods.training import batch_split, make_optimizers, train_step  # noqa: E402
 from pipeline.resources import measure  # noqa: E402
 
@@ -87,34 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=sorted(BATCH), default="adain")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--train-iterations", type=int, default=3)
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument(
-        "--amp",
-        nargs="+",
-        choices=["false", "true"],
-        default=None,
-        help="bf16 autocast off / on (default: both where the device runs bf16 natively, else off)",
-    )
-    parser.add_argument("--channels-last", nargs="+", choices=["false", "true"], default=["false", "true"])
+    add_precision_args(parser)
     parser.add_argument("--batch", type=int, default=None, help="default: the device's (see the docstring)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/<method>.json")
     args = parser.parse_args(argv)
-    devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     model = get_method(args.method)(
         encoder=load_encoder("caffe", last_layer=LAST_LAYER[args.method], normalise="per_filter")
     )
     results = []
-    for name in devices:
-        device = torch.device(name)
-        amps = (
-            [a == "true" for a in args.amp] if args.amp else [False, *([True] if device_bf16_supported(device) else [])]
-        )
-        for amp, cl in itertools.product(amps, [c == "true" for c in args.channels_last]):
-            for size in args.sizes:
-                batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
-                row = bench(model, size, Precision(amp, cl, device.type), args.train_iterations, batch)
-                print(json.dumps(row), flush=True)
-                results.append(row)
+    for device, precision in precision_grid(args):
+        for size in args.sizes:
+            batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
+            row = bench(model, size, precision, args.train_iterations, batch)
+            print(json.dumps(row), flush=True)
+            results.append(row)
     add_speedups(results, ("train_iterations_per_second", "inference_images_per_second"))
     write_report(args.method, results, args.out or ROOT / f"bench/results/{args.method}.json")
     return 0

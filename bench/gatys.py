@@ -13,7 +13,6 @@ NCHW and channels_last, with each row's speed-up and final-loss difference again
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -23,12 +22,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _report import write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
+from _report import add_precision_args, precision_grid, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
 
 from methods.encoder import load_encoder  # noqa: E402
 from methods.gatys import Gatys, GatysParams  # noqa: E402
 from methods.image import resize_to_edge  # noqa: E402
-from methods.precision import Precision, device_bf16_supported  # noqa: E402
+from methods.precision import Precision  # noqa: E402
 from pipeline.io import list_images, read_image  # noqa: E402
 from pipeline.resources import measure  # noqa: E402
 
@@ -79,31 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"], choices=["lbfgs", "adam"])
     parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument(
-        "--amp",
-        nargs="+",
-        choices=["false", "true"],
-        default=None,
-        help="bf16 autocast off / on (default: both where the device runs bf16 natively, else off)",
-    )
-    parser.add_argument("--channels-last", nargs="+", choices=["false", "true"], default=["false", "true"])
+    add_precision_args(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gatys.json")
     args = parser.parse_args(argv)
-    devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     method = Gatys(GatysParams(), encoder=load_encoder("caffe"))
     results = []
-    for device_name in devices:
-        device = torch.device(device_name)
-        amps = (
-            [a == "true" for a in args.amp] if args.amp else [False, *([True] if device_bf16_supported(device) else [])]
-        )
-        for amp, cl in itertools.product(amps, [c == "true" for c in args.channels_last]):
-            for size in args.sizes:
-                for optimizer in args.optimizers:
-                    row = bench_one(method, size, optimizer, args.iterations, Precision(amp, cl, device.type))
-                    print(json.dumps(row), flush=True)
-                    results.append(row)
+    for _device, precision in precision_grid(args):
+        for size in args.sizes:
+            for optimizer in args.optimizers:
+                row = bench_one(method, size, optimizer, args.iterations, precision)
+                print(json.dumps(row), flush=True)
+                results.append(row)
     add_comparison(results)
     write_report("gatys", results, args.out)
     return 0
