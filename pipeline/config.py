@@ -6,7 +6,8 @@ allowed. Nothing here rewrites params.yaml.
 
 Profiles: ``profile: sample`` (committed; the embedded sample on a 2-core CPU) uses params.yaml as it is.
 ``profile: full`` deep-merges ``profiles/full.yaml`` (next to params.yaml) over it: WikiArt + street sources,
-paper-scale sizes and schedules, CUDA. Both files are DVC params of every stage, and each stage writes the
+paper-scale sizes and schedules, CUDA. ``profile: pretrain`` merges ``profiles/pretrain.yaml``: the embedded sample with
+the feed-forward methods' longer schedule that produced ``models/pretrained/`` (``make pretrain``). Both files are DVC params of every stage, and each stage writes the
 effective parameters it ran with next to its outputs.
 """
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from methods.errors import NstError
 
 PROFILES_DIR = "profiles"
+PROFILES = ("sample", "full", "pretrain")  # pretrain: profiles/pretrain.yaml, the longer schedule behind models/pretrained/
 
 
 class ConfigError(NstError):
@@ -362,7 +364,7 @@ class TuneSection(Strict):
 
 
 class Params(Strict):
-    profile: Literal["sample", "full"]
+    profile: Literal["sample", "full", "pretrain"]
     base: BaseSection
     encoder: EncoderSection
     tracking: TrackingSection
@@ -470,8 +472,8 @@ def effective_dict(path: str | Path = "params.yaml") -> dict[str, Any]:
     data = read_yaml(path)
     profile = data.get("profile", "sample")
     if profile != "sample":
-        if profile not in ("full",):
-            raise ConfigError(f"{path}: profile = {profile!r}: must be 'sample' or 'full'")
+        if profile not in PROFILES:
+            raise ConfigError(f"{path}: profile = {profile!r}: must be one of {', '.join(PROFILES)}")
         overlay_path = path.parent / PROFILES_DIR / f"{profile}.yaml"
         overlay = read_yaml(overlay_path)
         try:
