@@ -22,14 +22,17 @@ permutation (wrap-around: every image once before any repeats), which ``distinct
 
 Everything random during training comes from one ``torch.Generator`` (batch indices and crop offsets) whose state is
 checkpointed together with every module, both optimisers and the iteration, so ``resume`` continues exactly where
-an interrupted run stopped.
+an interrupted run stopped. A checkpoint also carries the training wall time summed over every run that led to it
+(``elapsed_s``) and the last iteration's loss terms (``last_losses``), which a pretrained model's card reports.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -260,6 +263,21 @@ def load_latest(directory: Path) -> tuple[dict[str, Any], Path] | None:
     return None
 
 
+def hardware(device: torch.device, world: int = 1) -> str:
+    """The machine a run trains on, in words (a checkpoint records it for the model card)."""
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        model_name = platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model_name = line.split(":", 1)[1].strip()
+                    break
+        what = f"{model_name}, {torch.get_num_threads()} torch threads"
+    return f"{world} x {what}" if world > 1 else what
+
+
 def train(
     model: TrainableModel,
     content: RandomCrops,
@@ -302,6 +320,8 @@ def train(
     everything = {**modules, **adversary}
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
+    elapsed = 0.0  # training wall time over every run that led to this state (checkpointed, so resume adds to it)
+    last: dict[str, float] = {}
     precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
     log.info("training precision on %s: %s", device.type, precision.label)
     autocast = precision.autocast()
@@ -330,6 +350,7 @@ def train(
         gen.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         start = int(state["iteration"])
+        elapsed, last = float(state.get("elapsed_s", 0.0)), dict(state.get("last_losses", {}))
         log.info("resumed from %s (iteration %d)", path, start)
 
     def save(iteration: int) -> None:
@@ -340,6 +361,9 @@ def train(
             "modules": {k: m.state_dict() for k, m in everything.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
+            "elapsed_s": elapsed + time.perf_counter() - started,
+            "last_losses": last,
+            "hardware": hardware(device, world),
         }
         if rank == 0:  # every rank holds the same weights: one writes
             save_torch_atomic(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
@@ -351,6 +375,7 @@ def train(
     bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
                disable=None if progress and rank == 0 else True)  # fmt: skip
     iteration = start
+    started = time.perf_counter()
     for iteration in range(start + 1, end + 1):
         for opt in optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
             for group in opt.param_groups:
@@ -363,6 +388,7 @@ def train(
         values = train_step(model, c, s, optimizers, adversary, autocast)
         if not all(v == v and abs(v) != float("inf") for v in values.values()):
             raise NstError(f"training diverged at iteration {iteration}: {values}")
+        last = values
         if log_fn is not None and rank == 0:
             log_fn(iteration, values)
         if sample_fn is not None and sample_every and iteration % sample_every == 0 and rank == 0:
