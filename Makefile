@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint setup clean plots lock
+.PHONY: run test lint setup clean plots lock pretrain
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,14 @@ run: setup
 
 test: setup
 	python -m pytest
+
+# Pretrain the feed-forward methods on the sample's train split (profiles/pretrain.yaml; resumes when interrupted) and
+# export them as models/pretrained/<method>.pt + card, which the sample profile warm-starts from. Commit the results.
+pretrain: setup
+	for m in adain contrastive; do \
+	  nst train --method $$m --profile pretrain --out models/pretrain/$$m && \
+	  nst pretrained --method $$m --run models/pretrain/$$m --out models/pretrained/$$m.pt || exit 1; \
+	done
 
 plots: setup
 	nst plots --out reports/dvc_plots

@@ -413,7 +413,8 @@ def training_budget(
 ) -> Budget:
     """ "160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — <reference source>": our training run
     (models/<m>/train_metrics.json iterations, models/<m>/effective_params.yaml train section) against the method's
-    ``reference_schedule`` (methods.feedforward.ReferenceSchedule)."""
+    ``reference_schedule`` (methods.feedforward.ReferenceSchedule). A warm-started run counts its pretrained iterations
+    too (``pretrained_iterations``): "4 000 pretrained (...) + 160 fine-tuned = 4 160 of 160 000 iterations"."""
     section = train_section or {}
     batch, crop = section.get("batch_size", "?"), section.get("crop", "?")
     tail = f"batch {batch} vs {schedule.batch_size}, crop {crop} vs {schedule.crop} — {schedule.source}"
@@ -421,8 +422,16 @@ def training_budget(
     if iterations is None:
         return Budget(method, f"no training record (models/{method}/train_metrics.json missing); reference "
                               f"{fmt_int(schedule.iterations)} iterations, {tail}", None)  # fmt: skip
-    fraction = schedule.fraction(int(iterations))
-    text = f"{fmt_int(iterations)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), {tail}"
+    pretrained = int((train_metrics or {}).get("pretrained_iterations") or 0)
+    total = int(iterations) + pretrained
+    fraction = schedule.fraction(total)
+    if pretrained:
+        source = (train_metrics or {}).get("init_from")
+        text = (f"{fmt_int(pretrained)} pretrained ({source}, its card beside it) + {fmt_int(iterations)} fine-tuned = "
+                f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), "
+                f"fine-tune {tail}")  # fmt: skip
+    else:
+        text = f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), {tail}"
     return Budget(method, text, fraction)
 
 

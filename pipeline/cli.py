@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stylize": ("pipeline.stylize", "stylize one content image with one style image"),
     "evaluate": ("pipeline.evaluate", "score every method's outputs with one fixed scorer (stage)"),
     "report": ("pipeline.report", "render the method comparison report (stage)"),
+    "pretrained": ("pipeline.pretrained", "export a pretraining run as models/pretrained/<method>.pt + model card"),
     "plots": ("pipeline.offline_plots", "render `dvc plots show` for offline viewing"),
 }
 

@@ -6,9 +6,9 @@ allowed. Nothing here rewrites params.yaml.
 
 Profiles: ``profile: sample`` (committed; the embedded sample on a 2-core CPU) uses params.yaml as it is.
 ``profile: full`` deep-merges ``profiles/full.yaml`` (next to params.yaml) over it: WikiArt + street sources,
-paper-scale sizes and schedules, CUDA. ``profile: pretrain`` merges ``profiles/pretrain.yaml``: the embedded sample with
-the feed-forward methods' longer schedule that produced ``models/pretrained/`` (``make pretrain``). Both files are DVC params of every stage, and each stage writes the
-effective parameters it ran with next to its outputs.
+paper-scale sizes and schedules, CUDA. ``profile: pretrain`` merges ``profiles/pretrain.yaml``: the embedded sample
+with the feed-forward methods' longer schedule that produced ``models/pretrained/`` (``make pretrain``). The profile
+files are DVC params of the stages, and each stage writes the effective parameters it ran with next to its outputs.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from methods.errors import NstError
 
 PROFILES_DIR = "profiles"
-PROFILES = ("sample", "full", "pretrain")  # pretrain: profiles/pretrain.yaml, the longer schedule behind models/pretrained/
+PROFILES = ("sample", "full", "pretrain")  # pretrain: the longer schedule behind models/pretrained/
 
 
 class ConfigError(NstError):
@@ -203,7 +203,10 @@ class GatysSection(Strict):
 
 
 class TrainSection(Strict):
-    """The shared feed-forward training schedule (methods/training.py)."""
+    """The shared feed-forward training schedule (methods/training.py) and its warm start (methods/pretrained.py)."""
+
+    init_from: str | None  # a pretrained file (nst pretrained) to start from; null = from scratch
+    init_missing: Literal["scratch", "error"]  # what a missing init_from file means
 
     iterations: Annotated[int, Field(ge=0, le=10_000_000)]
     batch_size: Annotated[int, Field(ge=1, le=1024)]
@@ -466,32 +469,32 @@ def validate(data: dict[str, Any], source: str) -> Params:
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
-def effective_dict(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """The params mapping after applying the selected profile (not yet validated)."""
+def effective_dict(path: str | Path = "params.yaml", profile: str | None = None) -> dict[str, Any]:
+    """The params mapping after applying the selected profile (``profile`` overrides the file's; not yet validated)."""
     path = Path(path)
     data = read_yaml(path)
-    profile = data.get("profile", "sample")
+    profile = profile or data.get("profile", "sample")
     if profile != "sample":
         if profile not in PROFILES:
-            raise ConfigError(f"{path}: profile = {profile!r}: must be one of {', '.join(PROFILES)}")
+            raise ConfigError(f"{path}: profile = {profile!r}: must be one of {', '.join(map(repr, PROFILES))}")
         overlay_path = path.parent / PROFILES_DIR / f"{profile}.yaml"
         overlay = read_yaml(overlay_path)
         try:
             data = deep_merge(data, overlay)
         except ConfigError as exc:
             raise ConfigError(f"{overlay_path}: {exc}") from None
-        data["profile"] = profile
+    data["profile"] = profile
     return data
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read params.yaml, apply its profile and validate strictly.
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    """Read params.yaml, apply its profile (or ``profile``: ``nst train --profile pretrain``) and validate strictly.
 
     Raises:
         ConfigError: naming the file, the dotted key, the value and what is allowed.
     """
     path = Path(path)
-    data = effective_dict(path)
+    data = effective_dict(path, profile)
     source = str(path) if data.get("profile", "sample") == "sample" else f"{path} + profiles/{data['profile']}.yaml"
     return validate(data, source)
 

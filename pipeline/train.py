@@ -26,10 +26,12 @@ from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.precision import Precision
+from methods.pretrained import PretrainedError, warm_start
 from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
-from methods.utils import code_fingerprint
+from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import (
+    PROFILES,
     TRAINED_METHODS,
     Params,
     TrainSection,
@@ -58,6 +60,22 @@ def build_model(params: Params, method_name: str, encoder: Any) -> Any:
     cls = get_method(method_name)
     weights = {k: v for k, v in getattr(params.methods, method_name).model_dump().items() if k != "train"}
     return cls(cls.params_type()().replace(**weights), encoder=encoder)  # type: ignore[attr-defined]
+
+
+def init_file(tcfg: TrainSection, method_name: str) -> Path | None:
+    """The pretrained file ``train.init_from`` names, or None (from scratch): a missing file is an error under
+    ``init_missing: error`` and a warning (training from scratch) under ``scratch``."""
+    if tcfg.init_from is None:
+        return None
+    path = Path(tcfg.init_from)
+    if path.is_file():
+        return path
+    if tcfg.init_missing == "error":
+        raise PretrainedError(f"methods.{method_name}.train.init_from = {tcfg.init_from!r}: no such file "
+                              "(make pretrain writes it; or set init_missing: scratch / init_from: null)")  # fmt: skip
+    log.warning("train@%s: %s not found; training from scratch (methods.%s.train.init_missing: scratch)",
+                method_name, path, method_name)  # fmt: skip
+    return None
 
 
 def train_config(tcfg: TrainSection) -> TrainConfig:
@@ -91,10 +109,20 @@ def run(
     cls = get_method(method_name)
     model = build_model(params, method_name, encoder)
     cfg = train_config(tcfg)
+    init = init_file(tcfg, method_name)
     fingerprint = tracking.params_hash({"method": method_name, "section": section.model_dump(mode="json"),
                                         "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
                                         "content": str(content_dir), "style": str(style_dir),
+                                        "init": sha256_file(init) if init else None,
                                         "code": code_fingerprint([__file__])})  # fmt: skip
+    # A warm start loads before training; a resumed run then replaces every weight with its checkpoint's.
+    card = warm_start(method_name, model.trainable(), encoder.weights_sha256, init) if init else {}
+    init_info = ({"init_from": str(init), "init_sha256": sha256_file(init),
+                  "pretrained_iterations": int(card.get("iterations", 0))} if init
+                 else {"init_from": None, "pretrained_iterations": 0})  # fmt: skip
+    if init:
+        log.info("train@%s: warm start from %s (%d pretrained iterations)", method_name, init,
+                 init_info["pretrained_iterations"])  # fmt: skip
     ckpt_dir = out_dir / "checkpoints"
     if resume == "auto":
         found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
@@ -159,12 +187,20 @@ def run(
         metrics = {
             "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
             "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
-            "device": device.type, "processes": world, "precision": precision.label, **info,
+            "device": device.type, "processes": world, "precision": precision.label, **info, **init_info,
+            "total_iterations": reached + init_info["pretrained_iterations"],
             **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
         }  # fmt: skip
     model_path = out_dir / cls.model_file  # type: ignore[attr-defined]
     if reached >= cfg.iterations and (history or not model_path.is_file()):
-        model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint})
+        model.save(
+            out_dir,
+            extra={
+                "iterations": reached,
+                "fingerprint": fingerprint,
+                "pretrained_iterations": init_info["pretrained_iterations"],
+            },
+        )
     losses_path = out_dir / "losses.csv"
     old = read_csv(losses_path) if resume == "always" else []
     rows = [r for r in old if int(r["step"]) <= reached - done_now] + history
@@ -184,6 +220,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a feed-forward method (stage train@<method>)", description=__doc__)
     p.add_argument("--method", required=True, choices=TRAINED_METHODS)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="apply this profile instead of params.yaml's (make pretrain: --profile pretrain)")  # fmt: skip
     p.add_argument("--tuned", type=Path, default=None,
                    help="reports/tuning/<method>/best.yaml, used when tune.use_tuned")  # fmt: skip
     p.add_argument("--content", type=Path, default=Path("data/prepared/train/content"))
@@ -219,7 +257,7 @@ def init_distributed(params: Params) -> bool:
 def main(args: argparse.Namespace) -> int:
     from pipeline.tune import apply_tuned
 
-    params = apply_tuned(load_params(args.params), args.method, args.tuned)
+    params = apply_tuned(load_params(args.params, args.profile), args.method, args.tuned)
     if init_distributed(params):
         try:
             return _main(args, params)

@@ -50,6 +50,7 @@ from evaluation.metrics import METRICS, Scorer
 from methods import get_method
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
+from methods.pretrained import warm_start
 from methods.training import train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
@@ -171,6 +172,12 @@ def make_sampler(params: Params, budget: int, worker: int, existing: int) -> opt
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
 
 
+def init_sha(section: Mapping[str, Any]) -> str | None:
+    """sha256 of the pretrained file a trained method's trials warm-start from (None: from scratch or missing)."""
+    init = (section.get("train") or {}).get("init_from")
+    return sha256_file(init) if init and Path(init).is_file() else None
+
+
 def study_name(params: Params, method: str, data_shas: Mapping[str, str], encoder_sha: str) -> str:
     """``<method>-<hash>``: the hash covers everything that makes trials comparable (code included)."""
     tune = getattr(params.tune, method)
@@ -185,6 +192,7 @@ def study_name(params: Params, method: str, data_shas: Mapping[str, str], encode
         "pool": params.encoder.pool,
         "data": dict(data_shas),
         "prune_dominated_by": params.tune.prune_dominated_by,
+        "init": init_sha(section),
         "code": code_fingerprint(STUDY_CODE),
     }  # new code (methods, the scorer, the stages a trial runs) -> a new study, as train and stylize restart
     return f"{method}-{tracking.params_hash(identity)[:12]}"
@@ -376,6 +384,9 @@ class Objective:
                 train_stage.crops(self.train_dirs[1], *key),
             )
         model = train_stage.build_model(params, self.method, self.encoder)
+        init = train_stage.init_file(tcfg, self.method)
+        if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
+            warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
         cfg = train_stage.train_config(tcfg)
         modules = model.trainable()
 

@@ -210,6 +210,12 @@ def test_training_budget_text_and_under_trained_mark():
     assert unknown.fraction is None
     assert not unknown.under_trained
     assert "train_metrics.json missing" in unknown.text
+    record = {"iterations": 160, "pretrained_iterations": 15_840, "init_from": "models/pretrained/adain.pt"}
+    warm = rep.training_budget("adain", schedule, record, {"batch_size": 4, "crop": 96})
+    assert warm.text.startswith("15 840 pretrained (models/pretrained/adain.pt, its card beside it) + 160 fine-tuned "
+                                "= 16 000 of 160 000 iterations (10 %), fine-tune batch 4 vs 8")  # fmt: skip
+    assert warm.fraction == 0.1
+    assert not warm.under_trained
 
 
 def test_params_rows_mark_tuned_weights_only_when_applied():

@@ -41,6 +41,7 @@ def params(repo_root: Path) -> Params:
             "checkpoint_every": 2,
             "sample_every": 2,
             "log_every": 1,
+            "init_from": None,  # from scratch; warm starts: tests/pipeline/test_pretrained.py
         }
     )
     adain = base.methods.adain.model_copy(update={"train": small})
