@@ -46,7 +46,14 @@ def data_ids(folder: Path) -> list[dict[str, str]]:
 
 
 def run(
-    params_path: Path, profile: str | None, method: str, run_dir: Path, out: Path, content: Path, style: Path
+    params_path: Path,
+    profile: str | None,
+    method: str,
+    run_dir: Path,
+    out: Path,
+    content: Path,
+    style: Path,
+    code: str | None = None,
 ) -> dict[str, Any]:
     """Export ``run_dir``'s newest checkpoint of ``method`` to ``out`` and its card to ``<out>.md``; returns it."""
     if method not in TRAINED_METHODS:
@@ -77,14 +84,14 @@ def run(
                      "lr": tcfg.lr, "lr_decay": tcfg.lr_decay, "seed": tcfg.seed, "profile": params.profile},
         "reference_schedule": {"iterations": schedule.iterations, "batch_size": schedule.batch_size,
                                "crop": schedule.crop, "source": schedule.source},
-        "precision": "bf16 autocast" if stored.get("amp") is True else f"amp = {stored.get('amp')}",
+        "precision": {True: "bf16 autocast", False: "fp32"}.get(stored.get("amp"), f"amp = {stored.get('amp')}"),
         "hardware": state.get("hardware", "unknown"),
         "wall_time_s": round(float(state.get("elapsed_s", 0.0)), 1),
         "final_losses": {k: round(float(v), 6) for k, v in state.get("last_losses", {}).items()},
         "encoder": {"weights": params.encoder.weights, "pool": params.encoder.pool,
                     "normalise": getattr(params.methods, method).encoder_normalise, "sha256": encoder.weights_sha256},
         "data": {"content": data_ids(content), "style": data_ids(style)},
-        "git_sha": git_sha(),
+        "git_sha": code or git_sha(),
         "checkpoint": str(ckpt),
         "created": now_utc(),
     }  # fmt: skip
@@ -105,10 +112,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="e.g. models/pretrained/adain.pt")
     p.add_argument("--content", type=Path, default=Path("data/prepared/train/content"), help="the run's content images")
     p.add_argument("--style", type=Path, default=Path("data/prepared/train/style"), help="the run's style images")
+    p.add_argument(
+        "--git-sha",
+        default=None,
+        help="the commit whose code trained the run (default: this checkout's HEAD, -dirty if modified)",
+    )
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    card = run(args.params, args.profile, args.method, args.run, args.out, args.content, args.style)
+    card = run(args.params, args.profile, args.method, args.run, args.out, args.content, args.style, args.git_sha)
     log.info("pretrained %s: %s", args.method, json.dumps({k: card[k] for k in ("iterations", "wall_time_s")}))
     return 0
