@@ -30,6 +30,9 @@ from evaluation.summary import NO_CLEAR_BEST, NOTHING_TO_COMPARE, RANKED, TOO_FE
 NA = "n/a"
 UNDER_TRAINED_BELOW = 0.10  # a trained method below this fraction of its reference schedule's iterations
 UNDER_TRAINED = "under-trained"
+# An external converged reference (a method class with a ``pretrained`` citation, e.g. ghiasi): its authors trained it;
+# this benchmark neither trains nor tunes it. Shown as a badge, in the figures' titles and in the caveats.
+PRETRAINED = "pretrained by its authors"
 SUMMARY_COLUMNS = ("fid", "artfid")  # one number per method (summary.json), no per-pair values, no CI
 COST_COLUMNS = ("seconds", "peak_mem_mb")
 STYLE_KINDS = ("gram", "meanstd")
@@ -433,6 +436,21 @@ def training_budget(
     else:
         text = f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), {tail}"
     return Budget(method, text, fraction)
+
+
+def pretrained_text(method: str, citation: str) -> str:
+    """What a pretrained method's row is, for the caveats: an external reference, not one of the benchmark's runs."""
+    return (
+        f"{method} is an external converged reference, {PRETRAINED} ({citation}): this benchmark neither trained "
+        "nor tuned it. It places our own trained methods; it does not compete with them on an equal training "
+        "budget. It runs its own networks, on their own runtime and at their own input sizes, not the shared "
+        f"VGG-19 (methods/{method}.py), so its seconds and memory are not like-for-like either."
+    )
+
+
+def pretrained_title(method: str, citation: str | None) -> str:
+    """A figure label: the method's name, with "pretrained by its authors" and the citation when it has one."""
+    return method if citation is None else f"{method} ({PRETRAINED}: {citation})"
 
 
 def _reference_text(ref: Mapping[str, Any]) -> str:

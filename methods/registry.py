@@ -41,7 +41,8 @@ def _load_builtin() -> None:
     # Importing the modules registers them; done lazily so `import methods` stays cheap and cycle-free.
     import methods.adain
     import methods.contrastive
-    import methods.gatys  # noqa: F401
+    import methods.gatys
+    import methods.ghiasi  # noqa: F401
 
 
 def list_methods() -> list[str]:

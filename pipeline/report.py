@@ -116,10 +116,22 @@ def _schedule(method: str) -> Any:
         return None
 
 
+def _pretrained(method: str) -> str | None:
+    """The citation of a method pretrained by its authors (its class's ``pretrained``), None for the benchmark's own."""
+    try:
+        return getattr(get_method(method), "pretrained", None)
+    except NstError:
+        return None
+
+
 def _budgets(methods: list[str], models: Path | None) -> dict[str, rep.Budget]:
-    """Each trained method's training budget against its reference schedule."""
+    """Each trained method's training budget against its reference schedule; a pretrained method says so."""
     out = {}
     for method in methods:
+        citation = _pretrained(method)
+        if citation is not None:
+            out[method] = rep.Budget(method, f"{rep.PRETRAINED} ({citation}); not trained or tuned here", None)
+            continue
         schedule = _schedule(method)
         if schedule is None:
             continue
@@ -166,6 +178,10 @@ def build(
     budgets = _budgets(methods, models)
     badges = {m: [rep.UNDER_TRAINED] for m, b in budgets.items() if b.under_trained}
     badge_titles = {m: {rep.UNDER_TRAINED: f"trained {b.text}"} for m, b in budgets.items() if b.under_trained}
+    pretrained = {m: c for m in methods if (c := _pretrained(m)) is not None}
+    for m, citation in pretrained.items():
+        badges.setdefault(m, []).append(rep.PRETRAINED)
+        badge_titles.setdefault(m, {})[rep.PRETRAINED] = citation
     rows = rep.comparison_rows(statistics, summary, columns, badges)
     notes = rep.ranking_notes(statistics, columns)
     objectives = _objectives(best, params)
@@ -204,7 +220,8 @@ def build(
         }
         figures[f"grid_{method}"] = rep.fig_image_grid(
             images, [c.stem for c in contents], [s.stem for s in styles], content_thumbs, style_thumbs,
-            title=f"{method}: content (rows) x style (columns)",
+            title=f"{method}: content (rows) x style (columns)"
+            + (f"\n{rep.PRETRAINED}: {pretrained[method]}" if method in pretrained else ""),
         )  # fmt: skip
     pairs = [(c.stem, s.stem) for c in contents for s in styles][:SIDE_BY_SIDE_PAIRS]
     side = {(f"{c} x {s}", "content"): content_thumbs[c] for c, s in pairs}
@@ -212,10 +229,12 @@ def build(
     for method in methods:
         side.update({(f"{c} x {s}", method): _thumb(outputs / method / f"{c}__{s}.png") for c, s in pairs})
     figures["side_by_side"] = rep.fig_image_grid(
-        side, [f"{c} x {s}" for c, s in pairs], ["content", "style", *methods], title="side by side"
-    )
+        side, [f"{c} x {s}" for c, s in pairs], ["content", "style", *methods],
+        title="\n".join(["side by side", *(rep.pretrained_title(m, c) for m, c in pretrained.items())]),
+    )  # fmt: skip
     for name in ("content", "style", *methods):
-        figures["side_by_side"].axes[list(["content", "style", *methods]).index(name)].set_title(name, fontsize=9)
+        label = f"{name}\n({rep.PRETRAINED})" if name in pretrained else name
+        figures["side_by_side"].axes[list(["content", "style", *methods]).index(name)].set_title(label, fontsize=9)
 
     context = {
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -237,6 +256,7 @@ def build(
         "params_rows": params_rows,
         "effective": effective,
         "budgets": budgets,
+        "pretrained": pretrained,
         "figures": list(figures),
         "tuning": tuning_rows,
     }
@@ -333,6 +353,7 @@ def _caveats(ctx: dict[str, Any]) -> list[str]:
     if pairs < 30:
         notes.append(f"Only {pairs} test pairs: confidence intervals are wide and rankings can flip; use the full "
                      "profile (`profile: full`) for conclusions.")  # fmt: skip
+    notes += [rep.pretrained_text(m, c) for m, c in ctx["pretrained"].items()]
     notes.append("Seconds and memory depend on the machine and device (see timing.csv per method); peak memory on the "
                  "CPU is the process's resident set size, on CUDA the allocator's peak.")  # fmt: skip
     notes.append("content_loss is on the scale of the scorer's per-filter-normalised caffe VGG-19 and the style "
@@ -422,6 +443,7 @@ tr.reference { color: #5b6475; font-style: italic; background: #f6f7f9; } tr.ref
 tr.first-reference > * { border-top: 3px double #98a1b3; }
 .badge { display: inline-block; white-space: nowrap; font-size: 11px; font-style: normal; font-weight: 600;
   padding: 0 0.35rem; border-radius: 0.6rem; background: #fde8c8; color: #7a4100; border: 1px solid #e7b56f; }
+.badge.pretrained { background: #e4ecfb; color: #1b3f7a; border-color: #9db4de; }
 td.excludes-zero { font-weight: 600; background: #eef3fd; } .nz { color: #1b4fbf; }
 small.verdict { color: #1b4fbf; font-weight: normal; }
 p.caption { color: #3b4456; font-size: 14px; }

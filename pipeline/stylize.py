@@ -55,8 +55,24 @@ def method_config(params: Params, name: str) -> dict[str, Any]:
     return getattr(params.methods, name).model_dump()
 
 
-def build_method(name: str, config: Mapping[str, Any], encoder: VGGEncoder, model: Path | None = None) -> Method:
+def build_method(name: str, config: Mapping[str, Any], encoder: VGGEncoder | None, model: Path | None = None) -> Method:
     return get_method(name).from_config(config, encoder=encoder, model=model)
+
+
+def uses_encoder(name: str) -> bool:
+    """Whether ``name`` runs on the shared VGG-19 (False for a method with pretrained networks of its own: ghiasi)."""
+    return bool(getattr(get_method(name), "uses_encoder", True))
+
+
+def method_encoder(params: Params, name: str) -> VGGEncoder | None:
+    """The VGG-19 ``name`` runs on, or None when it runs none (not loaded: its memory would count as the method's)."""
+    return load_encoder(**encoder_settings(params, name)) if uses_encoder(name) else None
+
+
+def method_provenance(name: str) -> dict[str, str]:
+    """What a pretrained method runs besides its code and params (package version, weight files' sha256); else {}."""
+    provenance = getattr(get_method(name), "provenance", None)
+    return dict(provenance()) if provenance is not None else {}
 
 
 def model_fingerprint(model: Path | None) -> str | None:
@@ -106,11 +122,12 @@ def run(
     for role, found, folder in (("content", contents, content_dir), ("style", styles, style_dir)):
         if not found:
             raise NstError(f"{folder}: no {role} images to stylize")
-    encoder = encoder or load_encoder(**encoder_settings(params, method_name))
+    encoder = encoder if encoder is not None else method_encoder(params, method_name)
     config = method_config(params, method_name)
-    state = {"method": method_name, "config": config, "encoder_sha256": encoder.weights_sha256,
+    state = {"method": method_name, "config": config,
+             "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
              "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint([__file__]),
-             "model_sha256": model_fingerprint(model)}  # fmt: skip
+             "model_sha256": model_fingerprint(model), **method_provenance(method_name)}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"
     losses_path = out_dir / "losses.csv"
@@ -272,8 +289,11 @@ def main_stage(args: argparse.Namespace) -> int:
     from pipeline.tune import apply_tuned
 
     params = apply_tuned(load_params(args.params), args.method, args.tuned)
-    encoder = load_encoder(**encoder_settings(params, args.method))
-    tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
+    encoder = method_encoder(params, args.method)
+    if encoder is not None:
+        tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
+    else:  # a pretrained method with networks of its own: tag those instead
+        tags = {"encoder_weights": "none", **method_provenance(args.method)}
     with tracking.stage_run(
         "stylize",
         args.method,
@@ -293,12 +313,14 @@ def main_one(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     path = args.params if args.params is not None else Path("params.yaml")
     if args.params is None and not path.is_file():  # an explicit --params that is missing stays an error
-        log.info("no params.yaml in %s: using %s's defaults (encoder caffe, pool max, device auto)", Path.cwd(),
-                 args.method)  # fmt: skip
+        log.info("no params.yaml in %s: using %s's defaults (%s, device auto)", Path.cwd(), args.method,
+                 "encoder caffe, pool max" if uses_encoder(args.method) else "no encoder")  # fmt: skip
         device = pick_device("auto")
-        # caffe weights, max pooling (params.yaml's committed values), the method's own default normalisation
-        normalise = overrides.get("encoder_normalise", get_method(args.method).params_type()().encoder_normalise)
-        encoder = load_encoder(normalise=normalise)
+        encoder = None
+        if uses_encoder(args.method):
+            # caffe weights, max pooling (params.yaml's committed values), the method's own default normalisation
+            normalise = overrides.get("encoder_normalise", get_method(args.method).params_type()().encoder_normalise)
+            encoder = load_encoder(normalise=normalise)
         try:
             method = build_method(args.method, overrides, encoder, args.model)  # the method validates overrides
         except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. --set iterations=many
@@ -306,7 +328,7 @@ def main_one(args: argparse.Namespace) -> int:
     else:
         params = override_method(load_params(path), args.method, overrides)
         device = pick_device(params.base.device)
-        encoder = load_encoder(**encoder_settings(params, args.method))
+        encoder = method_encoder(params, args.method)
         method = build_method(args.method, method_config(params, args.method), encoder, args.model)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
     write_image(output, args.out)

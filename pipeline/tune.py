@@ -55,8 +55,8 @@ from methods.training import train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import (
-    METHOD_NAMES,
     TRAINED_METHODS,
+    TUNED_METHODS,
     ConfigError,
     Params,
     _Dumper,
@@ -497,8 +497,8 @@ def run(
     logger: tracking.RunLogger | None = None,
 ) -> dict[str, Any]:
     """Tune ``method`` until its study holds ``tune.<method>.trials`` finished trials; write the outputs."""
-    if method not in METHOD_NAMES:
-        raise TuneError(f"unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
+    if method not in TUNED_METHODS:
+        raise TuneError(f"{method!r} is not a tuned method; tuned: {', '.join(TUNED_METHODS)}")
     tune = getattr(params.tune, method)
     out_dir.mkdir(parents=True, exist_ok=True)
     shas = {f"{role}/{p.name}": sha256_file(p) for role, folder in (("val", val[0]), ("val", val[1]),
@@ -625,7 +625,7 @@ def apply_tuned(params: Params, method: str, best: Path | None) -> Params:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune a method's loss weights with Optuna (stage tune@<method>)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--method", required=True, choices=METHOD_NAMES)
+    p.add_argument("--method", required=True, choices=TUNED_METHODS)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--val-content", type=Path, default=Path("data/prepared/val/content"))
     p.add_argument("--val-style", type=Path, default=Path("data/prepared/val/style"))
@@ -640,7 +640,7 @@ def main(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise TuneError(f"--workers must be >= 1, got {args.workers}")
     params = load_params(args.params)
-    others = set(METHOD_NAMES) - {args.method}
+    others = set(TUNED_METHODS) - {args.method}
     tree = {"profile": params.profile, "tune": params.tune.model_dump(mode="json", exclude=others),
             "method": {args.method: getattr(params.methods, args.method).model_dump(mode="json")}}  # fmt: skip
     with tracking.stage_run("tune", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,

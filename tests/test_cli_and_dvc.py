@@ -104,11 +104,14 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
         "stylize@gatys",
         "stylize@adain",
         "stylize@contrastive",
+        "stylize@ghiasi",
         "evaluate",
         "report",
     ):
         assert f"Running stage '{stage}'" in first.stdout
-    for method in ("gatys", "adain", "contrastive"):
+    assert "Running stage 'tune@ghiasi'" not in first.stdout  # pretrained by its authors: never tuned or trained
+    assert "Running stage 'train@ghiasi'" not in first.stdout
+    for method in ("gatys", "adain", "contrastive", "ghiasi"):
         assert len(list((repo_copy / "outputs" / method).glob("*__*.png"))) == 4  # 2 test contents x 2 test styles
     assert (repo_copy / "models/adain/decoder.pt").is_file()
     assert (repo_copy / "models/contrastive/generator.pt").is_file()

