@@ -5,6 +5,7 @@ always complete (and verified when a checksum is known); a partial body only eve
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -133,11 +134,32 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
         raise _Retryable(f"incomplete body: {size} of {expected} bytes")
 
 
+def git_blob_oid(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The git object id of a file's bytes (sha1 of ``"blob <size>\\0"`` + content): what a Hugging Face tree listing
+    gives as ``oid`` for a file that is not in LFS."""
+    path = Path(path)
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mismatch(path: Path, sha256: str | None, git_oid: str | None) -> str | None:
+    """Why ``path`` fails its checksums (None: it passes, or there is nothing to check)."""
+    if sha256 is not None and (actual := sha256_file(path)) != sha256.lower():
+        return f"sha256 mismatch (expected {sha256.lower()}, got {actual})"
+    if git_oid is not None and (actual := git_blob_oid(path)) != git_oid.lower():
+        return f"git blob id mismatch (expected {git_oid.lower()}, got {actual})"
+    return None
+
+
 def download(
     url: str,
     dest: str | Path,
     *,
     sha256: str | None = None,
+    git_oid: str | None = None,
     policy: RetryPolicy = RetryPolicy(),
     headers: dict[str, str] | None = None,
     session: requests.Session | None = None,
@@ -145,7 +167,8 @@ def download(
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
-    A ``dest`` already present is kept when it matches ``sha256`` (or when no checksum is known).
+    A ``dest`` already present is kept when it matches ``sha256`` and ``git_oid`` (see :func:`git_blob_oid`; either
+    may be None, and with neither the file is kept as it is).
     The body streams into ``dest.part``; transient failures (connection errors, timeouts, HTTP 408/429/5xx,
     a body shorter than Content-Length) are retried, resuming with a Range request; the finished file is
     checked against ``sha256`` and only then renamed to ``dest``.
@@ -155,24 +178,23 @@ def download(
             file is deleted; ``dest`` is never created from a bad body).
     """
     dest = Path(dest)
+    checked = sha256 is not None or git_oid is not None
     if dest.is_file():
-        if sha256 is None or sha256_file(dest) == sha256.lower():
-            log.debug("%s: already present%s", dest, " and verified" if sha256 else "")
+        if (problem := _mismatch(dest, sha256, git_oid)) is None:
+            log.debug("%s: already present%s", dest, " and verified" if checked else "")
             return dest
-        log.warning("%s: present but its sha256 does not match; downloading again", dest)
+        log.warning("%s: present but fails its checksum (%s); downloading again", dest, problem)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    if sha256 is None:
+    if not checked:
         # Without a checksum a leftover .part (perhaps of an older version of the file) cannot be trusted to be a
         # prefix of this body: resume only within this call's retries.
         part.unlink(missing_ok=True)
     http = session or requests.Session()
     hdrs = {"User-Agent": _USER_AGENT, **(headers or {})}
     with_retries(url, lambda: _fetch_into(url, part, http, hdrs, policy), policy, sleep)
-    if sha256 is not None:
-        actual = sha256_file(part)
-        if actual != sha256.lower():
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {actual}); file discarded")
+    if (problem := _mismatch(part, sha256, git_oid)) is not None:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: {problem}; file discarded")
     replace_file(part, dest)  # one rename, with the ordinary file mode
     return dest

@@ -7,11 +7,12 @@ import os
 import random
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from pipeline.download import DownloadError, RetryPolicy, download, get_json
+from pipeline.download import DownloadError, RetryPolicy, download, get_json, git_blob_oid
 
 FAST = RetryPolicy(retries=3, backoff_s=0.0, timeout_s=5.0)
 CHUNK = 1 << 16  # download() writes the body in chunks of this size
@@ -232,6 +233,25 @@ def test_present_with_wrong_checksum_is_downloaded_again(local_server, tmp_path:
     dest.write_bytes(DATA[:-1] + b"\x00")
     download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
     assert local_server.count("/f.bin") == 1
+    assert dest.read_bytes() == DATA
+
+
+def test_git_blob_oid_is_the_id_git_gives(tmp_path: Path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(DATA)
+    done = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
+    assert git_blob_oid(path) == done.stdout.strip()
+
+
+def test_git_oid_mismatch_discards_the_body(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match="git blob id mismatch"):
+        download(f"{local_server.url}/f.bin", dest, git_oid="0" * 40, policy=FAST, sleep=no_sleep)
+    assert not dest.exists()
+    assert not part_of(dest).exists()
+    (tmp_path / "ok.bin").write_bytes(DATA)
+    download(f"{local_server.url}/f.bin", dest, git_oid=git_blob_oid(tmp_path / "ok.bin"), policy=FAST, sleep=no_sleep)
     assert dest.read_bytes() == DATA
 
 

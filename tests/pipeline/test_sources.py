@@ -25,7 +25,7 @@ from pipeline.download import DownloadError
 from pipeline.sources import FIELDS, FetchError, read_manifest, write_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample
 from pipeline.sources.streets import PUBLIC_URL, fetch_streets
-from pipeline.sources.wikiart import fetch_wikiart
+from pipeline.sources.wikiart import fetch_wikiart, infos_class_names
 
 
 def sha256(data: bytes) -> str:
@@ -54,26 +54,33 @@ def download_cfg(base_params: Params, tmp_path: Path) -> DownloadSection:
 
 REPO = "test-org/wikiart-mini"
 SHA = "0123456789abcdef0123456789abcdef01234567"
-STYLES = ["Baroque", "Cubism", "Impressionism", "Ukiyo_e"]
-ARTISTS = ["artist_a", "artist_b", "artist_c"]
-GENRES = ["landscape", "portrait"]
+# huggan/wikiart's dataset_infos.json as the Hub serves it (one line, config "huggan--wikiart"), with its real class
+# names: 129 artists, 11 genres, 27 styles. Its shards carry no class names of their own.
+INFOS_BYTES = (Path(__file__).parent / "fixtures" / "huggan_wikiart_dataset_infos.json").read_bytes()
+FEATURES = json.loads(INFOS_BYTES)["huggan--wikiart"]["features"]
+ARTISTS, GENRES, STYLES = (FEATURES[c]["names"] for c in ("artist", "genre", "style"))
 SHARD_PATHS = [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
 ROWS_PER_SHARD = 12
+ROW_STYLES = ["Impressionism", "Cubism", "Post_Impressionism", "Ukiyo_e"]  # row i has ROW_STYLES[i % 4], ...
+ROW_ARTISTS = ["claude-monet", "vincent-van-gogh", "pablo-picasso"]
+ROW_GENRES = ["landscape", "portrait"]
+
+
+def git_oid(data: bytes) -> str:
+    """The git blob id a Hugging Face tree listing gives for a file that is not in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def hf_metadata() -> bytes:
-    """The schema metadata the ``datasets`` library writes into each parquet shard."""
-    features = {
-        "image": {"_type": "Image"},
-        "artist": {"names": ARTISTS, "_type": "ClassLabel"},
-        "genre": {"names": GENRES, "_type": "ClassLabel"},
-        "style": {"names": STYLES, "_type": "ClassLabel"},
-    }
+    """The schema metadata ``datasets`` >= 2.10 writes into each parquet shard."""
+    features = {"image": {"_type": "Image"}, **{c: FEATURES[c] for c in ("artist", "genre", "style")}}
     return json.dumps({"info": {"features": features}}).encode()
 
 
-def build_shard(shard: int) -> tuple[bytes, list[dict]]:
-    """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating) in row groups of 5 rows."""
+def build_shard(shard: int, *, metadata: bool) -> tuple[bytes, list[dict]]:
+    """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating); the label columns hold indices into
+    the real class-name lists. Without ``metadata``: written as huggan/wikiart's shards were (no class names, one
+    ``write_table`` call, so one row group whose images share a page); with it: in row groups of 5 rows."""
     rows = []
     for i in range(ROWS_PER_SHARD):
         fmt = "PNG" if i % 2 == 0 else "JPEG"
@@ -82,9 +89,9 @@ def build_shard(shard: int) -> tuple[bytes, list[dict]]:
         rows.append(
             {
                 "image": {"bytes": data, "path": f"img{shard}_{i}.{fmt.lower()}"},
-                "artist": i % 3,
-                "genre": i % 2,
-                "style": i % 4,
+                "artist": ARTISTS.index(ROW_ARTISTS[i % 3]),
+                "genre": GENRES.index(ROW_GENRES[i % 2]),
+                "style": STYLES.index(ROW_STYLES[i % 4]),
                 "size": size,
                 "suffix": ".png" if fmt == "PNG" else ".jpg",
             }
@@ -96,57 +103,74 @@ def build_shard(shard: int) -> tuple[bytes, list[dict]]:
             ("genre", pa.int64()),
             ("style", pa.int64()),
         ],
-        metadata={b"huggingface": hf_metadata()},
+        metadata={b"huggingface": hf_metadata()} if metadata else None,
     )
     table = pa.Table.from_pylist([{k: r[k] for k in ("image", "artist", "genre", "style")} for r in rows], schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, row_group_size=5)
+    pq.write_table(table, buf, **({"row_group_size": 5} if metadata else {}))
     return buf.getvalue(), rows
 
 
 @pytest.fixture(scope="module")
 def shards() -> dict[str, tuple[bytes, list[dict]]]:
-    return {path: build_shard(i) for i, path in enumerate(SHARD_PATHS)}
+    return {path: build_shard(i, metadata=False) for i, path in enumerate(SHARD_PATHS)}
 
 
-@pytest.fixture
-def hub(local_server, shards):
-    """The three Hugging Face endpoints fetch_wikiart uses, serving SHARD_PATHS at commit SHA."""
+@pytest.fixture(scope="module")
+def shards_with_metadata() -> dict[str, tuple[bytes, list[dict]]]:
+    return {path: build_shard(i, metadata=True) for i, path in enumerate(SHARD_PATHS)}
+
+
+def serve_hub(server, shards, *, infos: bytes | None = INFOS_BYTES) -> SimpleNamespace:
+    """The Hugging Face endpoints fetch_wikiart uses, serving ``shards`` (and ``infos`` as dataset_infos.json, unless
+    None) at commit SHA."""
     api = f"/api/datasets/{REPO}"
-    local_server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
+    server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
     entries = [
-        {"type": "file", "path": p, "size": len(b), "lfs": {"oid": sha256(b), "size": len(b)}}
+        {"type": "file", "oid": git_oid(b), "path": p, "size": len(b), "lfs": {"oid": sha256(b), "size": len(b)}}
         for p, (b, _) in shards.items()
     ]
     # Unsorted, with a folder and a non-parquet file that must be ignored.
     tree = [
         entries[2],
-        {"type": "directory", "path": "data/extra.parquet"},
+        {"type": "directory", "oid": "1" * 40, "path": "data/extra.parquet"},
         entries[1],
-        {"type": "file", "path": "data/README.md", "size": 3},
+        {"type": "file", "oid": git_oid(b"abc"), "path": "data/README.md", "size": 3},
         entries[0],
     ]
-    local_server.serve_json(f"{api}/tree/{SHA}/data", tree)
+    server.serve_json(f"{api}/tree/{SHA}/data", tree)
+    root = [{"type": "directory", "oid": "2" * 40, "path": "data"}, {"type": "file", "path": ".gitattributes"}]
+    if infos is not None:
+        root.append({"type": "file", "oid": git_oid(infos), "size": len(infos), "path": "dataset_infos.json"})
+        server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json", infos)
+    server.serve_json(f"{api}/tree/{SHA}", root)
     for path, (data, _) in shards.items():
-        local_server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data)
+        server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data)
 
     def corrupt(path: str) -> None:
-        data = shards[path][0]
-        local_server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data[:-10] + b"\x00" * 10)
+        data = shards[path][0] if path.endswith(".parquet") else infos
+        server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data[:-10] + b"\x00" * 10)
 
     return SimpleNamespace(
-        server=local_server,
-        resolve_prefix=f"{local_server.url}/datasets/{REPO}/resolve/{SHA}/",
+        server=server,
+        shards=shards,
+        resolve_prefix=f"{server.url}/datasets/{REPO}/resolve/{SHA}/",
         corrupt=corrupt,
-        shard_requests=lambda: [r.path for r in local_server.requests() if "/resolve/" in r.path],
+        shard_requests=lambda: [r.path for r in server.requests() if "/resolve/" in r.path and ".parquet" in r.path],
+        infos_requests=lambda: [r.path for r in server.requests() if r.path.endswith("/dataset_infos.json")],
     )
 
 
 @pytest.fixture
-def wikiart_cfg(base_params: Params, hub) -> WikiArtSource:
+def hub(local_server, shards):
+    return serve_hub(local_server, shards)
+
+
+@pytest.fixture
+def wikiart_cfg(base_params: Params, local_server) -> WikiArtSource:
     return base_params.fetch.wikiart.model_copy(
         update={
-            "endpoint": hub.server.url + "/",
+            "endpoint": local_server.url + "/",
             "repo": REPO,
             "revision": "main",
             "data_dir": "data",
@@ -165,11 +189,15 @@ def with_(cfg, **changes):
     return cfg.model_copy(update=changes)
 
 
-def source_row(url: str, hub, shards) -> dict:
+def source_row(url: str, hub, shards=None) -> dict:
     """The fixture row a record's url points at (``<resolve prefix><shard path>#row=<n>``)."""
     assert url.startswith(hub.resolve_prefix), url
     path, _, row = url.removeprefix(hub.resolve_prefix).partition("#row=")
-    return shards[path][1][int(row)]
+    return (shards or hub.shards)[path][1][int(row)]
+
+
+def names_of(row: dict) -> dict[str, str]:
+    return {"artist": ARTISTS[row["artist"]], "genre": GENRES[row["genre"]], "style": STYLES[row["style"]]}
 
 
 def matching_rows(shards, cfg: WikiArtSource) -> Counter:
@@ -177,7 +205,7 @@ def matching_rows(shards, cfg: WikiArtSource) -> Counter:
     counts: Counter = Counter()
     for path in SHARD_PATHS[: cfg.shards]:
         for r in shards[path][1]:
-            labels = {"style": STYLES[r["style"]], "artist": ARTISTS[r["artist"]], "genre": GENRES[r["genre"]]}
+            labels = names_of(r)
             wanted = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
             if all(not w or labels[k] in w for k, w in wanted.items()):
                 counts[labels[cfg.class_by]] += 1
@@ -192,7 +220,7 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
     assert len({r.id for r in records}) == len(records)
     for rec in records:
         written = (raw / rec.file).read_bytes()
-        row = source_row(rec.url, hub, shards)
+        row = source_row(rec.url, hub)
         assert rec.role == "style"
         assert rec.source == "wikiart"
         assert rec.file.startswith("style/")
@@ -200,10 +228,11 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
         assert f"/resolve/{SHA}/" in rec.url
         assert "#row=" in rec.url
         assert rec.label == STYLES[row["style"]]
+        assert (rec.artist, rec.genre, rec.style) == (ARTISTS[row["artist"]], GENRES[row["genre"]], rec.label)
         assert written == row["image"]["bytes"]  # the image bytes unchanged
         assert rec.sha256 == sha256(written)
         assert (rec.width, rec.height) == row["size"]
-        assert rec.license == wikiart_cfg.license
+        assert rec.license == wikiart_cfg.license == "Data files © Original Authors"  # the dataset card's words
     assert sorted(p.name for p in (raw / "style").iterdir()) == sorted(Path(r.file).name for r in records)
 
     # Only the first two shards (sorted by path) were downloaded, once each, into the cache by commit sha.
@@ -213,6 +242,101 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
         p.relative_to(download_cfg.cache_dir).as_posix() for p in Path(download_cfg.cache_dir).rglob("*.parquet")
     )
     assert cached == [f"wikiart/test-org_wikiart-mini/{SHA}/{p}" for p in SHARD_PATHS[:2]]
+
+
+def test_wikiart_names_from_dataset_infos_select_the_right_rows(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    """The shards hold only label numbers (as huggan/wikiart's do): the names come from dataset_infos.json."""
+    assert all(b"huggingface" not in (pq.read_schema(io.BytesIO(b)).metadata or {}) for b, _ in shards.values())
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Post_Impressionism"], per_class=3)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+
+    assert Counter(r.label for r in records) == {"Impressionism": 3, "Post_Impressionism": 3}
+    for rec in records:
+        row = source_row(rec.url, hub)
+        assert {"artist": rec.artist, "genre": rec.genre, "style": rec.style} == names_of(row)
+        assert rec.label == rec.style
+    cached = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA / "dataset_infos.json"
+    assert cached.read_bytes() == INFOS_BYTES
+    assert hub.infos_requests() == [f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"]  # pinned, fetched once
+
+    again = fetch_wikiart(cfg, download_cfg, tmp_path / "raw2", "style")
+    assert [r.url for r in again] == [r.url for r in records]
+    assert len(hub.infos_requests()) == 1  # the cached copy was verified against its git blob id, not fetched again
+
+
+def test_wikiart_names_from_shard_metadata_need_no_dataset_infos(
+    tmp_path, local_server, shards_with_metadata, wikiart_cfg, download_cfg
+):
+    hub = serve_hub(local_server, shards_with_metadata, infos=None)
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Post_Impressionism"], per_class=3)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert Counter(r.label for r in records) == {"Impressionism": 3, "Post_Impressionism": 3}
+    assert all(
+        {"artist": r.artist, "genre": r.genre, "style": r.style} == names_of(source_row(r.url, hub)) for r in records
+    )
+    assert hub.infos_requests() == []
+    assert local_server.count(f"/api/datasets/{REPO}/tree/{SHA}") == 0
+
+
+@pytest.mark.parametrize("infos", ["absent", "no style names"])
+def test_wikiart_filter_without_class_names_is_one_clear_error(
+    tmp_path, local_server, shards, wikiart_cfg, download_cfg, infos
+):
+    doc = json.loads(INFOS_BYTES)
+    del doc["huggan--wikiart"]["features"]["style"]
+    serve_hub(local_server, shards, infos=None if infos == "absent" else json.dumps(doc).encode())
+    with pytest.raises(FetchError) as info:
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    message = str(info.value)
+    assert message.startswith("fetch.wikiart.styles selects styles by name, but no style names were found: ")
+    assert f"{SHARD_PATHS[0]} has no 'huggingface' schema metadata" in message
+    if infos == "absent":
+        assert f"{REPO}@{SHA[:12]} has no dataset_infos.json" in message
+    else:
+        assert (
+            f'{REPO}@{SHA[:12]}/dataset_infos.json has no ["huggan--wikiart"]["features"]["style"]["names"]' in message
+        )
+
+
+def test_wikiart_without_filters_or_names_records_the_numbers(
+    tmp_path, local_server, shards, wikiart_cfg, download_cfg, caplog
+):
+    serve_hub(local_server, shards, infos=None)
+    cfg = with_(wikiart_cfg, styles=[], per_class=1)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert sorted(r.label for r in records) == sorted(str(STYLES.index(s)) for s in ROW_STYLES)
+    assert all(r.artist.isdigit() and r.genre.isdigit() for r in records)
+    assert "no style names" in caplog.text
+    assert "the manifest records their numbers instead" in caplog.text
+
+
+def test_wikiart_dataset_infos_with_a_wrong_blob_id_is_rejected(tmp_path, hub, wikiart_cfg, download_cfg):
+    hub.corrupt("dataset_infos.json")
+    with pytest.raises(DownloadError, match="git blob id mismatch"):
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    assert not list(Path(download_cfg.cache_dir).rglob("dataset_infos.json*"))
+
+
+@pytest.mark.parametrize(
+    ("configs", "expected"),
+    [
+        (["whatever"], "whatever"),  # the only one
+        (["default", "test-org--wikiart-mini"], "test-org--wikiart-mini"),  # how push_to_hub named it
+        (["other", "default"], "default"),
+    ],
+)
+def test_dataset_infos_config_choice(configs, expected):
+    doc = {c: {"features": {"style": {"names": [c]}}} for c in configs}
+    assert infos_class_names(doc, REPO, "f.json") == (expected, {"style": [expected]})
+
+
+def test_dataset_infos_errors_name_the_file_and_key():
+    with pytest.raises(FetchError, match=r"f\.json: several configs \(a, b\) and none named 'test-org--wikiart-mini'"):
+        infos_class_names({"a": {}, "b": {}}, REPO, "f.json")
+    with pytest.raises(FetchError, match=re.escape('f.json: no ["a"]["features"] object')):
+        infos_class_names({"a": {"features": []}}, REPO, "f.json")
+    with pytest.raises(FetchError, match=r"f\.json: expected an object of configs"):
+        infos_class_names([], REPO, "f.json")
 
 
 def test_wikiart_same_seed_same_files_and_cache_hit(tmp_path, hub, wikiart_cfg, download_cfg):
@@ -251,19 +375,19 @@ def test_wikiart_per_class_above_the_available_rows_takes_all(tmp_path, hub, sha
 
 
 def test_wikiart_artist_filter(tmp_path, hub, shards, wikiart_cfg, download_cfg):
-    cfg = with_(wikiart_cfg, styles=[], artists=["artist_a"], per_class=1)
+    cfg = with_(wikiart_cfg, styles=[], artists=["claude-monet"], per_class=1)
     records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
     expected = matching_rows(shards, cfg)
     assert Counter(r.label for r in records) == {label: min(1, n) for label, n in expected.items()}
-    assert all(ARTISTS[source_row(r.url, hub, shards)["artist"]] == "artist_a" for r in records)
+    assert all(r.artist == "claude-monet" == ARTISTS[source_row(r.url, hub)["artist"]] for r in records)
 
 
 def test_wikiart_unknown_style_lists_the_valid_names(tmp_path, hub, wikiart_cfg, download_cfg):
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Rococo"])
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Rococco"])
     with pytest.raises(FetchError, match="unknown style name") as info:
         fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
     message = str(info.value)
-    assert "Rococo" in message
+    assert "Rococco" in message
     assert all(name in message for name in STYLES)
     assert not (tmp_path / "raw" / "style").exists() or not any((tmp_path / "raw" / "style").iterdir())
 
