@@ -116,6 +116,7 @@ class DownloadSection(Strict):
     retries: Annotated[int, Field(ge=0, le=20)]
     backoff_s: Annotated[float, Field(ge=0.0, le=600.0)]
     timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)]
+    max_retry_after_s: Annotated[float, Field(ge=0.0, le=86400.0)]
 
 
 class FetchSection(Strict):

@@ -1,14 +1,21 @@
-"""Robust HTTP downloads: streamed to a temp file, retried with exponential backoff, resumed with HTTP Range
-where the server allows it, sha256-verified, and renamed into place atomically. A file at ``dest`` is therefore
-always complete (and verified when a checksum is known); a partial body only ever lives in ``dest.part``.
+"""Robust HTTP downloads: streamed to a temp file, retried with exponential backoff (or as long as the server's
+``Retry-After`` says, within a bound), resumed with HTTP Range where the server allows it, checksum-verified, and
+renamed into place atomically. A file at ``dest`` is therefore always complete (and verified when a checksum is
+known); a partial body only ever lives in ``dest.part``.
+
+Downloads ask for ``Accept-Encoding: identity`` (as huggingface_hub does): a body the server compresses on the fly
+no longer matches its Content-Length once ``requests`` decodes it, and Range offsets count the encoded bytes.
+Redirects (the Hub's ``/resolve/`` answers 302 to a CDN) are followed, Range header included.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +25,7 @@ from tqdm.auto import tqdm
 
 from methods.errors import NstError
 from methods.utils import replace_file, sha256_file
+from pipeline.config import DownloadSection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,20 +35,59 @@ _USER_AGENT = "nst-bench/0.1 (+https://github.com/; research benchmark)"
 
 
 class DownloadError(NstError):
-    """A download failed for good (after retries, a non-retryable status, or a checksum mismatch)."""
+    """A download failed for good (after retries, a non-retryable status, or a checksum mismatch). ``status`` is
+    the HTTP status of a non-retryable answer (None for other failures)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Retryable(Exception):
-    """A transient failure: worth another attempt."""
+    """A transient failure: worth another attempt, after ``retry_after`` seconds when the server said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try. Waits are ``backoff_s * 2**attempt`` seconds between attempts."""
+    """How hard to try. Waits are ``backoff_s * 2**attempt`` seconds between attempts, or what a 429/503 answer's
+    ``Retry-After`` asks for; an answer asking for more than ``max_retry_after_s`` ends the download at once."""
 
     retries: int = 4
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+    max_retry_after_s: float = 300.0
+
+
+def retry_policy(cfg: DownloadSection) -> RetryPolicy:
+    """The policy ``fetch.download`` describes."""
+    return RetryPolicy(
+        retries=cfg.retries, backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, max_retry_after_s=cfg.max_retry_after_s
+    )
+
+
+_RATELIMIT_RESET = re.compile(r"(?:^|;)\s*t=(\d+(?:\.\d+)?)")
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from ``Retry-After`` (delta-seconds or an HTTP date, RFC 9110 sec. 10.2.3),
+    else from the ``t=`` of a ``RateLimit`` header (draft-ietf-httpapi-ratelimit-headers, which the Hugging Face Hub
+    sends with its 429s); None when neither is there or parses."""
+    value = (headers.get("Retry-After") or "").strip()
+    if value:
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    match = _RATELIMIT_RESET.search(headers.get("RateLimit") or "")
+    return float(match[1]) if match else None
 
 
 def with_retries(
@@ -56,9 +103,16 @@ def with_retries(
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
+            asked = getattr(exc, "retry_after", None)
+            if asked is not None and asked > policy.max_retry_after_s:
+                raise DownloadError(
+                    f"{what}: {exc}, and the server asks to wait {asked:.0f} s before retrying (Retry-After), more "
+                    f"than fetch.download.max_retry_after_s = {policy.max_retry_after_s:g} s; try again later or "
+                    "raise that bound"
+                ) from exc
             if attempt == policy.retries:
                 raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}") from exc
-            wait = policy.backoff_s * 2**attempt
+            wait = asked if asked is not None else policy.backoff_s * 2**attempt
             log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, exc, wait)
             sleep(wait)
     raise AssertionError("unreachable")
@@ -66,9 +120,9 @@ def with_retries(
 
 def _check_status(response: requests.Response, url: str) -> None:
     if response.status_code in RETRYABLE_STATUS:
-        raise _Retryable(f"HTTP {response.status_code}")
+        raise _Retryable(f"HTTP {response.status_code}", retry_after_s(response.headers))
     if response.status_code >= 400:
-        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
+        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}", response.status_code)
 
 
 def get_json(
@@ -104,6 +158,12 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
             part.unlink(missing_ok=True)
             raise _Retryable("HTTP 416 for the resume range; restarting from byte 0")
         _check_status(response, url)
+        # A server may compress anyway: requests then decodes the body, so neither Content-Length nor a Range
+        # offset describes what lands in the file. Take the whole body again and let the checksum judge it.
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        if encoded and response.status_code == 206:
+            part.unlink(missing_ok=True)
+            raise _Retryable(f"a {response.headers['Content-Encoding']}-encoded answer to a Range request; restarting")
         resumed = offset > 0 and response.status_code == 206
         if resumed:
             content_range = response.headers.get("Content-Range", "")
@@ -112,7 +172,7 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
                 raise _Retryable(f"server answered the resume with Content-Range {content_range!r}; restarting")
         else:
             offset = 0
-        length = response.headers.get("Content-Length")
+        length = None if encoded else response.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else None
         with (
             open(part, "ab" if resumed else "wb") as fh,
@@ -191,7 +251,7 @@ def download(
         # prefix of this body: resume only within this call's retries.
         part.unlink(missing_ok=True)
     http = session or requests.Session()
-    hdrs = {"User-Agent": _USER_AGENT, **(headers or {})}
+    hdrs = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
     with_retries(url, lambda: _fetch_into(url, part, http, hdrs, policy), policy, sleep)
     if (problem := _mismatch(part, sha256, git_oid)) is not None:
         part.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.config import DownloadSection, StreetsSource
-from pipeline.download import RetryPolicy, download, get_json
+from pipeline.download import download, get_json, retry_policy
 from pipeline.sources import FetchError, Record, make_record, safe_id
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def fetch_streets(cfg: StreetsSource, dl: DownloadSection, raw_dir: Path, role: 
             f"fetch.streets: set the environment variable {cfg.token_env} to a Mapillary access token "
             "(create one at https://www.mapillary.com/dashboard/developers), or use fetch.content.source: sample"
         )
-    policy = RetryPolicy(retries=dl.retries, backoff_s=dl.backoff_s, timeout_s=dl.timeout_s)
+    policy = retry_policy(dl)
     headers = {"Authorization": f"OAuth {token}"}
     bbox = ",".join(f"{v:g}" for v in cfg.bbox)
     url = f"{cfg.api_url.rstrip('/')}/images?fields=id,{cfg.image_field},creator&bbox={bbox}&limit={cfg.limit}"

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pyarrow.parquet as pq
 
 from pipeline.config import DownloadSection, WikiArtSource
-from pipeline.download import RetryPolicy, download, get_json
+from pipeline.download import RetryPolicy, download, get_json, retry_policy
 from pipeline.io import sniff_image_suffix, write_bytes_atomic
 from pipeline.sources import FetchError, Record, make_record, safe_id
 from pipeline.sources.parquet_cells import read_cells
@@ -208,7 +208,7 @@ def _select(shard_files: list[Path], shard_paths: list[str], cfg: WikiArtSource,
 
 def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: str) -> list[Record]:
     """Download the configured shards (cached, verified) and write the chosen paintings to ``raw_dir/role``."""
-    policy = RetryPolicy(retries=dl.retries, backoff_s=dl.backoff_s, timeout_s=dl.timeout_s)
+    policy = retry_policy(dl)
     endpoint = cfg.endpoint.rstrip("/")
     api = f"{endpoint}/api/datasets/{cfg.repo}"
     info = get_json(f"{api}/revision/{quote(cfg.revision, safe='')}", policy=policy)

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,7 +124,8 @@ def shards_with_metadata() -> dict[str, tuple[bytes, list[dict]]]:
 
 def serve_hub(server, shards, *, infos: bytes | None = INFOS_BYTES) -> SimpleNamespace:
     """The Hugging Face endpoints fetch_wikiart uses, serving ``shards`` (and ``infos`` as dataset_infos.json, unless
-    None) at commit SHA."""
+    None) at commit SHA, as the Hub does: ``/resolve/`` of an LFS file answers 302 to a CDN URL, and the CDN (like the
+    Hub itself) gzips its answers unless the request asks for ``Accept-Encoding: identity``."""
     api = f"/api/datasets/{REPO}"
     server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
     entries = [
@@ -142,14 +144,18 @@ def serve_hub(server, shards, *, infos: bytes | None = INFOS_BYTES) -> SimpleNam
     root = [{"type": "directory", "oid": "2" * 40, "path": "data"}, {"type": "file", "path": ".gitattributes"}]
     if infos is not None:
         root.append({"type": "file", "oid": git_oid(infos), "size": len(infos), "path": "dataset_infos.json"})
-        server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json", infos)
+        server.serve_like_a_cdn(f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json", infos)
     server.serve_json(f"{api}/tree/{SHA}", root)
     for path, (data, _) in shards.items():
-        server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data)
+        server.redirect(f"/datasets/{REPO}/resolve/{SHA}/{path}", f"{server.url}/cdn/{sha256(data)}?Expires=1")
+        server.serve_like_a_cdn(f"/cdn/{sha256(data)}", data)
 
     def corrupt(path: str) -> None:
-        data = shards[path][0] if path.endswith(".parquet") else infos
-        server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data[:-10] + b"\x00" * 10)
+        if path.endswith(".parquet"):
+            data = shards[path][0]
+            server.serve_like_a_cdn(f"/cdn/{sha256(data)}", data[:-10] + b"\x00" * 10)
+        else:
+            server.serve_like_a_cdn(f"/datasets/{REPO}/resolve/{SHA}/{path}", infos[:-10] + b"\x00" * 10)
 
     return SimpleNamespace(
         server=server,
@@ -242,6 +248,36 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
         p.relative_to(download_cfg.cache_dir).as_posix() for p in Path(download_cfg.cache_dir).rglob("*.parquet")
     )
     assert cached == [f"wikiart/test-org_wikiart-mini/{SHA}/{p}" for p in SHARD_PATHS[:2]]
+
+
+def test_wikiart_shards_come_through_the_redirect_uncompressed(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    cdn = [r for r in hub.server.requests() if r.path.startswith("/cdn/")]
+    assert sorted(r.path for r in cdn) == sorted(f"/cdn/{sha256(shards[p][0])}" for p in SHARD_PATHS[:2])
+    assert all(r.headers["accept-encoding"] == "identity" for r in cdn)
+    cache = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA
+    assert all((cache / p).read_bytes() == shards[p][0] for p in SHARD_PATHS[:2])
+
+
+def test_wikiart_rate_limited_download_waits_as_asked(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    resolve = f"/datasets/{REPO}/resolve/{SHA}/{SHARD_PATHS[1]}"
+    redirect = hub.server.Reply(302, b"", {"Location": f"{hub.server.url}/cdn/{sha256(shards[SHARD_PATHS[1]][0])}"})
+    hub.server.route(resolve, hub.server.sequence(hub.server.Reply(429, b"", {"Retry-After": "1"}), redirect))
+    start = time.monotonic()
+    records = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")  # download_cfg.backoff_s = 0
+    assert time.monotonic() - start >= 1.0  # the second try came after the second the server asked for
+    assert len(records) == 4
+    assert hub.server.count(resolve) == 2
+
+
+def test_wikiart_rate_limit_longer_than_the_bound_is_a_clear_error(tmp_path, hub, wikiart_cfg, download_cfg):
+    resolve = f"/datasets/{REPO}/resolve/{SHA}/{SHARD_PATHS[0]}"
+    hub.server.route(resolve, lambda req: hub.server.Reply(429, b"", {"Retry-After": "3600"}))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"wait 3600 s .* fetch\.download\.max_retry_after_s = 300 s"):
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    assert time.monotonic() - start < 5
+    assert hub.server.count(resolve) == 1
 
 
 def test_wikiart_names_from_dataset_infos_select_the_right_rows(tmp_path, hub, shards, wikiart_cfg, download_cfg):
