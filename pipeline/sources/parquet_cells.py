@@ -1,11 +1,12 @@
 """Selected cells of one binary parquet column, streamed page by page: memory stays at about one cell.
 
 Why not pyarrow alone: pyarrow decodes whole pages, and a page can hold a whole row group's images. pyarrow's writer
-checks the page and dictionary size limits only after each ``write_batch_size`` (1024) values, and the ``datasets``
-library wrote a pushed shard with one ``write_table`` call of up to 10,000 rows (``Dataset.to_parquet`` batch size
-``config.DEFAULT_MAX_BATCH_SIZE``), so a shard of ~1,130 images (huggan/wikiart: ~500 MB each) most likely keeps its
-first 1,024 images in a single dictionary page. Reading any one of them with pyarrow holds that page about twice
-(read and decoded): measured 426 MB of Arrow memory for a 198 MB single-page shard (bench/fetch_memory.py).
+checks the page and dictionary size limits only after each ``write_batch_size`` (1024) values, so up to 1,024 images
+written in one call share one page (a dictionary page, with the default dictionary encoding). A shard pushed by the
+``datasets`` of 2022 (huggan/wikiart: about 1,130 images, 0.5 GB per shard) was most likely written that way, in one
+call of its whole shard (later ``datasets`` releases write image datasets in row groups of 100 rows). Reading any
+image of such a page with pyarrow holds the page about twice, read and decoded: for a 200 MB single-page shard,
+454 MB of Arrow memory and +541 MB resident (bench/fetch_memory.py, ``--readers pyarrow``).
 
 This reader parses the page headers itself (Thrift compact protocol; ``PageHeader`` of parquet-format's
 parquet.thrift), seeks past the pages that hold no selected row and streams the others: codecs UNCOMPRESSED, SNAPPY
