@@ -95,7 +95,10 @@ class StreetsSource(Strict):
     api_url: Annotated[str, Field(pattern=r"^https?://")]
     token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     bbox: Annotated[list[float], Field(min_length=4, max_length=4)]
-    limit: Annotated[int, Field(ge=1, le=2000)]
+    photos: Annotated[int, Field(ge=1, le=100_000)]
+    page_size: Annotated[int, Field(ge=1, le=2000)]  # the images search's `limit`: 2000 at most per answer
+    max_requests: Annotated[int, Field(ge=1, le=100_000)]
+    per_sequence: Annotated[int, Field(ge=1, le=100_000)]
     image_field: Literal["thumb_256_url", "thumb_1024_url", "thumb_2048_url", "thumb_original_url"]
     seed: Seed
     license: Annotated[str, Field(min_length=1)]
@@ -116,6 +119,7 @@ class DownloadSection(Strict):
     retries: Annotated[int, Field(ge=0, le=20)]
     backoff_s: Annotated[float, Field(ge=0.0, le=600.0)]
     timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)]
+    max_retry_after_s: Annotated[float, Field(ge=0.0, le=86400.0)]
 
 
 class FetchSection(Strict):
@@ -149,6 +153,8 @@ class SplitSection(Strict):
     train: Fraction
     val: Fraction
     test: Fraction
+    # manifest columns whose shared (non-empty) values keep images together in one split (pipeline/prepare.py)
+    group_by: list[Literal["sequence", "artist"]]
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitSection:

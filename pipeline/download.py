@@ -1,13 +1,21 @@
-"""Robust HTTP downloads: streamed to a temp file, retried with exponential backoff, resumed with HTTP Range
-where the server allows it, sha256-verified, and renamed into place atomically. A file at ``dest`` is therefore
-always complete (and verified when a checksum is known); a partial body only ever lives in ``dest.part``.
+"""Robust HTTP downloads: streamed to a temp file, retried with exponential backoff (or as long as the server's
+``Retry-After`` says, within a bound), resumed with HTTP Range where the server allows it, checksum-verified, and
+renamed into place atomically. A file at ``dest`` is therefore always complete (and verified when a checksum is
+known); a partial body only ever lives in ``dest.part``.
+
+Downloads ask for ``Accept-Encoding: identity`` (as huggingface_hub does): a body the server compresses on the fly
+no longer matches its Content-Length once ``requests`` decodes it, and Range offsets count the encoded bytes.
+Redirects (the Hub's ``/resolve/`` answers 302 to a CDN) are followed, Range header included.
 """
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +25,7 @@ from tqdm.auto import tqdm
 
 from methods.errors import NstError
 from methods.utils import replace_file, sha256_file
+from pipeline.config import DownloadSection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,20 +35,59 @@ _USER_AGENT = "nst-bench/0.1 (+https://github.com/; research benchmark)"
 
 
 class DownloadError(NstError):
-    """A download failed for good (after retries, a non-retryable status, or a checksum mismatch)."""
+    """A download failed for good (after retries, a non-retryable status, or a checksum mismatch). ``status`` is
+    the HTTP status of a non-retryable answer (None for other failures)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Retryable(Exception):
-    """A transient failure: worth another attempt."""
+    """A transient failure: worth another attempt, after ``retry_after`` seconds when the server said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try. Waits are ``backoff_s * 2**attempt`` seconds between attempts."""
+    """How hard to try. Waits are ``backoff_s * 2**attempt`` seconds between attempts, or what a 429/503 answer's
+    ``Retry-After`` asks for; an answer asking for more than ``max_retry_after_s`` ends the download at once."""
 
     retries: int = 4
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+    max_retry_after_s: float = 300.0
+
+
+def retry_policy(cfg: DownloadSection) -> RetryPolicy:
+    """The policy ``fetch.download`` describes."""
+    return RetryPolicy(
+        retries=cfg.retries, backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, max_retry_after_s=cfg.max_retry_after_s
+    )
+
+
+_RATELIMIT_RESET = re.compile(r"(?:^|;)\s*t=(\d+(?:\.\d+)?)")
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from ``Retry-After`` (delta-seconds or an HTTP date, RFC 9110 sec. 10.2.3),
+    else from the ``t=`` of a ``RateLimit`` header (draft-ietf-httpapi-ratelimit-headers, which the Hugging Face Hub
+    sends with its 429s); None when neither is there or parses."""
+    value = (headers.get("Retry-After") or "").strip()
+    if value:
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    match = _RATELIMIT_RESET.search(headers.get("RateLimit") or "")
+    return float(match[1]) if match else None
 
 
 def with_retries(
@@ -55,9 +103,16 @@ def with_retries(
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
+            asked = getattr(exc, "retry_after", None)
+            if asked is not None and asked > policy.max_retry_after_s:
+                raise DownloadError(
+                    f"{what}: {exc}, and the server asks to wait {asked:.0f} s before retrying (Retry-After), more "
+                    f"than fetch.download.max_retry_after_s = {policy.max_retry_after_s:g} s; try again later or "
+                    "raise that bound"
+                ) from exc
             if attempt == policy.retries:
                 raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}") from exc
-            wait = policy.backoff_s * 2**attempt
+            wait = asked if asked is not None else policy.backoff_s * 2**attempt
             log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, exc, wait)
             sleep(wait)
     raise AssertionError("unreachable")
@@ -65,9 +120,9 @@ def with_retries(
 
 def _check_status(response: requests.Response, url: str) -> None:
     if response.status_code in RETRYABLE_STATUS:
-        raise _Retryable(f"HTTP {response.status_code}")
+        raise _Retryable(f"HTTP {response.status_code}", retry_after_s(response.headers))
     if response.status_code >= 400:
-        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
+        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}", response.status_code)
 
 
 def get_json(
@@ -103,6 +158,12 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
             part.unlink(missing_ok=True)
             raise _Retryable("HTTP 416 for the resume range; restarting from byte 0")
         _check_status(response, url)
+        # A server may compress anyway: requests then decodes the body, so neither Content-Length nor a Range
+        # offset describes what lands in the file. Take the whole body again and let the checksum judge it.
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        if encoded and response.status_code == 206:
+            part.unlink(missing_ok=True)
+            raise _Retryable(f"a {response.headers['Content-Encoding']}-encoded answer to a Range request; restarting")
         resumed = offset > 0 and response.status_code == 206
         if resumed:
             content_range = response.headers.get("Content-Range", "")
@@ -111,7 +172,7 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
                 raise _Retryable(f"server answered the resume with Content-Range {content_range!r}; restarting")
         else:
             offset = 0
-        length = response.headers.get("Content-Length")
+        length = None if encoded else response.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else None
         with (
             open(part, "ab" if resumed else "wb") as fh,
@@ -133,11 +194,32 @@ def _fetch_into(url: str, part: Path, http: requests.Session, headers: dict[str,
         raise _Retryable(f"incomplete body: {size} of {expected} bytes")
 
 
+def git_blob_oid(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The git object id of a file's bytes (sha1 of ``"blob <size>\\0"`` + content): what a Hugging Face tree listing
+    gives as ``oid`` for a file that is not in LFS."""
+    path = Path(path)
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mismatch(path: Path, sha256: str | None, git_oid: str | None) -> str | None:
+    """Why ``path`` fails its checksums (None: it passes, or there is nothing to check)."""
+    if sha256 is not None and (actual := sha256_file(path)) != sha256.lower():
+        return f"sha256 mismatch (expected {sha256.lower()}, got {actual})"
+    if git_oid is not None and (actual := git_blob_oid(path)) != git_oid.lower():
+        return f"git blob id mismatch (expected {git_oid.lower()}, got {actual})"
+    return None
+
+
 def download(
     url: str,
     dest: str | Path,
     *,
     sha256: str | None = None,
+    git_oid: str | None = None,
     policy: RetryPolicy = RetryPolicy(),
     headers: dict[str, str] | None = None,
     session: requests.Session | None = None,
@@ -145,7 +227,8 @@ def download(
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
-    A ``dest`` already present is kept when it matches ``sha256`` (or when no checksum is known).
+    A ``dest`` already present is kept when it matches ``sha256`` and ``git_oid`` (see :func:`git_blob_oid`; either
+    may be None, and with neither the file is kept as it is).
     The body streams into ``dest.part``; transient failures (connection errors, timeouts, HTTP 408/429/5xx,
     a body shorter than Content-Length) are retried, resuming with a Range request; the finished file is
     checked against ``sha256`` and only then renamed to ``dest``.
@@ -155,24 +238,23 @@ def download(
             file is deleted; ``dest`` is never created from a bad body).
     """
     dest = Path(dest)
+    checked = sha256 is not None or git_oid is not None
     if dest.is_file():
-        if sha256 is None or sha256_file(dest) == sha256.lower():
-            log.debug("%s: already present%s", dest, " and verified" if sha256 else "")
+        if (problem := _mismatch(dest, sha256, git_oid)) is None:
+            log.debug("%s: already present%s", dest, " and verified" if checked else "")
             return dest
-        log.warning("%s: present but its sha256 does not match; downloading again", dest)
+        log.warning("%s: present but fails its checksum (%s); downloading again", dest, problem)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    if sha256 is None:
+    if not checked:
         # Without a checksum a leftover .part (perhaps of an older version of the file) cannot be trusted to be a
         # prefix of this body: resume only within this call's retries.
         part.unlink(missing_ok=True)
     http = session or requests.Session()
-    hdrs = {"User-Agent": _USER_AGENT, **(headers or {})}
+    hdrs = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
     with_retries(url, lambda: _fetch_into(url, part, http, hdrs, policy), policy, sleep)
-    if sha256 is not None:
-        actual = sha256_file(part)
-        if actual != sha256.lower():
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {actual}); file discarded")
+    if (problem := _mismatch(part, sha256, git_oid)) is not None:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: {problem}; file discarded")
     replace_file(part, dest)  # one rename, with the ordinary file mode
     return dest

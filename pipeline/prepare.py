@@ -6,8 +6,12 @@
   images than splits is an error.
 - Resizing: the ``resize.edge`` side (long or short) is scaled to ``resize.side_px`` px, aspect ratio kept,
   antialiased bicubic, never enlarged unless ``resize.upscale``. Saved as 8-bit RGB PNG ``<id>.png``.
-- Splitting: per role, ids are sorted, shuffled with ``Random(f"{seed}:{role}")`` and cut into train/val/test by
-  the fractions (largest-remainder rounding, at least one image each). Same inputs + seed -> same split.
+- Splitting: per role, images sharing a value of a ``split.group_by`` manifest column (a Mapillary ``sequence``, a
+  WikiArt ``artist``) form one group; the groups (an image with no such value is a group of its own) are sorted by
+  their first id, shuffled with ``Random(f"{seed}:{role}")`` and dealt in that order: a group goes to the split its
+  first image falls in when the images are cut into train/val/test by the fractions (largest-remainder rounding,
+  at least one each). So no group spans two splits, and with single-image groups this is a plain shuffle-and-cut.
+  Same inputs + seed -> same split.
 """
 
 from __future__ import annotations
@@ -64,14 +68,55 @@ def split_counts(n: int, split: SplitSection, role: str = "images") -> tuple[int
     return counts[0], counts[1], counts[2]
 
 
-def assign_splits(ids: list[str], split: SplitSection, seed: int, role: str) -> dict[str, str]:
-    """Map each id to "train" | "val" | "test"; deterministic for the same ids (in any order) and seed."""
-    order = sorted(ids)
-    random.Random(f"{seed}:{role}").shuffle(order)
-    n_train, n_val, _ = split_counts(len(order), split, role)
-    return {
-        ident: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, ident in enumerate(order)
-    }
+def split_groups(values: dict[str, dict[str, str]]) -> list[list[str]]:
+    """Ids linked by a shared non-empty value of any column (``values``: id -> {column: value}), as groups (sorted
+    ids, groups sorted by their first id); an id with no value is a group of its own."""
+    parent = {ident: ident for ident in values}
+
+    def root(ident: str) -> str:
+        while parent[ident] != ident:
+            parent[ident] = parent[parent[ident]]
+            ident = parent[ident]
+        return ident
+
+    first_with: dict[tuple[str, str], str] = {}
+    for ident in sorted(values):
+        for column, value in sorted(values[ident].items()):
+            if value:
+                other = first_with.setdefault((column, value), ident)
+                a, b = sorted((root(ident), root(other)))
+                parent[b] = a
+    groups: dict[str, list[str]] = {}
+    for ident in sorted(values):
+        groups.setdefault(root(ident), []).append(ident)
+    return sorted(groups.values())
+
+
+def assign_splits(
+    ids: list[str], split: SplitSection, seed: int, role: str, groups: list[list[str]] | None = None
+) -> dict[str, str]:
+    """Map each id to "train" | "val" | "test", keeping each of ``groups`` (lists of ids; default: every id alone)
+    in one split; deterministic for the same ids and groups (in any order) and seed."""
+    units = sorted(sorted(g) for g in groups) if groups is not None else [[ident] for ident in sorted(ids)]
+    if sorted(i for g in units for i in g) != sorted(ids):
+        raise ValueError("groups must partition the ids")
+    random.Random(f"{seed}:{role}").shuffle(units)
+    n_train, n_val, _ = split_counts(len(ids), split, role)
+    if len(units) < len(SPLITS):
+        raise PrepareError(
+            f"{len(ids)} usable {role} image(s) in {len(units)} group(s) of shared {' / '.join(split.group_by)}, "
+            "but train/val/test need one group each (prepare.split.group_by)"
+        )
+    dealt: list[list[list[str]]] = [[], [], []]
+    start = 0
+    for unit in units:
+        dealt[0 if start < n_train else 1 if start < n_train + n_val else 2].append(unit)
+        start += len(unit)
+    for s in range(len(SPLITS)):  # a group bigger than its share can leave a later split without any
+        if not dealt[s]:
+            donor = max(range(len(SPLITS)), key=lambda t: (len(dealt[t]), -t))
+            dealt[s].append(dealt[donor].pop())
+    return {ident: SPLITS[s] for s in range(len(SPLITS)) for unit in dealt[s] for ident in unit}
 
 
 def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
@@ -81,6 +126,9 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
     rows: list[dict[str, object]] = []
     with atomic_dir(out_dir) as tmp:
         staged: dict[str, list[dict[str, object]]] = {role: [] for role in ROLES}
+        group_values = {  # (role, id) -> the group_by columns' values
+            (rec.role, rec.id): {c: getattr(rec, c) for c in cfg.split.group_by} for rec in records
+        }
         for rec in tqdm(records, desc="prepare", unit="img", disable=None):
             path = raw_dir / rec.file
             row: dict[str, object] = {
@@ -121,7 +169,11 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
                     f"{raw_dir}: {len(usable)} usable {role} image(s) ({skipped} skipped), "
                     "but train/val/test need at least one each"
                 )
-            assignment = assign_splits([str(r["id"]) for r in usable], cfg.split, cfg.seed, role)
+            ids = [str(r["id"]) for r in usable]
+            groups = split_groups({ident: group_values[role, ident] for ident in ids})
+            if len(groups) < len(ids):
+                log.info("prepare: %d %s images in %d groups (%s)", len(ids), role, len(groups), cfg.split.group_by)
+            assignment = assign_splits(ids, cfg.split, cfg.seed, role, groups)
             for row in usable:
                 split = assignment[str(row["id"])]
                 dest = tmp / split / role / f"{row['id']}.png"

@@ -39,3 +39,17 @@ def test_gatys_bench_writes_fp32_and_bf16_side_by_side(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [(r["amp"], r["channels_last"]) for r in rows] == [(False, True), (True, True)]
     assert all(r["seconds_per_iteration"] > 0 and r["final_loss"] > 0 for r in rows)
+
+
+def test_fetch_memory_bench_writes_the_fetch_memory(tmp_path):
+    out = tmp_path / "fetch_memory.json"
+    args = ["--size-mb", "3", "--image-kb", "200", "--per-class", "2", "--readers", "streaming", "--out", str(out)]
+    subprocess.run([sys.executable, str(ROOT / "bench/fetch_memory.py"), *args], check=True, cwd=ROOT, timeout=300)
+    [row] = json.loads(out.read_text())["results"]
+    assert row["reader"] == "streaming"
+    assert row["shard_row_groups"] == 1
+    assert row["shard_bytes"] > 2_000_000
+    assert row["paintings"] == 12  # 2 of each of the 6 styles asked for
+    assert row["peak_rss_mb"] >= row["rss_before_fetch_mb"] > 0
+    assert row["fetch_rss_increase_mb"] >= 0
+    assert row["arrow_peak_mb"] < 1  # the streaming reader never has pyarrow decode a page

@@ -44,6 +44,10 @@ class Record:
     width: int | None  # None when the header cannot be read (prepare then skips and counts it)
     height: int | None
     label: str  # class label (e.g. the WikiArt style) or ""
+    artist: str = ""  # WikiArt: the painting's artist, style and genre names ("" where the source has none)
+    style: str = ""
+    genre: str = ""
+    sequence: str = ""  # Mapillary: the sequence (one capture drive) the photo belongs to; prepare keeps one together
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Record))
@@ -66,9 +70,10 @@ def unique_id(base: str, taken: set[str]) -> str:
 
 
 def make_record(
-    raw_dir: Path, role: str, source: str, ident: str, path: Path, url: str, license: str, label: str = ""
+    raw_dir: Path, role: str, source: str, ident: str, path: Path, url: str, license: str, label: str = "", **extra: str
 ) -> Record:
-    """Build the manifest row for an image already written to ``path`` (inside ``raw_dir``)."""
+    """Build the manifest row for an image already written to ``path`` (inside ``raw_dir``); ``extra`` fills the
+    optional columns (``artist``, ``style``, ``genre``, ``sequence``)."""
     try:
         width, height = image_size(path)
     except ImageError as exc:
@@ -85,6 +90,7 @@ def make_record(
         width=width,
         height=height,
         label=label,
+        **extra,
     )
 
 

@@ -1,10 +1,17 @@
 """WikiArt paintings from a Hugging Face parquet mirror (default ``huggan/wikiart``), pinned by commit.
 
-Steps: resolve ``revision`` to a commit sha (``/api/datasets/<repo>/revision/<rev>``), list the parquet shards
-with their LFS sha256 (``/api/datasets/<repo>/tree/<sha>/<data_dir>``), download the first ``shards`` of them
-(sorted by path) into the download cache with checksum verification, then choose ``per_class`` rows per class
-of ``class_by`` (after the style/artist/genre filters) with a seeded RNG and write their image bytes unchanged.
-Class names come from the ``huggingface`` schema metadata that the ``datasets`` library writes into each shard.
+Steps:
+1. resolve ``revision`` to a commit sha (``/api/datasets/<repo>/revision/<rev>``) and list the parquet shards with
+   their LFS sha256 (``/api/datasets/<repo>/tree/<sha>/<data_dir>``);
+2. download the first ``shards`` of them (sorted by path) into the download cache, checksum-verified;
+3. find the class names of the label columns (artist, genre, style hold integers): from a shard's ``huggingface``
+   schema metadata where it has them (``datasets`` >= 2.10 writes it), otherwise from the repository's
+   ``dataset_infos.json`` at the same commit, laid out as ``{config: {"features": {column: {"names": [...]}}}}``
+   (huggan/wikiart, pushed in 2022 with an older ``datasets``: config ``huggan--wikiart``, 129 artists, 11 genres,
+   27 styles), downloaded into the same cache and checked against the git blob id the tree listing gives;
+4. choose ``per_class`` rows per class of ``class_by`` (after the style/artist/genre filters) with a seeded RNG;
+5. stream only the chosen rows' image bytes out of the shard (:mod:`pipeline.sources.parquet_cells`: about one image
+   in memory at a time) and write them unchanged, with the artist, style and genre names in the manifest.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import logging
 import random
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,13 +28,16 @@ from urllib.parse import quote
 import pyarrow.parquet as pq
 
 from pipeline.config import DownloadSection, WikiArtSource
-from pipeline.download import RetryPolicy, download, get_json
+from pipeline.download import RetryPolicy, download, get_json, retry_policy
 from pipeline.io import sniff_image_suffix, write_bytes_atomic
 from pipeline.sources import FetchError, Record, make_record, safe_id
+from pipeline.sources.parquet_cells import read_cells
 
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("style", "artist", "genre")
+INFOS_FILE = "dataset_infos.json"  # datasets' config.DATASETDICT_INFOS_FILENAME
+IMAGE_COLUMN = "image.bytes"  # a datasets Image feature is stored as struct<bytes: binary, path: string>
 
 
 def class_names(pf: pq.ParquetFile) -> dict[str, list[str]]:
@@ -42,123 +53,207 @@ def class_names(pf: pq.ParquetFile) -> dict[str, list[str]]:
     return {k: list(v["names"]) for k, v in features.items() if isinstance(v, dict) and "names" in v}
 
 
-def _label(value: int, names: list[str] | None) -> str:
+def infos_class_names(doc: Any, repo: str, where: str) -> tuple[str, dict[str, list[str]]]:
+    """``(config, {column: names})`` from a parsed ``dataset_infos.json``.
+
+    The config is the only one, else ``<owner>--<name>`` (how ``push_to_hub`` named it: ``huggan--wikiart``), else
+    ``default``. ``where`` names the file in error messages.
+    """
+    if not isinstance(doc, dict) or not doc:
+        raise FetchError(f'{where}: expected an object of configs, {{config: {{"features": ...}}}}')
+    preferred = repo.replace("/", "--")
+    config = next(iter(doc)) if len(doc) == 1 else preferred if preferred in doc else "default"
+    if config not in doc:
+        raise FetchError(f"{where}: several configs ({', '.join(doc)}) and none named {preferred!r} or 'default'")
+    features = doc[config].get("features") if isinstance(doc[config], dict) else None
+    if not isinstance(features, dict):
+        raise FetchError(f'{where}: no ["{config}"]["features"] object')
+    names = {
+        col: [str(n) for n in spec["names"]]
+        for col, spec in features.items()
+        if isinstance(spec, dict) and isinstance(spec.get("names"), list)
+    }
+    return config, names
+
+
+@dataclass
+class _Hub:
+    """The dataset repository at one commit: API listings and cached, verified file downloads."""
+
+    endpoint: str
+    repo: str
+    sha: str
+    policy: RetryPolicy
+    cache: Path
+    _infos: tuple[str, dict[str, list[str]]] | None = field(default=None, init=False)
+    _infos_problem: str = field(default="", init=False)
+
+    @property
+    def api(self) -> str:
+        return f"{self.endpoint}/api/datasets/{self.repo}"
+
+    def tree(self, folder: str) -> list[dict[str, Any]]:
+        listing = get_json(f"{self.api}/tree/{self.sha}/{folder}".rstrip("/"), policy=self.policy)
+        if not isinstance(listing, list):
+            raise FetchError(f"fetch.wikiart: {self.api}/tree/{self.sha}/{folder} did not answer with a list of files")
+        return [e for e in listing if isinstance(e, dict)]
+
+    def resolve_url(self, path: str) -> str:
+        return f"{self.endpoint}/datasets/{self.repo}/resolve/{self.sha}/{path}"
+
+    def infos_names(self) -> tuple[str, dict[str, list[str]]] | None:
+        """``dataset_infos.json``'s (config, class names), downloaded once; None when the repository has none."""
+        if self._infos is None and not self._infos_problem:
+            entry = next((e for e in self.tree("") if e.get("path") == INFOS_FILE and e.get("type") == "file"), None)
+            if entry is None:
+                self._infos_problem = f"{self.repo}@{self.sha[:12]} has no {INFOS_FILE}"
+                return None
+            lfs = entry.get("lfs") or {}
+            path = download(
+                self.resolve_url(INFOS_FILE),
+                self.cache / INFOS_FILE,
+                sha256=lfs.get("oid") or lfs.get("sha256"),
+                git_oid=None if lfs else entry.get("oid"),
+                policy=self.policy,
+            )
+            where = f"{self.repo}@{self.sha[:12]}/{INFOS_FILE}"
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise FetchError(f"{where}: not valid JSON ({exc})") from None
+            self._infos = infos_class_names(doc, self.repo, where)
+        return self._infos
+
+    def names_for(self, pf: pq.ParquetFile) -> dict[str, list[str]]:
+        """Class names of the label columns in ``pf``: the shard's own metadata first, then dataset_infos.json."""
+        names = {c: n for c, n in class_names(pf).items() if c in LABEL_COLUMNS}
+        if any(c in pf.schema_arrow.names and c not in names for c in LABEL_COLUMNS):
+            infos = self.infos_names()
+            if infos is not None:
+                names = {**infos[1], **names}
+        return names
+
+    def where_names_were_sought(self, shard: str, column: str) -> str:
+        """For error messages: every place the class names of ``column`` were looked for."""
+        if self._infos is not None:
+            key = f'["{self._infos[0]}"]["features"]["{column}"]["names"]'
+            infos = f"{self.repo}@{self.sha[:12]}/{INFOS_FILE} has no {key}"
+        else:
+            infos = self._infos_problem
+        return f"{shard} has no 'huggingface' schema metadata with them, and {infos}"
+
+
+def _label(value: int | None, names: list[str] | None) -> str:
+    if value is None:
+        return ""
     return names[value] if names is not None and 0 <= value < len(names) else str(value)
 
 
-def _select(
-    shard_files: list[Path], cfg: WikiArtSource
-) -> list[tuple[int, int, str]]:  # (shard index, row index, class label)
+@dataclass(frozen=True)
+class _Row:
+    shard: int
+    row: int
+    labels: dict[str, str]  # column -> name ("" when the shard has no such column)
+
+
+def _select(shard_files: list[Path], shard_paths: list[str], cfg: WikiArtSource, hub: _Hub) -> list[_Row]:
     filters = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
-    by_class: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    by_class: dict[str, list[_Row]] = defaultdict(list)
+    unnamed: dict[str, str] = {}  # label column without names -> where they were sought
     for s, path in enumerate(shard_files):
         pf = pq.ParquetFile(path)
-        names = class_names(pf)
         needed = sorted({cfg.class_by, *(k for k, v in filters.items() if v)})
         missing = [c for c in needed if c not in pf.schema_arrow.names]
         if missing:
             raise FetchError(f"{path}: shard has no column(s) {', '.join(missing)} (columns: {pf.schema_arrow.names})")
-        table = pf.read(columns=needed)
-        columns = {c: table.column(c).to_pylist() for c in needed}
+        names = hub.names_for(pf)
+        present = [c for c in LABEL_COLUMNS if c in pf.schema_arrow.names]
         for col, wanted in filters.items():
             if not wanted:
                 continue
             valid = names.get(col)
-            unknown = [w for w in wanted if valid is not None and w not in valid]
+            if valid is None:
+                raise FetchError(
+                    f"fetch.wikiart.{col}s selects {col}s by name, but no {col} names were found: "
+                    + hub.where_names_were_sought(shard_paths[s], col)
+                )
+            unknown = [w for w in wanted if w not in valid]
             if unknown:
                 raise FetchError(
-                    f"fetch.wikiart.{col}s: unknown {col} name(s) {', '.join(unknown)}; valid: {', '.join(valid or [])}"
+                    f"fetch.wikiart.{col}s: unknown {col} name(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
                 )
+        unnamed.update({c: hub.where_names_were_sought(shard_paths[s], c) for c in present if c not in names})
+        table = pf.read(columns=present)  # the label columns only: integers, a few kB per shard
+        columns = {c: table.column(c).to_pylist() for c in present}
         for row in range(table.num_rows):
-            keep = all(
-                not wanted or _label(columns[col][row], names.get(col)) in wanted for col, wanted in filters.items()
-            )
-            if keep:
-                by_class[_label(columns[cfg.class_by][row], names.get(cfg.class_by))].append((s, row))
+            labels = {c: _label(columns[c][row], names.get(c)) if c in columns else "" for c in LABEL_COLUMNS}
+            if all(not wanted or labels[col] in wanted for col, wanted in filters.items()):
+                by_class[labels[cfg.class_by]].append(_Row(s, row, labels))
+    for col, where in sorted(unnamed.items()):
+        log.warning("wikiart: no %s names (%s); the manifest records their numbers instead", col, where)
     rng = random.Random(cfg.seed)
-    chosen: list[tuple[int, int, str]] = []
+    chosen: list[_Row] = []
     for label in sorted(by_class):
         rows = by_class[label]
         if len(rows) < cfg.per_class:
-            log.warning(
-                "wikiart: class %s has only %d matching rows (per_class = %d)",
-                label,
-                len(rows),
-                cfg.per_class,
-            )
-        for s, row in sorted(rng.sample(rows, min(cfg.per_class, len(rows)))):
-            chosen.append((s, row, label))
+            log.warning("wikiart: class %s has only %d matching rows (per_class = %d)", label, len(rows), cfg.per_class)
+        chosen.extend(rng.sample(rows, min(cfg.per_class, len(rows))))
     if not chosen:
         raise FetchError(
             f"fetch.wikiart: no rows match styles={cfg.styles} artists={cfg.artists} genres={cfg.genres} "
             f"in {len(shard_files)} shard(s)"
         )
-    return sorted(chosen)
-
-
-def _row_image_bytes(pf: pq.ParquetFile, rows: list[int]) -> dict[int, bytes]:
-    """Image bytes of ``rows`` (sorted), reading only the row groups that contain them."""
-    out: dict[int, bytes] = {}
-    start = 0
-    wanted = set(rows)
-    for rg in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(rg).num_rows
-        hits = [r for r in range(start, start + n) if r in wanted]
-        if hits:
-            column = pf.read_row_group(rg, columns=["image"]).column("image").to_pylist()
-            for r in hits:
-                cell = column[r - start]
-                data = cell.get("bytes") if isinstance(cell, dict) else cell
-                if data:
-                    out[r] = data
-        start += n
-    return out
+    return sorted(chosen, key=lambda r: (r.shard, r.row))
 
 
 def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: str) -> list[Record]:
     """Download the configured shards (cached, verified) and write the chosen paintings to ``raw_dir/role``."""
-    policy = RetryPolicy(retries=dl.retries, backoff_s=dl.backoff_s, timeout_s=dl.timeout_s)
-    api = f"{cfg.endpoint.rstrip('/')}/api/datasets/{cfg.repo}"
+    policy = retry_policy(dl)
+    endpoint = cfg.endpoint.rstrip("/")
+    api = f"{endpoint}/api/datasets/{cfg.repo}"
     info = get_json(f"{api}/revision/{quote(cfg.revision, safe='')}", policy=policy)
     sha = info.get("sha") if isinstance(info, dict) else None
     if not sha:
         raise FetchError(f"fetch.wikiart: {api}/revision/{cfg.revision} gave no commit sha")
-    tree = get_json(f"{api}/tree/{sha}/{cfg.data_dir}".rstrip("/"), policy=policy)
+    hub = _Hub(endpoint, cfg.repo, sha, policy, Path(dl.cache_dir) / "wikiart" / safe_id(cfg.repo) / sha)
     shards = sorted(
-        (e for e in tree if e.get("type") == "file" and str(e.get("path", "")).endswith(".parquet")),
+        (e for e in hub.tree(cfg.data_dir) if e.get("type") == "file" and str(e.get("path", "")).endswith(".parquet")),
         key=lambda e: e["path"],
     )[: cfg.shards]
     if not shards:
         raise FetchError(f"fetch.wikiart: no parquet files under {cfg.repo}@{sha}/{cfg.data_dir}")
-    cache = Path(dl.cache_dir) / "wikiart" / safe_id(cfg.repo) / sha
     urls, files = [], []
     for entry in shards:
-        url = f"{cfg.endpoint.rstrip('/')}/datasets/{cfg.repo}/resolve/{sha}/{entry['path']}"
+        url = hub.resolve_url(entry["path"])
         checksum = (entry.get("lfs") or {}).get("oid") or (entry.get("lfs") or {}).get("sha256")
         log.info("wikiart: shard %s", entry["path"])
-        files.append(download(url, cache / entry["path"], sha256=checksum, policy=policy))
+        files.append(download(url, hub.cache / entry["path"], sha256=checksum, policy=policy))
         urls.append(url)
-    chosen = _select(files, cfg)
+    chosen = _select(files, [e["path"] for e in shards], cfg, hub)
     records = []
     (raw_dir / role).mkdir(parents=True, exist_ok=True)
     for s, path in enumerate(files):
-        rows = [row for shard, row, _ in chosen if shard == s]
+        rows = {c.row: c for c in chosen if c.shard == s}
         if not rows:
             continue
-        images = _row_image_bytes(pq.ParquetFile(path), rows)
-        for shard, row, label in chosen:
-            if shard != s:
-                continue
-            data = images.get(row)
+        try:
+            cells = read_cells(path, IMAGE_COLUMN, rows)
+        except ValueError as exc:
+            raise FetchError(f"fetch.wikiart: {exc}") from None
+        written: dict[int, Record | None] = dict.fromkeys(rows)  # row -> its record, in row order
+        for row, data in cells:
             suffix = sniff_image_suffix(data) if data else None
             if suffix is None:
                 log.warning("wikiart: %s row %d has no decodable image; skipped", path.name, row)
                 continue
-            ident = safe_id(f"{label}-{Path(shards[s]['path']).stem}-{row}")
+            pick = rows[row]
+            ident = safe_id(f"{pick.labels[cfg.class_by]}-{Path(shards[s]['path']).stem}-{row}")
             dest = raw_dir / role / f"{ident}{suffix}"
             write_bytes_atomic(dest, data)
-            records.append(
-                make_record(raw_dir, role, "wikiart", ident, dest, f"{urls[s]}#row={row}", cfg.license, label)
-            )
+            written[row] = make_record(
+                raw_dir, role, "wikiart", ident, dest, f"{urls[s]}#row={row}", cfg.license,
+                pick.labels[cfg.class_by], **pick.labels,
+            )  # fmt: skip
+        records.extend(rec for rec in written.values() if rec is not None)
     log.info("wikiart: %d paintings from %s@%s", len(records), cfg.repo, sha[:12])
     return records

@@ -7,6 +7,7 @@ every request is logged so tests can count requests and inspect their headers.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import threading
@@ -57,6 +58,17 @@ def bytes_reply(data: bytes, request: Request, *, honour_range: bool = True, con
     return Reply(200, data, headers)
 
 
+def gzip_unless_identity(data: bytes, request: Request) -> Reply:
+    """What a server with on-the-fly compression (a CDN, nginx ``gzip on``) answers: ``data`` gzip-encoded when the
+    request's Accept-Encoding lists gzip (``requests`` sends ``gzip, deflate`` unless told otherwise), else as
+    :func:`bytes_reply` (Range honoured)."""
+    accepted = {e.split(";")[0].strip().lower() for e in request.headers.get("accept-encoding", "").split(",")}
+    if "gzip" in accepted:
+        headers = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return Reply(200, gzip.compress(data, mtime=0), headers)
+    return bytes_reply(data, request)
+
+
 def json_reply(obj: Any, status: int = 200) -> Reply:
     return Reply(status, json.dumps(obj).encode(), {"Content-Type": "application/json"})
 
@@ -71,6 +83,7 @@ class LocalServer:
     Reply = Reply
     bytes_reply = staticmethod(bytes_reply)
     json_reply = staticmethod(json_reply)
+    gzip_unless_identity = staticmethod(gzip_unless_identity)
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
@@ -86,6 +99,14 @@ class LocalServer:
 
     def serve_json(self, path: str, obj: Any) -> None:
         self.route(path, lambda req: json_reply(obj))
+
+    def serve_like_a_cdn(self, path: str, data: bytes) -> None:
+        """``data`` at ``path``, gzip-encoded unless the request asks for identity (:func:`gzip_unless_identity`)."""
+        self.route(path, lambda req: gzip_unless_identity(data, req))
+
+    def redirect(self, path: str, location: str, status: int = 302) -> None:
+        """``path`` answers ``status`` with ``Location: location`` (as the Hub's ``/resolve/`` does for LFS files)."""
+        self.route(path, lambda req: Reply(status, b"", {"Location": location}))
 
     @staticmethod
     def sequence(*replies: Reply | Route) -> Route:

@@ -123,7 +123,8 @@ def test_sample_profile_ignores_profiles_folder(tmp_path: Path) -> None:
         {"fetch.content.source": "folder", "fetch.folder.content_dir": "my/photos"},
         {"fetch.style.source": "folder", "fetch.folder.style_dir": "my/paintings"},
         {"fetch.download.backoff_s": 2},  # an int where a float is expected is fine
-        {"prepare.split": {"train": 0.6, "val": 0.2, "test": 0.2}},  # sums to 1 within rounding
+        {"prepare.split": {"train": 0.6, "val": 0.2, "test": 0.2, "group_by": []}},  # sums to 1 within rounding
+        {"prepare.split.group_by": ["sequence", "artist"]},
         {"prepare.resize.side_px": 16},  # lower bound inclusive
     ],
 )
@@ -137,8 +138,8 @@ def test_valid_variants_load(tmp_path: Path, changes: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- invalid values
 
 
-SPLIT_SUMS_1_5 = {"train": 0.5, "val": 0.5, "test": 0.5}
-SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0}
+SPLIT_SUMS_1_5 = {"train": 0.5, "val": 0.5, "test": 0.5, "group_by": []}
+SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0, "group_by": []}
 
 
 @pytest.mark.parametrize(
@@ -168,6 +169,16 @@ SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0}
         pytest.param({"base.seed": -1}, ["base.seed = -1", "greater than or equal to 0"], id="negative-seed"),
         pytest.param({"prepare.split": SPLIT_SUMS_1_5}, ["prepare.split", "sum to 1", "1.5"], id="split-sum"),
         pytest.param({"prepare.split": SPLIT_ZERO}, ["prepare.split", "> 0", "'test': 0.0"], id="split-zero"),
+        pytest.param(
+            {"prepare.split.group_by": ["creator"]},
+            ["prepare.split.group_by.0 = 'creator'", "'sequence'", "'artist'"],
+            id="group-by-unknown",
+        ),
+        pytest.param(
+            {"fetch.streets.page_size": 5000},
+            ["fetch.streets.page_size = 5000", "less than or equal to 2000"],
+            id="page",
+        ),
         pytest.param(
             {"fetch.download.backoff_s": math.nan}, ["fetch.download.backoff_s = nan", "finite"], id="nan-float"
         ),

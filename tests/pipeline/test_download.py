@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import email.utils
+import gzip
 import hashlib
 import os
 import random
 import socket
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline.download import DownloadError, RetryPolicy, download, get_json
+from pipeline.download import DownloadError, RetryPolicy, download, get_json, git_blob_oid
 
 FAST = RetryPolicy(retries=3, backoff_s=0.0, timeout_s=5.0)
 CHUNK = 1 << 16  # download() writes the body in chunks of this size
@@ -233,6 +237,109 @@ def test_present_with_wrong_checksum_is_downloaded_again(local_server, tmp_path:
     download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
     assert local_server.count("/f.bin") == 1
     assert dest.read_bytes() == DATA
+
+
+def test_git_blob_oid_is_the_id_git_gives(tmp_path: Path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(DATA)
+    done = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
+    assert git_blob_oid(path) == done.stdout.strip()
+
+
+def test_git_oid_mismatch_discards_the_body(local_server, tmp_path: Path):
+    local_server.serve_bytes("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match="git blob id mismatch"):
+        download(f"{local_server.url}/f.bin", dest, git_oid="0" * 40, policy=FAST, sleep=no_sleep)
+    assert not dest.exists()
+    assert not part_of(dest).exists()
+    (tmp_path / "ok.bin").write_bytes(DATA)
+    download(f"{local_server.url}/f.bin", dest, git_oid=git_blob_oid(tmp_path / "ok.bin"), policy=FAST, sleep=no_sleep)
+    assert dest.read_bytes() == DATA
+
+
+# ----------------------------------------------------------------------------------------- servers as they are
+
+
+def test_identity_is_asked_for_so_a_compressing_server_sends_the_bytes(local_server, tmp_path: Path):
+    local_server.serve_like_a_cdn("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    assert dest.read_bytes() == DATA
+    [req] = local_server.requests("/f.bin")
+    assert req.headers["accept-encoding"] == "identity"
+
+
+def test_a_server_that_compresses_anyway_still_gives_the_file(local_server, tmp_path: Path):
+    body = gzip.compress(DATA, mtime=0)
+    local_server.route("/f.bin", lambda req: local_server.Reply(200, body, {"Content-Encoding": "gzip"}))
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    assert dest.read_bytes() == DATA  # decoded; the Content-Length of the encoded body is not held against it
+    assert local_server.count("/f.bin") == 1
+
+
+def test_a_redirect_is_followed_and_a_resume_goes_through_it(local_server, tmp_path: Path):
+    local_server.redirect("/resolve/f.bin", f"{local_server.url}/cdn/f.bin?signed=1")
+    local_server.route("/cdn/f.bin", local_server.sequence(truncated(local_server), full(local_server)))
+    dest = tmp_path / "f.bin"
+    download(f"{local_server.url}/resolve/f.bin", dest, sha256=DATA_SHA, policy=FAST, sleep=no_sleep)
+    assert dest.read_bytes() == DATA
+    assert local_server.count("/resolve/f.bin") == 2
+    first, second = local_server.requests("/cdn/f.bin")
+    assert "range" not in first.headers
+    assert second.headers["range"] == f"bytes={HALF}-"  # the Range header survived the redirect
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"RateLimit": '"api";r=0;t=55'}, 55.0),  # the Hub's form (draft-ietf-httpapi-ratelimit-headers)
+        ({}, 0.5),  # no hint: the exponential backoff
+    ],
+)
+def test_429_waits_as_long_as_the_server_asks(local_server, tmp_path: Path, headers, wait):
+    local_server.route("/f.bin", local_server.sequence(local_server.Reply(429, b"", headers), full(local_server)))
+    waits: list[float] = []
+    policy = RetryPolicy(retries=2, backoff_s=0.5, timeout_s=5.0, max_retry_after_s=60.0)
+    download(f"{local_server.url}/f.bin", tmp_path / "f.bin", sha256=DATA_SHA, policy=policy, sleep=waits.append)
+    assert waits == [wait]
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_retry_after_as_an_http_date(local_server, tmp_path: Path):
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    local_server.route(
+        "/api", local_server.sequence(local_server.Reply(503, b"", {"Retry-After": when}), full(local_server))
+    )
+    waits: list[float] = []
+    policy = RetryPolicy(retries=1, backoff_s=0.5, timeout_s=5.0, max_retry_after_s=60.0)
+    with pytest.raises(DownloadError, match="not JSON"):  # the second answer is the binary file: waited, then read it
+        get_json(f"{local_server.url}/api", policy=policy, sleep=waits.append)
+    [wait] = waits
+    assert 27 <= wait <= 30
+
+
+def test_retry_after_beyond_the_bound_stops_at_once_with_a_clear_error(local_server, tmp_path: Path):
+    local_server.route("/f.bin", lambda req: local_server.Reply(429, b"", {"Retry-After": "3600"}))
+    waits: list[float] = []
+    policy = RetryPolicy(retries=4, backoff_s=0.5, timeout_s=5.0, max_retry_after_s=300.0)
+    with pytest.raises(DownloadError) as info:
+        download(f"{local_server.url}/f.bin", tmp_path / "f.bin", policy=policy, sleep=waits.append)
+    message = str(info.value)
+    assert "HTTP 429" in message
+    assert "wait 3600 s" in message
+    assert "fetch.download.max_retry_after_s = 300 s" in message
+    assert waits == []
+    assert local_server.count("/f.bin") == 1
+
+
+def test_a_client_error_carries_its_status(local_server, tmp_path: Path):
+    local_server.route("/f.bin", lambda req: local_server.Reply(410, b"gone"))
+    with pytest.raises(DownloadError) as info:
+        download(f"{local_server.url}/f.bin", tmp_path / "f.bin", policy=FAST, sleep=no_sleep)
+    assert info.value.status == 410
 
 
 # ----------------------------------------------------------------------------------------- get_json

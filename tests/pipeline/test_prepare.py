@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,10 @@ from PIL import Image
 from methods.image import resize_to_edge
 from pipeline import fetch, prepare
 from pipeline.config import Params, SplitSection, load_params
-from pipeline.prepare import PrepareError, assign_splits, split_counts
-from pipeline.sources import FetchError
+from pipeline.prepare import PrepareError, assign_splits, split_counts, split_groups
+from pipeline.sources import FetchError, read_manifest, write_manifest
 
-HALVES = SplitSection(train=0.5, val=0.25, test=0.25)
+HALVES = SplitSection(train=0.5, val=0.25, test=0.25, group_by=["sequence"])
 
 
 @pytest.fixture
@@ -49,10 +51,10 @@ def tree_digest(root: Path) -> dict[str, str]:
         (8, HALVES, (4, 2, 2)),  # exact
         (7, HALVES, (3, 2, 2)),  # 3.5/1.75/1.75: floors 3/1/1, remainders .5/.75/.75 -> val, test
         (3, HALVES, (1, 1, 1)),
-        (10, SplitSection(train=0.8, val=0.1, test=0.1), (8, 1, 1)),
+        (10, SplitSection(train=0.8, val=0.1, test=0.1, group_by=["sequence"]), (8, 1, 1)),
         (
             5,
-            SplitSection(train=0.8, val=0.1, test=0.1),
+            SplitSection(train=0.8, val=0.1, test=0.1, group_by=["sequence"]),
             (3, 1, 1),
         ),  # 4/0.5/0.5 -> 4/1/1 = 6 -> train gives one
     ],
@@ -63,7 +65,7 @@ def test_split_counts_by_hand(n, split, expected):
 
 def test_split_counts_invariants():
     for n in range(3, 60):
-        counts = split_counts(n, SplitSection(train=0.7, val=0.2, test=0.1))
+        counts = split_counts(n, SplitSection(train=0.7, val=0.2, test=0.1, group_by=["sequence"]))
         assert sum(counts) == n
         assert min(counts) >= 1
 
@@ -178,3 +180,89 @@ def test_too_few_images_errors_and_keeps_earlier_output(tmp_path, params, sample
 def test_missing_manifest(tmp_path, params):
     with pytest.raises(FetchError, match=r"manifest\.csv: manifest not found"):
         prepare.run(params, tmp_path / "nothing", tmp_path / "prepared")
+
+
+# ----------------------------------------------------------------------------------------- grouped splits
+
+
+def old_assign_splits(ids: list[str], split: SplitSection, seed: int, role: str) -> dict[str, str]:
+    """The split before groups existed (per-image shuffle and cut), kept here as the reference."""
+    order = sorted(ids)
+    random.Random(f"{seed}:{role}").shuffle(order)
+    n_train, n_val, _ = split_counts(len(order), split, role)
+    return {i: "train" if k < n_train else "val" if k < n_train + n_val else "test" for k, i in enumerate(order)}
+
+
+def test_split_groups_links_every_shared_value():
+    values = {
+        "a": {"sequence": "s1", "artist": "monet"},
+        "b": {"sequence": "s1", "artist": "manet"},
+        "c": {"sequence": "", "artist": "manet"},  # linked to a through b
+        "d": {"sequence": "", "artist": ""},
+        "e": {"sequence": "s2", "artist": ""},
+        "f": {"sequence": "s2", "artist": ""},
+    }
+    assert split_groups(values) == [["a", "b", "c"], ["d"], ["e", "f"]]
+
+
+@pytest.mark.parametrize("n", [3, 7, 20, 31])
+def test_single_image_groups_split_as_before(n):
+    ids = [f"img{i:02d}" for i in range(n)]
+    for seed in range(5):
+        expected = old_assign_splits(ids, HALVES, seed, "content")
+        assert assign_splits(ids, HALVES, seed, "content") == expected
+        assert assign_splits(ids, HALVES, seed, "content", [[i] for i in reversed(ids)]) == expected
+
+
+def test_grouped_splits_keep_groups_whole_and_fill_every_split():
+    rng = random.Random(0)
+    for seed in range(40):
+        sizes = [rng.randint(1, 6) for _ in range(rng.randint(3, 15))]
+        groups, k = [], 0
+        for size in sizes:
+            groups.append([f"f{k + j:03d}" for j in range(size)])
+            k += size
+        ids = [i for g in groups for i in g]
+        split = SplitSection(train=0.7, val=0.15, test=0.15, group_by=["sequence"])
+        assignment = assign_splits(ids, split, seed, "content", groups)
+        assert all(len({assignment[i] for i in g}) == 1 for g in groups)
+        assert set(assignment.values()) == {"train", "val", "test"}
+        assert assign_splits(list(reversed(ids)), split, seed, "content", list(reversed(groups))) == assignment
+
+
+def test_a_group_bigger_than_its_share_leaves_no_split_empty():
+    groups = [[f"big{i}" for i in range(10)], ["x"], ["y"]]
+    ids = [i for g in groups for i in g]
+    for seed in range(10):
+        assignment = assign_splits(ids, HALVES, seed, "content", groups)
+        assert sorted({assignment[g[0]] for g in groups}) == ["test", "train", "val"]
+
+
+def test_too_few_groups_is_one_clear_error():
+    with pytest.raises(PrepareError, match=r"5 usable style image\(s\) in 2 group\(s\) of shared sequence") as info:
+        assign_splits(list("abcde"), HALVES, 0, "style", [["a", "b", "c"], ["d", "e"]])
+    assert "prepare.split.group_by" in str(info.value)
+
+
+def test_prepare_groups_wikiart_paintings_by_artist_when_asked(tmp_path, params):
+    fetch.run(params, tmp_path / "raw")
+    records = read_manifest(tmp_path / "raw" / "manifest.csv")
+    style_ids = sorted(r.id for r in records if r.role == "style")  # 4 paintings: two by each of two artists
+    artist = {ident: f"artist{k // 2}" for k, ident in enumerate(style_ids)}
+    write_manifest(
+        [dataclasses.replace(r, artist=artist.get(r.id, "")) if r.role == "style" else r for r in records],
+        tmp_path / "raw" / "manifest.csv",
+    )
+    split = params.prepare.split.model_copy(update={"group_by": ["sequence", "artist"]})
+    with pytest.raises(PrepareError, match=r"4 usable style image.* in 2 group"):  # two artists cannot fill 3 splits
+        prepare.run(with_prepare(params, split=split), tmp_path / "raw", tmp_path / "prepared")
+    artist[style_ids[3]] = "artist2"  # three artists: a, a | b | c
+    write_manifest(
+        [dataclasses.replace(r, artist=artist.get(r.id, "")) if r.role == "style" else r for r in records],
+        tmp_path / "raw" / "manifest.csv",
+    )
+    stats = prepare.run(with_prepare(params, split=split), tmp_path / "raw", tmp_path / "prepared")
+    rows = {r["id"]: r["split"] for r in read_rows(tmp_path / "prepared" / "manifest.csv") if r["role"] == "style"}
+    assert rows[style_ids[0]] == rows[style_ids[1]]  # artist0's two paintings together
+    assert len({rows[style_ids[0]], rows[style_ids[2]], rows[style_ids[3]]}) == 3
+    assert stats["style"]["usable"] == 4

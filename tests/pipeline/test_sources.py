@@ -10,22 +10,24 @@ import io
 import json
 import logging
 import re
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlencode
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import fetch
+from pipeline import fetch, prepare
 from pipeline.config import DownloadSection, Params, StreetsSource, WikiArtSource, load_params
-from pipeline.download import DownloadError
+from pipeline.download import DownloadError, retry_policy
 from pipeline.sources import FIELDS, FetchError, read_manifest, write_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample
-from pipeline.sources.streets import PUBLIC_URL, fetch_streets
-from pipeline.sources.wikiart import fetch_wikiart
+from pipeline.sources.streets import PUBLIC_URL, fetch_streets, search
+from pipeline.sources.wikiart import fetch_wikiart, infos_class_names
 
 
 def sha256(data: bytes) -> str:
@@ -54,26 +56,33 @@ def download_cfg(base_params: Params, tmp_path: Path) -> DownloadSection:
 
 REPO = "test-org/wikiart-mini"
 SHA = "0123456789abcdef0123456789abcdef01234567"
-STYLES = ["Baroque", "Cubism", "Impressionism", "Ukiyo_e"]
-ARTISTS = ["artist_a", "artist_b", "artist_c"]
-GENRES = ["landscape", "portrait"]
+# huggan/wikiart's dataset_infos.json as the Hub serves it (one line, config "huggan--wikiart"), with its real class
+# names: 129 artists, 11 genres, 27 styles. Its shards carry no class names of their own.
+INFOS_BYTES = (Path(__file__).parent / "fixtures" / "huggan_wikiart_dataset_infos.json").read_bytes()
+FEATURES = json.loads(INFOS_BYTES)["huggan--wikiart"]["features"]
+ARTISTS, GENRES, STYLES = (FEATURES[c]["names"] for c in ("artist", "genre", "style"))
 SHARD_PATHS = [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
 ROWS_PER_SHARD = 12
+ROW_STYLES = ["Impressionism", "Cubism", "Post_Impressionism", "Ukiyo_e"]  # row i has ROW_STYLES[i % 4], ...
+ROW_ARTISTS = ["claude-monet", "vincent-van-gogh", "pablo-picasso"]
+ROW_GENRES = ["landscape", "portrait"]
+
+
+def git_oid(data: bytes) -> str:
+    """The git blob id a Hugging Face tree listing gives for a file that is not in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def hf_metadata() -> bytes:
-    """The schema metadata the ``datasets`` library writes into each parquet shard."""
-    features = {
-        "image": {"_type": "Image"},
-        "artist": {"names": ARTISTS, "_type": "ClassLabel"},
-        "genre": {"names": GENRES, "_type": "ClassLabel"},
-        "style": {"names": STYLES, "_type": "ClassLabel"},
-    }
+    """The schema metadata ``datasets`` >= 2.10 writes into each parquet shard."""
+    features = {"image": {"_type": "Image"}, **{c: FEATURES[c] for c in ("artist", "genre", "style")}}
     return json.dumps({"info": {"features": features}}).encode()
 
 
-def build_shard(shard: int) -> tuple[bytes, list[dict]]:
-    """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating) in row groups of 5 rows."""
+def build_shard(shard: int, *, metadata: bool) -> tuple[bytes, list[dict]]:
+    """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating); the label columns hold indices into
+    the real class-name lists. Without ``metadata``: written as huggan/wikiart's shards were (no class names, one
+    ``write_table`` call, so one row group whose images share a page); with it: in row groups of 5 rows."""
     rows = []
     for i in range(ROWS_PER_SHARD):
         fmt = "PNG" if i % 2 == 0 else "JPEG"
@@ -82,9 +91,9 @@ def build_shard(shard: int) -> tuple[bytes, list[dict]]:
         rows.append(
             {
                 "image": {"bytes": data, "path": f"img{shard}_{i}.{fmt.lower()}"},
-                "artist": i % 3,
-                "genre": i % 2,
-                "style": i % 4,
+                "artist": ARTISTS.index(ROW_ARTISTS[i % 3]),
+                "genre": GENRES.index(ROW_GENRES[i % 2]),
+                "style": STYLES.index(ROW_STYLES[i % 4]),
                 "size": size,
                 "suffix": ".png" if fmt == "PNG" else ".jpg",
             }
@@ -96,57 +105,79 @@ def build_shard(shard: int) -> tuple[bytes, list[dict]]:
             ("genre", pa.int64()),
             ("style", pa.int64()),
         ],
-        metadata={b"huggingface": hf_metadata()},
+        metadata={b"huggingface": hf_metadata()} if metadata else None,
     )
     table = pa.Table.from_pylist([{k: r[k] for k in ("image", "artist", "genre", "style")} for r in rows], schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, row_group_size=5)
+    pq.write_table(table, buf, **({"row_group_size": 5} if metadata else {}))
     return buf.getvalue(), rows
 
 
 @pytest.fixture(scope="module")
 def shards() -> dict[str, tuple[bytes, list[dict]]]:
-    return {path: build_shard(i) for i, path in enumerate(SHARD_PATHS)}
+    return {path: build_shard(i, metadata=False) for i, path in enumerate(SHARD_PATHS)}
 
 
-@pytest.fixture
-def hub(local_server, shards):
-    """The three Hugging Face endpoints fetch_wikiart uses, serving SHARD_PATHS at commit SHA."""
+@pytest.fixture(scope="module")
+def shards_with_metadata() -> dict[str, tuple[bytes, list[dict]]]:
+    return {path: build_shard(i, metadata=True) for i, path in enumerate(SHARD_PATHS)}
+
+
+def serve_hub(server, shards, *, infos: bytes | None = INFOS_BYTES) -> SimpleNamespace:
+    """The Hugging Face endpoints fetch_wikiart uses, serving ``shards`` (and ``infos`` as dataset_infos.json, unless
+    None) at commit SHA, as the Hub does: ``/resolve/`` of an LFS file answers 302 to a CDN URL, and the CDN (like the
+    Hub itself) gzips its answers unless the request asks for ``Accept-Encoding: identity``."""
     api = f"/api/datasets/{REPO}"
-    local_server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
+    server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
     entries = [
-        {"type": "file", "path": p, "size": len(b), "lfs": {"oid": sha256(b), "size": len(b)}}
+        {"type": "file", "oid": git_oid(b), "path": p, "size": len(b), "lfs": {"oid": sha256(b), "size": len(b)}}
         for p, (b, _) in shards.items()
     ]
     # Unsorted, with a folder and a non-parquet file that must be ignored.
     tree = [
         entries[2],
-        {"type": "directory", "path": "data/extra.parquet"},
+        {"type": "directory", "oid": "1" * 40, "path": "data/extra.parquet"},
         entries[1],
-        {"type": "file", "path": "data/README.md", "size": 3},
+        {"type": "file", "oid": git_oid(b"abc"), "path": "data/README.md", "size": 3},
         entries[0],
     ]
-    local_server.serve_json(f"{api}/tree/{SHA}/data", tree)
+    server.serve_json(f"{api}/tree/{SHA}/data", tree)
+    root = [{"type": "directory", "oid": "2" * 40, "path": "data"}, {"type": "file", "path": ".gitattributes"}]
+    if infos is not None:
+        root.append({"type": "file", "oid": git_oid(infos), "size": len(infos), "path": "dataset_infos.json"})
+        server.serve_like_a_cdn(f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json", infos)
+    server.serve_json(f"{api}/tree/{SHA}", root)
     for path, (data, _) in shards.items():
-        local_server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data)
+        server.redirect(f"/datasets/{REPO}/resolve/{SHA}/{path}", f"{server.url}/cdn/{sha256(data)}?Expires=1")
+        server.serve_like_a_cdn(f"/cdn/{sha256(data)}", data)
 
     def corrupt(path: str) -> None:
-        data = shards[path][0]
-        local_server.serve_bytes(f"/datasets/{REPO}/resolve/{SHA}/{path}", data[:-10] + b"\x00" * 10)
+        if path.endswith(".parquet"):
+            data = shards[path][0]
+            server.serve_like_a_cdn(f"/cdn/{sha256(data)}", data[:-10] + b"\x00" * 10)
+        else:
+            server.serve_like_a_cdn(f"/datasets/{REPO}/resolve/{SHA}/{path}", infos[:-10] + b"\x00" * 10)
 
     return SimpleNamespace(
-        server=local_server,
-        resolve_prefix=f"{local_server.url}/datasets/{REPO}/resolve/{SHA}/",
+        server=server,
+        shards=shards,
+        resolve_prefix=f"{server.url}/datasets/{REPO}/resolve/{SHA}/",
         corrupt=corrupt,
-        shard_requests=lambda: [r.path for r in local_server.requests() if "/resolve/" in r.path],
+        shard_requests=lambda: [r.path for r in server.requests() if "/resolve/" in r.path and ".parquet" in r.path],
+        infos_requests=lambda: [r.path for r in server.requests() if r.path.endswith("/dataset_infos.json")],
     )
 
 
 @pytest.fixture
-def wikiart_cfg(base_params: Params, hub) -> WikiArtSource:
+def hub(local_server, shards):
+    return serve_hub(local_server, shards)
+
+
+@pytest.fixture
+def wikiart_cfg(base_params: Params, local_server) -> WikiArtSource:
     return base_params.fetch.wikiart.model_copy(
         update={
-            "endpoint": hub.server.url + "/",
+            "endpoint": local_server.url + "/",
             "repo": REPO,
             "revision": "main",
             "data_dir": "data",
@@ -165,11 +196,15 @@ def with_(cfg, **changes):
     return cfg.model_copy(update=changes)
 
 
-def source_row(url: str, hub, shards) -> dict:
+def source_row(url: str, hub, shards=None) -> dict:
     """The fixture row a record's url points at (``<resolve prefix><shard path>#row=<n>``)."""
     assert url.startswith(hub.resolve_prefix), url
     path, _, row = url.removeprefix(hub.resolve_prefix).partition("#row=")
-    return shards[path][1][int(row)]
+    return (shards or hub.shards)[path][1][int(row)]
+
+
+def names_of(row: dict) -> dict[str, str]:
+    return {"artist": ARTISTS[row["artist"]], "genre": GENRES[row["genre"]], "style": STYLES[row["style"]]}
 
 
 def matching_rows(shards, cfg: WikiArtSource) -> Counter:
@@ -177,7 +212,7 @@ def matching_rows(shards, cfg: WikiArtSource) -> Counter:
     counts: Counter = Counter()
     for path in SHARD_PATHS[: cfg.shards]:
         for r in shards[path][1]:
-            labels = {"style": STYLES[r["style"]], "artist": ARTISTS[r["artist"]], "genre": GENRES[r["genre"]]}
+            labels = names_of(r)
             wanted = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
             if all(not w or labels[k] in w for k, w in wanted.items()):
                 counts[labels[cfg.class_by]] += 1
@@ -192,7 +227,7 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
     assert len({r.id for r in records}) == len(records)
     for rec in records:
         written = (raw / rec.file).read_bytes()
-        row = source_row(rec.url, hub, shards)
+        row = source_row(rec.url, hub)
         assert rec.role == "style"
         assert rec.source == "wikiart"
         assert rec.file.startswith("style/")
@@ -200,10 +235,11 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
         assert f"/resolve/{SHA}/" in rec.url
         assert "#row=" in rec.url
         assert rec.label == STYLES[row["style"]]
+        assert (rec.artist, rec.genre, rec.style) == (ARTISTS[row["artist"]], GENRES[row["genre"]], rec.label)
         assert written == row["image"]["bytes"]  # the image bytes unchanged
         assert rec.sha256 == sha256(written)
         assert (rec.width, rec.height) == row["size"]
-        assert rec.license == wikiart_cfg.license
+        assert rec.license == wikiart_cfg.license == "Data files © Original Authors"  # the dataset card's words
     assert sorted(p.name for p in (raw / "style").iterdir()) == sorted(Path(r.file).name for r in records)
 
     # Only the first two shards (sorted by path) were downloaded, once each, into the cache by commit sha.
@@ -213,6 +249,131 @@ def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shar
         p.relative_to(download_cfg.cache_dir).as_posix() for p in Path(download_cfg.cache_dir).rglob("*.parquet")
     )
     assert cached == [f"wikiart/test-org_wikiart-mini/{SHA}/{p}" for p in SHARD_PATHS[:2]]
+
+
+def test_wikiart_shards_come_through_the_redirect_uncompressed(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    cdn = [r for r in hub.server.requests() if r.path.startswith("/cdn/")]
+    assert sorted(r.path for r in cdn) == sorted(f"/cdn/{sha256(shards[p][0])}" for p in SHARD_PATHS[:2])
+    assert all(r.headers["accept-encoding"] == "identity" for r in cdn)
+    cache = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA
+    assert all((cache / p).read_bytes() == shards[p][0] for p in SHARD_PATHS[:2])
+
+
+def test_wikiart_rate_limited_download_waits_as_asked(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    resolve = f"/datasets/{REPO}/resolve/{SHA}/{SHARD_PATHS[1]}"
+    redirect = hub.server.Reply(302, b"", {"Location": f"{hub.server.url}/cdn/{sha256(shards[SHARD_PATHS[1]][0])}"})
+    hub.server.route(resolve, hub.server.sequence(hub.server.Reply(429, b"", {"Retry-After": "1"}), redirect))
+    start = time.monotonic()
+    records = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")  # download_cfg.backoff_s = 0
+    assert time.monotonic() - start >= 1.0  # the second try came after the second the server asked for
+    assert len(records) == 4
+    assert hub.server.count(resolve) == 2
+
+
+def test_wikiart_rate_limit_longer_than_the_bound_is_a_clear_error(tmp_path, hub, wikiart_cfg, download_cfg):
+    resolve = f"/datasets/{REPO}/resolve/{SHA}/{SHARD_PATHS[0]}"
+    hub.server.route(resolve, lambda req: hub.server.Reply(429, b"", {"Retry-After": "3600"}))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"wait 3600 s .* fetch\.download\.max_retry_after_s = 300 s"):
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    assert time.monotonic() - start < 5
+    assert hub.server.count(resolve) == 1
+
+
+def test_wikiart_names_from_dataset_infos_select_the_right_rows(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+    """The shards hold only label numbers (as huggan/wikiart's do): the names come from dataset_infos.json."""
+    assert all(b"huggingface" not in (pq.read_schema(io.BytesIO(b)).metadata or {}) for b, _ in shards.values())
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Post_Impressionism"], per_class=3)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+
+    assert Counter(r.label for r in records) == {"Impressionism": 3, "Post_Impressionism": 3}
+    for rec in records:
+        row = source_row(rec.url, hub)
+        assert {"artist": rec.artist, "genre": rec.genre, "style": rec.style} == names_of(row)
+        assert rec.label == rec.style
+    cached = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA / "dataset_infos.json"
+    assert cached.read_bytes() == INFOS_BYTES
+    assert hub.infos_requests() == [f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"]  # pinned, fetched once
+
+    again = fetch_wikiart(cfg, download_cfg, tmp_path / "raw2", "style")
+    assert [r.url for r in again] == [r.url for r in records]
+    assert len(hub.infos_requests()) == 1  # the cached copy was verified against its git blob id, not fetched again
+
+
+def test_wikiart_names_from_shard_metadata_need_no_dataset_infos(
+    tmp_path, local_server, shards_with_metadata, wikiart_cfg, download_cfg
+):
+    hub = serve_hub(local_server, shards_with_metadata, infos=None)
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Post_Impressionism"], per_class=3)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert Counter(r.label for r in records) == {"Impressionism": 3, "Post_Impressionism": 3}
+    assert all(
+        {"artist": r.artist, "genre": r.genre, "style": r.style} == names_of(source_row(r.url, hub)) for r in records
+    )
+    assert hub.infos_requests() == []
+    assert local_server.count(f"/api/datasets/{REPO}/tree/{SHA}") == 0
+
+
+@pytest.mark.parametrize("infos", ["absent", "no style names"])
+def test_wikiart_filter_without_class_names_is_one_clear_error(
+    tmp_path, local_server, shards, wikiart_cfg, download_cfg, infos
+):
+    doc = json.loads(INFOS_BYTES)
+    del doc["huggan--wikiart"]["features"]["style"]
+    serve_hub(local_server, shards, infos=None if infos == "absent" else json.dumps(doc).encode())
+    with pytest.raises(FetchError) as info:
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    message = str(info.value)
+    assert message.startswith("fetch.wikiart.styles selects styles by name, but no style names were found: ")
+    assert f"{SHARD_PATHS[0]} has no 'huggingface' schema metadata" in message
+    if infos == "absent":
+        assert f"{REPO}@{SHA[:12]} has no dataset_infos.json" in message
+    else:
+        assert (
+            f'{REPO}@{SHA[:12]}/dataset_infos.json has no ["huggan--wikiart"]["features"]["style"]["names"]' in message
+        )
+
+
+def test_wikiart_without_filters_or_names_records_the_numbers(
+    tmp_path, local_server, shards, wikiart_cfg, download_cfg, caplog
+):
+    serve_hub(local_server, shards, infos=None)
+    cfg = with_(wikiart_cfg, styles=[], per_class=1)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert sorted(r.label for r in records) == sorted(str(STYLES.index(s)) for s in ROW_STYLES)
+    assert all(r.artist.isdigit() and r.genre.isdigit() for r in records)
+    assert "no style names" in caplog.text
+    assert "the manifest records their numbers instead" in caplog.text
+
+
+def test_wikiart_dataset_infos_with_a_wrong_blob_id_is_rejected(tmp_path, hub, wikiart_cfg, download_cfg):
+    hub.corrupt("dataset_infos.json")
+    with pytest.raises(DownloadError, match="git blob id mismatch"):
+        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+    assert not list(Path(download_cfg.cache_dir).rglob("dataset_infos.json*"))
+
+
+@pytest.mark.parametrize(
+    ("configs", "expected"),
+    [
+        (["whatever"], "whatever"),  # the only one
+        (["default", "test-org--wikiart-mini"], "test-org--wikiart-mini"),  # how push_to_hub named it
+        (["other", "default"], "default"),
+    ],
+)
+def test_dataset_infos_config_choice(configs, expected):
+    doc = {c: {"features": {"style": {"names": [c]}}} for c in configs}
+    assert infos_class_names(doc, REPO, "f.json") == (expected, {"style": [expected]})
+
+
+def test_dataset_infos_errors_name_the_file_and_key():
+    with pytest.raises(FetchError, match=r"f\.json: several configs \(a, b\) and none named 'test-org--wikiart-mini'"):
+        infos_class_names({"a": {}, "b": {}}, REPO, "f.json")
+    with pytest.raises(FetchError, match=re.escape('f.json: no ["a"]["features"] object')):
+        infos_class_names({"a": {"features": []}}, REPO, "f.json")
+    with pytest.raises(FetchError, match=r"f\.json: expected an object of configs"):
+        infos_class_names([], REPO, "f.json")
 
 
 def test_wikiart_same_seed_same_files_and_cache_hit(tmp_path, hub, wikiart_cfg, download_cfg):
@@ -251,19 +412,19 @@ def test_wikiart_per_class_above_the_available_rows_takes_all(tmp_path, hub, sha
 
 
 def test_wikiart_artist_filter(tmp_path, hub, shards, wikiart_cfg, download_cfg):
-    cfg = with_(wikiart_cfg, styles=[], artists=["artist_a"], per_class=1)
+    cfg = with_(wikiart_cfg, styles=[], artists=["claude-monet"], per_class=1)
     records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
     expected = matching_rows(shards, cfg)
     assert Counter(r.label for r in records) == {label: min(1, n) for label, n in expected.items()}
-    assert all(ARTISTS[source_row(r.url, hub, shards)["artist"]] == "artist_a" for r in records)
+    assert all(r.artist == "claude-monet" == ARTISTS[source_row(r.url, hub)["artist"]] for r in records)
 
 
 def test_wikiart_unknown_style_lists_the_valid_names(tmp_path, hub, wikiart_cfg, download_cfg):
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Rococo"])
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Rococco"])
     with pytest.raises(FetchError, match="unknown style name") as info:
         fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
     message = str(info.value)
-    assert "Rococo" in message
+    assert "Rococco" in message
     assert all(name in message for name in STYLES)
     assert not (tmp_path / "raw" / "style").exists() or not any((tmp_path / "raw" / "style").iterdir())
 
@@ -288,53 +449,131 @@ def test_wikiart_revision_without_sha(tmp_path, local_server, wikiart_cfg, downl
 
 TOKEN = "MLY|1234|s3cr3t-t0ken"
 TOKEN_ENV = "NST_TEST_MAPILLARY_TOKEN"
+BBOX = [4.695, 50.872, 4.712, 50.884]
+DRIVES, FRAMES = 6, 5  # capture drives (sequences) of consecutive perspective frames
+
+
+def street_items() -> list[dict]:
+    """What Mapillary holds in and around BBOX: six drives of five frames each, three 360-degree or fisheye captures
+    (to be dropped), a frame without a thumbnail, and frames just outside the box (never returned)."""
+    west, south, east, north = BBOX
+    dx, dy = east - west, north - south
+    items = []
+    for s in range(DRIVES):
+        for f in range(FRAMES):  # each drive runs east along its own street, a few metres between frames
+            items.append(
+                {"id": f"10{s}{f}", "camera_type": "perspective", "sequence": f"seq{s}",
+                 "at": (west + (0.1 + 0.18 * f) * dx, south + (0.08 + 0.16 * s) * dy),
+                 "creator": {"username": f"driver{s}", "id": f"9{s}"}}
+            )  # fmt: skip
+    items += [
+        {"id": "2001", "camera_type": "equirectangular", "sequence": "pano0", "at": (west + dx / 3, south + dy / 3)},
+        {"id": "2002", "camera_type": "spherical", "sequence": "pano0", "at": (west + 0.6 * dx, south + 0.6 * dy)},
+        {"id": "2003", "camera_type": "fisheye", "sequence": "fish0", "at": (west + 0.7 * dx, south + 0.2 * dy)},
+        {"id": "3001", "camera_type": "perspective", "sequence": "seq9", "at": (west + 0.5 * dx, south + 0.9 * dy),
+         "thumb": False},  # no thumbnail (still processing)
+        {"id": "4001", "camera_type": "perspective", "sequence": "far", "at": (east + 0.01, north + 0.01)},
+        {"id": "4002", "camera_type": "perspective", "sequence": "far", "at": (west - 0.01, south)},
+    ]  # fmt: skip
+    return items
+
+
+def serve_mapillary(server, items: list[dict], *, paging: bool = False, expired: dict[str, str] | None = None):
+    """A Graph API v4 images search over ``items`` as the service behaves: only the requested fields; the images in
+    the bbox in an order of its own, cut at ``limit``; with ``paging``, a ``paging.next`` link (carrying an
+    access_token, as Graph API links do) instead of the cut. ``/<id>?fields=...`` answers one image. Thumbnail links
+    are signed (``?sig=v1``); ``expired`` maps an id to "once" (its v1 link answers 403; the API hands out a working
+    v2) or "always" (every link answers 410)."""
+    expired = expired or {}
+    photos = {
+        it["id"]: encode_image((96 + int(it["id"]) % 7, 72), (int(it["id"]) % 250, 80, 160), "JPEG") for it in items
+    }
+
+    def public(item: dict, fields: list[str], version: str) -> dict:
+        full = {**item, "thumb_1024_url": f"{server.url}/img/{item['id']}.jpg?sig={version}"}
+        if item.get("thumb") is False:
+            del full["thumb_1024_url"]
+        return {k: full[k] for k in ["id", *fields] if k in full}
+
+    def images(req):
+        fields = req.query["fields"][0].split(",")
+        limit = int(req.query["limit"][0])
+        west, south, east, north = (float(v) for v in req.query["bbox"][0].split(","))
+        inside = [it for it in items if west <= it["at"][0] <= east and south <= it["at"][1] <= north]
+        inside.sort(key=lambda it: it["id"][::-1])  # the service's own order, not the ids'
+        start = int(req.query.get("after", ["0"])[0])
+        page = inside[start : start + limit] if paging else inside[:limit]
+        answer: dict = {"data": [public(it, fields, "v1") for it in page]}
+        if paging and start + limit < len(inside):
+            query = {k: v[0] for k, v in req.query.items()} | {"after": start + limit, "access_token": "MLY|leaked"}
+            answer["paging"] = {"next": f"{server.url}/images?{urlencode(query)}"}
+        return server.json_reply(answer)
+
+    def entity(item):
+        return lambda req: server.json_reply(public(item, req.query["fields"][0].split(","), "v2"))
+
+    def thumbnail(item):
+        def route(req):
+            state = expired.get(item["id"])
+            if state == "always":
+                return server.Reply(410, b"URL signature expired")
+            if state == "once" and req.query.get("sig") == ["v1"]:
+                return server.Reply(403, b"URL signature expired")
+            return server.bytes_reply(photos[item["id"]], req)
+
+        return route
+
+    server.route("/images", images)
+    for item in items:
+        server.route(f"/{item['id']}", entity(item))
+        server.route(f"/img/{item['id']}.jpg", thumbnail(item))
+    by_id = {it["id"]: it for it in items}
+    return SimpleNamespace(server=server, photos=photos, by_id=by_id)
 
 
 @pytest.fixture
-def streets(local_server, base_params: Params):
-    photos = {str(i): encode_image((32 + i, 24), (10 * i, 80, 160), "JPEG") for i in (1, 2, 3)}
-    items = [
-        {"id": "1", "thumb_1024_url": f"{local_server.url}/img/1.jpg", "creator": {"username": "alice"}},
-        {"id": "2", "thumb_1024_url": f"{local_server.url}/img/2.jpg", "creator": {"username": "bob"}},
-        {"id": "3", "thumb_1024_url": f"{local_server.url}/img/3.jpg"},  # no creator
-        {"id": "4", "creator": {"username": "carol"}},  # no thumbnail: skipped
-    ]
-    local_server.serve_json("/images", {"data": items})
-    for ident, data in photos.items():
-        local_server.serve_bytes(f"/img/{ident}.jpg", data)
-    cfg: StreetsSource = base_params.fetch.streets.model_copy(
-        update={"api_url": local_server.url, "token_env": TOKEN_ENV, "limit": 3, "image_field": "thumb_1024_url"}
-    )
-    return SimpleNamespace(cfg=cfg, photos=photos, server=local_server)
+def streets_cfg(base_params: Params, local_server) -> StreetsSource:
+    return base_params.fetch.streets.model_copy(
+        update={"api_url": local_server.url, "token_env": TOKEN_ENV, "bbox": BBOX, "image_field": "thumb_1024_url",
+                "photos": 8, "page_size": 2000, "max_requests": 50, "per_sequence": 2, "seed": 0}
+    )  # fmt: skip
 
 
-def test_streets_sends_the_token_in_the_header_only_and_credits_creators(tmp_path, streets, download_cfg, monkeypatch):
+@pytest.fixture
+def mapillary(local_server, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    return serve_mapillary(local_server, street_items())
+
+
+def chosen_ids(records) -> list[str]:
+    return sorted(r.id.removeprefix("mapillary-") for r in records)
+
+
+def test_streets_sends_the_token_in_the_header_only_and_credits_creators(
+    tmp_path, mapillary, streets_cfg, download_cfg
+):
     raw = tmp_path / "raw"
-    records = fetch_streets(streets.cfg, download_cfg, raw, "content")
+    records = fetch_streets(streets_cfg, download_cfg, raw, "content")
 
-    [api] = streets.server.requests("/images")
+    [api] = mapillary.server.requests("/images")  # 34 images in the box, under page_size: one request
     assert api.headers["authorization"] == f"OAuth {TOKEN}"
-    assert api.query["fields"] == ["id,thumb_1024_url,creator"]
-    assert [float(v) for v in api.query["bbox"][0].split(",")] == streets.cfg.bbox
-    assert api.query["limit"] == ["3"]
-    image_requests = [r for r in streets.server.requests() if r.path.startswith("/img/")]
-    assert sorted(r.path for r in image_requests) == ["/img/1.jpg", "/img/2.jpg", "/img/3.jpg"]
+    assert api.query["fields"] == ["id,thumb_1024_url,camera_type,sequence,creator"]
+    assert [float(v) for v in api.query["bbox"][0].split(",")] == BBOX
+    assert api.query["limit"] == ["2000"]
+    image_requests = [r for r in mapillary.server.requests() if r.path.startswith("/img/")]
+    assert len(image_requests) == len(records) == streets_cfg.photos
     assert all("authorization" not in r.headers for r in image_requests)  # the token stays with the API
-    assert all(TOKEN not in r.path and TOKEN not in json.dumps(r.query) for r in streets.server.requests())
+    assert all(TOKEN not in r.path and TOKEN not in json.dumps(r.query) for r in mapillary.server.requests())
 
-    assert [r.id for r in records] == ["mapillary-1", "mapillary-2", "mapillary-3"]
-    creators = {"1": "alice", "2": "bob", "3": "unknown contributor"}
     for rec in records:
-        ident = rec.id.removeprefix("mapillary-")
+        item = mapillary.by_id[rec.id.removeprefix("mapillary-")]
         assert rec.role == "content"
         assert rec.source == "streets"
-        assert rec.url == PUBLIC_URL.format(id=ident)
-        assert rec.license.startswith(streets.cfg.license)
-        assert f"photo by {creators[ident]}" in rec.license
-        assert (raw / rec.file).read_bytes() == streets.photos[ident]
-        assert rec.sha256 == sha256(streets.photos[ident])
-        assert (rec.width, rec.height) == (32 + int(ident), 24)
+        assert rec.url == PUBLIC_URL.format(id=item["id"])
+        assert rec.license == f"{streets_cfg.license}; photo by {item['creator']['username']}"
+        assert rec.sequence == item["sequence"]
+        assert (raw / rec.file).read_bytes() == mapillary.photos[item["id"]]
+        assert rec.sha256 == sha256(mapillary.photos[item["id"]])
 
     manifest = tmp_path / "manifest.csv"
     write_manifest(records, manifest)
@@ -343,15 +582,92 @@ def test_streets_sends_the_token_in_the_header_only_and_credits_creators(tmp_pat
     assert all(TOKEN not in str(v) for rec in records for v in dataclasses.astuple(rec))
 
 
+def test_streets_drops_panoramas_and_caps_each_sequence(tmp_path, mapillary, streets_cfg, download_cfg):
+    cfg = with_(streets_cfg, photos=50)  # more than there are: every drive gives per_sequence frames
+    records = fetch_streets(cfg, download_cfg, tmp_path / "raw", "content")
+    items = [mapillary.by_id[i] for i in chosen_ids(records)]
+    assert {it["camera_type"] for it in items} == {"perspective"}  # no equirectangular, spherical or fisheye
+    assert Counter(it["sequence"] for it in items) == {f"seq{s}": 2 for s in range(DRIVES)}
+    assert not any(it["id"].startswith(("3", "4")) for it in items)  # no thumbnail / outside the bbox
+
+
+def test_streets_choice_is_seeded_and_ignores_the_answer_order(
+    tmp_path, local_server, streets_cfg, download_cfg, monkeypatch
+):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    serve_mapillary(local_server, street_items())
+    first = chosen_ids(fetch_streets(streets_cfg, download_cfg, tmp_path / "a", "content"))
+    assert chosen_ids(fetch_streets(streets_cfg, download_cfg, tmp_path / "b", "content")) == first
+    serve_mapillary(local_server, list(reversed(street_items())), paging=True)  # the same images, served otherwise
+    cfg = with_(streets_cfg, page_size=7)
+    assert chosen_ids(fetch_streets(cfg, download_cfg, tmp_path / "c", "content")) == first
+    others = {tuple(chosen_ids(fetch_streets(with_(streets_cfg, seed=s), download_cfg, tmp_path / f"s{s}", "content")))
+              for s in range(1, 5)}  # fmt: skip
+    assert others - {tuple(first)}  # the seed matters
+
+
+def test_streets_splits_a_full_answer_into_quadrants(mapillary, streets_cfg, download_cfg):
+    cfg = with_(streets_cfg, page_size=10)  # the box holds 34: the first answer is cut at 10
+    found = search(cfg, {"Authorization": f"OAuth {TOKEN}"}, retry_policy(download_cfg))
+    inside = {i for i, it in mapillary.by_id.items() if not i.startswith("4")}
+    assert set(found) == inside  # every image in the box, none outside
+    boxes = [[float(v) for v in r.query["bbox"][0].split(",")] for r in mapillary.server.requests("/images")]
+    assert boxes[0] == BBOX
+    assert len(boxes) > 1
+    assert all(BBOX[0] <= b[0] < b[2] <= BBOX[2] and BBOX[1] <= b[1] < b[3] <= BBOX[3] for b in boxes)
+
+
+def test_streets_follows_paging_links_without_the_token_in_them(local_server, streets_cfg, download_cfg, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    fake = serve_mapillary(local_server, street_items(), paging=True)
+    found = search(with_(streets_cfg, page_size=10), {"Authorization": f"OAuth {TOKEN}"}, retry_policy(download_cfg))
+    assert set(found) == {i for i in fake.by_id if not i.startswith("4")}
+    requests = local_server.requests("/images")
+    assert [r.query.get("after") for r in requests] == [None, ["10"], ["20"], ["30"]]
+    assert all("access_token" not in r.query and r.headers["authorization"] == f"OAuth {TOKEN}" for r in requests)
+
+
+def test_streets_max_requests_bounds_the_search(mapillary, streets_cfg, download_cfg, caplog):
+    cfg = with_(streets_cfg, page_size=5, max_requests=3)
+    found = search(cfg, {"Authorization": f"OAuth {TOKEN}"}, retry_policy(download_cfg))
+    assert mapillary.server.count("/images") == 3
+    assert 5 <= len(found) <= 15
+    assert "fetch.streets.max_requests = 3" in caplog.text
+
+
+def test_an_expired_thumbnail_link_is_refreshed_once(
+    tmp_path, local_server, streets_cfg, download_cfg, monkeypatch, caplog
+):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    plain = serve_mapillary(local_server, street_items())
+    order = chosen_ids(fetch_streets(streets_cfg, download_cfg, tmp_path / "a", "content"))
+    stale, gone = order[0], order[1]
+    seen = len(local_server.requests(f"/img/{stale}.jpg"))
+    fake = serve_mapillary(local_server, street_items(), expired={stale: "once", gone: "always"})
+    fresh_cache = download_cfg.model_copy(update={"cache_dir": str(tmp_path / "fresh-cache")})
+    records = fetch_streets(streets_cfg, fresh_cache, tmp_path / "b", "content")
+    ids = chosen_ids(records)
+    assert len(ids) == streets_cfg.photos
+    assert stale in ids  # downloaded from the fresh link
+    assert gone not in ids  # still expired after one refresh: skipped, the next candidate taken instead
+    assert (tmp_path / "b" / "content" / f"mapillary-{stale}.jpg").read_bytes() == plain.photos[stale]
+    assert [r.query["sig"] for r in local_server.requests(f"/img/{stale}.jpg")[seen:]] == [["v1"], ["v2"]]
+    assert local_server.count(f"/{stale}") == 1  # the API was asked once for the fresh link
+    assert local_server.count(f"/{gone}") == 1
+    assert local_server.requests(f"/{stale}")[0].headers["authorization"] == f"OAuth {TOKEN}"
+    assert f"image {gone} skipped" in caplog.text
+    assert fake.by_id[stale]["camera_type"] == "perspective"
+
+
 @pytest.mark.parametrize("value", [None, "   "])
-def test_streets_without_a_token_names_the_variable(tmp_path, streets, download_cfg, monkeypatch, value):
+def test_streets_without_a_token_names_the_variable(tmp_path, mapillary, streets_cfg, download_cfg, monkeypatch, value):
     if value is None:
         monkeypatch.delenv(TOKEN_ENV, raising=False)
     else:
         monkeypatch.setenv(TOKEN_ENV, value)
     with pytest.raises(FetchError, match=TOKEN_ENV):
-        fetch_streets(streets.cfg, download_cfg, tmp_path / "raw", "content")
-    assert streets.server.count() == 0
+        fetch_streets(streets_cfg, download_cfg, tmp_path / "raw", "content")
+    assert mapillary.server.count() == 0
 
 
 # ----------------------------------------------------------------------------------------- local folders
@@ -494,3 +810,38 @@ def test_fetch_run_writes_the_manifest_and_keeps_it_on_failure(tmp_path, sample_
         fetch.run(sample_params, out)
     assert tree(out) == before  # the previous output survives a failed run untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]  # no temporary folders left behind
+
+
+def test_prepare_keeps_each_sequence_in_one_split(tmp_path, sample_params, mapillary, streets_cfg, download_cfg):
+    fetch_cfg = sample_params.fetch.model_copy(
+        update={
+            "content": sample_params.fetch.content.model_copy(update={"source": "streets"}),
+            "streets": with_(streets_cfg, photos=12),  # 2 frames of each of the 6 drives
+            "download": download_cfg,
+        }
+    )
+    params = sample_params.model_copy(update={"fetch": fetch_cfg})
+    fetch.run(params, tmp_path / "raw")
+    sequence = {r.id: r.sequence for r in read_manifest(tmp_path / "raw" / "manifest.csv") if r.role == "content"}
+    assert Counter(sequence.values()) == {f"seq{s}": 2 for s in range(DRIVES)}
+
+    def splits_per_sequence(p) -> dict[str, set[str]]:
+        prepare.run(p, tmp_path / "raw", tmp_path / "prepared")
+        with (tmp_path / "prepared" / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["role"] == "content"]
+        assert len(rows) == 12
+        assert all(r["status"] == "ok" for r in rows)
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(sequence[r["id"]], set()).add(r["split"])
+        return out
+
+    grouped = splits_per_sequence(params)
+    assert all(len(s) == 1 for s in grouped.values()), grouped  # no drive in two splits
+    assert set().union(*grouped.values()) == {"train", "val", "test"}
+    # The same photos split image by image would put a drive's frames on both sides (the test can fail):
+    split = params.prepare.split.model_copy(update={"group_by": []})
+    ungrouped = splits_per_sequence(
+        params.model_copy(update={"prepare": params.prepare.model_copy(update={"split": split})})
+    )
+    assert any(len(s) > 1 for s in ungrouped.values())

@@ -1,0 +1,244 @@
+"""Benchmark: peak memory of fetching WikiArt paintings out of a large parquet shard -> JSON.
+
+    python bench/fetch_memory.py                          # a ~200 MB shard; the streaming reader, then pyarrow's
+    python bench/fetch_memory.py --readers streaming --size-mb 500 --out bench/results/fetch_memory_500.json
+
+Builds, in a temporary folder, one shard laid out as huggan/wikiart's (an Image struct column of distinct JPEGs of
+``--image-kb`` each plus integer artist/genre/style labels, no class names in the schema, written by pyarrow in one
+call as ``datasets``' push_to_hub did, so the first 1024 images share one dictionary page) and the repository's
+``dataset_infos.json``; serves both from a local HTTP server (a child process) shaped like the Hugging Face Hub API;
+then, in a fresh child process per reader, runs ``pipeline.sources.wikiart.fetch_wikiart`` on it (download, checksum,
+class names, selection, image extraction) and reports that process's resident memory: before the fetch (the imports:
+the project pulls in torch), the peak during it, and the difference, plus Arrow's peak allocation and the wall time.
+Readers: ``streaming`` is the code as it runs (pipeline/sources/parquet_cells.py); ``pyarrow`` swaps in its fallback
+(pyarrow record batches, whole pages in memory) for every row group, to show what the streaming reader saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REPO = "bench-org/wikiart-big"
+SHA = "feedfacefeedfacefeedfacefeedfacefeedface"
+SHARD = "data/train-00000-of-00001.parquet"
+STYLES = ["Impressionism", "Cubism", "Post_Impressionism", "Ukiyo_e", "Baroque", "Expressionism"]
+
+
+# ----------------------------------------------------------------------------------------- the shard
+
+
+def build_repo(folder: Path, size_mb: float, image_kb: int) -> dict:
+    """Write the shard and dataset_infos.json under ``folder``; return what the Hub API serves (path -> file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = random.Random(0)
+    bases = []
+    for _ in range(4):  # a few noise JPEGs of about image_kb; each row appends its own bytes after the end marker
+        side = 64
+        while True:
+            img = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=90)
+            if buf.tell() >= image_kb * 1000 or side > 4096:
+                break
+            side = int(side * 1.25)
+        bases.append(buf.getvalue())
+    rows = max(8, round(size_mb * 1e6 / len(bases[0])))
+    images = [{"bytes": bases[i % 4] + i.to_bytes(4, "little"), "path": f"{i}.jpg"} for i in range(rows)]
+    infos = (ROOT / "tests/pipeline/fixtures/huggan_wikiart_dataset_infos.json").read_bytes()
+    names = json.loads(infos)["huggan--wikiart"]["features"]["style"]["names"]
+    cycle = [names.index(s) for s in [*STYLES, "Realism", "Romanticism", "Symbolism"]]  # 6 of 9 rows are asked for
+    table = pa.table(
+        {
+            "image": pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            "artist": pa.array([i % 129 for i in range(rows)], pa.int64()),
+            "genre": pa.array([i % 11 for i in range(rows)], pa.int64()),
+            "style": pa.array([cycle[i % len(cycle)] for i in range(rows)], pa.int64()),
+        }
+    )
+    shard = folder / "shard.parquet"
+    pq.write_table(table, shard)  # one call, pyarrow's defaults
+    del images, table
+    (folder / "dataset_infos.json").write_bytes(infos)
+    digest = hashlib.sha256()
+    with open(shard, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    size = shard.stat().st_size
+    lfs = {"oid": digest.hexdigest(), "size": size}
+    blob = hashlib.sha1(b"blob %d\0" % len(infos) + infos, usedforsecurity=False).hexdigest()
+    api = f"/api/datasets/{REPO}"
+    listings = {
+        f"{api}/revision/main": {"id": REPO, "sha": SHA},
+        f"{api}/tree/{SHA}/data": [{"type": "file", "path": SHARD, "size": size, "lfs": lfs}],
+        f"{api}/tree/{SHA}": [{"type": "file", "path": "dataset_infos.json", "size": len(infos), "oid": blob}],
+    }
+    routes = {}
+    for path, doc in listings.items():
+        target = folder / (hashlib.sha1(path.encode(), usedforsecurity=False).hexdigest() + ".json")
+        target.write_text(json.dumps(doc))
+        routes[path] = str(target)
+    routes[f"/datasets/{REPO}/resolve/{SHA}/{SHARD}"] = str(shard)
+    routes[f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"] = str(folder / "dataset_infos.json")
+    meta = pq.ParquetFile(shard).metadata
+    return {"routes": routes, "rows": rows, "bytes": size, "row_groups": meta.num_row_groups,
+            "image_bytes_mean": round(sum(len(b) for b in bases) / len(bases))}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- the server (child process)
+
+
+def serve(routes_file: Path) -> None:
+    """Serve the routes (exact path -> file) on 127.0.0.1, streaming the files; print the port, then run forever."""
+    routes = json.loads(routes_file.read_text())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = routes.get(self.path.split("?")[0])
+            if path is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(os.path.getsize(path)))
+            self.end_headers()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    self.wfile.write(chunk)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(httpd.server_address[1], flush=True)
+    httpd.serve_forever()
+
+
+# ----------------------------------------------------------------------------------------- the fetch (child process)
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_fetch(port: int, work: Path, per_class: int, reader: str) -> dict:
+    """Run the real fetch against the local server and report this process's memory."""
+    import pyarrow as pa
+
+    from pipeline.config import load_params
+    from pipeline.sources import wikiart
+
+    if reader == "pyarrow":  # every row group through the fallback: pyarrow record batches (whole pages)
+        from pipeline.sources import parquet_cells
+
+        def whole_pages(path, column, rows):
+            import pyarrow.parquet as pq
+
+            wanted, row0, pf = sorted(set(rows)), 0, pq.ParquetFile(path)
+            for rg in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(rg).num_rows
+                hits = [r for r in wanted if row0 <= r < row0 + n]
+                yield from parquet_cells._pyarrow_cells(Path(path), rg, column, hits, row0)
+                row0 += n
+
+        wikiart.read_cells = whole_pages
+    params = load_params(ROOT / "params.yaml")
+    cfg = params.fetch.wikiart.model_copy(
+        update={"endpoint": f"http://127.0.0.1:{port}", "repo": REPO, "revision": "main", "data_dir": "data",
+                "shards": 1, "class_by": "style", "styles": STYLES, "artists": [], "genres": [],
+                "per_class": per_class, "seed": 0}
+    )  # fmt: skip
+    dl = params.fetch.download.model_copy(update={"cache_dir": str(work / "cache"), "retries": 0})
+    with contextlib.suppress(OSError):  # reset the peak to the current size (Linux >= 4.0): the peak is the fetch's
+        Path("/proc/self/clear_refs").write_text("5")
+    before = _rss_mb("VmRSS")
+    start = time.perf_counter()
+    records = wikiart.fetch_wikiart(cfg, dl, work / "raw", "style")
+    seconds = time.perf_counter() - start
+    peak = _rss_mb("VmHWM")
+    return {
+        "reader": reader,
+        "paintings": len(records),
+        "written_mb": round(sum((work / "raw" / r.file).stat().st_size for r in records) / 1e6, 1),
+        "rss_before_fetch_mb": round(before, 1),
+        "peak_rss_mb": round(peak, 1),
+        "fetch_rss_increase_mb": round(peak - before, 1),
+        "arrow_peak_mb": round(pa.default_memory_pool().max_memory() / 1e6, 1),
+        "seconds": round(seconds, 2),
+    }
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=200.0, help="shard size (default 200)")
+    parser.add_argument("--image-kb", type=int, default=450, help="bytes per image (huggan/wikiart: ~460 kB)")
+    parser.add_argument("--per-class", type=int, default=20, help="paintings per style (6 styles)")
+    parser.add_argument("--readers", nargs="+", choices=["streaming", "pyarrow"], default=["streaming", "pyarrow"])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/fetch_memory.json")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # child: the HTTP server
+    parser.add_argument("--fetch", nargs=2, metavar=("PORT", "WORK"), help=argparse.SUPPRESS)  # child: the fetch
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return 0
+    if args.fetch:
+        print(json.dumps(measure_fetch(int(args.fetch[0]), Path(args.fetch[1]), args.per_class, args.readers[0])))
+        return 0
+
+    from _report import write_report  # bench/ is on sys.path as the script's folder; it imports torch
+
+    with tempfile.TemporaryDirectory(prefix="nst-fetch-memory-") as tmp:
+        work = Path(tmp)
+        shard = build_repo(work, args.size_mb, args.image_kb)
+        (work / "routes.json").write_text(json.dumps(shard.pop("routes")))
+        env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "TQDM_DISABLE": "1"}
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(work / "routes.json")],
+                                  stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        results = []
+        try:
+            port = int(server.stdout.readline())  # type: ignore[union-attr]
+            for reader in args.readers:
+                work_dir = work / reader
+                done = subprocess.run(
+                    [sys.executable, __file__, "--fetch", str(port), str(work_dir), "--per-class", str(args.per_class),
+                     "--readers", reader], capture_output=True, text=True, env=env, check=False,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    sys.stderr.write(done.stderr[-4000:])
+                    return done.returncode
+                measured = json.loads(done.stdout.strip().splitlines()[-1])
+                row = {**{f"shard_{k}": v for k, v in shard.items()}, **measured}
+                print(json.dumps(row), flush=True)
+                results.append(row)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    write_report("fetch_memory", results, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
