@@ -235,3 +235,33 @@ def test_each_rank_gets_its_slice_of_the_single_process_batch(tmp_path):
         assert torch.equal(torch.cat(halves), batch)  # rank 0 the first half, rank 1 the second
     for r in ranks:  # averaged gradients: every rank took the single process's steps
         torch.testing.assert_close(r["scale"], single.scale.detach())
+
+
+@pytest.mark.parametrize("method", ["adain", "contrastive"])
+def test_the_whole_model_encoder_included_goes_to_the_training_device(method, tmp_path, monkeypatch):
+    """Issue 17: train() moved only the trainable and adversary modules, so on CUDA the frozen encoder stayed on the
+    CPU and the first step failed ("Expected all tensors to be on the same device"). On the CPU the same omission shows
+    twice: the encoder is never sent ``.to(device)``, and under channels_last its convolutions keep the NCHW format."""
+    from methods.contrastive import Contrastive
+
+    enc = random_encoder(seed=0, last_layer="relu5_1" if method == "contrastive" else "relu4_1")
+    net = Contrastive(encoder=enc) if method == "contrastive" else AdaIN(AdaINParams(), encoder=enc)
+    moved: list[torch.nn.Module] = []
+    real_to = torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        if CPU in args or kwargs.get("device") == CPU:
+            moved.append(self)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    n = 4 if method == "contrastive" else 3
+    train(net, crops(0, n=n), crops(10, n=n), config(iterations=1, batch_size=4, channels_last=True), tmp_path,
+          device=CPU, progress=False)  # fmt: skip
+    sent = {id(sub) for m in moved for sub in m.modules()}
+    missing = [name for name, sub in net.named_modules() if name and id(sub) not in sent]
+    assert not missing, f"never moved to the training device: {missing[:5]}"
+    flat = [name for name, t in [*net.named_parameters(), *net.named_buffers()]
+            if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last)]  # fmt: skip
+    assert not flat, f"not in the training memory format: {flat[:5]}"
+    assert any(name.startswith("encoder.") for name, _ in net.named_parameters())  # the encoder was checked too
