@@ -148,11 +148,10 @@ class RandomCrops:
 
     def cut(self, plan: Sequence[Crop]) -> Tensor:
         """(len(plan), 3, crop, crop) float32: the planned crops (no random numbers drawn)."""
-        out = []
-        for i, top, left in plan:
-            piece = self._image(i)[..., top : top + self.crop, left : left + self.crop]
-            out.append(piece.float() / 255 if piece.dtype == torch.uint8 else piece)
-        return torch.cat(out)
+        pieces = [self._image(i)[..., top : top + self.crop, left : left + self.crop] for i, top, left in plan]
+        if all(p.dtype == torch.uint8 for p in pieces):  # one conversion for the batch (elementwise: the same floats)
+            return torch.cat(pieces).float().div_(255)
+        return torch.cat([p.float() / 255 if p.dtype == torch.uint8 else p for p in pieces])
 
     def sample(self, batch: int, gen: torch.Generator) -> Tensor:
         """(batch, 3, crop, crop): :meth:`cut` of :meth:`plan`."""
