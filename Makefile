@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint setup clean plots lock pretrain
+.PHONY: run test lint setup clean plots lock pretrain gpu-wheels
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,18 @@ pretrain: setup
 	  nst train --method $$m --profile pretrain --out models/pretrain/$$m && \
 	  nst pretrained --method $$m --run models/pretrain/$$m --out models/pretrained/$$m.pt || exit 1; \
 	done
+
+# The wheels bench/gpu_check.py needs on the GPU machine beyond its own packages (bench/gpu_wheels.txt: Python 3.12,
+# manylinux x86-64, no dependencies resolved: the list is the closure) into .gpu-wheels/ (git-ignored); the check's
+# docstring says how to install them there without an index.
+GPU_WHEEL_PLATFORMS := $(foreach n,2_17 2_24 2_27 2_28 2_31 2_34 2_35,--platform manylinux_$(n)_x86_64) \
+	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+gpu-wheels: setup
+	rm -rf .gpu-wheels.tmp
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_WHEEL_PLATFORMS) -d .gpu-wheels.tmp -r bench/gpu_wheels.txt
+	rm -rf .gpu-wheels && mv .gpu-wheels.tmp .gpu-wheels
+	@du -sh .gpu-wheels
 
 plots: setup
 	nst plots --out reports/dvc_plots

@@ -7,7 +7,8 @@ import itertools
 import json
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,7 +39,45 @@ def precision_grid(args: argparse.Namespace) -> Iterator[tuple[torch.device, Pre
             yield device, Precision(amp, cl, device.type)
 
 
-def write_report(benchmark: str, results: list[dict], out: Path) -> None:
+# Every timing: warm-up calls first (cuDNN autotuning, allocator growth, oneDNN primitive caches), then at least
+# MIN_TIMED calls between two synchronisation points (issue 17: 3 timed calls were too few to tell variants apart).
+WARMUP = 3
+MIN_TIMED = 20
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float  # wall time of the timed calls (CUDA: between two CUDA events, i.e. on the GPU's clock)
+    calls: int
+
+    @property
+    def per_call_ms(self) -> float:
+        return 1000 * self.seconds / self.calls
+
+
+def timed(fn: Callable[[], object], device: torch.device, calls: int, warmup: int = WARMUP) -> Timing:
+    """Time ``calls`` calls of ``fn`` after ``warmup`` untimed ones. On CUDA the interval is measured with CUDA events
+    recorded on the current stream and synchronised at the end (queued GPU work is counted, launch overlap is not
+    lost); on the CPU with ``time.perf_counter``."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return Timing(start.elapsed_time(end) / 1000, calls)
+    begin = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return Timing(time.perf_counter() - begin, calls)
+
+
+def write_report(benchmark: str, results: list[dict], out: Path, **extra: object) -> None:
+    """``out``: the rows, the machine and any ``extra`` top-level entries, as JSON (replaced atomically)."""
     report = {
         "benchmark": benchmark,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -47,7 +86,10 @@ def write_report(benchmark: str, results: list[dict], out: Path) -> None:
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "results": results,
+        **extra,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out)  # whole or absent, also when the run is killed while writing
     print(f"wrote {out}")

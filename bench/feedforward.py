@@ -1,15 +1,27 @@
-"""Benchmark: training iterations/s and inference images/s of the feed-forward methods by size and device -> JSON.
+"""Benchmark: training iterations/s and inference images/s of the feed-forward methods by size and device, and the
+training input pipeline's time per step -> JSON.
 
     python bench/feedforward.py --method adain        # CPU (and CUDA when present) at 256 and 512 px
-    python bench/feedforward.py --method contrastive --sizes 256 --train-iterations 3
+    python bench/feedforward.py --method contrastive --sizes 256 --train-iterations 20
+    python bench/feedforward.py --method adain --data-only --sizes 256 --batch 8   # input pipeline only
 
-Training: one iteration of the shared training step (methods/training.py ``train_step``: the generator step, plus the
-discriminator step for the contrastive method) on random crops, real caffe VGG-19. Batch: the paper's on CUDA
-(AdaIN 8, contrastive 12 = 6 x 6), small on CPU (2, and 4 = 2 x 2). Inference: one content + one style image of the
-given size. Precision variants side by side from one run: float32 and bf16 autocast (where the device runs bf16
-natively: CUDA, CPUs with AVX512-BF16 / AMX; or as asked with --amp), each NCHW and channels_last; every row also
-gives its speed relative to the float32 NCHW row. Untrained weights (speed does not depend on them); the
-per-filter-normalised encoder the methods train on.
+Training: the shared training step (methods/training.py ``train_step``: the generator step, plus the discriminator step
+for the contrastive method) on random crops, real caffe VGG-19. Batch: the paper's on CUDA (AdaIN 8, contrastive 12 =
+6 x 6), small on CPU (2, and 4 = 2 x 2). Inference: one content + one style image of the given size. Every timing
+(bench/_report.py ``timed``): warm-up calls, then ``--train-iterations`` (>= 20 by default) timed calls, between CUDA
+events on a GPU. Precision variants side by side from one run: float32 and bf16 autocast (where the device runs bf16
+natively: CUDA, CPUs with AVX512-BF16 / AMX; or as asked with --amp), each NCHW and channels_last (--channels-last);
+every row also gives its speed relative to the float32 NCHW row. Untrained weights (speed does not depend on them);
+the per-filter-normalised encoder the methods train on.
+
+Input pipeline (``--data``, ``--data-only``): milliseconds the training loop waits per step for its content and style
+crops (a step's batch, size = crop, images resized to a short side of --resize, default 2 x crop as the paper's
+512 / 256), from the embedded sample's images written as PNGs of that size. Rows: ``sample()`` in the training process
+as train() did before issue 17, with the images in memory (the sample run) and decoding a PNG per crop (what it did
+above 256 images, i.e. at full scale); and the DataLoader (methods/training.py ``batch_loader``) with images in memory
+and from the decoded-array cache (pipeline/io.py ``DecodedArrays``, full scale), with each ``--workers`` count. Loader
+rows include the host-to-device copy. No compute runs meanwhile, so with workers this is the loader's throughput (its
+worst case).
 Writes bench/results/<method>.json.
 """
 
@@ -18,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -25,12 +39,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _report import add_precision_args, precision_grid, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
+from _report import MIN_TIMED, add_precision_args, precision_grid, timed, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
 
 from methods import get_method  # noqa: E402
 from methods.encoder import load_encoder  # noqa: E402
+from methods.image import resize_to_edge  # noqa: E402
 from methods.precision import Precision  # noqa: E402
-from methods.training import batch_split, make_optimizers, train_step  # noqa: E402
+from methods.training import RandomCrops, StepPlans, batch_loader, batch_split, make_optimizers, train_step  # noqa: E402
+from pipeline.io import DecodedArrays, ResizedImages, list_images, read_image, write_image  # noqa: E402
 from pipeline.resources import measure  # noqa: E402
 
 BATCH = {"adain": {"cuda": 8, "cpu": 2}, "contrastive": {"cuda": 12, "cpu": 4}}  # see the docstring
@@ -50,25 +66,90 @@ def bench(model: torch.nn.Module, size: int, precision: Precision, iters: int, b
     def step() -> None:
         train_step(model, content, style, optimizers, adversary, precision.autocast())  # type: ignore[arg-type]
 
-    step()  # warm-up
     with measure(device) as train_usage:
-        for _ in range(iters):
-            step()
+        train_time = timed(step, device, iters)
     one_c, one_s = content[:1], style[:1]
     toggles = {"amp": precision.bf16, "channels_last": precision.channels_last}
-    model.stylize(one_c, one_s, **toggles)  # warm-up
     with measure(device) as infer_usage:
-        for _ in range(iters):
-            model.stylize(one_c, one_s, **toggles)
+        infer_time = timed(lambda: model.stylize(one_c, one_s, **toggles), device, iters)
     return {
         "size_px": size, "device": device.type, "amp": precision.bf16, "channels_last": precision.channels_last,
-        "precision": precision.label, "batch": batch,
-        "train_iterations_per_second": iters / train_usage.seconds,
-        "train_images_per_second": iters * batch / train_usage.seconds,
+        "precision": precision.label, "batch": batch, "timed_iterations": iters,
+        "train_ms_per_iteration": round(train_time.per_call_ms, 2),
+        "train_iterations_per_second": iters / train_time.seconds,
+        "train_images_per_second": iters * batch / train_time.seconds,
         "train_peak_mem_mb": round(train_usage.peak_mem_mb, 1),
-        "inference_images_per_second": iters / infer_usage.seconds,
+        "inference_images_per_second": iters / infer_time.seconds,
         "inference_peak_mem_mb": round(infer_usage.peak_mem_mb, 1),
     }  # fmt: skip
+
+
+def sample_folders(short_side: int, work: Path) -> tuple[Path, Path]:
+    """data/sample's content and style images resized to ``short_side`` px and written as PNGs (a prepared split)."""
+    folders = []
+    for role in ("content", "style"):
+        folder = work / f"{role}{short_side}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in list_images(ROOT / "data/sample" / role):
+            image = resize_to_edge(read_image(path), short_side, "short", upscale=True)
+            write_image(image, folder / f"{path.stem}.png")
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def data_rows(model: torch.nn.Module, crop: int, resize: int, batch: int, device: torch.device, steps: int,
+              workers: list[int], work: Path) -> list[dict]:  # fmt: skip
+    """Input-pipeline milliseconds per training step (see the module docstring)."""
+    folders = sample_folders(resize, work)
+    paths = [tuple(list_images(f)) for f in folders]
+    n_content, n_style = batch_split(model, batch)  # type: ignore[arg-type]
+
+    def crops(kind: str, role: int) -> RandomCrops:
+        load = ResizedImages(paths[role], resize)
+        if kind == "decoded-array cache":
+            keys = [f"{role}-{i}-short{resize}" for i in range(len(paths[role]))]
+            return RandomCrops(DecodedArrays(load, keys, work / "decoded"), len(paths[role]), crop, cache=False)
+        return RandomCrops(load, len(paths[role]), crop, cache=kind == "memory")
+
+    base = {"device": device.type, "crop_px": crop, "resize_short_px": resize, "batch": batch, "timed_steps": steps}
+    rows = []
+    for kind in ("memory", "PNG decode per crop"):  # before issue 17: train() called sample() itself, per step
+        content, style = crops(kind, 0), crops(kind, 1)
+        gen = torch.Generator().manual_seed(0)
+
+        def legacy_step(content: RandomCrops = content, style: RandomCrops = style, gen: torch.Generator = gen) -> None:
+            content.sample(n_content, gen).to(device), style.sample(n_style, gen).to(device)
+
+        ms = timed(legacy_step, device, steps).per_call_ms
+        rows.append({**base, "source": f"sample() in the training process, {kind}", "workers": None,
+                     "data_ms_per_step": round(ms, 3)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    for kind in ("memory", "decoded-array cache"):
+        for n_workers in workers:
+            content, style = crops(kind, 0), crops(kind, 1)
+            warm = 3 + 4 * n_workers  # worker start-up and the first prefetch are not a per-step cost
+            plans = StepPlans(content, style, torch.Generator().manual_seed(0), 1, warm + steps, n_content, n_style)
+            batches = iter(batch_loader(plans, n_workers, pin_memory=device.type == "cuda"))
+
+            def loader_step(batches=batches) -> None:  # type: ignore[no-untyped-def]
+                _, c, s = next(batches)
+                c.to(device, non_blocking=True), s.to(device, non_blocking=True)
+
+            for _ in range(warm):
+                loader_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            begin = time.perf_counter()
+            for _ in range(steps):
+                loader_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            ms = 1000 * (time.perf_counter() - begin) / steps
+            del batches
+            rows.append({**base, "source": f"DataLoader, {kind}", "workers": n_workers,
+                         "data_ms_per_step": round(ms, 3)})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def add_speedups(rows: list[dict], keys: tuple[str, ...]) -> None:
@@ -85,23 +166,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=sorted(BATCH), default="adain")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--train-iterations", type=int, default=3)
+    parser.add_argument("--train-iterations", type=int, default=MIN_TIMED, help="timed iterations (after warm-up)")
     add_precision_args(parser)
     parser.add_argument("--batch", type=int, default=None, help="default: the device's (see the docstring)")
+    parser.add_argument("--data", action="store_true", help="also time the input pipeline (see the docstring)")
+    parser.add_argument("--data-only", action="store_true", help="time the input pipeline only")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers for --data")
+    parser.add_argument("--resize", type=int, default=None, help="--data: short side before cropping (2 x size)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/<method>.json")
     args = parser.parse_args(argv)
     model = get_method(args.method)(
         encoder=load_encoder("caffe", last_layer=LAST_LAYER[args.method], normalise="per_filter")
     )
-    results = []
-    for device, precision in precision_grid(args):
+    results, data = [], []
+    devices = dict.fromkeys(device for device, _ in precision_grid(args))
+    for device, precision in [] if args.data_only else precision_grid(args):
         for size in args.sizes:
             batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
             row = bench(model, size, precision, args.train_iterations, batch)
             print(json.dumps(row), flush=True)
             results.append(row)
     add_speedups(results, ("train_iterations_per_second", "inference_images_per_second"))
-    write_report(args.method, results, args.out or ROOT / f"bench/results/{args.method}.json")
+    if args.data or args.data_only:
+        with tempfile.TemporaryDirectory(prefix="nst-bench-data-") as work:
+            for device in devices:
+                for size in args.sizes:
+                    batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
+                    resize = args.resize or 2 * size
+                    data += data_rows(model, size, resize, batch, device, args.train_iterations, args.workers,
+                                      Path(work))  # fmt: skip
+    extra = {"input_pipeline": data} if data else {}
+    write_report(args.method, results, args.out or ROOT / f"bench/results/{args.method}.json", **extra)
     return 0
 
 

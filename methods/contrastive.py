@@ -218,17 +218,23 @@ def info_nce(embeddings: Tensor, positives: Tensor, tau: float = 0.2, negatives:
     for name, mask in (("positives", positives), ("negatives", negatives)):
         if mask is not None and mask.shape != (n, n):
             raise NstError(f"{name} mask must be ({n}, {n}), got {tuple(mask.shape)}")
+    # Which anchors have a positive is read on the mask's own device (the CPU in training): no GPU sync per step.
+    has_pos = (positives & ~torch.eye(n, dtype=torch.bool, device=positives.device)).any(dim=1)
+    if not has_pos.any():
+        raise NstError("info_nce: no anchor has a positive")
     eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
     pos = positives.to(embeddings.device) & ~eye
     neg = ~pos & ~eye if negatives is None else negatives.to(embeddings.device) & ~eye & ~pos
-    with torch.autocast(embeddings.device.type, enabled=False):  # logits in float32, also under bf16 autocast
+    # Logits, their logsumexps and the loss in float32 with autocast off: under bf16 autocast the matmul would run in
+    # bf16 (8 mantissa bits), and exp(s / tau) amplifies its rounding (tau = 0.2).
+    with torch.autocast(embeddings.device.type, enabled=False):
         logits = embeddings.float() @ embeddings.float().T / tau
-    log_denominator = torch.logsumexp(logits.masked_fill(~(pos | neg), float("-inf")), dim=1)
-    log_numerator = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
-    has_pos = pos.any(dim=1)
-    if not has_pos.any():
-        raise NstError("info_nce: no anchor has a positive")
-    return (log_denominator - log_numerator)[has_pos].mean()
+        log_denominator = torch.logsumexp(logits.masked_fill(~(pos | neg), float("-inf")), dim=1)
+        log_numerator = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
+        per_anchor = log_denominator - log_numerator
+        if bool(has_pos.all()):
+            return per_anchor.mean()
+        return per_anchor[has_pos.to(embeddings.device)].mean()
 
 
 # ------------------------------------------------------------------------------------------------ the method

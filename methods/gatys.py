@@ -137,6 +137,55 @@ class Gatys:
             raise NstError("gatys is optimisation-based and takes no --model")
         return cls(GatysParams().replace(**dict(cfg)), encoder=encoder)
 
+    def _working_images(self, content: Tensor, style: Tensor, p: GatysParams) -> tuple[Tensor, Tensor]:
+        """Content and style as float32 NCHW-contiguous tensors on the content's device, at ``image_size``."""
+        work_content = content.float()
+        work_style = style.to(device=content.device, dtype=torch.float32)
+        if p.image_size is not None:
+            work_content = resize_to_edge(work_content, p.image_size, "long", upscale=True)
+            work_style = resize_to_edge(work_style, p.image_size, "long", upscale=True)
+        return work_content.contiguous(), work_style.contiguous()
+
+    def _objective(
+        self, work_content: Tensor, work_style: Tensor, p: GatysParams, precision: Precision
+    ) -> Callable[[Tensor], tuple[Tensor, dict[str, float]]]:
+        """``loss(image) -> (total, weighted terms as floats)`` towards the working content and style images, with the
+        encoder passes in ``precision`` (Gram matrices and losses in float32)."""
+        encoder = precision.module(self.encoder.to(work_content.device))
+
+        def features(image: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
+            with precision.autocast():
+                feats = encoder(precision.image(image), layers)
+            return {k: v.float() for k, v in feats.items()}
+
+        with torch.no_grad():
+            content_targets = features(work_content, p.content_layers)
+            style_grams = {k: gram_matrix(v) for k, v in features(work_style, p.style_layers).items()}
+        layers = tuple(dict.fromkeys((*p.content_layers, *p.style_layers)))
+
+        def loss(x: Tensor) -> tuple[Tensor, dict[str, float]]:
+            feats = features(x, layers)
+            c = sum(content_loss(feats[k], content_targets[k]) for k in p.content_layers).sum()
+            s = gram_style_loss(feats, style_grams).sum()
+            tv = total_variation(x).sum()
+            weighted = {"content": p.content_weight * c, "style": p.style_weight * s, "tv": p.tv_weight * tv}
+            total = weighted["content"] + weighted["style"] + weighted["tv"]
+            terms = {k: float(v.detach()) for k, v in weighted.items()}
+            terms["total"] = float(total.detach())
+            return total, terms
+
+        return loss
+
+    @torch.no_grad()
+    def loss_terms(self, image: Tensor, content: Tensor, style: Tensor, **overrides: Any) -> dict[str, float]:
+        """The weighted loss terms of ``image`` (at the working size, e.g. a :meth:`stylize` output when ``image_size``
+        is null) in float32 NCHW: the reference against which a bf16 / channels_last optimisation is rescored."""
+        p = self.params.replace(**overrides) if overrides else self.params
+        self.encoder.to(memory_format=torch.contiguous_format)  # undo an earlier channels_last call
+        work_content, work_style = self._working_images(content, style, p)
+        fp32 = Precision(False, False, content.device.type)
+        return self._objective(work_content, work_style, p, fp32)(image.float().contiguous())[1]
+
     def stylize(
         self,
         content: Tensor,
@@ -168,24 +217,9 @@ class Gatys:
             raise NstError(f"gatys: style batch {style.shape[0]} must be 1 or the content batch {content.shape[0]}")
         device = content.device
         precision = Precision.resolve(p.amp, p.channels_last, device)
-        encoder = precision.module(self.encoder.to(device))
         height, width = content.shape[-2:]
-        work_content = content.float()
-        work_style = style.to(device=device, dtype=torch.float32)
-        if p.image_size is not None:
-            work_content = resize_to_edge(work_content, p.image_size, "long", upscale=True)
-            work_style = resize_to_edge(work_style, p.image_size, "long", upscale=True)
-        work_content, work_style = work_content.contiguous(), work_style.contiguous()
-
-        def features(image: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
-            with precision.autocast():
-                feats = encoder(precision.image(image), layers)
-            return {k: v.float() for k, v in feats.items()}
-
-        with torch.no_grad():
-            content_targets = features(work_content, p.content_layers)
-            style_grams = {k: gram_matrix(v) for k, v in features(work_style, p.style_layers).items()}
-
+        work_content, work_style = self._working_images(content, style, p)
+        loss = self._objective(work_content, work_style, p, precision)
         if p.init == "content":
             start = work_content.clone()
         elif p.init == "style":
@@ -194,19 +228,6 @@ class Gatys:
         else:
             start = _noise_init(work_content, p.seed)
         image = start.contiguous().requires_grad_(True)  # NCHW-contiguous: L-BFGS flattens with view(-1)
-        layers = tuple(dict.fromkeys((*p.content_layers, *p.style_layers)))
-
-        def loss(x: Tensor) -> tuple[Tensor, dict[str, float]]:
-            feats = features(x, layers)
-            c = sum(content_loss(feats[k], content_targets[k]) for k in p.content_layers).sum()
-            s = gram_style_loss(feats, style_grams).sum()
-            tv = total_variation(x).sum()
-            weighted = {"content": p.content_weight * c, "style": p.style_weight * s, "tv": p.tv_weight * tv}
-            total = weighted["content"] + weighted["style"] + weighted["tv"]
-            terms = {k: float(v.detach()) for k, v in weighted.items()}
-            terms["total"] = float(total.detach())
-            return total, terms
-
         lbfgs = p.optimizer == "lbfgs"
         max_eval = p.iterations * 5 // 4  # torch's LBFGS default (max_iter * 5 // 4), passed explicitly below
         bar = tqdm(total=max_eval if lbfgs else p.iterations, desc="gatys", unit="eval" if lbfgs else "it",

@@ -33,7 +33,7 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,16 +67,30 @@ class TrainConfig:
     amp: Setting = False  # True | False | "auto" (methods/precision.py)
     channels_last: Setting = False
     adversary_betas: tuple[float, float] = (0.5, 0.999)  # HalbertCH/IEContraAST train.py optimizer_D
+    # Loss terms stay on the device and are read back (one sync: log_fn, the divergence check, the progress bar) every
+    # log_every iterations, before each checkpoint and at the end; log_fn still sees every iteration.
+    log_every: int = 1
+    workers: int = 0  # DataLoader worker processes cutting the crops (0 = the training process); see batch_loader
+
+
+Crop = tuple[int, int, int]  # (image index, top, left) of one crop
 
 
 class RandomCrops:
     """Batches of random square crops from ``n`` images, drawn with a caller-supplied generator (reproducible).
 
+    Drawing and cutting are apart: :meth:`plan` takes every random number of a batch from the generator (image indices,
+    then each crop's offsets), :meth:`cut` only reads pixels. So the training loop draws in its own process while
+    DataLoader workers cut (:class:`CropBatches`), and the crops are those of :meth:`sample` = ``cut(plan(...))``.
+
     Args:
-        load: ``load(i)`` returns image ``i`` as (1, 3, H, W) in [0, 1] (already resized by the caller's policy).
+        load: ``load(i)`` returns image ``i`` as (1, 3, H, W) in [0, 1] (already resized by the caller's policy):
+            float32, or uint8 holding ``round(255 x value)`` exactly (a decoded-array cache: converted per crop, to the
+            same floats).
         n: number of images.
         crop: crop side in pixels; images smaller than that are upscaled to fit (rare: policy sizes them above).
-        cache: keep loaded images in memory (the embedded sample); False for large sets.
+        cache: keep loaded images in memory (the embedded sample); False when ``load`` is cheap itself (memory-mapped
+            decoded arrays) or the set is large. Image sizes are always remembered (a plan needs them).
     """
 
     def __init__(self, load: Callable[[int], Tensor], n: int, crop: int, cache: bool = True) -> None:
@@ -84,6 +98,7 @@ class RandomCrops:
             raise NstError("RandomCrops needs at least one image")
         self.load, self.n, self.crop = load, n, crop
         self._cache: dict[int, Tensor] | None = {} if cache else None
+        self._shapes: dict[int, tuple[int, int]] = {}
 
     def _image(self, i: int) -> Tensor:
         if self._cache is not None and i in self._cache:
@@ -92,12 +107,25 @@ class RandomCrops:
         h, w = img.shape[-2:]
         if min(h, w) < self.crop:
             scale = self.crop / min(h, w)
+            img = img.float() / 255 if img.dtype == torch.uint8 else img
             img = torch.nn.functional.interpolate(
                 img, size=(max(self.crop, round(h * scale)), max(self.crop, round(w * scale))), mode="bilinear"
             )
         if self._cache is not None:
             self._cache[i] = img
+        self._shapes[i] = (int(img.shape[-2]), int(img.shape[-1]))
         return img
+
+    def shape(self, i: int) -> tuple[int, int]:
+        """(H, W) of image ``i`` as crops are cut from it."""
+        if i not in self._shapes:
+            self._image(i)
+        return self._shapes[i]
+
+    def preload(self) -> None:
+        """Load every image now (into the memory cache, when on): DataLoader workers forked afterwards share them."""
+        for i in range(self.n):
+            self.shape(i)
 
     def indices(self, batch: int, gen: torch.Generator) -> list[int]:
         """``batch`` image indices: the start of a random permutation of the ``n`` images, continued with further
@@ -107,16 +135,81 @@ class RandomCrops:
             out += torch.randperm(self.n, generator=gen).tolist()[: batch - len(out)]
         return out
 
-    def sample(self, batch: int, gen: torch.Generator) -> Tensor:
-        """(batch, 3, crop, crop): image indices (:meth:`indices`) and crop offsets from ``gen``."""
+    def plan(self, batch: int, gen: torch.Generator) -> list[Crop]:
+        """``batch`` crops ``(image, top, left)``: image indices (:meth:`indices`), then each crop's top and left
+        offsets, all from ``gen`` in that order."""
         out = []
         for i in self.indices(batch, gen):
-            img = self._image(i)
-            h, w = img.shape[-2:]
+            h, w = self.shape(i)
             top = int(torch.randint(h - self.crop + 1, (1,), generator=gen))
             left = int(torch.randint(w - self.crop + 1, (1,), generator=gen))
-            out.append(img[..., top : top + self.crop, left : left + self.crop])
-        return torch.cat(out)
+            out.append((i, top, left))
+        return out
+
+    def cut(self, plan: Sequence[Crop]) -> Tensor:
+        """(len(plan), 3, crop, crop) float32: the planned crops (no random numbers drawn)."""
+        pieces = [self._image(i)[..., top : top + self.crop, left : left + self.crop] for i, top, left in plan]
+        if all(p.dtype == torch.uint8 for p in pieces):  # one conversion for the batch (elementwise: the same floats)
+            return torch.cat(pieces).float().div_(255)
+        return torch.cat([p.float() / 255 if p.dtype == torch.uint8 else p for p in pieces])
+
+    def sample(self, batch: int, gen: torch.Generator) -> Tensor:
+        """(batch, 3, crop, crop): :meth:`cut` of :meth:`plan`."""
+        return self.cut(self.plan(batch, gen))
+
+
+class StepPlans(torch.utils.data.Sampler):
+    """The crops of training iterations ``first..last``: per iteration, this rank's slice of the global content batch,
+    then of the global style batch, drawn from ``gen`` in the main process in the single-process order (so one or
+    several processes, any number of workers, and a resumed run all see the same crops).
+
+    A DataLoader draws ahead of the step it hands out (prefetch), so the generator runs ahead of training; the
+    generator state after each iteration's draws is kept in :attr:`states` for that iteration's checkpoint.
+    """
+
+    def __init__(self, content: RandomCrops, style: RandomCrops, gen: torch.Generator, first: int, last: int,
+                 n_content: int, n_style: int, rank: int = 0, world: int = 1) -> None:  # fmt: skip
+        self.content, self.style, self.gen = content, style, gen
+        self.first, self.last = first, last
+        self.n_content, self.n_style, self.rank, self.world = n_content, n_style, rank, world
+        self.states: dict[int, Tensor] = {}
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first + 1)
+
+    def __iter__(self) -> Iterator[tuple[int, list[Crop], list[Crop]]]:
+        nc, ns, r = self.n_content, self.n_style, self.rank
+        for iteration in range(self.first, self.last + 1):
+            c = self.content.plan(nc * self.world, self.gen)[r * nc : (r + 1) * nc]
+            s = self.style.plan(ns * self.world, self.gen)[r * ns : (r + 1) * ns]
+            self.states[iteration] = self.gen.get_state()
+            yield iteration, c, s
+
+
+class CropBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose "index" is one :class:`StepPlans` item: ``(iteration, content crops, style crops)``.
+    Workers only cut (decode from their cache, slice, convert); they draw no random numbers."""
+
+    def __init__(self, content: RandomCrops, style: RandomCrops) -> None:
+        self.content, self.style = content, style
+
+    def __getitem__(self, step: tuple[int, list[Crop], list[Crop]]) -> tuple[int, Tensor, Tensor]:  # type: ignore[override]
+        iteration, c, s = step
+        return iteration, self.content.cut(c), self.style.cut(s)
+
+
+def batch_loader(plans: StepPlans, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``plans``: ``workers`` processes cut the crops (0 = in this process), ``pin_memory`` page-locks
+    the batches for asynchronous host-to-GPU copies. Its own (unused) generator keeps the loader from drawing its base
+    seed from torch's global RNG, which the checkpoint records."""
+    if workers:
+        plans.content.preload()  # in memory before the fork: workers share the decoded images instead of decoding
+        plans.style.preload()
+    return torch.utils.data.DataLoader(
+        CropBatches(plans.content, plans.style), batch_size=None, sampler=plans, num_workers=workers,
+        pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        generator=torch.Generator(),
+    )  # fmt: skip
 
 
 class TrainableModel(Protocol):
@@ -165,15 +258,28 @@ def _average_gradients(optimizer: torch.optim.Optimizer) -> None:
         offset += g.numel()
 
 
-def _mean_over_ranks(terms: dict[str, Tensor]) -> dict[str, float]:
-    """Loss terms as floats, averaged over the ranks (each rank's terms are means over its equal share)."""
+def _mean_over_ranks(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Loss terms averaged over the ranks (each rank's terms are means over its equal share), as 0-d float32 tensors
+    on the device: no host sync (:func:`train` reads them back every ``log_every`` iterations)."""
     names = list(terms)
     stacked = torch.stack([terms[k].reshape(()) for k in names])  # every term is one number
     world = dist_info()[1]
     if world > 1:
         torch.distributed.all_reduce(stacked)
         stacked /= world
-    return dict(zip(names, stacked.tolist(), strict=True))
+    return dict(zip(names, stacked.unbind(), strict=True))
+
+
+def terms_to_floats(steps: Sequence[dict[str, Tensor]]) -> list[dict[str, float]]:
+    """Several iterations' loss terms (0-d tensors, one device) as floats with a single device-to-host copy."""
+    if not steps:
+        return []
+    flat = torch.cat([torch.stack(list(t.values())) for t in steps]).tolist()
+    out, offset = [], 0
+    for t in steps:
+        out.append(dict(zip(t, flat[offset : offset + len(t)], strict=True)))
+        offset += len(t)
+    return out
 
 
 def _set_requires_grad(modules: dict[str, nn.Module], flag: bool) -> None:
@@ -205,8 +311,8 @@ def train_step(
     optimizers: dict[str, torch.optim.Optimizer],
     adversary: dict[str, nn.Module],
     autocast: contextlib.AbstractContextManager[Any],
-) -> dict[str, float]:
-    """One iteration; returns the loss terms (averaged over ranks).
+) -> dict[str, Tensor]:
+    """One iteration; returns the loss terms (averaged over ranks; 0-d tensors on the device, not synced).
 
     Without an adversary: a step on ``losses``. With one (IEContraAST train.py's order): the generator's forward pass
     (``losses``), an adversary step on ``adversary_losses`` (the detached fakes of this pass), then a generator step
@@ -302,7 +408,8 @@ def train(
         resume: continue from the newest readable checkpoint (its ``fingerprint`` must match); raises
             :class:`CheckpointError` when there is none.
         fingerprint: identifies the model/config a checkpoint belongs to (refuses to resume a different one).
-        log_fn: called every iteration with the loss terms (floats).
+        log_fn: called for every iteration with its loss terms (floats), in order, in bursts of ``cfg.log_every``
+            (the terms are read back from the device only then).
         sample_fn: called every ``sample_every`` iterations (e.g. to log a sample grid).
         stop_after: stop (with a checkpoint) after this many iterations of this call — for tests of resume.
     """
@@ -325,6 +432,8 @@ def train(
     precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
     log.info("training precision on %s: %s", device.type, precision.label)
     autocast = precision.autocast()
+    if isinstance(model, nn.Module):  # the whole model, its frozen encoder included (issue 17: it stayed on the CPU)
+        precision.module(model.to(device))
     for module in everything.values():  # on the device before any optimiser state is loaded (it follows the params)
         precision.module(module.to(device).train())
     encoder = getattr(model, "encoder", None)
@@ -353,14 +462,14 @@ def train(
         elapsed, last = float(state.get("elapsed_s", 0.0)), dict(state.get("last_losses", {}))
         log.info("resumed from %s (iteration %d)", path, start)
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, gen_state: Tensor) -> None:
         state = {
             "iteration": iteration,
             "fingerprint": fingerprint,
             "config": asdict(cfg),
             "modules": {k: m.state_dict() for k, m in everything.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()},
+            "rng": {"data": gen_state, "torch": torch.get_rng_state()},
             "elapsed_s": elapsed + time.perf_counter() - started,
             "last_losses": last,
             "hardware": hardware(device, world),
@@ -374,30 +483,56 @@ def train(
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
     bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
                disable=None if progress and rank == 0 else True)  # fmt: skip
+    plans = StepPlans(content, style, gen, start + 1, end, n_content, n_style, rank, world)
+    loader = batch_loader(plans, cfg.workers, pin_memory=device.type == "cuda")
+    pending: list[tuple[int, dict[str, Tensor]]] = []
+
+    def sync() -> None:
+        """Read the pending iterations' loss terms back (one device sync), check them, report them."""
+        nonlocal last
+        for (it, _), values in zip(pending, terms_to_floats([t for _, t in pending]), strict=True):
+            if not all(v == v and abs(v) != float("inf") for v in values.values()):
+                raise NstError(f"training diverged at iteration {it}: {values}")
+            last = values
+            if log_fn is not None and rank == 0:
+                log_fn(it, values)
+        if pending:
+            bar.set_postfix(loss=f"{last['total']:.4g}")
+        pending.clear()
+
+    # Fixed crop sizes: cuDNN may time its convolution algorithms once per shape and keep the fastest (CUDA results
+    # are not bitwise repeatable anyway: several backward kernels accumulate with atomics).
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = benchmark or device.type == "cuda"
     iteration = start
     started = time.perf_counter()
-    for iteration in range(start + 1, end + 1):
-        for opt in optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
-        # Every rank draws the whole global batch from the same generator and keeps its slice: the data order is the
-        # single-process one, whatever the number of processes.
-        c = content.sample(n_content * world, gen)[rank * n_content : (rank + 1) * n_content].to(device)
-        s = style.sample(n_style * world, gen)[rank * n_style : (rank + 1) * n_style].to(device)
-        c, s = precision.image(c), precision.image(s)
-        values = train_step(model, c, s, optimizers, adversary, autocast)
-        if not all(v == v and abs(v) != float("inf") for v in values.values()):
-            raise NstError(f"training diverged at iteration {iteration}: {values}")
-        last = values
-        if log_fn is not None and rank == 0:
-            log_fn(iteration, values)
-        if sample_fn is not None and sample_every and iteration % sample_every == 0 and rank == 0:
-            sample_fn(iteration)
-        if iteration % cfg.checkpoint_every == 0 or iteration == end:
-            save(iteration)
-        bar.update(1)
-        bar.set_postfix(loss=f"{values['total']:.4g}")
+    try:
+        for iteration, c, s in loader:
+            for opt in optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
+            # Every rank draws the whole global batch from the same generator and keeps its slice (StepPlans): the
+            # data order is the single-process one, whatever the number of processes.
+            c = precision.image(c.to(device, non_blocking=True))
+            s = precision.image(s.to(device, non_blocking=True))
+            pending.append((iteration, train_step(model, c, s, optimizers, adversary, autocast)))
+            sampling = sample_fn is not None and sample_every and iteration % sample_every == 0 and rank == 0
+            saving = iteration % cfg.checkpoint_every == 0 or iteration == end
+            if iteration % cfg.log_every == 0 or sampling or saving:
+                sync()  # before a sample or a checkpoint: a diverged state is never saved
+            if sampling:
+                sample_fn(iteration)  # type: ignore[misc]
+            if saving:
+                gen_state = plans.states[iteration]  # the generator as it was after this iteration's draws
+                save(iteration, gen_state)
+            for old in [k for k in plans.states if k <= iteration]:
+                del plans.states[old]
+            bar.update(1)
+        sync()
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        del loader  # persistent workers end with their DataLoader
     bar.close()
     if end == start and start == 0 and cfg.iterations == 0:
-        save(0)
+        save(0, gen.get_state())
     return iteration

@@ -227,6 +227,7 @@ class TrainSection(Strict):
     seed: Seed
     amp: PrecisionSetting
     channels_last: PrecisionSetting
+    workers: Annotated[int, Field(ge=0, le=64)]  # DataLoader processes cutting crops (methods/training.py batch_loader)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> TrainSection:

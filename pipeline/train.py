@@ -24,7 +24,6 @@ import torch
 from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
-from methods.image import resize_to_edge
 from methods.precision import Precision
 from methods.pretrained import PretrainedError, warm_start
 from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
@@ -40,19 +39,39 @@ from pipeline.config import (
     load_params,
     method_stage_params,
 )
-from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_text_atomic
+from pipeline.io import (
+    DecodedArrays,
+    ResizedImages,
+    list_images,
+    read_csv,
+    side_by_side,
+    write_csv,
+    write_text_atomic,
+)
 from pipeline.resources import pick_device
 
 log = logging.getLogger(__name__)
 
 
-def crops(folder: Path, resize_short: int, crop: int) -> RandomCrops:
-    """Random crops of the images in ``folder``, each first resized so its short side is ``resize_short``."""
+# Images kept decoded in memory up to this many per folder (the embedded sample); a larger set is decoded once into
+# DECODED_CACHE and memory-mapped (full scale: about 1600 + 1900 images, 512 px short side, about 1 MB each as uint8).
+MEMORY_IMAGES = 256
+DECODED_CACHE = Path("data/cache/decoded")  # git-ignored, beside the download cache (fetch.download.cache_dir)
+
+
+def crops(folder: Path, resize_short: int, crop: int, *, workers: int = 0, cache_dir: Path = DECODED_CACHE,
+          memory_images: int = MEMORY_IMAGES) -> RandomCrops:  # fmt: skip
+    """Random crops of the images in ``folder``, each first resized so its short side is ``resize_short``: decoded once
+    and kept in memory (up to ``memory_images`` images), else in ``cache_dir`` (:class:`pipeline.io.DecodedArrays`,
+    keyed by file content and size) and memory-mapped. ``workers`` processes decode missing cache entries."""
     paths = list_images(folder)
     if not paths:
         raise NstError(f"{folder}: no training images")
-    return RandomCrops(lambda i: resize_to_edge(read_image(paths[i]), resize_short, "short", upscale=True), len(paths),
-                       crop, cache=len(paths) <= 256)  # fmt: skip
+    load = ResizedImages(tuple(paths), resize_short)
+    if len(paths) <= memory_images:
+        return RandomCrops(load, len(paths), crop, cache=True)
+    keys = [f"{sha256_file(p)[:40]}-short{resize_short}" for p in paths]
+    return RandomCrops(DecodedArrays(load, keys, cache_dir, workers), len(paths), crop, cache=False)
 
 
 def build_model(params: Params, method_name: str, encoder: Any) -> Any:
@@ -83,7 +102,7 @@ def train_config(tcfg: TrainSection) -> TrainConfig:
     return TrainConfig(
         iterations=tcfg.iterations, batch_size=tcfg.batch_size, lr=tcfg.lr, lr_decay=tcfg.lr_decay,
         checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints, seed=tcfg.seed,
-        amp=tcfg.amp, channels_last=tcfg.channels_last,
+        amp=tcfg.amp, channels_last=tcfg.channels_last, log_every=tcfg.log_every, workers=tcfg.workers,
     )  # fmt: skip
 
 
@@ -110,7 +129,9 @@ def run(
     model = build_model(params, method_name, encoder)
     cfg = train_config(tcfg)
     init = init_file(tcfg, method_name)
-    fingerprint = tracking.params_hash({"method": method_name, "section": section.model_dump(mode="json"),
+    # train.workers is left out: how many processes cut the crops changes no number (methods/training.py StepPlans).
+    fingerprint = tracking.params_hash({"method": method_name,
+                                        "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
                                         "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
                                         "content": str(content_dir), "style": str(style_dir),
                                         "init": sha256_file(init) if init else None,
@@ -134,7 +155,8 @@ def run(
     barrier()  # every rank has decided from the same files before rank 0 removes any
     if resume == "never" and ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)
-    content, style = crops(content_dir, tcfg.resize_short, tcfg.crop), crops(style_dir, tcfg.resize_short, tcfg.crop)
+    content, style = (crops(folder, tcfg.resize_short, tcfg.crop, workers=tcfg.workers)
+                      for folder in (content_dir, style_dir))  # fmt: skip
     # What training at this crop size uses of the architecture (e.g. the discriminator scales that see the crops).
     info = model.train_info(tcfg.crop) if hasattr(model, "train_info") else {}
     if info:

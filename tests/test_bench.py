@@ -1,10 +1,14 @@
-"""The benchmark scripts run end to end on a tiny size and write the JSON they promise (speed itself is not tested)."""
+"""The benchmark scripts run end to end on a tiny size and write the JSON they promise (speed itself is not tested);
+bench/gpu_check.py writes its JSON step by step."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,68 @@ def test_fetch_memory_bench_writes_the_fetch_memory(tmp_path):
     assert row["peak_rss_mb"] >= row["rss_before_fetch_mb"] > 0
     assert row["fetch_rss_increase_mb"] >= 0
     assert row["arrow_peak_mb"] < 1  # the streaming reader never has pyarrow decode a page
+
+
+def _gpu_check(tmp_path: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "bench/gpu_check.py"),
+        "--device",
+        "cpu",
+        "--tiny",
+        "--out",
+        str(tmp_path),
+        *args,
+    ]
+
+
+def _still_running(marker: str) -> list[int]:
+    """Processes whose command line holds ``marker`` (a test's own tmp path)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the check's children die with it through a Linux prctl")
+def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_done(tmp_path):
+    """Issue 17: preflight and each step land in gpu_check.json as they finish; killing the check midway leaves the
+    steps done so far (the one in progress reads "running") and no step process behind."""
+    report = tmp_path / "gpu_check.json"
+    proc = subprocess.Popen(_gpu_check(tmp_path, "--steps", "gatys", "train_contrastive"), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    steps: list[dict] = []
+    while not (len(steps) == 3 and steps[2]["status"] == "running"):
+        assert proc.poll() is None, "gpu_check ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        with contextlib.suppress(OSError, ValueError):
+            steps = json.loads(report.read_text())["steps"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = json.loads(report.read_text())
+    assert not kept["finished"]
+    assert kept["preflight"]["torch"]
+    assert "missing" in kept["preflight"]
+    assert [(s["name"], s["status"]) for s in kept["steps"]] == [("preflight", "ok"), ("gatys", "ok"),
+                                                                 ("train_contrastive", "running")]  # fmt: skip
+    rows = kept["steps"][1]["result"]["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16", "bf16+channels_last"]
+    assert all(r["final_loss_fp32"] > 0 for r in rows)
+    time.sleep(0.5)
+    assert not _still_running(str(tmp_path)), "a step process outlived the killed check"
+
+
+def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
+    proc = subprocess.run([*_gpu_check(tmp_path), "--device", "cuda"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    if report["preflight"]["cuda_available"] if "preflight" in report else False:
+        pytest.skip("this machine has CUDA")
+    assert proc.returncode == 1
+    assert report["finished"]
+    assert report["steps"] == [{**report["steps"][0], "name": "preflight", "status": "failed"}]
+    assert "no CUDA device" in report["steps"][0]["error"]

@@ -137,3 +137,17 @@ def test_discriminator_skips_scales_too_small_and_rejects_tiny_inputs():
     assert len(disc(torch.rand(1, 3, 128, 128))) == 3
     with pytest.raises(NstError, match="32 px minimum"):
         disc(torch.rand(1, 3, 24, 64))
+
+
+def test_info_nce_logits_stay_float32_under_bf16_autocast():
+    """Issue 17: the logits are computed with autocast off. Under bf16 autocast a bf16 matmul would round the cosine
+    similarities to 8 mantissa bits (errors of ~1e-3 relative in the loss); here the result is float32 and equals the
+    float32 loop on the same embeddings."""
+    batch = contrastive_batch(3)
+    z = F.normalize(torch.randn(6, 64, generator=torch.Generator().manual_seed(4)), dim=1)
+    z = z.bfloat16().float()  # embeddings a bf16 network could produce, so only the logits' precision differs
+    expected = naive_info_nce(z, batch.style_pos, 0.2, batch.unrelated)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = info_nce(z, batch.style_pos, tau=0.2, negatives=batch.unrelated)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected, rel=1e-6)

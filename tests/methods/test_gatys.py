@@ -193,3 +193,19 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
     assert "avx512_bf16" in precision._cpuinfo_flags(info)
     assert precision._cpuinfo_flags(tmp_path / "missing") == set()
+
+
+def test_loss_terms_rescore_an_image_in_float32(encoder):
+    """loss_terms evaluates the objective stylize optimises, in float32 NCHW whatever the method's precision: at the
+    content start it equals stylize's first evaluation, and the content term of the content image itself is 0."""
+    content, style = images(7)
+    method = Gatys(GatysParams(**SMALL, iterations=2, init="content", tv_weight=1.0), encoder=encoder)
+    seen: list[dict[str, float]] = []
+    method.stylize(content, style, callback=lambda _i, t: seen.append(t))
+    terms = method.loss_terms(content, content, style)
+    assert terms["content"] == 0.0
+    assert terms["style"] > 0
+    assert terms["tv"] > 0
+    assert terms == pytest.approx(seen[0], rel=1e-5)
+    method.stylize(content, style, amp=True, channels_last=True)  # leaves the encoder channels_last
+    assert method.loss_terms(content, content, style) == pytest.approx(terms, rel=1e-6)

@@ -235,3 +235,114 @@ def test_each_rank_gets_its_slice_of_the_single_process_batch(tmp_path):
         assert torch.equal(torch.cat(halves), batch)  # rank 0 the first half, rank 1 the second
     for r in ranks:  # averaged gradients: every rank took the single process's steps
         torch.testing.assert_close(r["scale"], single.scale.detach())
+
+
+@pytest.mark.parametrize("method", ["adain", "contrastive"])
+def test_the_whole_model_encoder_included_goes_to_the_training_device(method, tmp_path, monkeypatch):
+    """Issue 17: train() moved only the trainable and adversary modules, so on CUDA the frozen encoder stayed on the
+    CPU and the first step failed ("Expected all tensors to be on the same device"). On the CPU the same omission shows
+    twice: the encoder is never sent ``.to(device)``, and under channels_last its convolutions keep the NCHW format."""
+    from methods.contrastive import Contrastive
+
+    enc = random_encoder(seed=0, last_layer="relu5_1" if method == "contrastive" else "relu4_1")
+    net = Contrastive(encoder=enc) if method == "contrastive" else AdaIN(AdaINParams(), encoder=enc)
+    moved: list[torch.nn.Module] = []
+    real_to = torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        if CPU in args or kwargs.get("device") == CPU:
+            moved.append(self)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    n = 4 if method == "contrastive" else 3
+    train(net, crops(0, n=n), crops(10, n=n), config(iterations=1, batch_size=4, channels_last=True), tmp_path,
+          device=CPU, progress=False)  # fmt: skip
+    sent = {id(sub) for m in moved for sub in m.modules()}
+    missing = [name for name, sub in net.named_modules() if name and id(sub) not in sent]
+    assert not missing, f"never moved to the training device: {missing[:5]}"
+    flat = [name for name, t in [*net.named_parameters(), *net.named_buffers()]
+            if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last)]  # fmt: skip
+    assert not flat, f"not in the training memory format: {flat[:5]}"
+    assert any(name.startswith("encoder.") for name, _ in net.named_parameters())  # the encoder was checked too
+
+
+def legacy_sample(images: list[torch.Tensor], batch: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """RandomCrops.sample before the DataLoader (issue 17), verbatim: a permutation's start, then per image its top
+    and left offset, cut as drawn."""
+    idx: list[int] = []
+    while len(idx) < batch:
+        idx += torch.randperm(len(images), generator=gen).tolist()[: batch - len(idx)]
+    out = []
+    for i in idx:
+        h, w = images[i].shape[-2:]
+        top = int(torch.randint(h - crop + 1, (1,), generator=gen))
+        left = int(torch.randint(w - crop + 1, (1,), generator=gen))
+        out.append(images[i][..., top : top + crop, left : left + crop])
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_dataloader_yields_the_crops_of_the_single_process_draws(workers):
+    """Issue 17: the DataLoader (workers cut, the main process draws) gives the crops the generator gave before, in
+    order, for every rank's slice; uint8 images (a decoded-array cache) give the same floats as their float32 copy."""
+    floats = [torch.rand(1, 3, 40 + 2 * i, 48, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    as_uint8 = [(f * 255).round().to(torch.uint8) for f in floats]
+    floats = [u.float() / 255 for u in as_uint8]  # values a uint8 cache holds exactly
+    gen = torch.Generator().manual_seed(7)
+    expected = [(legacy_sample(floats, 6, 32, gen), legacy_sample(floats, 4, 32, gen)) for _ in range(5)]
+    for rank in range(2):
+        content = RandomCrops(lambda i: as_uint8[i], 5, 32, cache=False)
+        style = RandomCrops(lambda i: floats[i], 5, 32)
+        plans = training.StepPlans(content, style, torch.Generator().manual_seed(7), 1, 5, 3, 2, rank, 2)
+        got = list(training.batch_loader(plans, workers, pin_memory=False))
+        assert [g[0] for g in got] == [1, 2, 3, 4, 5]
+        for (_, c, s), (c_all, s_all) in zip(got, expected, strict=True):
+            assert torch.equal(c, c_all[rank * 3 : rank * 3 + 3])
+            assert torch.equal(s, s_all[rank * 2 : rank * 2 + 2])
+        replay = torch.Generator().manual_seed(7)  # states[k]: the generator after iteration k's draws
+        for k in range(1, 6):
+            content.plan(6, replay), style.plan(4, replay)
+            assert torch.equal(plans.states[k], replay.get_state())
+
+
+def test_resume_with_prefetching_workers_equals_one_uninterrupted_process(tmp_path):
+    """Workers draw ahead of training; a checkpoint must still hold the generator as of its own iteration."""
+    straight = Recorder()
+    train(straight, crops(0), crops(10), config(iterations=8, checkpoint_every=3), tmp_path / "a", device=CPU,
+          progress=False)  # fmt: skip
+    first = Recorder()
+    cfg = config(iterations=8, checkpoint_every=3, workers=2)
+    assert train(first, crops(0), crops(10), cfg, tmp_path / "b", device=CPU, stop_after=4, progress=False) == 4
+    assert [p.name for p in checkpoints(tmp_path / "b")] == ["ckpt-00000003.pt", "ckpt-00000004.pt"]
+    (tmp_path / "b" / "ckpt-00000004.pt").unlink()  # resume from iteration 3, while the workers had drawn further
+    second = Recorder()
+    assert train(second, crops(0), crops(10), cfg, tmp_path / "b", device=CPU, resume=True, progress=False) == 8
+    seen = first.seen[:3] + second.seen
+    assert len(seen) == len(straight.seen) == 8
+    for a, b in zip(seen, straight.seen, strict=True):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(second.scale.detach(), straight.scale.detach(), rtol=0, atol=0)
+
+
+def test_loss_terms_are_read_back_every_log_every_steps(tmp_path, monkeypatch):
+    """One device sync per ``log_every`` iterations (and before checkpoints), yet log_fn sees every iteration and a
+    non-finite loss still stops training, naming its iteration, before any checkpoint holds it."""
+    syncs: list[int] = []
+    real = training.terms_to_floats
+    monkeypatch.setattr(training, "terms_to_floats", lambda steps: syncs.append(len(steps)) or real(steps))
+    seen: list[int] = []
+    train(Recorder(), crops(0), crops(10), config(iterations=10, checkpoint_every=10, log_every=4), tmp_path / "a",
+          device=CPU, log_fn=lambda i, _t: seen.append(i), progress=False)  # fmt: skip
+    assert seen == list(range(1, 11))
+    assert syncs == [4, 4, 2, 0]  # iterations 4, 8, 10 (the checkpoint), then nothing left at the end
+
+    class Diverging(Recorder):
+        def losses(self, content, style):
+            terms = super().losses(content, style)
+            return {"total": terms["total"] * (float("nan") if len(self.seen) == 6 else 1.0)}
+
+    with pytest.raises(training.NstError, match="diverged at iteration 6"):
+        train(Diverging(), crops(0), crops(10), config(iterations=10, checkpoint_every=8, log_every=4),
+              tmp_path / "b", device=CPU, progress=False)  # fmt: skip
+    assert not checkpoints(tmp_path / "b")

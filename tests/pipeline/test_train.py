@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from methods.training import checkpoints
-from pipeline import cli, stylize, train
+from pipeline import cli, io, stylize, train
 from pipeline.config import Params, load_params
 
 
@@ -160,3 +161,25 @@ def test_contrastive_batch_size_must_pair_up(tmp_path, repo_root, capsys):
     assert "methods.contrastive" in err
     assert "even and >= 4" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_large_sets_train_from_a_decoded_array_cache_with_the_same_crops(tmp_path, monkeypatch):
+    """Issue 17: above ``memory_images`` images, crops come from memory-mapped arrays decoded once (uint8 when the image
+    is used at its decoded size, float32 after a resize), the same crops as decoding every time; a second run decodes
+    nothing."""
+    folder = images(tmp_path / "content", 3, 0)
+    cache = tmp_path / "cache"
+    # short sides 40, 44, 48: at 40 the first image is used as decoded (stored as uint8), the others are resized
+    for resize_short, stored in ((40, ["uint8", "float32", "float32"]), (36, ["float32"] * 3)):
+        memory = train.crops(folder, resize_short, 32)
+        disk = train.crops(folder, resize_short, 32, cache_dir=cache, memory_images=0, workers=1)
+        assert isinstance(disk.load, train.DecodedArrays)
+        assert [str(np.load(f, mmap_mode="r").dtype) for f in disk.load.files] == stored
+        for seed in range(3):
+            a = memory.sample(3, torch.Generator().manual_seed(seed))
+            b = disk.sample(3, torch.Generator().manual_seed(seed))
+            assert torch.equal(a, b)
+    assert len(list(cache.glob("*.npy"))) == 6
+    monkeypatch.setattr(io, "read_image", lambda _p: pytest.fail("decoded again"))
+    again = train.crops(folder, 40, 32, cache_dir=cache, memory_images=0)
+    assert again.sample(2, torch.Generator().manual_seed(0)).shape == (2, 3, 32, 32)
