@@ -21,8 +21,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from methods.errors import NstError
 
 P = TypeVar("P")
@@ -143,6 +141,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def save_torch_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save(obj)`` to ``path`` atomically (models, checkpoints)."""
+    import torch  # here, not at the top: the file helpers of fetch and prepare run without torch
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)  # a file object: torch then names the archive "archive", not after the temp file
 

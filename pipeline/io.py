@@ -26,19 +26,19 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
 
 from methods.errors import NstError
-from methods.image import resize_to_edge
 from methods.utils import atomic_dir as atomic_dir  # the project's one atomic writer, re-exported for the pipeline
 from methods.utils import atomic_path as atomic_path
 from methods.utils import write_bytes_atomic as write_bytes_atomic
 from methods.utils import write_text_atomic as write_text_atomic
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: fetch and prepare's file handling runs without it
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ten
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from exc
     finally:
         img.close()
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
@@ -180,6 +182,8 @@ def to_pil(image: Tensor) -> Image.Image:
         image = image[0]
     if image.ndim != 3 or image.shape[0] != 3:
         raise NstError(f"expected an RGB image tensor (3, H, W), got shape {tuple(image.shape)}")
+    import torch
+
     arr = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr)
 
@@ -254,6 +258,8 @@ class ResizedImages:
     resize_short: int
 
     def __call__(self, i: int) -> Tensor:
+        from methods.image import resize_to_edge
+
         return resize_to_edge(read_image(self.paths[i]), self.resize_short, "short", upscale=True)
 
 
@@ -279,6 +285,8 @@ class DecodedArrays:
         self._arrays: dict[int, np.ndarray] = {}
         missing = [i for i, f in enumerate(self.files) if not f.is_file()]
         if missing:
+            import torch
+
             log.info("decoding %d of %d images into %s (once)", len(missing), len(self.files), folder)
             loader = torch.utils.data.DataLoader(missing, batch_size=None, num_workers=workers,
                                                  collate_fn=self._write, generator=torch.Generator())  # fmt: skip
@@ -286,6 +294,8 @@ class DecodedArrays:
                 pass
 
     def _write(self, i: int) -> None:
+        import torch
+
         img = self.load(i).float()
         quantised = (img * 255).round().clamp(0, 255).to(torch.uint8)
         array = quantised if torch.equal(quantised.float() / 255, img) else img
@@ -298,6 +308,8 @@ class DecodedArrays:
     def __call__(self, i: int) -> Tensor:
         if i not in self._arrays:
             self._arrays[i] = np.load(self.files[i], mmap_mode="c")  # copy-on-write: writable for torch, never written
+        import torch
+
         return torch.from_numpy(self._arrays[i])
 
     def __getstate__(self) -> dict[str, Any]:
