@@ -57,15 +57,13 @@ from torch import Tensor, nn
 
 from methods.errors import EncoderWeightsError, NstError
 from methods.utils import sha256_file
+from methods.vgg_layers import ARCHITECTURE, CONV_NAMES, LAYER_NAMES
 
 Preprocessing = Literal["caffe", "torchvision"]
 Pooling = Literal["max", "avg"]
 Normalisation = Literal["none", "per_filter"]
 NORMALISATIONS: tuple[str, ...] = ("none", "per_filter")
 
-# VGG-19 ("E" in Simonyan & Zisserman 2015, table 1): conv layers per block and their widths.
-_BLOCKS: tuple[int, ...] = (2, 2, 4, 4, 4)
-_WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
 
 # Caffe VGG mean pixel in BGR order (Simonyan & Zisserman's release; Keras `preprocess_input(mode="caffe")`).
 CAFFE_MEAN_BGR: tuple[float, float, float] = (103.939, 116.779, 123.68)
@@ -80,22 +78,6 @@ CAFFE_SCALES_FILE = "vgg19_caffe_per_filter.json"
 SCALES_FORMAT = "nst-bench vgg19 per_filter scales v1"
 
 
-def _architecture() -> list[tuple[str, str, int, int]]:
-    """(name, kind, in_channels, out_channels) for every layer, in forward order."""
-    layers: list[tuple[str, str, int, int]] = []
-    in_ch = 3
-    for b, (n_conv, width) in enumerate(zip(_BLOCKS, _WIDTHS, strict=True), start=1):
-        for i in range(1, n_conv + 1):
-            layers.append((f"conv{b}_{i}", "conv", in_ch, width))
-            layers.append((f"relu{b}_{i}", "relu", width, width))
-            in_ch = width
-        layers.append((f"pool{b}", "pool", width, width))
-    return layers
-
-
-ARCHITECTURE = _architecture()
-LAYER_NAMES: tuple[str, ...] = tuple(name for name, *_ in ARCHITECTURE)
-CONV_NAMES: tuple[str, ...] = tuple(name for name, kind, *_ in ARCHITECTURE if kind == "conv")
 _INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
 
 

@@ -181,7 +181,7 @@ class TrackingSection(Strict):
 
 
 def _check_layer_names(names: list[str]) -> list[str]:
-    from methods.encoder import LAYER_NAMES
+    from methods.vgg_layers import LAYER_NAMES
 
     unknown = [n for n in names if n not in LAYER_NAMES]
     if unknown:
@@ -359,7 +359,7 @@ class TuneSection(Strict):
     @field_validator("objectives")
     @classmethod
     def _metrics(cls, names: list[str]) -> list[str]:
-        from evaluation.metrics import METRICS
+        from evaluation.metric_info import METRICS
 
         unknown = [n for n in names if n not in METRICS or n in ("seconds", "peak_mem_mb")]
         if unknown:

@@ -1,0 +1,174 @@
+"""What the scorer computes, without computing it: metric names, directions, descriptions, networks and the
+constants they cite. Torch-free, so validating params.yaml (pipeline/config.py) does not import torch or piq;
+evaluation/metrics.py computes every metric listed here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+CONTENT_LAYER = "relu4_2"  # Gatys et al. 2016 sec. 3
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # Gatys et al. 2016 sec. 3; AdaIN sec. 6
+STYLE_KINDS = ("gram", "meanstd")
+# StyleID image_metrics.py:90: layer "11" of torchvision's vgg19().features, i.e. relu3_1 (0 conv1_1 ... 10 conv3_1).
+CFSD_LAYER = "relu3_1"
+CFSD_CHUNK = 1024  # rows of the N x N similarity matrix computed at once (memory bound only; the value is exact)
+
+# RGB-uv histogram, StyleID eval_histogan.py (the HistoGAN block RGBuvHistBlock, as StyleID configures it):
+HIST_EPS = 1e-6  # eval_histogan.py:29 EPS
+HIST_BINS = 64  # eval_histogan.py:231 histogram_size
+HIST_MAX_SIDE = 256  # eval_histogan.py:233 max_input_size (larger images are resized to 256 x 256, line 74)
+HIST_SIGMA = 0.02  # eval_histogan.py:33 RGBuvHistBlock default sigma, kernel 'inverse-quadratic' (line 235)
+HIST_BOUNDARY = 3.0  # eval_histogan.py:112 bin centres np.linspace(-3, 3, num=h) in log-chroma
+
+# SSIM: Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004, sec. III-C (11x11 circular-symmetric Gaussian window,
+# sigma 1.5, K1 0.01, K2 0.03), applied at full resolution as in StyleID (pytorch_msssim.SSIM(data_range=1,
+# size_average=False, channel=3), image_metrics.py:41: no downsampling). piq's default downsample=True follows
+# Wang's later ssim.m (average-pool by round(min(H, W) / 256)); we turn it off explicitly.
+SSIM_KERNEL = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+SSIM_DOWNSAMPLE = False
+# ITU-R BT.601 luma (the Y of JPEG's YCbCr, PIL's convert("L")), full range: Y in [0, 1] for RGB in [0, 1].
+LUMA_BT601 = (0.299, 0.587, 0.114)
+
+# FID: pytorch-fid 0.3.0 (mseitzer/pytorch-fid, src/pytorch_fid/inception.py FID_WEIGHTS_URL): the TensorFlow FID
+# Inception (2015-12-05) ported to PyTorch; pool3 features (2048-d), inputs resized to 299 x 299 and scaled to [-1, 1].
+INCEPTION_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_FILE = os.path.basename(INCEPTION_URL)
+FID_EPS = 1e-6  # StyleID eval_artfid.py:84 (= pytorch-fid fid_score.py) diagonal offset when sqrtm is singular
+# torchvision's AlexNet ImageNet weights, the trunk LPIPS v0.1 was calibrated on (lpips/pretrained_networks.py).
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+ALEXNET_FILE = os.path.basename(ALEXNET_URL)
+
+STYLE_NETWORK = "VGG-19 caffe, per-filter normalised (filters rescaled to mean activation 1)"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric compares, which way is better, and which network / normalisation it uses."""
+
+    name: str
+    higher_is_better: bool
+    compares_to: Literal["content", "style", "content+style"]
+    description: str
+    network: str
+    normalisation: str
+
+
+def _style_infos() -> list[MetricInfo]:
+    infos = []
+    for kind, what, norm in (
+        (
+            "gram",
+            "relative squared Gram distance |G_o - G_s|^2 / (|G_o|^2 + |G_s|^2), in [0, 1]",
+            "G = F F^T / (C*H*W), F the (C, H*W) features; Frobenius norms (the ratio is free of the Gram scale)",
+        ),
+        (
+            "meanstd",
+            "relative squared distance of channel means and stds "
+            "(|dmu|^2 + |dsigma|^2) / (|mu_o|^2 + |sigma_o|^2 + |mu_s|^2 + |sigma_s|^2), in [0, 1]",
+            "per-channel mean and std over positions, std = sqrt(unbiased var + 1e-5); norms over the C channels",
+        ),
+    ):
+        for layer in STYLE_LAYERS:
+            infos.append(
+                MetricInfo(
+                    f"style_{kind}_{layer}", False, "style", f"{what} at {layer}, output vs style", STYLE_NETWORK, norm
+                )
+            )
+        infos.append(
+            MetricInfo(
+                f"style_{kind}",
+                False,
+                "style",
+                f"{what}, mean over {', '.join(STYLE_LAYERS)}, output vs style",
+                STYLE_NETWORK,
+                f"{norm}; each layer weighs 1/{len(STYLE_LAYERS)}",
+            )
+        )
+    return infos
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo(
+            "content_loss",
+            False,
+            "content",
+            "MSE of relu4_2 features, output vs content",
+            "VGG-19 caffe, raw (not per-filter normalised)",
+            "mean over C*H*W of squared differences",
+        ),
+        *_style_infos(),
+        MetricInfo(
+            "color_hist",
+            False,
+            "style",
+            "Hellinger distance of RGB-uv histograms (HistoGAN), output vs style",
+            "none",
+            "3 x 64 x 64 log-chroma histograms, intensity-weighted, inverse-quadratic kernel sigma "
+            "0.02, summing to 1; images above 256 px resized to 256 x 256; ||sqrt h1 - sqrt h2||_2 / sqrt 2",
+        ),
+        MetricInfo(
+            "lpips",
+            False,
+            "content",
+            "LPIPS (AlexNet), output vs content",
+            "AlexNet (LPIPS v0.1)",
+            "inputs scaled to [-1, 1]; unit-normalised channels, learned linear heads, spatial mean",
+        ),
+        MetricInfo(
+            "ssim",
+            True,
+            "content",
+            "SSIM on RGB (mean over channels), output vs content",
+            "none",
+            "data_range 1, 11x11 Gaussian window sigma 1.5, K = (0.01, 0.03), no downsampling",
+        ),
+        MetricInfo(
+            "ssim_lum",
+            True,
+            "content",
+            "SSIM on luma Y (BT.601), output vs content",
+            "none",
+            "Y = 0.299 R + 0.587 G + 0.114 B; data_range 1, 11x11 Gaussian sigma 1.5, no downsampling",
+        ),
+        MetricInfo(
+            "cfsd",
+            False,
+            "content",
+            "KL between relu3_1 patch self-similarity distributions, vs content",
+            "VGG-19 torchvision (ImageNet) if present else caffe",
+            "features / C (no L2 normalisation), row softmax, KL summed over positions ('batchmean', one "
+            "image per batch), full resolution",
+        ),
+    )
+}
+
+SUMMARY_METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo(
+            "fid",
+            False,
+            "style",
+            "FID of a method's outputs vs the style images",
+            "Inception-v3 (pytorch-fid, TF 2015-12-05 weights)",
+            "pool3 2048-d features of inputs resized to 299 x 299 and scaled to [-1, 1]; sample covariance",
+        ),
+        MetricInfo(
+            "artfid",
+            False,
+            "content+style",
+            "ArtFID = (1 + mean LPIPS vs content) * (1 + FID vs style)",
+            "Inception-v3 (pytorch-fid) and AlexNet (LPIPS v0.1)",
+            "as fid and lpips",
+        ),
+    )
+}
