@@ -185,6 +185,50 @@ def package_versions(names: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:
     return versions
 
 
+STORE_LOCK_S = 300.0  # longest wait for another process creating or migrating the same sqlite store
+
+
+@contextlib.contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` while a sqlite store is opened: MLflow creates and migrates its tables on first use, and two
+    stages doing that at once corrupt the schema ("table experiments already exists", "duplicate column name")."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + STORE_LOCK_S
+    with lock.open("a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock}: held by another process for over {STORE_LOCK_S:.0f} s; "
+                                       "remove the file if no nst stage is running") from None  # fmt: skip
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _experiment(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client and the experiment's id, creating the experiment when absent (under :func:`_store_lock`)."""
+    with _store_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is not None:
+            return client, exp.experiment_id
+        # experimentKind: MLflow 3's UI then opens the experiment in its "Model training" (runs) view.
+        return client, client.create_experiment(
+            experiment, _artifact_root(tracking_uri), tags={"mlflow.experimentKind": "custom_model_development"}
+        )
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str,
@@ -201,15 +245,7 @@ def stage_run(
     The run ends FINISHED on success and FAILED (re-raising) on error or interrupt.
     """
     tracking_uri = resolve_uri(uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        exp_id = exp.experiment_id
-    else:
-        # experimentKind: MLflow 3's UI then opens the experiment in its "Model training" (runs) view.
-        exp_id = client.create_experiment(
-            experiment, _artifact_root(tracking_uri), tags={"mlflow.experimentKind": "custom_model_development"}
-        )
+    client, exp_id = _experiment(tracking_uri, experiment)
     all_tags = {
         "stage": stage,
         "method": method or "",

@@ -54,3 +54,32 @@ def test_every_run_records_the_installed_versions_of_the_key_packages():
     assert tags["version.optuna"] == importlib.metadata.version("optuna")
     assert {f"version.{name}" for name in tracking.KEY_PACKAGES} <= set(tags)
     assert tags["version.python"].count(".") == 2
+
+
+def _open_run_at(uri: str, start_at: float) -> None:
+    import time
+
+    time.sleep(max(0.0, start_at - time.time()))
+    with tracking.stage_run("fetch", None, {"a": 1}, uri=uri, experiment="race"):
+        pass
+
+
+def test_stages_started_together_on_a_new_store_all_log(tmp_path, monkeypatch):
+    """Two stages opening a new sqlite store at the same moment race to create MLflow's tables and the experiment;
+    every one of them must still log its run (the loser retries and finds what the winner made)."""
+    import multiprocessing
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the environment wins over uri=; the children inherit it
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 8  # every child has imported mlflow by then, so they hit the empty store together
+    procs = [ctx.Process(target=_open_run_at, args=(uri, start_at)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    client = MlflowClient(tracking_uri=uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "race"]
+    assert len(client.search_runs([exp.experiment_id])) == 3
