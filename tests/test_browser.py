@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 import yaml
 from tests_support import running_mlflow_server
 
@@ -61,7 +62,8 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
     params["fetch"]["sample"]["dir"] = str(repo_root / "data" / "sample")
     params["methods"]["gatys"].update(iterations=2, image_size=64)
     params["methods"]["adain"]["train"].update(iterations=2, batch_size=1, resize_short=48, crop=32,
-                                               checkpoint_every=2, log_every=1, sample_every=0)  # fmt: skip
+                                               checkpoint_every=2, log_every=1, sample_every=0,
+                                               init_from=str(repo_root / "models/pretrained/adain.pt"))  # fmt: skip
     params["evaluate"].update(lpips_download=False, bootstrap=200)
     params["tune"]["use_tuned"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -94,7 +96,8 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
-    return {"root": root, "store": Path(root / "mlflow.db"), "report": root / "reports" / "index.html"}
+    return {"root": root, "store": Path(root / "mlflow.db"), "report": root / "reports" / "index.html",
+            "pretrained": repo_root / "models/pretrained/adain.pt"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +148,10 @@ def test_report_renders_with_table_and_images(pipeline_run, browser):
     assert str(TUNED_GATYS_STYLE_WEIGHT) in tuned
     assert "trial 0: style_weight = 100 → content_loss = 1, style_gram = 3 (on the front)" in tuned
     budget = page.locator("#what-ran ul.budget li", has_text="adain").inner_text()
-    assert budget.startswith("adain: 2 of 160 000 iterations (")
+    pretrained = torch.load(pipeline_run["pretrained"], weights_only=True)["card"]["iterations"]
+    total = f"{pretrained + 2:,}".replace(",", " ")
+    assert budget.startswith(f"adain: {pretrained:,} pretrained (".replace(",", " "))
+    assert f"+ 2 fine-tuned = {total} of 160 000 iterations (" in budget
     assert "batch 1 vs 8, crop 32 vs 256" in budget
     badge = rows.nth(0).locator("span.badge")
     assert badge.is_visible()
