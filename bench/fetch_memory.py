@@ -9,7 +9,7 @@ call as ``datasets``' push_to_hub did, so the first 1024 images share one dictio
 ``dataset_infos.json``; serves both from a local HTTP server (a child process) shaped like the Hugging Face Hub API;
 then, in a fresh child process per reader, runs ``pipeline.sources.wikiart.fetch_wikiart`` on it (download, checksum,
 class names, selection, image extraction) and reports that process's resident memory: before the fetch (the imports:
-the fetch path imports no torch), the peak during it, and the difference, plus Arrow's peak allocation and the wall time.
+no torch on the fetch path), the peak during it, and the difference, plus Arrow's peak allocation and the wall time.
 Readers: ``streaming`` is the code as it runs (pipeline/sources/parquet_cells.py); ``pyarrow`` swaps in its fallback
 (pyarrow record batches, whole pages in memory) for every row group, to show what the streaming reader saves.
 """

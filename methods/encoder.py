@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from methods.errors import EncoderWeightsError, NstError
-from methods.utils import sha256_file
+from methods.utils import load_torch, sha256_file
 from methods.vgg_layers import ARCHITECTURE, CONV_NAMES, LAYER_NAMES
 
 Preprocessing = Literal["caffe", "torchvision"]
@@ -316,14 +316,8 @@ def caffe_weights_path() -> Path:
 
 
 def _torch_load(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise EncoderWeightsError(f"encoder weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file (pickle, zip, EOF, runtime)
-        raise EncoderWeightsError(
-            f"encoder weights file {path} is not a readable PyTorch weights file ({type(exc).__name__}: {exc})"
-        ) from exc
+    state = load_torch(path, EncoderWeightsError, f"encoder weights file {path} does not exist",
+                       f"encoder weights file {path} is not a readable PyTorch weights file")  # fmt: skip
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise EncoderWeightsError(f"encoder weights file {path} does not hold a dict of tensors (a state_dict)")
     return state

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from methods.errors import NstError
-from methods.utils import save_torch_atomic
+from methods.utils import load_torch, save_torch_atomic
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,8 @@ def load_modules(
     (its recorded ``encoder_sha256`` differs from this model's encoder's), is one clear :class:`NstError` (``label``
     names the model kind, ``stage`` the stage that makes it)."""
     target = model_target(path, model_file, saving=False)
-    if not target.is_file():
-        raise NstError(f"{target}: no {label} model (run the {stage} stage, or pass the right --model)")
-    try:
-        state = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise NstError(f"{target}: not a readable {label} model ({type(exc).__name__}: {exc})") from exc
+    missing = f"{target}: no {label} model (run the {stage} stage, or pass the right --model)"
+    state = load_torch(target, NstError, missing, f"{target}: not a readable {label} model")
     trained_on = state.get("encoder_sha256") if isinstance(state, dict) else None
     if trained_on is not None and trained_on != encoder_sha256:
         raise NstError(

@@ -14,7 +14,6 @@ warm-starts. Anything else is one :class:`PretrainedError` naming the file and t
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from methods.errors import NstError
-from methods.utils import save_torch_atomic
+from methods.utils import load_torch, save_torch_atomic
 
 FORMAT = "nst-bench-pretrained/1"
 
@@ -83,12 +82,9 @@ def export(
 
 def read(path: Path) -> dict[str, Any]:
     """A pretrained file's contents; one clear error when it is missing, unreadable or of another format."""
-    if not path.is_file():
-        raise PretrainedError(f"{path}: no pretrained model (make pretrain writes it; or set train.init_from: null)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PretrainedError(f"{path}: not a readable pretrained model ({type(exc).__name__}: {exc})") from exc
+    state = load_torch(path, PretrainedError,
+                       f"{path}: no pretrained model (make pretrain writes it; or set train.init_from: null)",
+                       f"{path}: not a readable pretrained model")  # fmt: skip
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise PretrainedError(f"{path}: not a pretrained model file (format {found!r}, expected {FORMAT!r}; a "
@@ -162,7 +158,3 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
     ]  # fmt: skip
     return "\n".join(lines)
-
-
-def now_utc() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

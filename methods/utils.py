@@ -139,6 +139,19 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def load_torch(path: Path, error: type[Exception], missing: str, unreadable: str) -> Any:
+    """``torch.load`` (CPU, weights only) with one clear ``error``: ``missing`` when there is no file, ``unreadable``
+    plus the cause when torch cannot read it (torch raises many types for a corrupt file: pickle, zip, EOF, runtime)."""
+    import torch
+
+    if not path.is_file():
+        raise error(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"{unreadable} ({type(exc).__name__}: {exc})") from exc
+
+
 def save_torch_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save(obj)`` to ``path`` atomically (models, checkpoints)."""
     import torch  # here, not at the top: the file helpers of fetch and prepare run without torch

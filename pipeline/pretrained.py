@@ -10,35 +10,24 @@ A run stopped before its profile's last iteration exports what it reached; the c
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
-from methods.pretrained import card_markdown, export, now_utc
+from methods.pretrained import card_markdown, export
 from methods.training import load_latest
 from methods.utils import sha256_file, write_text_atomic
 from pipeline.config import PROFILES, TRAINED_METHODS, encoder_settings, load_params
 from pipeline.io import list_images
+from pipeline.tracking import git_sha
 from pipeline.train import build_model
 
 log = logging.getLogger(__name__)
-
-
-def git_sha(cwd: Path | None = None) -> str:
-    """HEAD's sha (with ``-dirty`` when tracked files differ from it), or "unknown" outside a git checkout."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=30,
-                             check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
-                               text=True, timeout=30, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
 
 
 def data_ids(folder: Path) -> list[dict[str, str]]:
@@ -93,7 +82,7 @@ def run(
         "data": {"content": data_ids(content), "style": data_ids(style)},
         "git_sha": code or git_sha(),
         "checkpoint": str(ckpt),
-        "created": now_utc(),
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }  # fmt: skip
     export(method, modules, encoder.weights_sha256, state, out, card)
     write_text_atomic(out.with_suffix(".md"), card_markdown(card))

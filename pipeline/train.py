@@ -129,16 +129,17 @@ def run(
     model = build_model(params, method_name, encoder)
     cfg = train_config(tcfg)
     init = init_file(tcfg, method_name)
+    init_sha = sha256_file(init) if init else None
     # train.workers is left out: how many processes cut the crops changes no number (methods/training.py StepPlans).
     fingerprint = tracking.params_hash({"method": method_name,
                                         "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
                                         "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
                                         "content": str(content_dir), "style": str(style_dir),
-                                        "init": sha256_file(init) if init else None,
+                                        "init": init_sha,
                                         "code": code_fingerprint([__file__])})  # fmt: skip
     # A warm start loads before training; a resumed run then replaces every weight with its checkpoint's.
     card = warm_start(method_name, model.trainable(), encoder.weights_sha256, init) if init else {}
-    init_info = ({"init_from": str(init), "init_sha256": sha256_file(init),
+    init_info = ({"init_from": str(init), "init_sha256": init_sha,
                   "pretrained_iterations": int(card.get("iterations", 0))} if init
                  else {"init_from": None, "pretrained_iterations": 0})  # fmt: skip
     if init:
