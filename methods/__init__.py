@@ -1,20 +1,36 @@
 """NST methods and what they share (the VGG-19 encoder, the loss functions).
 
-No MLflow, Optuna or DVC imports in this package: methods are pure PyTorch. Importing the package (or
-``methods.errors`` / ``methods.utils``) does not import torch; the registry's names load it on first use.
+No MLflow, Optuna or DVC imports in this package: methods are pure PyTorch. Importing the package, the registry or the
+methods' params classes (``methods.schemas``) does not import torch; a method's implementation loads on first use.
 """
 
-from typing import Any
-
 from methods.errors import EncoderWeightsError, NstError
+from methods.registry import (
+    Method,
+    MethodParams,
+    MethodSpec,
+    ParamsError,
+    build_method,
+    get_method,
+    get_spec,
+    list_methods,
+    register,
+    trained_methods,
+    tuned_methods,
+)
 
-__all__ = ["EncoderWeightsError", "Method", "NstError", "get_method", "list_methods", "register"]
-_REGISTRY_NAMES = ("Method", "get_method", "list_methods", "register")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _REGISTRY_NAMES:
-        from methods import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'methods' has no attribute {name!r}")
+__all__ = [
+    "EncoderWeightsError",
+    "Method",
+    "MethodParams",
+    "MethodSpec",
+    "NstError",
+    "ParamsError",
+    "build_method",
+    "get_method",
+    "get_spec",
+    "list_methods",
+    "register",
+    "trained_methods",
+    "tuned_methods",
+]

@@ -16,25 +16,21 @@ relu1_1..relu4_1 carries 16-32 % of the mean/std style loss at initialisation on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from methods.encoder import NORMALISATIONS, VGGEncoder, load_encoder
-from methods.errors import NstError
-from methods.feedforward import ReferenceSchedule, load_modules, save_modules, style_mixture
+from methods.encoder import VGGEncoder, load_encoder
+from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
-from methods.precision import Precision, Setting
-from methods.registry import register
-from methods.utils import replace_params
+from methods.precision import Precision
+from methods.schemas.adain import MODEL_FILE, SPEC, AdaINParams
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # paper sec. 6
 CONTENT_LAYER = "relu4_1"  # paper sec. 5: AdaIN at relu4_1
-MODEL_FILE = "decoder.pt"
 
 
 def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
@@ -91,73 +87,23 @@ class Decoder(nn.Sequential):
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class AdaINParams:
-    """Hyper-parameters; each default cites its source."""
-
-    content_weight: float = 1.0  # naoto0804/pytorch-AdaIN train.py --content_weight 1.0
-    style_weight: float = 10.0  # naoto0804/pytorch-AdaIN train.py --style_weight 10.0 (on vgg_normalised)
-    alpha: float = 1.0  # paper eq. 14: 1 = full stylization, 0 = reconstruct the content
-    preserve_color: bool = False  # paper sec. 7.3
-    seed: int = 0  # decoder initialisation
-    # naoto0804/pytorch-AdaIN train.py --vgg models/vgg_normalised.pth: the per-filter-normalised VGG-19
-    # (Gatys et al. 2016 sec. 2), methods/encoder.py normalise="per_filter".
-    encoder_normalise: str = "per_filter"
-    amp: Setting = False  # inference precision (methods/precision.py); the reference runs float32
-    channels_last: Setting = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise NstError(f"adain: alpha must be in [0, 1], got {self.alpha}")
-        if self.encoder_normalise not in NORMALISATIONS:
-            raise NstError(f"adain: encoder_normalise must be one of {', '.join(NORMALISATIONS)}, "
-                           f"got {self.encoder_normalise!r}")  # fmt: skip
-        for key in ("content_weight", "style_weight"):
-            if not getattr(self, key) >= 0:
-                raise NstError(f"adain: {key} must be >= 0, got {getattr(self, key)}")
-
-    def replace(self, **changes: Any) -> AdaINParams:
-        return replace_params(self, "adain", changes)
-
-
-@register("adain")
 class AdaIN(nn.Module):
     """AdaIN style transfer: ``stylize(content, style)`` with alpha, colour preservation and style interpolation."""
 
     name = "adain"
-    needs_model = True
     model_file = MODEL_FILE
-    reference_schedule = ReferenceSchedule(  # paper sec. 6; naoto0804/pytorch-AdaIN train.py defaults
-        iterations=160_000, batch_size=8, crop=256, source="pytorch-AdaIN train.py: --max_iter 160000 --batch_size 8"
-    )
-
-    @staticmethod
-    def params_type() -> type[AdaINParams]:
-        return AdaINParams
+    reference_schedule = SPEC.reference_schedule  # the report's budget line (methods/schemas/adain.py)
 
     def __init__(self, params: AdaINParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         super().__init__()
         self.params = params or AdaINParams()
         if encoder is None:
-            encoder = load_encoder("caffe", last_layer=CONTENT_LAYER, normalise=self.params.encoder_normalise)  # type: ignore[arg-type]
+            encoder = load_encoder("caffe", last_layer=CONTENT_LAYER, normalise=self.params.encoder_normalise)
         self.encoder = encoder
         torch.manual_seed(self.params.seed)
         self.decoder = Decoder()
 
     # ------------------------------------------------------------------------------------------ construction
-
-    @classmethod
-    def from_config(
-        cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: str | Path | None = None
-    ) -> AdaIN:
-        """Build from ``methods.adain`` params (inference keys only are used here) and load ``model``."""
-        known = set(AdaINParams.__dataclass_fields__)
-        inference = {k: v for k, v in cfg.items() if k in known}
-        method = cls(AdaINParams().replace(**inference), encoder=encoder)
-        if model is None:
-            raise NstError("adain needs a trained model: pass --model models/adain (run the train@adain stage first)")
-        method.load(model)
-        return method
 
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the decoder weights (+ metadata) to ``path`` (a folder -> ``<folder>/decoder.pt``), atomically."""

@@ -32,7 +32,6 @@ feature-space terms then outweigh the others at the reference's weights.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,19 +40,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.adain import Decoder
-from methods.encoder import NORMALISATIONS, VGGEncoder, load_encoder
+from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
-from methods.feedforward import ReferenceSchedule, load_modules, save_modules, style_mixture
+from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
-from methods.precision import Precision, Setting
-from methods.registry import register
-from methods.utils import replace_params
+from methods.precision import Precision
+from methods.schemas.contrastive import MODEL_FILE, SPEC, ContrastiveParams
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encode_with_intermediate
 STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
 CONTENT_EMBED_LAYER = "relu4_1"  # net.py: content_feature_contrastive(g_t_feats[3])
-MODEL_FILE = "generator.pt"
 
 
 def mean_variance_norm(feats: Tensor, eps: float = 1e-5) -> Tensor:
@@ -240,66 +237,19 @@ def info_nce(embeddings: Tensor, positives: Tensor, tau: float = 0.2, negatives:
 # ------------------------------------------------------------------------------------------------ the method
 
 
-@dataclass(frozen=True)
-class ContrastiveParams:
-    """Hyper-parameters; each default cites its source (HalbertCH/IEContraAST train.py unless said otherwise)."""
-
-    content_weight: float = 1.0  # --content_weight 1.0
-    style_weight: float = 1.0  # --style_weight 1.0
-    identity_pixel_weight: float = 50.0  # loss = ... + l_identity1 * 50 (paper eq. 9: lambda_id1 = 50)
-    identity_feature_weight: float = 1.0  # ... + l_identity2 * 1 (paper eq. 9: lambda_id2 = 1)
-    # --contrastive_weight_s / _c 0.3 on a loss the reference *sums* over the 12 anchors of its batch; info_nce here
-    # averages over anchors (batch-size independent), so the same effective weight is 0.3 x 12 = 3.6.
-    style_contrastive_weight: float = 3.6
-    content_contrastive_weight: float = 3.6
-    gan_weight: float = 5.0  # --gan_weight 5.0
-    tau: float = 0.2  # paper sec. 4; net.py compute_contrastive_loss(..., 0.2, ...)
-    alpha: float = 1.0  # content-style trade-off at inference: alpha T(c, s) + (1 - alpha) T(c, c) (SANet's eval)
-    seed: int = 0  # generator, heads and discriminator initialisation
-    # The reference's encoder is vgg_normalised (net.py `vgg`, models/vgg_normalised.pth, as pytorch-AdaIN's):
-    # the per-filter-normalised VGG-19 (Gatys et al. 2016 sec. 2), methods/encoder.py normalise="per_filter".
-    encoder_normalise: str = "per_filter"
-    amp: Setting = False  # inference precision (methods/precision.py); the reference runs float32
-    channels_last: Setting = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise NstError(f"contrastive: alpha must be in [0, 1], got {self.alpha}")
-        if self.encoder_normalise not in NORMALISATIONS:
-            raise NstError(f"contrastive: encoder_normalise must be one of {', '.join(NORMALISATIONS)}, "
-                           f"got {self.encoder_normalise!r}")  # fmt: skip
-        if not self.tau > 0:
-            raise NstError(f"contrastive: tau must be > 0, got {self.tau}")
-        for key in ("content_weight", "style_weight", "identity_pixel_weight", "identity_feature_weight",
-                    "style_contrastive_weight", "content_contrastive_weight", "gan_weight"):  # fmt: skip
-            if not getattr(self, key) >= 0:
-                raise NstError(f"contrastive: {key} must be >= 0, got {getattr(self, key)}")
-
-    def replace(self, **changes: Any) -> ContrastiveParams:
-        return replace_params(self, "contrastive", changes)
-
-
-@register("contrastive")
 class Contrastive(nn.Module):
     """SANet generator trained with internal-external (GAN) and contrastive learning; ``stylize(content, style)``."""
 
     name = "contrastive"
-    needs_model = True
     model_file = MODEL_FILE
+    reference_schedule = SPEC.reference_schedule  # the report's budget line (methods/schemas/contrastive.py)
     distinct_batches = True  # a shared content or style would be an InfoNCE negative of itself
-    reference_schedule = ReferenceSchedule(  # HalbertCH/IEContraAST train.py defaults (6 contents x 6 styles -> 12)
-        iterations=160_000, batch_size=12, crop=256, source="IEContraAST train.py: --max_iter 160000 --batch_size 12"
-    )
-
-    @staticmethod
-    def params_type() -> type[ContrastiveParams]:
-        return ContrastiveParams
 
     def __init__(self, params: ContrastiveParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         super().__init__()
         self.params = params or ContrastiveParams()
         if encoder is None:
-            encoder = load_encoder("caffe", last_layer="relu5_1", normalise=self.params.encoder_normalise)  # type: ignore[arg-type]
+            encoder = load_encoder("caffe", last_layer="relu5_1", normalise=self.params.encoder_normalise)
         self.encoder = encoder
         torch.manual_seed(self.params.seed)
         self.transform = Transform(512)
@@ -310,18 +260,6 @@ class Contrastive(nn.Module):
         self._fakes: Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ construction
-
-    @classmethod
-    def from_config(
-        cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: str | Path | None = None
-    ) -> Contrastive:
-        """Build from ``methods.contrastive`` params (the ``train`` section is ignored) and load ``model``."""
-        known = {f for f in ContrastiveParams.__dataclass_fields__}
-        method = cls(ContrastiveParams().replace(**{k: v for k, v in cfg.items() if k in known}), encoder=encoder)
-        if model is None:
-            raise NstError("contrastive needs a trained model: pass --model models/contrastive "
-                           "(run the train@contrastive stage first)")  # fmt: skip
-        return method.load(model)
 
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the generator (transform + decoder) and metadata to ``path`` (a folder -> ``generator.pt``).

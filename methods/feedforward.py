@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +10,6 @@ from torch import Tensor, nn
 
 from methods.errors import NstError
 from methods.utils import load_torch, save_torch_atomic
-
-
-@dataclass(frozen=True)
-class ReferenceSchedule:
-    """How the method's paper / reference code trains it: what the report measures our training budget against."""
-
-    iterations: int
-    batch_size: int
-    crop: int
-    source: str
-
-    def fraction(self, iterations: int) -> float:
-        """Our training budget as a fraction of the reference's, in iterations (batch sizes are reported apart)."""
-        return iterations / self.iterations
 
 
 def model_target(path: str | Path, model_file: str, *, saving: bool) -> Path:

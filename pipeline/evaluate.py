@@ -34,21 +34,19 @@ from tqdm.auto import tqdm
 from evaluation.metrics import (
     METRICS,
     SUMMARY_METRICS,
-    LpipsUnavailable,
     Scorer,
     artfid_score,
     fid_score,
     load_inception,
-    load_lpips,
 )
 from evaluation.references import REFERENCE_ROWS, reference_outputs
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
-from methods.encoder import load_encoder, torchvision_weights_path
 from methods.errors import NstError
 from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.io import list_images, read_csv, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
+from pipeline.scoring import build_scorer
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +65,6 @@ def find_methods(outputs: Path) -> list[str]:
     if not outputs.is_dir():
         raise EvaluateError(f"{outputs}: no outputs folder (run the stylize stages first)")
     return sorted(p.name for p in outputs.iterdir() if p.is_dir() and (p / "timing.csv").is_file())
-
-
-def build_scorer(params: Params) -> tuple[Scorer, dict[str, str]]:
-    """The fixed scorer and notes on what it could not load (``{"lpips": why}``)."""
-    cfg = params.evaluate
-    # Style distances on the per-filter-normalised network (every layer and filter counts); content_loss on the raw
-    # one, as DESIGN.md defines it: per-filter scales from 7 train images amplify filters that are nearly silent on
-    # them by up to 130x at relu4_2, and a blurred photo then scored 60x worse than a flat grey one.
-    style_encoder = load_encoder("caffe", normalise="per_filter")
-    content_encoder = load_encoder("caffe", last_layer="relu4_2")
-    cfsd_weights = cfg.cfsd_weights
-    if cfsd_weights == "auto":
-        cfsd_weights = "torchvision" if torchvision_weights_path().is_file() else "caffe"
-    cfsd_encoder = load_encoder(cfsd_weights, last_layer="relu3_1")
-    notes: dict[str, str] = {}
-    try:
-        lpips_model = load_lpips(cfg.lpips_weights, download=cfg.lpips_download)
-    except LpipsUnavailable as exc:
-        lpips_model, notes["lpips"] = None, str(exc)
-        log.warning("lpips is n/a: %s", exc)
-    return Scorer(style_encoder, content_encoder, cfsd_encoder, lpips_model), notes
 
 
 def score_all(

@@ -16,16 +16,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.pretrained import card_markdown, export
+from methods.registry import get_spec, trained_methods
 from methods.training import load_latest
 from methods.utils import sha256_file, write_text_atomic
-from pipeline.config import PROFILES, TRAINED_METHODS, encoder_settings, load_params
+from pipeline.builders import build_model
+from pipeline.config import PROFILES, encoder_settings, load_params
 from pipeline.io import list_images
 from pipeline.tracking import git_sha
-from pipeline.train import build_model
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def run(
     code: str | None = None,
 ) -> dict[str, Any]:
     """Export ``run_dir``'s newest checkpoint of ``method`` to ``out`` and its card to ``<out>.md``; returns it."""
-    if method not in TRAINED_METHODS:
-        raise NstError(f"{method} is not a trained method (trained: {', '.join(TRAINED_METHODS)})")
+    if not get_spec(method).trains:
+        raise NstError(f"{method} is not a trained method (trained: {', '.join(trained_methods())})")
     params = load_params(params_path, profile)
     found = load_latest(run_dir / "checkpoints")
     if found is None:
@@ -61,7 +61,7 @@ def run(
             raise NstError(f"{ckpt}: trained with {key} = {stored[key]}, but the params ({params.profile} profile) "
                            f"say {getattr(tcfg, key)}: export with the params and profile of the run")  # fmt: skip
     modules = model.trainable()
-    schedule = get_method(method).reference_schedule  # type: ignore[attr-defined]
+    schedule = get_spec(method).reference_schedule
     card = {
         "method": method,
         "file": str(out),
@@ -92,7 +92,7 @@ def run(
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrained", help="export a pretraining run as models/pretrained/<method>.pt + model card",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--method", required=True, choices=TRAINED_METHODS)
+    p.add_argument("--method", required=True, choices=trained_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--profile", choices=PROFILES, default="pretrain", help="the profile the run was trained with")
     p.add_argument(

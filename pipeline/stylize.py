@@ -14,31 +14,22 @@ import argparse
 import json
 import logging
 import statistics
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from methods import Method, get_method
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
+from methods.registry import Method, ParamsError, build_method, get_spec, list_methods
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.config import (
-    METHOD_NAMES,
-    ConfigError,
-    Params,
-    _Loader,
-    dump_params,
-    encoder_settings,
-    load_params,
-    method_stage_params,
-)
+from pipeline.builders import method_encoder, method_from_params, method_provenance, model_fingerprint
+from pipeline.config import ConfigError, Params, dump_params, load_params, method_stage_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device
+from pipeline.tuned import apply_tuned, override_method, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -48,44 +39,6 @@ TIMING_FIELDS = (
 )  # fmt: skip
 LOSS_FIELDS = ("pair", "step", "content", "style", "tv", "total")
 STATE_FILE = ".stylize-state.json"
-
-
-def method_config(params: Params, name: str) -> dict[str, Any]:
-    """The ``methods.<name>`` section as a plain dict."""
-    return getattr(params.methods, name).model_dump()
-
-
-def build_method(name: str, config: Mapping[str, Any], encoder: VGGEncoder | None, model: Path | None = None) -> Method:
-    return get_method(name).from_config(config, encoder=encoder, model=model)
-
-
-def uses_encoder(name: str) -> bool:
-    """Whether ``name`` runs on the shared VGG-19 (False for a method with pretrained networks of its own: ghiasi)."""
-    return bool(getattr(get_method(name), "uses_encoder", True))
-
-
-def method_encoder(params: Params, name: str) -> VGGEncoder | None:
-    """The VGG-19 ``name`` runs on, or None when it runs none (not loaded: its memory would count as the method's)."""
-    return load_encoder(**encoder_settings(params, name)) if uses_encoder(name) else None
-
-
-def method_provenance(name: str) -> dict[str, str]:
-    """What a pretrained method runs besides its code and params (package version, weight files' sha256); else {}."""
-    provenance = getattr(get_method(name), "provenance", None)
-    return dict(provenance()) if provenance is not None else {}
-
-
-def model_fingerprint(model: Path | None) -> str | None:
-    """sha256 of a trained model's weight files (None for methods without one)."""
-    if model is None:
-        return None
-    import hashlib
-
-    files = sorted(model.glob("*.pt")) if model.is_dir() else [model]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(sha256_file(path).encode())
-    return digest.hexdigest()
 
 
 def stylize_pair(
@@ -123,7 +76,7 @@ def run(
         if not found:
             raise NstError(f"{folder}: no {role} images to stylize")
     encoder = encoder if encoder is not None else method_encoder(params, method_name)
-    config = method_config(params, method_name)
+    config = getattr(params.methods, method_name).model_dump()
     state = {"method": method_name, "config": config,
              "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
              "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint([__file__]),
@@ -164,7 +117,7 @@ def run(
     if done:
         log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))
 
-    method = build_method(method_name, config, encoder, model)
+    method = method_from_params(params, method_name, encoder, model)
     rows: list[dict[str, Any]] = list(done.values())
     done_pairs = {Path(name).stem for name in done}
     loss_rows = [r for r in read_csv(losses_path) if r["pair"] in done_pairs]
@@ -215,38 +168,6 @@ def stage_params(params: Params, method_name: str) -> dict[str, Any]:
             "method": {method_name: dump["methods"][method_name]}, "stylize": dump["stylize"]}  # fmt: skip
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["iterations=10", "init=noise"]`` -> ``{"iterations": 10, "init": "noise"}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected key=value")
-        import yaml
-
-        out[key.strip()] = yaml.load(value, Loader=_Loader)
-    return out
-
-
-def override_method(params: Params, method_name: str, overrides: Mapping[str, Any]) -> Params:
-    """``params`` with ``methods.<method_name>`` updated and re-validated (strict: unknown keys, types, ranges)."""
-    section = getattr(params.methods, method_name)
-    merged = {**section.model_dump(), **overrides}
-    try:
-        new_section = type(section).model_validate(merged)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"methods.{method_name}.{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
-            if e["type"] != "extra_forbidden"
-            else f"unknown key methods.{method_name}.{'.'.join(map(str, e['loc']))} "
-            f"(allowed: {', '.join(type(section).model_fields)})"
-            for e in exc.errors(include_url=False)
-        )
-        raise ConfigError(f"--set: {problems}") from None
-    methods = params.methods.model_copy(update={method_name: new_section})
-    return params.model_copy(update={"methods": methods})
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -254,7 +175,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stylize-stage", help="stylize the test grid with one method (stage stylize@<method>)", description=__doc__
     )
-    p.add_argument("--method", required=True, choices=METHOD_NAMES)
+    p.add_argument("--method", required=True, choices=list_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--tuned", type=Path, default=None,
                    help="reports/tuning/<method>/best.yaml, used when tune.use_tuned")  # fmt: skip
@@ -271,7 +192,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "params.yaml's methods.<method> (./params.yaml when present, else the method's own defaults), changed with "
         "--set key=value. Works from any directory.",
     )
-    one.add_argument("--method", default="gatys", choices=METHOD_NAMES)
+    one.add_argument("--method", default="gatys", choices=list_methods())
     one.add_argument("content", type=Path)
     one.add_argument("style", type=Path)
     one.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
@@ -286,8 +207,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main_stage(args: argparse.Namespace) -> int:
-    from pipeline.tune import apply_tuned
-
     params = apply_tuned(load_params(args.params), args.method, args.tuned)
     encoder = method_encoder(params, args.method)
     if encoder is not None:
@@ -313,23 +232,22 @@ def main_one(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     path = args.params if args.params is not None else Path("params.yaml")
     if args.params is None and not path.is_file():  # an explicit --params that is missing stays an error
+        spec = get_spec(args.method)
         log.info("no params.yaml in %s: using %s's defaults (%s, device auto)", Path.cwd(), args.method,
-                 "encoder caffe, pool max" if uses_encoder(args.method) else "no encoder")  # fmt: skip
+                 "encoder caffe, pool max" if spec.uses_encoder else "no encoder")  # fmt: skip
         device = pick_device("auto")
-        encoder = None
-        if uses_encoder(args.method):
-            # caffe weights, max pooling (params.yaml's committed values), the method's own default normalisation
-            normalise = overrides.get("encoder_normalise", get_method(args.method).params_type()().encoder_normalise)
-            encoder = load_encoder(normalise=normalise)
         try:
-            method = build_method(args.method, overrides, encoder, args.model)  # the method validates overrides
-        except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. --set iterations=many
+            method_params = spec.parse(overrides)  # the method's defaults with the overrides, validated
+        except ParamsError as exc:
             raise ConfigError(f"--set: {exc}") from None
+        # caffe weights, max pooling (params.yaml's committed values), the method's own normalisation
+        encoder = load_encoder(normalise=method_params.encoder_normalise) if spec.uses_encoder else None
+        method = build_method(args.method, method_params, encoder=encoder, model=args.model)
     else:
         params = override_method(load_params(path), args.method, overrides)
         device = pick_device(params.base.device)
         encoder = method_encoder(params, args.method)
-        method = build_method(args.method, method_config(params, args.method), encoder, args.model)
+        method = method_from_params(params, args.method, encoder, args.model)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
     write_image(output, args.out)
     final = history[-1] if history else {}

@@ -21,89 +21,26 @@ from typing import Any
 
 import torch
 
-from methods import get_method
 from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.precision import Precision
-from methods.pretrained import PretrainedError, warm_start
-from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
+from methods.pretrained import warm_start
+from methods.registry import get_spec, trained_methods
+from methods.training import barrier, checkpoints, dist_info, load_latest, train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.config import (
-    PROFILES,
-    TRAINED_METHODS,
-    Params,
-    TrainSection,
-    dump_params,
-    encoder_settings,
-    load_params,
-    method_stage_params,
-)
+from pipeline.builders import build_model, crops, init_file, train_config
+from pipeline.config import PROFILES, Params, dump_params, encoder_settings, load_params, method_stage_params
 from pipeline.io import (
-    DecodedArrays,
-    ResizedImages,
-    list_images,
     read_csv,
     side_by_side,
     write_csv,
     write_text_atomic,
 )
 from pipeline.resources import pick_device
+from pipeline.tuned import apply_tuned
 
 log = logging.getLogger(__name__)
-
-
-# Images kept decoded in memory up to this many per folder (the embedded sample); a larger set is decoded once into
-# DECODED_CACHE and memory-mapped (full scale: about 1600 + 1900 images, 512 px short side, about 1 MB each as uint8).
-MEMORY_IMAGES = 256
-DECODED_CACHE = Path("data/cache/decoded")  # git-ignored, beside the download cache (fetch.download.cache_dir)
-
-
-def crops(folder: Path, resize_short: int, crop: int, *, workers: int = 0, cache_dir: Path = DECODED_CACHE,
-          memory_images: int = MEMORY_IMAGES) -> RandomCrops:  # fmt: skip
-    """Random crops of the images in ``folder``, each first resized so its short side is ``resize_short``: decoded once
-    and kept in memory (up to ``memory_images`` images), else in ``cache_dir`` (:class:`pipeline.io.DecodedArrays`,
-    keyed by file content and size) and memory-mapped. ``workers`` processes decode missing cache entries."""
-    paths = list_images(folder)
-    if not paths:
-        raise NstError(f"{folder}: no training images")
-    load = ResizedImages(tuple(paths), resize_short)
-    if len(paths) <= memory_images:
-        return RandomCrops(load, len(paths), crop, cache=True)
-    keys = [f"{sha256_file(p)[:40]}-short{resize_short}" for p in paths]
-    return RandomCrops(DecodedArrays(load, keys, cache_dir, workers), len(paths), crop, cache=False)
-
-
-def build_model(params: Params, method_name: str, encoder: Any) -> Any:
-    """A fresh (untrained) model of ``method_name`` with the weights of ``methods.<method_name>``."""
-    cls = get_method(method_name)
-    weights = {k: v for k, v in getattr(params.methods, method_name).model_dump().items() if k != "train"}
-    return cls(cls.params_type()().replace(**weights), encoder=encoder)  # type: ignore[attr-defined]
-
-
-def init_file(tcfg: TrainSection, method_name: str) -> Path | None:
-    """The pretrained file ``train.init_from`` names, or None (from scratch): a missing file is an error under
-    ``init_missing: error`` and a warning (training from scratch) under ``scratch``."""
-    if tcfg.init_from is None:
-        return None
-    path = Path(tcfg.init_from)
-    if path.is_file():
-        return path
-    if tcfg.init_missing == "error":
-        raise PretrainedError(f"methods.{method_name}.train.init_from = {tcfg.init_from!r}: no such file "
-                              "(make pretrain writes it; or set init_missing: scratch / init_from: null)")  # fmt: skip
-    log.warning("train@%s: %s not found; training from scratch (methods.%s.train.init_missing: scratch)",
-                method_name, path, method_name)  # fmt: skip
-    return None
-
-
-def train_config(tcfg: TrainSection) -> TrainConfig:
-    """The shared loop's :class:`TrainConfig` from a ``methods.<m>.train`` section."""
-    return TrainConfig(
-        iterations=tcfg.iterations, batch_size=tcfg.batch_size, lr=tcfg.lr, lr_decay=tcfg.lr_decay,
-        checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints, seed=tcfg.seed,
-        amp=tcfg.amp, channels_last=tcfg.channels_last, log_every=tcfg.log_every, workers=tcfg.workers,
-    )  # fmt: skip
 
 
 def run(
@@ -118,14 +55,14 @@ def run(
     stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train ``method_name``; ``resume`` is "auto" | "always" | "never". Returns the train metrics."""
-    if method_name not in TRAINED_METHODS:
-        raise NstError(f"{method_name} is not a trained method (trained: {', '.join(TRAINED_METHODS)})")
+    spec = get_spec(method_name)
+    if not spec.trains:
+        raise NstError(f"{method_name} is not a trained method (trained: {', '.join(trained_methods())})")
     section = getattr(params.methods, method_name)
     tcfg = section.train
     rank, world = dist_info()
     device = distributed_device(params) if world > 1 else pick_device(params.base.device)
     encoder = load_encoder(**encoder_settings(params, method_name))
-    cls = get_method(method_name)
     model = build_model(params, method_name, encoder)
     cfg = train_config(tcfg)
     init = init_file(tcfg, method_name)
@@ -214,7 +151,7 @@ def run(
             "total_iterations": reached + init_info["pretrained_iterations"],
             **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
         }  # fmt: skip
-    model_path = out_dir / cls.model_file  # type: ignore[attr-defined]
+    model_path = out_dir / spec.model_file
     if reached >= cfg.iterations and (history or not model_path.is_file()):
         model.save(
             out_dir,
@@ -241,7 +178,7 @@ def run(
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a feed-forward method (stage train@<method>)", description=__doc__)
-    p.add_argument("--method", required=True, choices=TRAINED_METHODS)
+    p.add_argument("--method", required=True, choices=trained_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="apply this profile instead of params.yaml's (make pretrain: --profile pretrain)")  # fmt: skip
@@ -278,8 +215,6 @@ def init_distributed(params: Params) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.tune import apply_tuned
-
     params = apply_tuned(load_params(args.params, args.profile), args.method, args.tuned)
     if init_distributed(params):
         try:

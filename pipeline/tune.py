@@ -47,44 +47,33 @@ import torch
 import yaml
 
 from evaluation.metrics import METRICS, Scorer
-from methods import get_method
 from methods.encoder import VGGEncoder, load_encoder
-from methods.errors import NstError
 from methods.pretrained import warm_start
+from methods.registry import get_spec, tuned_methods
 from methods.training import train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.config import (
-    TRAINED_METHODS,
-    TUNED_METHODS,
-    ConfigError,
-    Params,
-    _Dumper,
-    _Loader,
-    encoder_settings,
-    load_params,
-)
+from pipeline.builders import build_model, crops, init_file, method_from_params, train_config
+from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
+from pipeline.scoring import build_scorer
+from pipeline.tuned import TuneError, section_with
 
 log = logging.getLogger(__name__)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 _HERE = Path(__file__).resolve().parent
-# What a trial's values depend on besides the methods package (code_fingerprint adds it): this module, the stages whose
-# code a trial runs (training, building the method, the scorer) and the evaluation package (the metrics).
+# What a trial's values depend on besides the methods package (code_fingerprint adds it): this module, the shared code a
+# trial runs (building the method, its training data and the scorer; applying weights) and the evaluation package.
 STUDY_CODE: tuple[Path, ...] = (
     _HERE / "tune.py",
-    _HERE / "train.py",
-    _HERE / "stylize.py",
-    _HERE / "evaluate.py",
+    _HERE / "builders.py",
+    _HERE / "scoring.py",
+    _HERE / "tuned.py",
     *sorted((_HERE.parent / "evaluation").glob("*.py")),
 )
 RUNNING = optuna.trial.TrialState.RUNNING
-
-
-class TuneError(NstError):
-    """A tuning problem with one clear message (bad best.yaml, no trial finished, ...)."""
 
 
 class OverBudget(Exception):
@@ -92,17 +81,6 @@ class OverBudget(Exception):
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
-
-
-def section_with(params: Params, method: str, changes: Mapping[str, Any]) -> Params:
-    """``params`` with ``methods.<method>`` updated by ``changes`` (nested ``train`` merged key by key), validated."""
-    from pipeline.stylize import override_method
-
-    section = getattr(params.methods, method).model_dump()
-    merged = dict(changes)
-    if isinstance(changes.get("train"), Mapping):
-        merged["train"] = {**section.get("train", {}), **changes["train"]}
-    return override_method(params, method, merged)
 
 
 def normalised_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[float]]:
@@ -370,24 +348,18 @@ class Objective:
             raise optuna.TrialPruned(f"step {step}: dominated by {beaten_by} trials")
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        from pipeline import train as train_stage
-        from pipeline.stylize import build_method, method_config
-
         params, _ = self.trial_params(trial)
-        if self.method not in TRAINED_METHODS:
-            return self.score(build_method(self.method, method_config(params, self.method), self.encoder))
+        if not get_spec(self.method).trains:
+            return self.score(method_from_params(params, self.method, self.encoder))
         tcfg = getattr(params.methods, self.method).train
         key = (tcfg.resize_short, tcfg.crop)
         if key not in self._crops:
-            self._crops[key] = (
-                train_stage.crops(self.train_dirs[0], *key),
-                train_stage.crops(self.train_dirs[1], *key),
-            )
-        model = train_stage.build_model(params, self.method, self.encoder)
-        init = train_stage.init_file(tcfg, self.method)
+            self._crops[key] = (crops(self.train_dirs[0], *key), crops(self.train_dirs[1], *key))
+        model = build_model(params, self.method, self.encoder)
+        init = init_file(tcfg, self.method)
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
-        cfg = train_stage.train_config(tcfg)
+        cfg = train_config(tcfg)
         modules = model.trainable()
 
         def intermediate(iteration: int) -> None:  # the training loop's periodic hook: score val, maybe prune
@@ -410,8 +382,6 @@ class Objective:
 
 def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], train_dirs: tuple[Path, Path],
                      work_dir: Path, encoder: VGGEncoder | None = None) -> tuple[Params, Objective]:  # fmt: skip
-    from pipeline.evaluate import build_scorer
-
     params = load_params(params_path)
     encoder = encoder if encoder is not None else load_encoder(**encoder_settings(params, method))
     scorer, _ = build_scorer(params)
@@ -466,7 +436,7 @@ def trial_rows(study: optuna.Study, objectives: Sequence[str], space: Sequence[s
 def reference_weights(method: str, space: Mapping[str, Any]) -> dict[str, float]:
     """The method's reference values (its params class defaults: paper / reference code) of the tuned keys; each
     must lie inside its search range, so that the reference is a point of the space the study explores."""
-    defaults = get_method(method).params_type()()
+    defaults = get_spec(method).default_params()
     weights = {k: float(getattr(defaults, k)) for k in space}
     outside = [f"{k} = {v:g} not in [{space[k].low:g}, {space[k].high:g}]" for k, v in weights.items()
                if not space[k].low <= v <= space[k].high]  # fmt: skip
@@ -497,8 +467,8 @@ def run(
     logger: tracking.RunLogger | None = None,
 ) -> dict[str, Any]:
     """Tune ``method`` until its study holds ``tune.<method>.trials`` finished trials; write the outputs."""
-    if method not in TUNED_METHODS:
-        raise TuneError(f"{method!r} is not a tuned method; tuned: {', '.join(TUNED_METHODS)}")
+    if not get_spec(method).tuned:
+        raise TuneError(f"{method!r} is not a tuned method; tuned: {', '.join(tuned_methods())}")
     tune = getattr(params.tune, method)
     out_dir.mkdir(parents=True, exist_ok=True)
     shas = {f"{role}/{p.name}": sha256_file(p) for role, folder in (("val", val[0]), ("val", val[1]),
@@ -558,7 +528,7 @@ def run(
             objectives=dict(zip(params.tune.objectives, map(float, ref_trial.values), strict=True)),
             on_front=any(t.number == ref_trial.number for t in front),
         )
-    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=_Dumper, sort_keys=False))
+    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=YamlDumper, sort_keys=False))
     summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
                "seconds": round(seconds, 2), "chosen_trial": chosen.number, **best["objectives"]}  # fmt: skip
     if logger is not None:
@@ -592,40 +562,13 @@ def log_trials(logger: tracking.RunLogger, study: optuna.Study, chosen: int, spa
 # ------------------------------------------------------------------------------------------------ use of best.yaml
 
 
-def read_best(path: Path, method: str) -> dict[str, float]:
-    """The tuned weights in ``best.yaml``, checked: it must be for ``method`` and hold only numbers."""
-    if not path.is_file():
-        raise TuneError(f"{path}: not found (run the tune@{method} stage, or set tune.use_tuned: false)")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise TuneError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict) or data.get("method") != method or not isinstance(data.get("weights"), dict):
-        raise TuneError(f"{path}: not a best.yaml for {method} (needs method: {method} and a weights mapping)")
-    weights = data["weights"]
-    bad = [k for k, v in weights.items() if not isinstance(v, int | float) or not math.isfinite(v)]
-    if bad:
-        raise TuneError(f"{path}: weights {', '.join(bad)} are not finite numbers")
-    return {k: float(v) for k, v in weights.items()}
-
-
-def apply_tuned(params: Params, method: str, best: Path | None) -> Params:
-    """``params`` with ``best.yaml``'s weights over ``methods.<method>`` when ``tune.use_tuned`` (else unchanged)."""
-    if best is None or not params.tune.use_tuned:
-        return params
-    try:
-        return section_with(params, method, read_best(best, method))
-    except ConfigError as exc:
-        raise TuneError(f"{best}: {exc}") from None
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune a method's loss weights with Optuna (stage tune@<method>)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--method", required=True, choices=TUNED_METHODS)
+    p.add_argument("--method", required=True, choices=tuned_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--val-content", type=Path, default=Path("data/prepared/val/content"))
     p.add_argument("--val-style", type=Path, default=Path("data/prepared/val/style"))
@@ -640,7 +583,7 @@ def main(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise TuneError(f"--workers must be >= 1, got {args.workers}")
     params = load_params(args.params)
-    others = set(TUNED_METHODS) - {args.method}
+    others = set(tuned_methods()) - {args.method}
     tree = {"profile": params.profile, "tune": params.tune.model_dump(mode="json", exclude=others),
             "method": {args.method: getattr(params.methods, args.method).model_dump(mode="json")}}  # fmt: skip
     with tracking.stage_run("tune", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,

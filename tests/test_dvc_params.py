@@ -9,8 +9,9 @@ import pytest
 import yaml
 from test_dvc_deps import expand_stages
 
+from methods.registry import list_methods, trained_methods
 from pipeline import fetch, prepare
-from pipeline.config import METHOD_NAMES, TRAINED_METHODS, method_stage_params
+from pipeline.config import method_stage_params
 
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
 
@@ -29,12 +30,12 @@ def test_fetch_and_prepare_write_what_they_declare():
     assert declared("prepare") == prepare.PARAMS
 
 
-@pytest.mark.parametrize("method", TRAINED_METHODS)
+@pytest.mark.parametrize("method", trained_methods())
 def test_train_writes_what_it_declares(method):
     assert set(method_stage_params(method)) == set(declared("train", method))
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", list_methods())
 def test_stylize_writes_what_it_declares(method):
     assert {*method_stage_params(method), "stylize"} == set(declared("stylize", method))
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from methods import get_method
 from methods.adain import AdaIN, AdaINParams, adain, match_color
 from methods.encoder import random_encoder
 from methods.errors import NstError
 from methods.losses import mean_std
+from methods.registry import build_method
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +91,9 @@ def test_missing_and_corrupt_models_are_named(model, tmp_path):
     with pytest.raises(NstError, match=r"decoder\.pt: not a readable AdaIN model"):
         model.load(tmp_path)
     with pytest.raises(NstError, match="needs a trained model"):
-        get_method("adain").from_config({}, encoder=model.encoder, model=None)
+        build_method("adain", {}, encoder=model.encoder, model=None)
 
 
 def test_bad_alpha():
-    with pytest.raises(NstError, match="alpha"):
+    with pytest.raises(ValueError, match="alpha"):
         AdaINParams(alpha=1.5)

@@ -18,7 +18,7 @@ from evaluation.metrics import Scorer
 from evaluation.references import reference_outputs
 from methods.encoder import random_encoder
 from methods.image import resize_to_edge
-from pipeline import cli, evaluate
+from pipeline import cli, evaluate, scoring
 from pipeline.config import Params, load_params
 from pipeline.io import ImageError, list_images, read_image
 
@@ -185,7 +185,7 @@ def test_the_real_scorer_orders_the_reference_rows_sensibly(repo_root, params, t
     """On a real photo and painting: a blurred photo keeps more of its structure than a flat grey image, which keeps
     more than nothing; the painting itself matches the style best (the per-filter network once broke the first)."""
     cfg = params.evaluate.model_copy(update={"lpips_weights": str(tmp_path / "none.pth"), "lpips_download": False})
-    scorer, _ = evaluate.build_scorer(params.model_copy(update={"evaluate": cfg}))
+    scorer, _ = scoring.build_scorer(params.model_copy(update={"evaluate": cfg}))
     content = resize_to_edge(read_image(list_images(repo_root / "data/sample/content")[0]), 128)
     style = resize_to_edge(read_image(list_images(repo_root / "data/sample/style")[0]), 128)
     scores = {k: scorer.score(v, content, style) for k, v in reference_outputs(content, style).items()}

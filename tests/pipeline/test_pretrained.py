@@ -11,7 +11,7 @@ import yaml
 
 from methods.pretrained import PretrainedError, warm_start
 from methods.training import load_latest
-from pipeline import cli, train
+from pipeline import builders, cli, train
 from pipeline.config import Params, load_params
 from tests.pipeline.test_train import images
 
@@ -72,7 +72,7 @@ def test_export_then_warm_start_carries_the_weights_and_the_card(tmp_path, data,
 
     # A fine-tune from the file: its weights are the fp16 weights, cast back to fp32; its record counts both budgets.
     params = small(load_params(params_path, "sample"), "adain", init_from=str(out), iterations=2)
-    model = train.build_model(params, "adain", train.load_encoder(**train.encoder_settings(params, "adain")))
+    model = builders.build_model(params, "adain", train.load_encoder(**train.encoder_settings(params, "adain")))
     warm_start("adain", model.trainable(), model.encoder.weights_sha256, out)
     for key, value in model.decoder.state_dict().items():
         assert value.dtype == torch.float32
@@ -88,7 +88,7 @@ def test_fine_tune_starts_from_the_pretrained_weights(tmp_path, data, repo_root)
     """The first fine-tuning step's loss is the pretrained model's, not a fresh decoder's."""
     base = load_params(repo_root / "params.yaml")
     scratch = train.run(small(base, "adain", iterations=3), "adain", *data, tmp_path / "a")
-    model = train.build_model(base, "adain", train.load_encoder(**train.encoder_settings(base, "adain")))
+    model = builders.build_model(base, "adain", train.load_encoder(**train.encoder_settings(base, "adain")))
     model.load(tmp_path / "a")
     from methods.pretrained import export
 
@@ -119,7 +119,7 @@ def test_missing_file_trains_from_scratch_or_fails_as_configured(tmp_path, data,
 def test_files_that_do_not_fit_are_refused_with_one_clear_error(tmp_path, repo_root):
     base = load_params(repo_root / "params.yaml")
     encoder = train.load_encoder(**train.encoder_settings(base, "adain"))
-    model = train.build_model(base, "adain", encoder)
+    model = builders.build_model(base, "adain", encoder)
     from methods.pretrained import export
 
     ckpt = {"modules": {"decoder": model.decoder.state_dict()}}
@@ -152,7 +152,7 @@ def test_the_committed_checkpoints_fit_the_sample_profile(repo_root):
         if not path.is_file():
             pytest.skip(f"{path} not committed yet")
         assert path.stat().st_size <= 20 * 2**20
-        model = train.build_model(params, method, train.load_encoder(**train.encoder_settings(params, method)))
+        model = builders.build_model(params, method, train.load_encoder(**train.encoder_settings(params, method)))
         card = warm_start(method, model.trainable(), model.encoder.weights_sha256, path)
         assert card["iterations"] > 0
         assert card["data"]["content"]

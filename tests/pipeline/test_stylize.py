@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from methods.encoder import load_encoder, random_encoder
-from pipeline import cli, stylize
+from pipeline import cli, stylize, tuned
 from pipeline.config import Params, load_params
 
 
@@ -40,7 +40,7 @@ def grid(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def params(repo_root: Path) -> Params:
     base = load_params(repo_root / "params.yaml")
-    return stylize.override_method(base, "gatys", {"iterations": 2, "image_size": None, "optimizer": "adam"})
+    return tuned.override_method(base, "gatys", {"iterations": 2, "image_size": None, "optimizer": "adam"})
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_changes_invalidate_what_they_must(tmp_path, grid, params, encoder, monk
     assert sorted(redone) == ["street_a__paint_x", "street_b__paint_x"]
 
     redone.clear()
-    changed = stylize.override_method(params, "gatys", {"iterations": 3})
+    changed = tuned.override_method(params, "gatys", {"iterations": 3})
     stylize.run(changed, "gatys", *grid, out, encoder=encoder)
     assert len(redone) == 4  # a parameter change starts afresh
 
@@ -251,4 +251,4 @@ def test_one_off_bad_override_names_the_key(tmp_path, grid, repo_root, capsys):
 
 def test_override_is_validated_strictly(params):
     with pytest.raises(Exception, match=r"methods\.gatys\.style_layers"):
-        stylize.override_method(params, "gatys", {"style_layers": ["relu9_9"]})
+        tuned.override_method(params, "gatys", {"style_layers": ["relu9_9"]})

@@ -1,0 +1,45 @@
+"""``methods.adain``: Huang & Belongie, ICCV 2017 (methods/adain.py); reference naoto0804/pytorch-AdaIN."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from methods.registry import MethodParams, MethodSpec, ReferenceSchedule, register
+from methods.schemas.common import EncoderNormalise, Fraction, Seed, Setting, Weight
+from methods.schemas.train import TrainParams
+
+MODEL_FILE = "decoder.pt"
+
+
+class AdaINParams(MethodParams):
+    """Hyper-parameters; each default cites its source."""
+
+    content_weight: Weight = 1.0  # naoto0804/pytorch-AdaIN train.py --content_weight 1.0
+    style_weight: Weight = 10.0  # naoto0804/pytorch-AdaIN train.py --style_weight 10.0 (on vgg_normalised)
+    alpha: Fraction = 1.0  # paper eq. 14: 1 = full stylization, 0 = reconstruct the content
+    preserve_color: bool = False  # paper sec. 7.3
+    seed: Seed = 0  # decoder initialisation
+    # naoto0804/pytorch-AdaIN train.py --vgg models/vgg_normalised.pth: the per-filter-normalised VGG-19
+    # (Gatys et al. 2016 sec. 2), methods/encoder.py normalise="per_filter".
+    encoder_normalise: EncoderNormalise = "per_filter"
+    amp: Setting = False  # inference precision (methods/precision.py); the reference runs float32
+    channels_last: Setting = False
+    train: TrainParams = Field(default_factory=TrainParams)  # pytorch-AdaIN train.py's schedule
+
+
+SPEC = register(
+    MethodSpec(
+        name="adain",
+        params=AdaINParams,
+        implementation="methods.adain:AdaIN",
+        trains=True,
+        tuned=True,
+        model_file=MODEL_FILE,
+        reference_schedule=ReferenceSchedule(  # paper sec. 6; naoto0804/pytorch-AdaIN train.py defaults
+            iterations=160_000,
+            batch_size=8,
+            crop=256,
+            source="pytorch-AdaIN train.py: --max_iter 160000 --batch_size 8",
+        ),
+    )
+)

@@ -1,0 +1,131 @@
+"""Building what the stages run from the validated params: methods, fresh models to train, their training data.
+
+Shared by the tune, train, stylize and pretrained stages (stages import this, never each other); the scorer is built
+in pipeline/scoring.py, so that a method's stages do not depend on the evaluation code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from methods.encoder import VGGEncoder, load_encoder
+from methods.errors import NstError
+from methods.pretrained import PretrainedError
+from methods.registry import Method, build_method, get_spec, trained_methods
+from methods.schemas.train import TrainParams
+from methods.training import RandomCrops, TrainConfig
+from methods.utils import sha256_file
+from pipeline.config import Params, encoder_settings
+from pipeline.io import DecodedArrays, ResizedImages, list_images
+
+log = logging.getLogger(__name__)
+
+# Images kept decoded in memory up to this many per folder (the embedded sample); a larger set is decoded once into
+# DECODED_CACHE and memory-mapped (full scale: about 1600 + 1900 images, 512 px short side, about 1 MB each as uint8).
+MEMORY_IMAGES = 256
+DECODED_CACHE = Path("data/cache/decoded")  # git-ignored, beside the download cache (fetch.download.cache_dir)
+
+
+# ------------------------------------------------------------------------------------------------ methods
+
+
+def method_encoder(params: Params, name: str) -> VGGEncoder | None:
+    """The VGG-19 ``name`` runs on, or None when it runs none (not loaded: its memory would count as the method's)."""
+    return load_encoder(**encoder_settings(params, name)) if get_spec(name).uses_encoder else None
+
+
+def method_provenance(name: str) -> dict[str, str]:
+    """What a pretrained method runs besides its code and params (package version, weight files' sha256); else {}."""
+    provenance = getattr(get_spec(name).load_class(), "provenance", None)
+    return dict(provenance()) if provenance is not None else {}
+
+
+def model_fingerprint(model: Path | None) -> str | None:
+    """sha256 of a trained model's weight files (None for methods without one)."""
+    if model is None:
+        return None
+    files = sorted(model.glob("*.pt")) if model.is_dir() else [model]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def method_from_params(params: Params, name: str, encoder: VGGEncoder | None, model: Path | None = None) -> Method:
+    """``name`` built with ``methods.<name>`` (tuned weights applied by the caller) on ``encoder``, ``model`` loaded."""
+    return build_method(name, getattr(params.methods, name), encoder=encoder, model=model)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def build_model(params: Params, name: str, encoder: Any) -> Any:
+    """A fresh (untrained) model of the trained method ``name`` with the weights of ``methods.<name>``."""
+    spec = get_spec(name)
+    if not spec.trains:
+        raise NstError(f"{name} is not a trained method (trained: {', '.join(trained_methods())})")
+    return spec.load_class()(getattr(params.methods, name), encoder=encoder)
+
+
+def init_file(tcfg: TrainParams, method_name: str) -> Path | None:
+    """The pretrained file ``train.init_from`` names, or None (from scratch): a missing file is an error under
+    ``init_missing: error`` and a warning (training from scratch) under ``scratch``."""
+    if tcfg.init_from is None:
+        return None
+    path = Path(tcfg.init_from)
+    if path.is_file():
+        return path
+    if tcfg.init_missing == "error":
+        raise PretrainedError(
+            f"methods.{method_name}.train.init_from = {tcfg.init_from!r}: no such file "
+            "(make pretrain writes it; or set init_missing: scratch / init_from: null)"
+        )
+    log.warning(
+        "train@%s: %s not found; training from scratch (methods.%s.train.init_missing: scratch)",
+        method_name,
+        path,
+        method_name,
+    )
+    return None
+
+
+def train_config(tcfg: TrainParams) -> TrainConfig:
+    """The shared loop's :class:`TrainConfig` from a ``methods.<m>.train`` section."""
+    return TrainConfig(
+        iterations=tcfg.iterations,
+        batch_size=tcfg.batch_size,
+        lr=tcfg.lr,
+        lr_decay=tcfg.lr_decay,
+        checkpoint_every=tcfg.checkpoint_every,
+        keep_checkpoints=tcfg.keep_checkpoints,
+        seed=tcfg.seed,
+        amp=tcfg.amp,
+        channels_last=tcfg.channels_last,
+        log_every=tcfg.log_every,
+        workers=tcfg.workers,
+    )
+
+
+def crops(
+    folder: Path,
+    resize_short: int,
+    crop: int,
+    *,
+    workers: int = 0,
+    cache_dir: Path = DECODED_CACHE,
+    memory_images: int = MEMORY_IMAGES,
+) -> RandomCrops:
+    """Random crops of the images in ``folder``, each first resized so its short side is ``resize_short``: decoded once
+    and kept in memory (up to ``memory_images`` images), else in ``cache_dir`` (:class:`pipeline.io.DecodedArrays`,
+    keyed by file content and size) and memory-mapped. ``workers`` processes decode missing cache entries."""
+    paths = list_images(folder)
+    if not paths:
+        raise NstError(f"{folder}: no training images")
+    load = ResizedImages(tuple(paths), resize_short)
+    if len(paths) <= memory_images:
+        return RandomCrops(load, len(paths), crop, cache=True)
+    keys = [f"{sha256_file(p)[:40]}-short{resize_short}" for p in paths]
+    return RandomCrops(DecodedArrays(load, keys, cache_dir, workers), len(paths), crop, cache=False)
