@@ -76,7 +76,7 @@ def run(
         if not found:
             raise NstError(f"{folder}: no {role} images to stylize")
     encoder = encoder if encoder is not None else method_encoder(params, method_name)
-    config = getattr(params.methods, method_name).model_dump()
+    config = getattr(params.methods, method_name).model_dump(mode="json")
     state = {"method": method_name, "config": config,
              "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
              "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint([__file__]),
