@@ -19,9 +19,9 @@ crops (a step's batch, size = crop, images resized to a short side of --resize, 
 512 / 256), from the embedded sample's images written as PNGs of that size. Rows: ``sample()`` in the training process
 as train() did before issue 17, with the images in memory (the sample run) and decoding a PNG per crop (what it did
 above 256 images, i.e. at full scale); and the DataLoader (methods/training.py ``batch_loader``) with images in memory
-and from the decoded-array cache (pipeline/io.py ``DecodedArrays``, full scale), with each ``--workers`` count. Loader
-rows include the host-to-device copy. No compute runs meanwhile, so with workers this is the loader's throughput (its
-worst case).
+and from the decoded-array cache (pipeline/training_data.py ``DecodedArrays``, full scale), with each ``--workers``
+count. Loader rows include the host-to-device copy. No compute runs meanwhile, so with workers this is the loader's
+throughput (its worst case).
 Writes bench/results/<method>.json.
 """
 
@@ -46,8 +46,9 @@ from methods.encoder import load_encoder  # noqa: E402
 from methods.image import resize_to_edge  # noqa: E402
 from methods.precision import Precision  # noqa: E402
 from methods.training import RandomCrops, StepPlans, batch_loader, batch_split, make_optimizers, train_step  # noqa: E402
-from pipeline.io import DecodedArrays, ResizedImages, list_images, read_image, write_image  # noqa: E402
+from pipeline.io import list_images, read_image, write_image  # noqa: E402
 from pipeline.resources import measure  # noqa: E402
+from pipeline.training_data import DecodedArrays, ResizedImages  # noqa: E402
 
 BATCH = {"adain": {"cuda": 8, "cpu": 2}, "contrastive": {"cuda": 12, "cpu": 4}}  # see the docstring
 LAST_LAYER = {"adain": "relu4_1", "contrastive": "relu5_1"}

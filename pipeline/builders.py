@@ -16,18 +16,11 @@ from methods.errors import NstError
 from methods.pretrained import PretrainedError
 from methods.registry import Method, build_method, get_spec, trained_methods
 from methods.schemas.train import TrainParams
-from methods.training import RandomCrops, TrainConfig
+from methods.training import TrainConfig
 from methods.utils import sha256_file
 from pipeline.config import Params, encoder_settings
-from pipeline.io import DecodedArrays, ResizedImages, list_images
 
 log = logging.getLogger(__name__)
-
-# Images kept decoded in memory up to this many per folder (the embedded sample); a larger set is decoded once into
-# DECODED_CACHE and memory-mapped (full scale: about 1600 + 1900 images, 512 px short side, about 1 MB each as uint8).
-MEMORY_IMAGES = 256
-DECODED_CACHE = Path("data/cache/decoded")  # git-ignored, beside the download cache (fetch.download.cache_dir)
-
 
 # ------------------------------------------------------------------------------------------------ methods
 
@@ -107,25 +100,3 @@ def train_config(tcfg: TrainParams) -> TrainConfig:
         log_every=tcfg.log_every,
         workers=tcfg.workers,
     )
-
-
-def crops(
-    folder: Path,
-    resize_short: int,
-    crop: int,
-    *,
-    workers: int = 0,
-    cache_dir: Path = DECODED_CACHE,
-    memory_images: int = MEMORY_IMAGES,
-) -> RandomCrops:
-    """Random crops of the images in ``folder``, each first resized so its short side is ``resize_short``: decoded once
-    and kept in memory (up to ``memory_images`` images), else in ``cache_dir`` (:class:`pipeline.io.DecodedArrays`,
-    keyed by file content and size) and memory-mapped. ``workers`` processes decode missing cache entries."""
-    paths = list_images(folder)
-    if not paths:
-        raise NstError(f"{folder}: no training images")
-    load = ResizedImages(tuple(paths), resize_short)
-    if len(paths) <= memory_images:
-        return RandomCrops(load, len(paths), crop, cache=True)
-    keys = [f"{sha256_file(p)[:40]}-short{resize_short}" for p in paths]
-    return RandomCrops(DecodedArrays(load, keys, cache_dir, workers), len(paths), crop, cache=False)

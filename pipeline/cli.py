@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from methods.errors import NstError  # torch-free (methods/__init__.py loads the registry of params classes only)
+
 # subcommand -> (module whose add_parser registers it, one-line help shown by `nst --help`). A module may register
 # several subcommands (pipeline.stylize: stylize-stage and stylize); each help repeats the module's own.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,10 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     argv = sys.argv[1:] if argv is None else argv
     args = parser(command_of(argv)).parse_args(argv)
-    # Imported here, not at the top: `methods` pulls in torch, and `nst --help` (which exits in parse_args) should
-    # start fast. The stage module has imported it already by now.
-    from methods.errors import NstError
-
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

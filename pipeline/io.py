@@ -21,12 +21,9 @@ hard limit, twice ``PIL.Image.MAX_IMAGE_PIXELS`` = about 179 MP, applies on top 
 
 from __future__ import annotations
 
-import logging
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,7 +37,6 @@ from methods.utils import write_text_atomic as write_text_atomic
 if TYPE_CHECKING:  # torch is imported where a tensor is made: fetch and prepare's file handling runs without it
     from torch import Tensor
 
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 # Default decompression-bomb bound (prepare.max_pixels overrides): 40 MP is ~ a 7700 x 5200 photo.
@@ -244,73 +240,3 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return []
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-# ----------------------------------------------------------------------------------------- training images
-
-
-@dataclass(frozen=True)
-class ResizedImages:
-    """``self(i)``: image ``i`` of ``paths`` (1, 3, H, W) in [0, 1], resized so its short side is ``resize_short``
-    (upscaling too) — the training stage's image policy; picklable for DataLoader workers."""
-
-    paths: tuple[Path, ...]
-    resize_short: int
-
-    def __call__(self, i: int) -> Tensor:
-        from methods.image import resize_to_edge
-
-        return resize_to_edge(read_image(self.paths[i]), self.resize_short, "short", upscale=True)
-
-
-class DecodedArrays:
-    """Images decoded once into a folder of ``.npy`` arrays and read back memory-mapped: ``self(i)`` is image ``i``
-    as (1, 3, H, W), with no decoding — a training crop then costs a slice and a copy instead of a PNG decode.
-
-    Each array is exactly what ``load(i)`` returned: stored as uint8 when ``load(i)`` equals ``uint8 / 255`` to the
-    last bit (an image used at its decoded size), else as float32; :class:`methods.training.RandomCrops` converts
-    uint8 crops with the same division. Files are named by ``keys[i]`` (e.g. the image file's sha256 and the resize
-    policy), written atomically, and reused by every later run, rank, worker and tuning trial. The open memory maps
-    are per process (dropped when pickled for a spawned worker, reopened there; forked workers share them).
-
-    Args:
-        load: ``load(i)`` returns image ``i`` as (1, 3, H, W) float32 in [0, 1] (called only for arrays not yet cached).
-        keys: one file-name-safe key per image.
-        folder: the cache folder (created).
-        workers: processes decoding missing arrays (0 = this one).
-    """
-
-    def __init__(self, load: Callable[[int], Tensor], keys: Sequence[str], folder: Path, workers: int = 0) -> None:
-        self.load, self.files = load, [Path(folder) / f"{key}.npy" for key in keys]
-        self._arrays: dict[int, np.ndarray] = {}
-        missing = [i for i, f in enumerate(self.files) if not f.is_file()]
-        if missing:
-            import torch
-
-            log.info("decoding %d of %d images into %s (once)", len(missing), len(self.files), folder)
-            loader = torch.utils.data.DataLoader(missing, batch_size=None, num_workers=workers,
-                                                 collate_fn=self._write, generator=torch.Generator())  # fmt: skip
-            for _ in loader:
-                pass
-
-    def _write(self, i: int) -> None:
-        import torch
-
-        img = self.load(i).float()
-        quantised = (img * 255).round().clamp(0, 255).to(torch.uint8)
-        array = quantised if torch.equal(quantised.float() / 255, img) else img
-        with atomic_path(self.files[i]) as tmp, tmp.open("wb") as f:
-            np.save(f, array.numpy())
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __call__(self, i: int) -> Tensor:
-        if i not in self._arrays:
-            self._arrays[i] = np.load(self.files[i], mmap_mode="c")  # copy-on-write: writable for torch, never written
-        import torch
-
-        return torch.from_numpy(self._arrays[i])
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arrays": {}}

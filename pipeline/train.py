@@ -29,7 +29,7 @@ from methods.registry import get_spec, trained_methods
 from methods.training import barrier, checkpoints, dist_info, load_latest, train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.builders import build_model, crops, init_file, train_config
+from pipeline.builders import build_model, init_file, train_config
 from pipeline.config import PROFILES, Params, dump_params, encoder_settings, load_params, method_stage_params
 from pipeline.io import (
     read_csv,
@@ -38,6 +38,7 @@ from pipeline.io import (
     write_text_atomic,
 )
 from pipeline.resources import pick_device
+from pipeline.training_data import crops
 from pipeline.tuned import apply_tuned
 
 log = logging.getLogger(__name__)

@@ -53,11 +53,12 @@ from methods.registry import get_spec, tuned_methods
 from methods.training import train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.builders import build_model, crops, init_file, method_from_params, train_config
+from pipeline.builders import build_model, init_file, method_from_params, train_config
 from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 from pipeline.scoring import build_scorer
+from pipeline.training_data import crops
 from pipeline.tuned import TuneError, section_with
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ _HERE = Path(__file__).resolve().parent
 STUDY_CODE: tuple[Path, ...] = (
     _HERE / "tune.py",
     _HERE / "builders.py",
+    _HERE / "training_data.py",
     _HERE / "scoring.py",
     _HERE / "tuned.py",
     *sorted((_HERE.parent / "evaluation").glob("*.py")),

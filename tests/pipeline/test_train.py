@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from methods.training import checkpoints
-from pipeline import builders, cli, io, stylize, train
+from pipeline import cli, io, stylize, train, training_data
 from pipeline.config import Params, load_params
 
 
@@ -171,9 +171,9 @@ def test_large_sets_train_from_a_decoded_array_cache_with_the_same_crops(tmp_pat
     cache = tmp_path / "cache"
     # short sides 40, 44, 48: at 40 the first image is used as decoded (stored as uint8), the others are resized
     for resize_short, stored in ((40, ["uint8", "float32", "float32"]), (36, ["float32"] * 3)):
-        memory = builders.crops(folder, resize_short, 32)
-        disk = builders.crops(folder, resize_short, 32, cache_dir=cache, memory_images=0, workers=1)
-        assert isinstance(disk.load, train.DecodedArrays)
+        memory = training_data.crops(folder, resize_short, 32)
+        disk = training_data.crops(folder, resize_short, 32, cache_dir=cache, memory_images=0, workers=1)
+        assert isinstance(disk.load, training_data.DecodedArrays)
         assert [str(np.load(f, mmap_mode="r").dtype) for f in disk.load.files] == stored
         for seed in range(3):
             a = memory.sample(3, torch.Generator().manual_seed(seed))
@@ -181,5 +181,5 @@ def test_large_sets_train_from_a_decoded_array_cache_with_the_same_crops(tmp_pat
             assert torch.equal(a, b)
     assert len(list(cache.glob("*.npy"))) == 6
     monkeypatch.setattr(io, "read_image", lambda _p: pytest.fail("decoded again"))
-    again = builders.crops(folder, 40, 32, cache_dir=cache, memory_images=0)
+    again = training_data.crops(folder, 40, 32, cache_dir=cache, memory_images=0)
     assert again.sample(2, torch.Generator().manual_seed(0)).shape == (2, 3, 32, 32)
