@@ -26,7 +26,16 @@ from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.precision import Precision
 from methods.pretrained import PretrainedError, warm_start
-from methods.training import RandomCrops, TrainConfig, barrier, checkpoints, dist_info, load_latest, train
+from methods.training import (
+    LossHistory,
+    RandomCrops,
+    TrainConfig,
+    barrier,
+    checkpoints,
+    dist_info,
+    load_latest,
+    train,
+)
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import (
@@ -106,6 +115,54 @@ def train_config(tcfg: TrainSection) -> TrainConfig:
     )  # fmt: skip
 
 
+class TrainLog(LossHistory):
+    """The train stage's callbacks: keeps every iteration's loss terms (``losses.csv``, ``train_metrics.json``), logs
+    every ``log_every``-th to MLflow (20 steps per call, the rest when training ends) and, every ``sample_every``
+    iterations, a sample grid (content | style | stylized) of one fixed content and style crop."""
+
+    def __init__(self, model: Any, sample: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+                 logger: tracking.RunLogger | None, *, sample_every: int, log_every: int) -> None:  # fmt: skip
+        super().__init__()
+        self.model, self.sample, self.device, self.logger = model, sample, device, logger
+        self.interval, self.log_every = sample_every, log_every
+        self.queued: list[tuple[int, dict[str, float]]] = []  # metrics not yet sent to MLflow
+
+    def rows(self) -> list[dict[str, float]]:
+        """Every iteration's terms with its ``step`` (the rows of ``losses.csv``)."""
+        return [{"step": step, **terms} for step, terms in zip(self.steps, self.terms, strict=True)]
+
+    def on_losses(self, iteration: int, terms: dict[str, float]) -> None:
+        super().on_losses(iteration, terms)
+        if self.logger is not None and iteration % self.log_every == 0:
+            self.queued.append((iteration, terms))
+            if len(self.queued) >= 20:
+                self.flush()
+
+    def on_interval(self, iteration: int) -> None:
+        self.log_sample_grid(iteration)
+
+    def on_end(self, iteration: int) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the queued loss terms to MLflow."""
+        if self.logger is not None:
+            for it, terms in self.queued:
+                self.logger.log_metrics({f"train/{k}": v for k, v in terms.items()}, step=it)
+        self.queued.clear()
+
+    def log_sample_grid(self, iteration: int) -> None:
+        """Stylize the sample pair with the current weights and log the grid (the modules' training modes kept)."""
+        if self.logger is None:
+            return
+        content, style = self.sample
+        modes = {name: m.training for name, m in self.model.trainable().items()}
+        out = self.model.stylize(content.to(self.device), style.to(self.device)).cpu()
+        for name, m in self.model.trainable().items():
+            m.train(modes[name])
+        self.logger.log_image(side_by_side([content, style, out], height=192), f"samples/iter_{iteration:08d}.png")
+
+
 def run(
     params: Params,
     method_name: str,
@@ -164,44 +221,15 @@ def run(
         log.info("train@%s at %d px crops: %s", method_name, tcfg.crop, json.dumps(info))
     precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
 
-    history: list[dict[str, float]] = []
-    pending: list[tuple[int, dict[str, float]]] = []
-
-    def log_fn(iteration: int, terms: dict[str, float]) -> None:
-        history.append({"step": iteration, **terms})
-        if logger is not None and iteration % tcfg.log_every == 0:
-            pending.append((iteration, terms))
-            if len(pending) >= 20:
-                flush()
-
-    def flush() -> None:
-        if logger is not None:
-            for it, terms in pending:
-                logger.log_metrics({f"train/{k}": v for k, v in terms.items()}, step=it)
-        pending.clear()
-
-    sample_c, sample_s = (
-        content.sample(1, torch.Generator().manual_seed(1)),
-        style.sample(1, torch.Generator().manual_seed(2)),
-    )
-
-    def sample_fn(iteration: int) -> None:
-        if logger is None:
-            return
-        modes = {name: m.training for name, m in model.trainable().items()}
-        out = model.stylize(sample_c.to(device), sample_s.to(device)).cpu()
-        for name, m in model.trainable().items():
-            m.train(modes[name])
-        logger.log_image(side_by_side([sample_c, sample_s, out], height=192), f"samples/iter_{iteration:08d}.png")
-
+    sample = (content.sample(1, torch.Generator().manual_seed(1)), style.sample(1, torch.Generator().manual_seed(2)))
+    callbacks = TrainLog(model, sample, device, logger, sample_every=tcfg.sample_every, log_every=tcfg.log_every)
     started = time.perf_counter()
     reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resume == "always",
-                    fingerprint=fingerprint, log_fn=log_fn, sample_fn=sample_fn, sample_every=tcfg.sample_every,
-                    stop_after=stop_after)  # fmt: skip
+                    fingerprint=fingerprint, callbacks=callbacks, stop_after=stop_after)  # fmt: skip
     seconds = time.perf_counter() - started
     if rank != 0:  # rank 0 writes the outputs and logs
         return {"iterations": reached, "rank": rank}
-    flush()
+    history = callbacks.rows()
     done_now = len(history)
     metrics_path = out_dir / "train_metrics.json"
     if not history and metrics_path.is_file():  # resumed a finished run: nothing new to report

@@ -51,7 +51,7 @@ from methods import get_method
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.pretrained import warm_start
-from methods.training import train
+from methods.training import TrainCallbacks, train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.config import (
@@ -388,24 +388,39 @@ class Objective:
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
         cfg = train_stage.train_config(tcfg)
-        modules = model.trainable()
-
-        def intermediate(iteration: int) -> None:  # the training loop's periodic hook: score val, maybe prune
-            if iteration >= cfg.iterations:
-                return  # the final score is the trial's value
-            modes = {name: m.training for name, m in modules.items()}
-            values = self.score(model)
-            for name, m in modules.items():
-                m.train(modes[name])
-            self.prune_check(trial, iteration, values)
-
+        hook = ScoreAndPrune(self, trial, model, cfg.iterations)
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
             train(model, *self._crops[key], cfg, ckpt, device=self.device, fingerprint=f"trial{trial.number}",
-                  sample_fn=intermediate, sample_every=self.tune.prune_every, progress=False)  # fmt: skip
+                  callbacks=hook, progress=False)  # fmt: skip
             return self.score(model)
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)
+
+
+class ScoreAndPrune(TrainCallbacks):
+    """A feed-forward trial's training callbacks: every ``tune.<method>.prune_every`` iterations before the last,
+    score the val pairs with the weights so far, record the scores on the trial and prune it when enough other trials'
+    scores at the same step dominate them (:meth:`Objective.prune_check`). The last iteration's score is the trial's
+    value, computed after training."""
+
+    def __init__(self, objective: Objective, trial: optuna.Trial, model: Any, iterations: int) -> None:
+        self.objective, self.trial, self.model, self.iterations = objective, trial, model, iterations
+        self.modules = model.trainable()
+        self.interval = objective.tune.prune_every
+
+    def on_interval(self, iteration: int) -> None:
+        self.score_and_maybe_prune(iteration)
+
+    def score_and_maybe_prune(self, iteration: int) -> None:
+        """Score the val pairs at ``iteration`` (the modules' training modes kept); raises ``optuna.TrialPruned``."""
+        if iteration >= self.iterations:
+            return  # the final score is the trial's value
+        modes = {name: m.training for name, m in self.modules.items()}
+        values = self.objective.score(self.model)
+        for name, m in self.modules.items():
+            m.train(modes[name])
+        self.objective.prune_check(self.trial, iteration, values)
 
 
 def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], train_dirs: tuple[Path, Path],
