@@ -177,42 +177,19 @@ def run(
     """Train ``method_name``; ``resume`` is "auto" | "always" | "never". Returns the train metrics."""
     if method_name not in TRAINED_METHODS:
         raise NstError(f"{method_name} is not a trained method (trained: {', '.join(TRAINED_METHODS)})")
-    section = getattr(params.methods, method_name)
-    tcfg = section.train
+    tcfg = getattr(params.methods, method_name).train
     rank, world = dist_info()
     device = distributed_device(params) if world > 1 else pick_device(params.base.device)
     encoder = load_encoder(**encoder_settings(params, method_name))
-    cls = get_method(method_name)
     model = build_model(params, method_name, encoder)
     cfg = train_config(tcfg)
     init = init_file(tcfg, method_name)
     init_sha = sha256_file(init) if init else None
-    # train.workers is left out: how many processes cut the crops changes no number (methods/training.py StepPlans).
-    fingerprint = tracking.params_hash({"method": method_name,
-                                        "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
-                                        "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
-                                        "content": str(content_dir), "style": str(style_dir),
-                                        "init": init_sha,
-                                        "code": code_fingerprint([__file__])})  # fmt: skip
+    fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, (content_dir, style_dir), init_sha)
     # A warm start loads before training; a resumed run then replaces every weight with its checkpoint's.
-    card = warm_start(method_name, model.trainable(), encoder.weights_sha256, init) if init else {}
-    init_info = ({"init_from": str(init), "init_sha256": init_sha,
-                  "pretrained_iterations": int(card.get("iterations", 0))} if init
-                 else {"init_from": None, "pretrained_iterations": 0})  # fmt: skip
-    if init:
-        log.info("train@%s: warm start from %s (%d pretrained iterations)", method_name, init,
-                 init_info["pretrained_iterations"])  # fmt: skip
+    init_info = start_from(init, init_sha, model, method_name, encoder.weights_sha256)
     ckpt_dir = out_dir / "checkpoints"
-    if resume == "auto":
-        found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
-        if found is not None and found[0].get("fingerprint") == fingerprint:
-            resume = "always"
-        elif checkpoints(ckpt_dir):
-            log.info("train@%s: checkpoints are from another configuration; starting afresh", method_name)
-            resume = "never"
-    barrier()  # every rank has decided from the same files before rank 0 removes any
-    if resume == "never" and ckpt_dir.exists() and rank == 0:
-        shutil.rmtree(ckpt_dir)
+    resumes = decide_resume(ckpt_dir, fingerprint, resume, method_name)
     content, style = (crops(folder, tcfg.resize_short, tcfg.crop, workers=tcfg.workers)
                       for folder in (content_dir, style_dir))  # fmt: skip
     # What training at this crop size uses of the architecture (e.g. the discriminator scales that see the crops).
@@ -220,51 +197,101 @@ def run(
     if info:
         log.info("train@%s at %d px crops: %s", method_name, tcfg.crop, json.dumps(info))
     precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
-
     sample = (content.sample(1, torch.Generator().manual_seed(1)), style.sample(1, torch.Generator().manual_seed(2)))
     callbacks = TrainLog(model, sample, device, logger, sample_every=tcfg.sample_every, log_every=tcfg.log_every)
     started = time.perf_counter()
-    reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resume == "always",
-                    fingerprint=fingerprint, callbacks=callbacks, stop_after=stop_after)  # fmt: skip
+    reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resumes, fingerprint=fingerprint,
+                    callbacks=callbacks, stop_after=stop_after)  # fmt: skip
     seconds = time.perf_counter() - started
     if rank != 0:  # rank 0 writes the outputs and logs
         return {"iterations": reached, "rank": rank}
     history = callbacks.rows()
-    done_now = len(history)
-    metrics_path = out_dir / "train_metrics.json"
-    if not history and metrics_path.is_file():  # resumed a finished run: nothing new to report
-        metrics = {**json.loads(metrics_path.read_text()), "iterations_this_run": 0}
-    else:
-        metrics = {
-            "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
-            "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
-            "device": device.type, "processes": world, "precision": precision.label, **info, **init_info,
-            "total_iterations": reached + init_info["pretrained_iterations"],
-            **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
-        }  # fmt: skip
-    model_path = out_dir / cls.model_file  # type: ignore[attr-defined]
-    if reached >= cfg.iterations and (history or not model_path.is_file()):
-        model.save(
-            out_dir,
-            extra={
-                "iterations": reached,
-                "fingerprint": fingerprint,
-                "pretrained_iterations": init_info["pretrained_iterations"],
-            },
-        )
-    losses_path = out_dir / "losses.csv"
-    old = read_csv(losses_path) if resume == "always" else []
-    rows = [r for r in old if int(r["step"]) <= reached - done_now] + history
-    fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
-    write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in methods.<method> when applied.
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, method_stage_params(method_name)))
+    setting = {"device": device.type, "processes": world, "precision": precision.label, **info, **init_info}
+    metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
+    model_path = out_dir / get_method(method_name).model_file  # type: ignore[attr-defined]
+    if reached >= cfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
+        model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint,
+                                   "pretrained_iterations": init_info["pretrained_iterations"]})  # fmt: skip
+    write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if model_path.is_file():
             logger.log_artifact(model_path, "model")
     return metrics
+
+
+def run_fingerprint(params: Params, method_name: str, encoder_sha: str, data: tuple[Path, Path],
+                    init_sha: str | None) -> str:  # fmt: skip
+    """What a checkpoint must have been written for to be resumed: the method's section, encoder, data folders, the
+    warm-start file and this module's code. ``train.workers`` is left out: how many processes cut the crops changes
+    no number (methods/training.py StepPlans)."""
+    section = getattr(params.methods, method_name)
+    return tracking.params_hash({"method": method_name,
+                                 "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
+                                 "encoder": encoder_sha, "pool": params.encoder.pool,
+                                 "content": str(data[0]), "style": str(data[1]),
+                                 "init": init_sha,
+                                 "code": code_fingerprint([__file__])})  # fmt: skip
+
+
+def start_from(init: Path | None, init_sha: str | None, model: Any, method_name: str,
+               encoder_sha: str) -> dict[str, Any]:  # fmt: skip
+    """Warm-start ``model`` from the pretrained file ``init`` (None: from scratch); returns what
+    ``train_metrics.json`` records of the start (``init_from``, ``init_sha256``, ``pretrained_iterations``)."""
+    if init is None:
+        return {"init_from": None, "pretrained_iterations": 0}
+    card = warm_start(method_name, model.trainable(), encoder_sha, init)
+    info = {"init_from": str(init), "init_sha256": init_sha, "pretrained_iterations": int(card.get("iterations", 0))}
+    log.info("train@%s: warm start from %s (%d pretrained iterations)", method_name, init,
+             info["pretrained_iterations"])  # fmt: skip
+    return info
+
+
+def decide_resume(ckpt_dir: Path, fingerprint: str, resume: str, method_name: str) -> bool:
+    """Whether this run resumes from ``ckpt_dir``: ``always`` / ``never`` as asked; ``auto`` when the newest readable
+    checkpoint was written for ``fingerprint`` (checkpoints of another configuration: start afresh). Starting afresh,
+    rank 0 removes the old checkpoints (after every rank has decided from the same files)."""
+    if resume == "auto":
+        found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
+        if found is not None and found[0].get("fingerprint") == fingerprint:
+            resume = "always"
+        elif checkpoints(ckpt_dir):
+            log.info("train@%s: checkpoints are from another configuration; starting afresh", method_name)
+            resume = "never"
+    barrier()
+    if resume == "never" and ckpt_dir.exists() and dist_info()[0] == 0:
+        shutil.rmtree(ckpt_dir)
+    return resume == "always"
+
+
+def train_metrics(path: Path, reached: int, history: list[dict[str, float]], seconds: float,
+                  setting: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """``train_metrics.json``'s content: this run's iterations, speed and final losses, with ``setting`` (device,
+    processes, precision, architecture and warm-start facts). A resumed run that had nothing left to do keeps the
+    metrics at ``path``, with ``iterations_this_run`` 0."""
+    if not history and path.is_file():
+        return {**json.loads(path.read_text()), "iterations_this_run": 0}
+    done = len(history)
+    return {
+        "iterations": reached, "iterations_this_run": done, "seconds": round(seconds, 3),
+        "iterations_per_second": round(done / seconds, 4) if seconds > 0 and done else None,
+        **setting, "total_iterations": reached + setting["pretrained_iterations"],
+        **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
+    }  # fmt: skip
+
+
+def write_outputs(params: Params, method_name: str, out_dir: Path, metrics: dict[str, Any],
+                  history: list[dict[str, float]], reached: int, *, resumed: bool) -> None:  # fmt: skip
+    """``losses.csv`` (this run's rows after those of the run it resumed, up to where this one started),
+    ``train_metrics.json`` and ``effective_params.yaml``, each atomically."""
+    losses_path = out_dir / "losses.csv"
+    old = read_csv(losses_path) if resumed else []
+    rows = [r for r in old if int(r["step"]) <= reached - len(history)] + history
+    fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
+    write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
+    write_text_atomic(out_dir / "train_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in methods.<method> when applied.
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, method_stage_params(method_name)))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
