@@ -46,7 +46,7 @@ import sqlalchemy
 import torch
 import yaml
 
-from evaluation.metrics import METRICS, Scorer
+from evaluation.metrics import Scorer
 from methods import get_method
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
@@ -65,6 +65,7 @@ from pipeline.config import (
     load_params,
 )
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
+from pipeline.pareto import directions_for, select, times_dominated
 from pipeline.resources import pick_device
 
 log = logging.getLogger(__name__)
@@ -103,47 +104,6 @@ def section_with(params: Params, method: str, changes: Mapping[str, Any]) -> Par
     if isinstance(changes.get("train"), Mapping):
         merged["train"] = {**section.get("train", {}), **changes["train"]}
     return override_method(params, method, merged)
-
-
-def normalised_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[float]]:
-    """Min-max normalise each objective over ``points`` to [0, 1] with 0 = best (maximised objectives flipped)."""
-    out = [list(map(float, p)) for p in points]
-    for j, direction in enumerate(directions):
-        column = [p[j] for p in out]
-        lo, hi = min(column), max(column)
-        for p in out:
-            v = 0.0 if hi == lo else (p[j] - lo) / (hi - lo)
-            p[j] = 1.0 - v if direction == "maximize" else v
-    return out
-
-
-def select(points: Sequence[Sequence[float]], directions: Sequence[str], rule: str, weight: float = 0.5) -> int:
-    """Index of the operating point on a Pareto front (ties: the first).
-
-    ``knee``: nearest (Euclidean) to the ideal point (0, 0) after :func:`normalised_front` — the balanced compromise.
-    ``weighted``: minimum of ``weight * n1 + (1 - weight) * n2`` on the normalised objectives.
-    """
-    if not points:
-        raise TuneError("no finished trial on the Pareto front to choose from")
-    norm = normalised_front(points, directions)
-    if rule == "knee":
-        scores = [math.hypot(*p) for p in norm]
-    elif rule == "weighted":
-        scores = [weight * p[0] + (1 - weight) * p[1] for p in norm]
-    else:
-        raise TuneError(f"unknown selection rule {rule!r} (knee | weighted)")
-    return min(range(len(scores)), key=lambda i: (scores[i], i))
-
-
-def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """``a`` is at least as good as ``b`` in every objective and better in one."""
-    sign = [1.0 if d == "minimize" else -1.0 for d in directions]
-    a2, b2 = [s * x for s, x in zip(sign, a, strict=True)], [s * x for s, x in zip(sign, b, strict=True)]
-    return all(x <= y for x, y in zip(a2, b2, strict=True)) and any(x < y for x, y in zip(a2, b2, strict=True))
-
-
-def directions_for(objectives: Sequence[str]) -> list[str]:
-    return ["maximize" if METRICS[name].higher_is_better else "minimize" for name in objectives]
 
 
 def storage_url(params: Params, method: str, out_dir: Path) -> str:
@@ -365,7 +325,7 @@ class Objective:
         trial.set_user_attr(f"intermediate_{step}", values)
         others = [t.user_attrs.get(f"intermediate_{step}") for t in trial.study.get_trials(deepcopy=False)
                   if t.number != trial.number and t.state in FINISHED]  # fmt: skip
-        beaten_by = sum(1 for o in others if o is not None and dominates(o, values, self.directions))
+        beaten_by = times_dominated(values, [o for o in others if o is not None], self.directions)
         if beaten_by >= self.params.tune.prune_dominated_by:
             raise optuna.TrialPruned(f"step {step}: dominated by {beaten_by} trials")
 
