@@ -482,66 +482,88 @@ def run(
     name = study_name(params, method, shas, encoder.weights_sha256)
     url = storage_url(params, method, out_dir)
     storage = make_storage(url, params)
-    directions = directions_for(params.tune.objectives)
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions_for(params.tune.objectives),
+                                load_if_exists=True)  # fmt: skip
     reference = reference_weights(method, tune.space)
     enqueue_reference(study, reference)
     before = len(finished(study))
     if before:
         log.info("tune@%s: study %s already holds %d finished trial(s); resuming", method, name, before)
     started = time.perf_counter()
-    work_dir = out_dir / ".work"
-    work_dir.mkdir(exist_ok=True)
     spec = {"params": str(params_path), "method": method, "val": [str(v) for v in val],
-            "train": [str(t) for t in train_dirs], "work_dir": str(work_dir), "storage": url, "study": name,
+            "train": [str(t) for t in train_dirs], "work_dir": str(out_dir / ".work"), "storage": url, "study": name,
             "budget": tune.trials}  # fmt: skip
+    run_trials(study, storage, spec, params, workers, encoder)
+    seconds = time.perf_counter() - started
+    study = optuna.load_study(study_name=name, storage=storage)
+    best = write_results(params, method, study, out_dir, reference, url)
+    summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
+               "seconds": round(seconds, 2), "chosen_trial": best["trial"], **best["objectives"]}  # fmt: skip
+    if logger is not None:
+        log_trials(logger, study, best["trial"], list(tune.space), params.tune.objectives)
+        logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        logger.log_artifact(out_dir / "best.yaml")
+        logger.log_artifact(out_dir / "trials.csv")
+    return {**summary, "best": best}
+
+
+def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: dict[str, Any], params: Params,
+               workers: int, encoder: VGGEncoder) -> None:  # fmt: skip
+    """Fill ``study`` to ``spec["budget"]`` finished trials: ``workers`` processes (:func:`worker_main`), or this one
+    (reusing the loaded ``encoder``). The trials' scratch folder ``spec["work_dir"]`` is removed afterwards."""
+    work_dir = Path(spec["work_dir"])
+    work_dir.mkdir(exist_ok=True)
     try:
         if workers > 1:
             run_workers(spec, workers)
         else:
-            _, objective = _load_for_worker(params_path, method, val, train_dirs, work_dir, encoder)
-            study.sampler = make_sampler(params, tune.trials, 0, len(study.get_trials(deepcopy=False)))
-            optimize(study, objective, tune.trials, storage=storage, wait_s=params.tune.wait_s)
+            _, objective = _load_for_worker(Path(spec["params"]), spec["method"], tuple(map(Path, spec["val"])),
+                                            tuple(map(Path, spec["train"])), work_dir, encoder)  # fmt: skip
+            study.sampler = make_sampler(params, spec["budget"], 0, len(study.get_trials(deepcopy=False)))
+            optimize(study, objective, spec["budget"], storage=storage, wait_s=params.tune.wait_s)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    study = optuna.load_study(study_name=name, storage=storage)
+
+
+def write_results(params: Params, method: str, study: optuna.Study, out_dir: Path, reference: Mapping[str, float],
+                  url: str) -> dict[str, Any]:  # fmt: skip
+    """``trials.csv``, ``pareto.csv`` and ``best.yaml`` (the point of the Pareto front picked by ``tune.selection``,
+    and how the reference weights did); returns best.yaml's content."""
+    objectives, directions = params.tune.objectives, directions_for(params.tune.objectives)
     front = sorted(study.best_trials, key=lambda t: t.number)
     if not front:
         raise TuneError(f"tune@{method}: no trial completed (all {len(finished(study))} pruned or failed)")
     chosen = front[select([t.values for t in front], directions, params.tune.selection,
                           params.tune.selection_weight)]  # fmt: skip
-    space = list(tune.space)
-    rows = trial_rows(study, params.tune.objectives, space)
+    space = list(getattr(params.tune, method).space)
+    rows = trial_rows(study, objectives, space)
     for row in rows:
         row["chosen"] = int(row["number"] == chosen.number)
-    fields = ["number", "state", "worker", "seconds", *space, *params.tune.objectives, "pareto", "reference", "chosen"]
+    fields = ["number", "state", "worker", "seconds", *space, *objectives, "pareto", "reference", "chosen"]
     write_csv(rows, fields, out_dir / "trials.csv")
     write_csv([r for r in rows if r["pareto"]], fields, out_dir / "pareto.csv")
     best = {"method": method, "weights": {k: float(chosen.params[k]) for k in space},
-            "objectives": dict(zip(params.tune.objectives, map(float, chosen.values), strict=True)),
-            "directions": dict(zip(params.tune.objectives, directions, strict=True)),
+            "objectives": dict(zip(objectives, map(float, chosen.values), strict=True)),
+            "directions": dict(zip(objectives, directions, strict=True)),
             "selection": params.tune.selection, "trial": chosen.number,
-            "trials_finished": len(finished(study)), "pareto_size": len(front), "study": name,
-            "storage": url if params.tune.storage else "sqlite:///<out>/study.db"}  # fmt: skip
+            "trials_finished": len(finished(study)), "pareto_size": len(front), "study": study.study_name,
+            "storage": url if params.tune.storage else "sqlite:///<out>/study.db",
+            "reference": reference_result(study, reference, objectives, front)}  # fmt: skip
+    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=_Dumper, sort_keys=False))
+    return best
+
+
+def reference_result(study: optuna.Study, reference: Mapping[str, float], objectives: Sequence[str],
+                     front: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]:  # fmt: skip
+    """best.yaml's ``reference``: the reference weights, their completed trial, its values, whether it is on the front
+    (trial and values None while no reference trial has completed)."""
     ref_trial = next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                       if t.user_attrs.get("reference")), None)  # fmt: skip
-    best["reference"] = {"weights": reference, "trial": None, "objectives": None, "on_front": False}
-    if ref_trial is not None:
-        best["reference"].update(
-            trial=ref_trial.number,
-            objectives=dict(zip(params.tune.objectives, map(float, ref_trial.values), strict=True)),
-            on_front=any(t.number == ref_trial.number for t in front),
-        )
-    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=_Dumper, sort_keys=False))
-    summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
-               "seconds": round(seconds, 2), "chosen_trial": chosen.number, **best["objectives"]}  # fmt: skip
-    if logger is not None:
-        log_trials(logger, study, chosen.number, space, params.tune.objectives)
-        logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
-        logger.log_artifact(out_dir / "best.yaml")
-        logger.log_artifact(out_dir / "trials.csv")
-    return {**summary, "best": best}
+    if ref_trial is None:
+        return {"weights": reference, "trial": None, "objectives": None, "on_front": False}
+    return {"weights": reference, "trial": ref_trial.number,
+            "objectives": dict(zip(objectives, map(float, ref_trial.values), strict=True)),
+            "on_front": any(t.number == ref_trial.number for t in front)}  # fmt: skip
 
 
 def log_trials(logger: tracking.RunLogger, study: optuna.Study, chosen: int, space: Sequence[str],
