@@ -238,15 +238,15 @@ def step_train(method: str, device: str, s: dict[str, Any], work: Path) -> dict[
 def _train_run(method: str, cfg: Any, directory: Path, device: str, s: dict[str, Any], work: Path, seed: int = 0,
                **kwargs: Any) -> tuple[Any, list[dict[str, float]]]:  # fmt: skip
     """methods.training.train() of a fresh ``method`` model (``seed``) on the sample images; (model, loss terms)."""
-    from methods.training import train
+    from methods.training import LossHistory, train
 
-    model, seen = _model(method, seed), []
+    model, history = _model(method, seed), LossHistory()
     content_dir, style_dir = _sample_folders(work, s["resize"])
     content = _crops(content_dir, s["resize"], s["crop"], "memory", work)
     style = _crops(style_dir, s["resize"], s["crop"], "memory", work)
-    train(model, content, style, cfg, directory, device=_device(device), fingerprint=method,
-          log_fn=lambda _i, t: seen.append(t), progress=False, **kwargs)  # fmt: skip
-    return model, seen
+    train(model, content, style, cfg, directory, device=_device(device), fingerprint=method, callbacks=history,
+          progress=False, **kwargs)  # fmt: skip
+    return model, history.terms
 
 
 def _max_abs_diff(a: Any, b: Any) -> float:

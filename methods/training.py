@@ -24,12 +24,16 @@ Everything random during training comes from one ``torch.Generator`` (batch indi
 checkpointed together with every module, both optimisers and the iteration, so ``resume`` continues exactly where
 an interrupted run stopped. A checkpoint also carries the training wall time summed over every run that led to it
 (``elapsed_s``) and the last iteration's loss terms (``last_losses``), which a pretrained model's card reports.
+
+A caller follows a run through a :class:`TrainCallbacks` object: every iteration's loss terms, a hook every
+``interval`` iterations (a sample grid, a validation score) and the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import platform
 import re
 import time
@@ -67,8 +71,8 @@ class TrainConfig:
     amp: Setting = False  # True | False | "auto" (methods/precision.py)
     channels_last: Setting = False
     adversary_betas: tuple[float, float] = (0.5, 0.999)  # HalbertCH/IEContraAST train.py optimizer_D
-    # Loss terms stay on the device and are read back (one sync: log_fn, the divergence check, the progress bar) every
-    # log_every iterations, before each checkpoint and at the end; log_fn still sees every iteration.
+    # Loss terms stay on the device and are read back (one sync: TrainCallbacks.on_losses, the divergence check, the
+    # progress bar) every log_every iterations, before each checkpoint and at the end; on_losses still sees every one.
     log_every: int = 1
     workers: int = 0  # DataLoader worker processes cutting the crops (0 = the training process); see batch_loader
 
@@ -384,6 +388,47 @@ def hardware(device: torch.device, world: int = 1) -> str:
     return f"{world} x {what}" if world > 1 else what
 
 
+class TrainCallbacks:
+    """What a caller hears of a :func:`train` run: hooks that do nothing here; subclass and override the ones you need.
+
+    The loop calls them on rank 0 only (other ranks train silently), in this order within an iteration: the losses of
+    the iterations read back so far, then :meth:`on_interval`, then the checkpoint; :meth:`on_end` once at the end.
+
+    Attributes:
+        interval: :meth:`on_interval` runs after every ``interval``-th iteration (0: never).
+    """
+
+    interval: int = 0
+
+    def on_losses(self, iteration: int, terms: dict[str, float]) -> None:
+        """Iteration ``iteration``'s loss terms (floats, ``"total"`` included; ``d_<name>`` for an adversary).
+
+        Called for every iteration, in order, in bursts: the terms stay on the device until the loop reads them back
+        (every ``cfg.log_every`` iterations, before :meth:`on_interval` or a checkpoint, and at the end).
+        """
+
+    def on_interval(self, iteration: int) -> None:
+        """After every ``interval``-th iteration (its step taken, its losses reported, its checkpoint not yet written):
+        e.g. stylize a sample, or score a validation set. The trainable modules are in training mode; a hook that
+        changes that must restore it. Raising stops training (no checkpoint of this iteration is written)."""
+
+    def on_end(self, iteration: int) -> None:
+        """Once, when training has ended normally at ``iteration`` (every loss reported, the last checkpoint written):
+        e.g. flush metrics still buffered."""
+
+
+class LossHistory(TrainCallbacks):
+    """Callbacks that keep every iteration's loss terms: ``terms[i]`` of iteration ``steps[i]``."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.terms: list[dict[str, float]] = []
+
+    def on_losses(self, iteration: int, terms: dict[str, float]) -> None:
+        self.steps.append(iteration)
+        self.terms.append(terms)
+
+
 def train(
     model: TrainableModel,
     content: RandomCrops,
@@ -394,9 +439,7 @@ def train(
     device: torch.device,
     resume: bool = False,
     fingerprint: str = "",
-    log_fn: Callable[[int, dict[str, float]], None] | None = None,
-    sample_fn: Callable[[int], None] | None = None,
-    sample_every: int = 0,
+    callbacks: TrainCallbacks | None = None,
     stop_after: int | None = None,
     progress: bool = True,
 ) -> int:
@@ -408,131 +451,186 @@ def train(
         resume: continue from the newest readable checkpoint (its ``fingerprint`` must match); raises
             :class:`CheckpointError` when there is none.
         fingerprint: identifies the model/config a checkpoint belongs to (refuses to resume a different one).
-        log_fn: called for every iteration with its loss terms (floats), in order, in bursts of ``cfg.log_every``
-            (the terms are read back from the device only then).
-        sample_fn: called every ``sample_every`` iterations (e.g. to log a sample grid).
+        callbacks: told every iteration's losses, every ``callbacks.interval`` iterations, and the end
+            (:class:`TrainCallbacks`; default: nothing).
         stop_after: stop (with a checkpoint) after this many iterations of this call — for tests of resume.
     """
-    modules, adversary, optimizers = make_optimizers(model, cfg.lr, cfg.adversary_betas)
-    rank, world = dist_info()
+    n_content, n_style = batch_shares(model, cfg, content.n, style.n)
+    run = _Training(model, cfg, checkpoint_dir, device, fingerprint, callbacks or TrainCallbacks())
+    run.to_device()
+    run.make_checkpoint_dir()
+    if resume:
+        run.resume()
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, run.start + stop_after)
+    plans = StepPlans(content, style, run.gen, run.start + 1, end, n_content, n_style, run.rank, run.world)
+    reached = run.iterate(plans, end, progress)
+    if end == run.start == 0 and cfg.iterations == 0:  # an empty schedule still leaves its (initial) checkpoint
+        run.save(0, run.gen.get_state())
+    if run.rank == 0:
+        run.callbacks.on_end(reached)
+    return reached
+
+
+def batch_shares(model: TrainableModel, cfg: TrainConfig, n_content: int, n_style: int) -> tuple[int, int]:
+    """How many content and style crops this rank draws per step (its share of the global batch), checked: the batch
+    must split evenly over the ranks and, for a ``distinct_batches`` model, fit the ``n_content`` / ``n_style``
+    images of the training set."""
+    world = dist_info()[1]
     if cfg.batch_size % world:
         raise NstError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
-    n_content, n_style = batch_split(model, cfg.batch_size // world)  # this rank's share of the global batch
+    shares = batch_split(model, cfg.batch_size // world)
     if getattr(model, "distinct_batches", False):
-        for role, per_rank, crops in (("content", n_content, content), ("style", n_style, style)):
-            if per_rank * world > crops.n:
+        for role, per_rank, n in (("content", shares[0], n_content), ("style", shares[1], n_style)):
+            if per_rank * world > n:
                 raise NstError(f"a batch needs {per_rank * world} distinct {role} images (batch_size "
-                               f"{cfg.batch_size}), but the training set has {crops.n}: lower train.batch_size or add "
+                               f"{cfg.batch_size}), but the training set has {n}: lower train.batch_size or add "
                                f"{role} images")  # fmt: skip
-    everything = {**modules, **adversary}
-    gen = torch.Generator().manual_seed(cfg.seed)
-    start = 0
-    elapsed = 0.0  # training wall time over every run that led to this state (checkpointed, so resume adds to it)
-    last: dict[str, float] = {}
-    precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
-    log.info("training precision on %s: %s", device.type, precision.label)
-    autocast = precision.autocast()
-    if isinstance(model, nn.Module):  # the whole model, its frozen encoder included (issue 17: it stayed on the CPU)
-        precision.module(model.to(device))
-    for module in everything.values():  # on the device before any optimiser state is loaded (it follows the params)
-        precision.module(module.to(device).train())
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, nn.Module):
-        precision.module(encoder.to(device))
-    if rank == 0:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    barrier()
-    if resume:
-        found = load_latest(checkpoint_dir)
-        if found is None:
-            raise CheckpointError(f"{checkpoint_dir}: no checkpoint to resume from")
-        state, path = found
-        if state.get("fingerprint") != fingerprint:
-            raise CheckpointError(f"{path}: written for another configuration; remove it or train from scratch")
-        missing = sorted((set(everything) - set(state["modules"])) | (set(optimizers) - set(state["optimizers"])))
-        if missing:
-            raise CheckpointError(f"{path}: lacks {', '.join(missing)}; it was written by another model")
-        for name, module in everything.items():
-            module.load_state_dict(state["modules"][name])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        gen.set_state(state["rng"]["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start = int(state["iteration"])
-        elapsed, last = float(state.get("elapsed_s", 0.0)), dict(state.get("last_losses", {}))
-        log.info("resumed from %s (iteration %d)", path, start)
+    return shares
 
-    def save(iteration: int, gen_state: Tensor) -> None:
-        state = {
-            "iteration": iteration,
-            "fingerprint": fingerprint,
-            "config": asdict(cfg),
-            "modules": {k: m.state_dict() for k, m in everything.items()},
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "rng": {"data": gen_state, "torch": torch.get_rng_state()},
-            "elapsed_s": elapsed + time.perf_counter() - started,
-            "last_losses": last,
-            "hardware": hardware(device, world),
-        }
-        if rank == 0:  # every rank holds the same weights: one writes
-            save_torch_atomic(state, checkpoint_dir / f"ckpt-{iteration:08d}.pt")
-            for old in checkpoints(checkpoint_dir)[: -cfg.keep_checkpoints]:
-                old.unlink(missing_ok=True)
+
+class _Training:
+    """One call of :func:`train`: the model's modules and optimisers, the data generator, the progress so far (restored
+    by :meth:`resume`), the loss terms not yet read back from the device; and the steps of the loop."""
+
+    def __init__(self, model: TrainableModel, cfg: TrainConfig, checkpoint_dir: Path, device: torch.device,
+                 fingerprint: str, callbacks: TrainCallbacks) -> None:  # fmt: skip
+        self.model, self.cfg, self.checkpoint_dir, self.device = model, cfg, checkpoint_dir, device
+        self.fingerprint, self.callbacks = fingerprint, callbacks
+        self.modules, self.adversary, self.optimizers = make_optimizers(model, cfg.lr, cfg.adversary_betas)
+        self.everything = {**self.modules, **self.adversary}
+        self.rank, self.world = dist_info()
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.start = 0
+        self.elapsed = 0.0  # training wall time over every run that led to this state (checkpointed: resume adds to it)
+        self.last: dict[str, float] = {}  # the newest loss terms read back
+        self.pending: list[tuple[int, dict[str, Tensor]]] = []  # loss terms still on the device
+        self.started = time.perf_counter()  # reset when the loop starts
+        self.bar: tqdm | None = None  # the progress bar, while the loop runs
+        self.precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
+        log.info("training precision on %s: %s", device.type, self.precision.label)
+        self.autocast = self.precision.autocast()
+
+    def to_device(self) -> None:
+        """The whole model (its frozen encoder included; issue 17: it stayed on the CPU), then every trained module in
+        training mode, on the device in the precision's memory format — before any optimiser state is loaded (it
+        follows the parameters)."""
+        if isinstance(self.model, nn.Module):
+            self.precision.module(self.model.to(self.device))
+        for module in self.everything.values():
+            self.precision.module(module.to(self.device).train())
+        encoder = getattr(self.model, "encoder", None)
+        if isinstance(encoder, nn.Module):
+            self.precision.module(encoder.to(self.device))
+
+    def make_checkpoint_dir(self) -> None:
+        if self.rank == 0:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         barrier()
 
-    end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
-    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
-               disable=None if progress and rank == 0 else True)  # fmt: skip
-    plans = StepPlans(content, style, gen, start + 1, end, n_content, n_style, rank, world)
-    loader = batch_loader(plans, cfg.workers, pin_memory=device.type == "cuda")
-    pending: list[tuple[int, dict[str, Tensor]]] = []
+    def resume(self) -> None:
+        """Restore every module, optimiser, both random generators, the iteration, the wall time and the last losses
+        from the newest readable checkpoint, which must have been written for this fingerprint and model."""
+        found = load_latest(self.checkpoint_dir)
+        if found is None:
+            raise CheckpointError(f"{self.checkpoint_dir}: no checkpoint to resume from")
+        state, path = found
+        if state.get("fingerprint") != self.fingerprint:
+            raise CheckpointError(f"{path}: written for another configuration; remove it or train from scratch")
+        missing = sorted((set(self.everything) - set(state["modules"]))
+                         | (set(self.optimizers) - set(state["optimizers"])))  # fmt: skip
+        if missing:
+            raise CheckpointError(f"{path}: lacks {', '.join(missing)}; it was written by another model")
+        for name, module in self.everything.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.gen.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.start = int(state["iteration"])
+        self.elapsed, self.last = float(state.get("elapsed_s", 0.0)), dict(state.get("last_losses", {}))
+        log.info("resumed from %s (iteration %d)", path, self.start)
 
-    def sync() -> None:
+    def iterate(self, plans: StepPlans, end: int, progress: bool) -> int:
+        """Run the iterations ``plans`` hands out (up to ``end``), then read back the last losses; returns the
+        iteration reached."""
+        self.bar = bar = tqdm(total=self.cfg.iterations, initial=self.start, desc="train", unit="it",
+                              disable=None if progress and self.rank == 0 else True)  # fmt: skip
+        loader = batch_loader(plans, self.cfg.workers, pin_memory=self.device.type == "cuda")
+        # Fixed crop sizes: cuDNN may time its convolution algorithms once per shape and keep the fastest (CUDA results
+        # are not bitwise repeatable anyway: several backward kernels accumulate with atomics).
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = benchmark or self.device.type == "cuda"
+        iteration = self.start
+        self.started = time.perf_counter()
+        try:
+            for iteration, content, style in loader:
+                self.step(iteration, content, style)
+                self.report_and_checkpoint(iteration, end, plans)
+                bar.update(1)
+            self.sync()
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+            del loader  # persistent workers end with their DataLoader
+        bar.close()
+        return iteration
+
+    def step(self, iteration: int, content: Tensor, style: Tensor) -> None:
+        """One optimisation step on this rank's crops, at the iteration's learning rate; its loss terms stay pending.
+
+        Every rank draws the whole global batch from the same generator and keeps its slice (StepPlans): the data
+        order is the single-process one, whatever the number of processes.
+        """
+        for opt in self.optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
+            for group in opt.param_groups:
+                group["lr"] = self.cfg.lr / (1.0 + self.cfg.lr_decay * (iteration - 1))
+        content = self.precision.image(content.to(self.device, non_blocking=True))
+        style = self.precision.image(style.to(self.device, non_blocking=True))
+        terms = train_step(self.model, content, style, self.optimizers, self.adversary, self.autocast)
+        self.pending.append((iteration, terms))
+
+    def report_and_checkpoint(self, iteration: int, end: int, plans: StepPlans) -> None:
+        """After a step: read the losses back when due (always before the interval hook or a checkpoint, so a diverged
+        state is never saved), run the interval hook, write the checkpoint when due."""
+        interval = self.callbacks.interval
+        hook = bool(interval) and iteration % interval == 0 and self.rank == 0
+        saving = iteration % self.cfg.checkpoint_every == 0 or iteration == end
+        if iteration % self.cfg.log_every == 0 or hook or saving:
+            self.sync()
+        if hook:
+            self.callbacks.on_interval(iteration)
+        if saving:
+            self.save(iteration, plans.states[iteration])  # the generator as it was after this iteration's draws
+        for old in [k for k in plans.states if k <= iteration]:
+            del plans.states[old]
+
+    def sync(self) -> None:
         """Read the pending iterations' loss terms back (one device sync), check them, report them."""
-        nonlocal last
-        for (it, _), values in zip(pending, terms_to_floats([t for _, t in pending]), strict=True):
-            if not all(v == v and abs(v) != float("inf") for v in values.values()):
+        for (it, _), values in zip(self.pending, terms_to_floats([t for _, t in self.pending]), strict=True):
+            if not all(math.isfinite(v) for v in values.values()):
                 raise NstError(f"training diverged at iteration {it}: {values}")
-            last = values
-            if log_fn is not None and rank == 0:
-                log_fn(it, values)
-        if pending:
-            bar.set_postfix(loss=f"{last['total']:.4g}")
-        pending.clear()
+            self.last = values
+            if self.rank == 0:
+                self.callbacks.on_losses(it, values)
+        if self.pending and self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.last['total']:.4g}")
+        self.pending.clear()
 
-    # Fixed crop sizes: cuDNN may time its convolution algorithms once per shape and keep the fastest (CUDA results
-    # are not bitwise repeatable anyway: several backward kernels accumulate with atomics).
-    benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = benchmark or device.type == "cuda"
-    iteration = start
-    started = time.perf_counter()
-    try:
-        for iteration, c, s in loader:
-            for opt in optimizers.values():  # both optimisers share the schedule (IEContraAST train.py)
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * (iteration - 1))
-            # Every rank draws the whole global batch from the same generator and keeps its slice (StepPlans): the
-            # data order is the single-process one, whatever the number of processes.
-            c = precision.image(c.to(device, non_blocking=True))
-            s = precision.image(s.to(device, non_blocking=True))
-            pending.append((iteration, train_step(model, c, s, optimizers, adversary, autocast)))
-            sampling = sample_fn is not None and sample_every and iteration % sample_every == 0 and rank == 0
-            saving = iteration % cfg.checkpoint_every == 0 or iteration == end
-            if iteration % cfg.log_every == 0 or sampling or saving:
-                sync()  # before a sample or a checkpoint: a diverged state is never saved
-            if sampling:
-                sample_fn(iteration)  # type: ignore[misc]
-            if saving:
-                gen_state = plans.states[iteration]  # the generator as it was after this iteration's draws
-                save(iteration, gen_state)
-            for old in [k for k in plans.states if k <= iteration]:
-                del plans.states[old]
-            bar.update(1)
-        sync()
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
-        del loader  # persistent workers end with their DataLoader
-    bar.close()
-    if end == start and start == 0 and cfg.iterations == 0:
-        save(0, gen.get_state())
-    return iteration
+    def save(self, iteration: int, gen_state: Tensor) -> None:
+        """Checkpoint everything :meth:`resume` restores (rank 0 writes, atomically); keep the newest
+        ``keep_checkpoints``."""
+        state = {
+            "iteration": iteration,
+            "fingerprint": self.fingerprint,
+            "config": asdict(self.cfg),
+            "modules": {k: m.state_dict() for k, m in self.everything.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "rng": {"data": gen_state, "torch": torch.get_rng_state()},
+            "elapsed_s": self.elapsed + time.perf_counter() - self.started,
+            "last_losses": self.last,
+            "hardware": hardware(self.device, self.world),
+        }
+        if self.rank == 0:  # every rank holds the same weights: one writes
+            save_torch_atomic(state, self.checkpoint_dir / f"ckpt-{iteration:08d}.pt")
+            for old in checkpoints(self.checkpoint_dir)[: -self.cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        barrier()

@@ -26,7 +26,14 @@ from methods.errors import NstError
 from methods.precision import Precision
 from methods.pretrained import warm_start
 from methods.registry import get_spec, trained_methods
-from methods.training import barrier, checkpoints, dist_info, load_latest, train
+from methods.training import (
+    LossHistory,
+    barrier,
+    checkpoints,
+    dist_info,
+    load_latest,
+    train,
+)
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.builders import build_model, init_file, train_config
@@ -44,6 +51,54 @@ from pipeline.tuned import apply_tuned
 log = logging.getLogger(__name__)
 
 
+class TrainLog(LossHistory):
+    """The train stage's callbacks: keeps every iteration's loss terms (``losses.csv``, ``train_metrics.json``), logs
+    every ``log_every``-th to MLflow (20 steps per call, the rest when training ends) and, every ``sample_every``
+    iterations, a sample grid (content | style | stylized) of one fixed content and style crop."""
+
+    def __init__(self, model: Any, sample: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+                 logger: tracking.RunLogger | None, *, sample_every: int, log_every: int) -> None:  # fmt: skip
+        super().__init__()
+        self.model, self.sample, self.device, self.logger = model, sample, device, logger
+        self.interval, self.log_every = sample_every, log_every
+        self.queued: list[tuple[int, dict[str, float]]] = []  # metrics not yet sent to MLflow
+
+    def rows(self) -> list[dict[str, float]]:
+        """Every iteration's terms with its ``step`` (the rows of ``losses.csv``)."""
+        return [{"step": step, **terms} for step, terms in zip(self.steps, self.terms, strict=True)]
+
+    def on_losses(self, iteration: int, terms: dict[str, float]) -> None:
+        super().on_losses(iteration, terms)
+        if self.logger is not None and iteration % self.log_every == 0:
+            self.queued.append((iteration, terms))
+            if len(self.queued) >= 20:
+                self.flush()
+
+    def on_interval(self, iteration: int) -> None:
+        self.log_sample_grid(iteration)
+
+    def on_end(self, iteration: int) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the queued loss terms to MLflow."""
+        if self.logger is not None:
+            for it, terms in self.queued:
+                self.logger.log_metrics({f"train/{k}": v for k, v in terms.items()}, step=it)
+        self.queued.clear()
+
+    def log_sample_grid(self, iteration: int) -> None:
+        """Stylize the sample pair with the current weights and log the grid (the modules' training modes kept)."""
+        if self.logger is None:
+            return
+        content, style = self.sample
+        modes = {name: m.training for name, m in self.model.trainable().items()}
+        out = self.model.stylize(content.to(self.device), style.to(self.device)).cpu()
+        for name, m in self.model.trainable().items():
+            m.train(modes[name])
+        self.logger.log_image(side_by_side([content, style, out], height=192), f"samples/iter_{iteration:08d}.png")
+
+
 def run(
     params: Params,
     method_name: str,
@@ -59,8 +114,7 @@ def run(
     spec = get_spec(method_name)
     if not spec.trains:
         raise NstError(f"{method_name} is not a trained method (trained: {', '.join(trained_methods())})")
-    section = getattr(params.methods, method_name)
-    tcfg = section.train
+    tcfg = getattr(params.methods, method_name).train
     rank, world = dist_info()
     device = distributed_device(params) if world > 1 else pick_device(params.base.device)
     encoder = load_encoder(**encoder_settings(params, method_name))
@@ -68,32 +122,11 @@ def run(
     cfg = train_config(tcfg)
     init = init_file(tcfg, method_name)
     init_sha = sha256_file(init) if init else None
-    # train.workers is left out: how many processes cut the crops changes no number (methods/training.py StepPlans).
-    fingerprint = tracking.params_hash({"method": method_name,
-                                        "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
-                                        "encoder": encoder.weights_sha256, "pool": params.encoder.pool,
-                                        "content": str(content_dir), "style": str(style_dir),
-                                        "init": init_sha,
-                                        "code": code_fingerprint([__file__])})  # fmt: skip
+    fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, (content_dir, style_dir), init_sha)
     # A warm start loads before training; a resumed run then replaces every weight with its checkpoint's.
-    card = warm_start(method_name, model.trainable(), encoder.weights_sha256, init) if init else {}
-    init_info = ({"init_from": str(init), "init_sha256": init_sha,
-                  "pretrained_iterations": int(card.get("iterations", 0))} if init
-                 else {"init_from": None, "pretrained_iterations": 0})  # fmt: skip
-    if init:
-        log.info("train@%s: warm start from %s (%d pretrained iterations)", method_name, init,
-                 init_info["pretrained_iterations"])  # fmt: skip
+    init_info = start_from(init, init_sha, model, method_name, encoder.weights_sha256)
     ckpt_dir = out_dir / "checkpoints"
-    if resume == "auto":
-        found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
-        if found is not None and found[0].get("fingerprint") == fingerprint:
-            resume = "always"
-        elif checkpoints(ckpt_dir):
-            log.info("train@%s: checkpoints are from another configuration; starting afresh", method_name)
-            resume = "never"
-    barrier()  # every rank has decided from the same files before rank 0 removes any
-    if resume == "never" and ckpt_dir.exists() and rank == 0:
-        shutil.rmtree(ckpt_dir)
+    resumes = decide_resume(ckpt_dir, fingerprint, resume, method_name)
     content, style = (crops(folder, tcfg.resize_short, tcfg.crop, workers=tcfg.workers)
                       for folder in (content_dir, style_dir))  # fmt: skip
     # What training at this crop size uses of the architecture (e.g. the discriminator scales that see the crops).
@@ -101,80 +134,101 @@ def run(
     if info:
         log.info("train@%s at %d px crops: %s", method_name, tcfg.crop, json.dumps(info))
     precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
-
-    history: list[dict[str, float]] = []
-    pending: list[tuple[int, dict[str, float]]] = []
-
-    def log_fn(iteration: int, terms: dict[str, float]) -> None:
-        history.append({"step": iteration, **terms})
-        if logger is not None and iteration % tcfg.log_every == 0:
-            pending.append((iteration, terms))
-            if len(pending) >= 20:
-                flush()
-
-    def flush() -> None:
-        if logger is not None:
-            for it, terms in pending:
-                logger.log_metrics({f"train/{k}": v for k, v in terms.items()}, step=it)
-        pending.clear()
-
-    sample_c, sample_s = (
-        content.sample(1, torch.Generator().manual_seed(1)),
-        style.sample(1, torch.Generator().manual_seed(2)),
-    )
-
-    def sample_fn(iteration: int) -> None:
-        if logger is None:
-            return
-        modes = {name: m.training for name, m in model.trainable().items()}
-        out = model.stylize(sample_c.to(device), sample_s.to(device)).cpu()
-        for name, m in model.trainable().items():
-            m.train(modes[name])
-        logger.log_image(side_by_side([sample_c, sample_s, out], height=192), f"samples/iter_{iteration:08d}.png")
-
+    sample = (content.sample(1, torch.Generator().manual_seed(1)), style.sample(1, torch.Generator().manual_seed(2)))
+    callbacks = TrainLog(model, sample, device, logger, sample_every=tcfg.sample_every, log_every=tcfg.log_every)
     started = time.perf_counter()
-    reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resume == "always",
-                    fingerprint=fingerprint, log_fn=log_fn, sample_fn=sample_fn, sample_every=tcfg.sample_every,
-                    stop_after=stop_after)  # fmt: skip
+    reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resumes, fingerprint=fingerprint,
+                    callbacks=callbacks, stop_after=stop_after)  # fmt: skip
     seconds = time.perf_counter() - started
     if rank != 0:  # rank 0 writes the outputs and logs
         return {"iterations": reached, "rank": rank}
-    flush()
-    done_now = len(history)
-    metrics_path = out_dir / "train_metrics.json"
-    if not history and metrics_path.is_file():  # resumed a finished run: nothing new to report
-        metrics = {**json.loads(metrics_path.read_text()), "iterations_this_run": 0}
-    else:
-        metrics = {
-            "iterations": reached, "iterations_this_run": done_now, "seconds": round(seconds, 3),
-            "iterations_per_second": round(done_now / seconds, 4) if seconds > 0 and done_now else None,
-            "device": device.type, "processes": world, "precision": precision.label, **info, **init_info,
-            "total_iterations": reached + init_info["pretrained_iterations"],
-            **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
-        }  # fmt: skip
-    model_path = out_dir / spec.model_file
-    if reached >= cfg.iterations and (history or not model_path.is_file()):
-        model.save(
-            out_dir,
-            extra={
-                "iterations": reached,
-                "fingerprint": fingerprint,
-                "pretrained_iterations": init_info["pretrained_iterations"],
-            },
-        )
-    losses_path = out_dir / "losses.csv"
-    old = read_csv(losses_path) if resume == "always" else []
-    rows = [r for r in old if int(r["step"]) <= reached - done_now] + history
-    fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
-    write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in methods.<method> when applied.
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, method_stage_params(method_name)))
+    history = callbacks.rows()
+    setting = {"device": device.type, "processes": world, "precision": precision.label, **info, **init_info}
+    metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
+    model_path = out_dir / str(spec.model_file)
+    if reached >= cfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
+        model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint,
+                                   "pretrained_iterations": init_info["pretrained_iterations"]})  # fmt: skip
+    write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if model_path.is_file():
             logger.log_artifact(model_path, "model")
     return metrics
+
+
+def run_fingerprint(params: Params, method_name: str, encoder_sha: str, data: tuple[Path, Path],
+                    init_sha: str | None) -> str:  # fmt: skip
+    """What a checkpoint must have been written for to be resumed: the method's section, encoder, data folders, the
+    warm-start file and this module's code. ``train.workers`` is left out: how many processes cut the crops changes
+    no number (methods/training.py StepPlans)."""
+    section = getattr(params.methods, method_name)
+    return tracking.params_hash({"method": method_name,
+                                 "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
+                                 "encoder": encoder_sha, "pool": params.encoder.pool,
+                                 "content": str(data[0]), "style": str(data[1]),
+                                 "init": init_sha,
+                                 "code": code_fingerprint([__file__])})  # fmt: skip
+
+
+def start_from(init: Path | None, init_sha: str | None, model: Any, method_name: str,
+               encoder_sha: str) -> dict[str, Any]:  # fmt: skip
+    """Warm-start ``model`` from the pretrained file ``init`` (None: from scratch); returns what
+    ``train_metrics.json`` records of the start (``init_from``, ``init_sha256``, ``pretrained_iterations``)."""
+    if init is None:
+        return {"init_from": None, "pretrained_iterations": 0}
+    card = warm_start(method_name, model.trainable(), encoder_sha, init)
+    info = {"init_from": str(init), "init_sha256": init_sha, "pretrained_iterations": int(card.get("iterations", 0))}
+    log.info("train@%s: warm start from %s (%d pretrained iterations)", method_name, init,
+             info["pretrained_iterations"])  # fmt: skip
+    return info
+
+
+def decide_resume(ckpt_dir: Path, fingerprint: str, resume: str, method_name: str) -> bool:
+    """Whether this run resumes from ``ckpt_dir``: ``always`` / ``never`` as asked; ``auto`` when the newest readable
+    checkpoint was written for ``fingerprint`` (checkpoints of another configuration: start afresh). Starting afresh,
+    rank 0 removes the old checkpoints (after every rank has decided from the same files)."""
+    if resume == "auto":
+        found = load_latest(ckpt_dir) if checkpoints(ckpt_dir) else None
+        if found is not None and found[0].get("fingerprint") == fingerprint:
+            resume = "always"
+        elif checkpoints(ckpt_dir):
+            log.info("train@%s: checkpoints are from another configuration; starting afresh", method_name)
+            resume = "never"
+    barrier()
+    if resume == "never" and ckpt_dir.exists() and dist_info()[0] == 0:
+        shutil.rmtree(ckpt_dir)
+    return resume == "always"
+
+
+def train_metrics(path: Path, reached: int, history: list[dict[str, float]], seconds: float,
+                  setting: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """``train_metrics.json``'s content: this run's iterations, speed and final losses, with ``setting`` (device,
+    processes, precision, architecture and warm-start facts). A resumed run that had nothing left to do keeps the
+    metrics at ``path``, with ``iterations_this_run`` 0."""
+    if not history and path.is_file():
+        return {**json.loads(path.read_text()), "iterations_this_run": 0}
+    done = len(history)
+    return {
+        "iterations": reached, "iterations_this_run": done, "seconds": round(seconds, 3),
+        "iterations_per_second": round(done / seconds, 4) if seconds > 0 and done else None,
+        **setting, "total_iterations": reached + setting["pretrained_iterations"],
+        **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
+    }  # fmt: skip
+
+
+def write_outputs(params: Params, method_name: str, out_dir: Path, metrics: dict[str, Any],
+                  history: list[dict[str, float]], reached: int, *, resumed: bool) -> None:  # fmt: skip
+    """``losses.csv`` (this run's rows after those of the run it resumed, up to where this one started),
+    ``train_metrics.json`` and ``effective_params.yaml``, each atomically."""
+    losses_path = out_dir / "losses.csv"
+    old = read_csv(losses_path) if resumed else []
+    rows = [r for r in old if int(r["step"]) <= reached - len(history)] + history
+    fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
+    write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
+    write_text_atomic(out_dir / "train_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in methods.<method> when applied.
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, method_stage_params(method_name)))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

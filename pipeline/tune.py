@@ -30,7 +30,6 @@ import datetime
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import random
 import shutil
@@ -46,16 +45,17 @@ import sqlalchemy
 import torch
 import yaml
 
-from evaluation.metrics import METRICS, Scorer
+from evaluation.metrics import Scorer
 from methods.encoder import VGGEncoder, load_encoder
 from methods.pretrained import warm_start
 from methods.registry import get_spec, tuned_methods
-from methods.training import train
+from methods.training import TrainCallbacks, train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.builders import build_model, init_file, method_from_params, train_config
 from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
+from pipeline.pareto import directions_for, select, times_dominated
 from pipeline.resources import pick_device
 from pipeline.scoring import build_scorer
 from pipeline.training_data import crops
@@ -73,6 +73,7 @@ STUDY_CODE: tuple[Path, ...] = (
     _HERE / "training_data.py",
     _HERE / "scoring.py",
     _HERE / "tuned.py",
+    _HERE / "pareto.py",
     *sorted((_HERE.parent / "evaluation").glob("*.py")),
 )
 RUNNING = optuna.trial.TrialState.RUNNING
@@ -83,47 +84,6 @@ class OverBudget(Exception):
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
-
-
-def normalised_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[float]]:
-    """Min-max normalise each objective over ``points`` to [0, 1] with 0 = best (maximised objectives flipped)."""
-    out = [list(map(float, p)) for p in points]
-    for j, direction in enumerate(directions):
-        column = [p[j] for p in out]
-        lo, hi = min(column), max(column)
-        for p in out:
-            v = 0.0 if hi == lo else (p[j] - lo) / (hi - lo)
-            p[j] = 1.0 - v if direction == "maximize" else v
-    return out
-
-
-def select(points: Sequence[Sequence[float]], directions: Sequence[str], rule: str, weight: float = 0.5) -> int:
-    """Index of the operating point on a Pareto front (ties: the first).
-
-    ``knee``: nearest (Euclidean) to the ideal point (0, 0) after :func:`normalised_front` — the balanced compromise.
-    ``weighted``: minimum of ``weight * n1 + (1 - weight) * n2`` on the normalised objectives.
-    """
-    if not points:
-        raise TuneError("no finished trial on the Pareto front to choose from")
-    norm = normalised_front(points, directions)
-    if rule == "knee":
-        scores = [math.hypot(*p) for p in norm]
-    elif rule == "weighted":
-        scores = [weight * p[0] + (1 - weight) * p[1] for p in norm]
-    else:
-        raise TuneError(f"unknown selection rule {rule!r} (knee | weighted)")
-    return min(range(len(scores)), key=lambda i: (scores[i], i))
-
-
-def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """``a`` is at least as good as ``b`` in every objective and better in one."""
-    sign = [1.0 if d == "minimize" else -1.0 for d in directions]
-    a2, b2 = [s * x for s, x in zip(sign, a, strict=True)], [s * x for s, x in zip(sign, b, strict=True)]
-    return all(x <= y for x, y in zip(a2, b2, strict=True)) and any(x < y for x, y in zip(a2, b2, strict=True))
-
-
-def directions_for(objectives: Sequence[str]) -> list[str]:
-    return ["maximize" if METRICS[name].higher_is_better else "minimize" for name in objectives]
 
 
 def storage_url(params: Params, method: str, out_dir: Path) -> str:
@@ -345,7 +305,7 @@ class Objective:
         trial.set_user_attr(f"intermediate_{step}", values)
         others = [t.user_attrs.get(f"intermediate_{step}") for t in trial.study.get_trials(deepcopy=False)
                   if t.number != trial.number and t.state in FINISHED]  # fmt: skip
-        beaten_by = sum(1 for o in others if o is not None and dominates(o, values, self.directions))
+        beaten_by = times_dominated(values, [o for o in others if o is not None], self.directions)
         if beaten_by >= self.params.tune.prune_dominated_by:
             raise optuna.TrialPruned(f"step {step}: dominated by {beaten_by} trials")
 
@@ -362,24 +322,39 @@ class Objective:
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
         cfg = train_config(tcfg)
-        modules = model.trainable()
-
-        def intermediate(iteration: int) -> None:  # the training loop's periodic hook: score val, maybe prune
-            if iteration >= cfg.iterations:
-                return  # the final score is the trial's value
-            modes = {name: m.training for name, m in modules.items()}
-            values = self.score(model)
-            for name, m in modules.items():
-                m.train(modes[name])
-            self.prune_check(trial, iteration, values)
-
+        hook = ScoreAndPrune(self, trial, model, cfg.iterations)
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
             train(model, *self._crops[key], cfg, ckpt, device=self.device, fingerprint=f"trial{trial.number}",
-                  sample_fn=intermediate, sample_every=self.tune.prune_every, progress=False)  # fmt: skip
+                  callbacks=hook, progress=False)  # fmt: skip
             return self.score(model)
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)
+
+
+class ScoreAndPrune(TrainCallbacks):
+    """A feed-forward trial's training callbacks: every ``tune.<method>.prune_every`` iterations before the last,
+    score the val pairs with the weights so far, record the scores on the trial and prune it when enough other trials'
+    scores at the same step dominate them (:meth:`Objective.prune_check`). The last iteration's score is the trial's
+    value, computed after training."""
+
+    def __init__(self, objective: Objective, trial: optuna.Trial, model: Any, iterations: int) -> None:
+        self.objective, self.trial, self.model, self.iterations = objective, trial, model, iterations
+        self.modules = model.trainable()
+        self.interval = objective.tune.prune_every
+
+    def on_interval(self, iteration: int) -> None:
+        self.score_and_maybe_prune(iteration)
+
+    def score_and_maybe_prune(self, iteration: int) -> None:
+        """Score the val pairs at ``iteration`` (the modules' training modes kept); raises ``optuna.TrialPruned``."""
+        if iteration >= self.iterations:
+            return  # the final score is the trial's value
+        modes = {name: m.training for name, m in self.modules.items()}
+        values = self.objective.score(self.model)
+        for name, m in self.modules.items():
+            m.train(modes[name])
+        self.objective.prune_check(self.trial, iteration, values)
 
 
 def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], train_dirs: tuple[Path, Path],
@@ -479,66 +454,88 @@ def run(
     name = study_name(params, method, shas, encoder.weights_sha256)
     url = storage_url(params, method, out_dir)
     storage = make_storage(url, params)
-    directions = directions_for(params.tune.objectives)
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions_for(params.tune.objectives),
+                                load_if_exists=True)  # fmt: skip
     reference = reference_weights(method, tune.space)
     enqueue_reference(study, reference)
     before = len(finished(study))
     if before:
         log.info("tune@%s: study %s already holds %d finished trial(s); resuming", method, name, before)
     started = time.perf_counter()
-    work_dir = out_dir / ".work"
-    work_dir.mkdir(exist_ok=True)
     spec = {"params": str(params_path), "method": method, "val": [str(v) for v in val],
-            "train": [str(t) for t in train_dirs], "work_dir": str(work_dir), "storage": url, "study": name,
+            "train": [str(t) for t in train_dirs], "work_dir": str(out_dir / ".work"), "storage": url, "study": name,
             "budget": tune.trials}  # fmt: skip
+    run_trials(study, storage, spec, params, workers, encoder)
+    seconds = time.perf_counter() - started
+    study = optuna.load_study(study_name=name, storage=storage)
+    best = write_results(params, method, study, out_dir, reference, url)
+    summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
+               "seconds": round(seconds, 2), "chosen_trial": best["trial"], **best["objectives"]}  # fmt: skip
+    if logger is not None:
+        log_trials(logger, study, best["trial"], list(tune.space), params.tune.objectives)
+        logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        logger.log_artifact(out_dir / "best.yaml")
+        logger.log_artifact(out_dir / "trials.csv")
+    return {**summary, "best": best}
+
+
+def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: dict[str, Any], params: Params,
+               workers: int, encoder: VGGEncoder) -> None:  # fmt: skip
+    """Fill ``study`` to ``spec["budget"]`` finished trials: ``workers`` processes (:func:`worker_main`), or this one
+    (reusing the loaded ``encoder``). The trials' scratch folder ``spec["work_dir"]`` is removed afterwards."""
+    work_dir = Path(spec["work_dir"])
+    work_dir.mkdir(exist_ok=True)
     try:
         if workers > 1:
             run_workers(spec, workers)
         else:
-            _, objective = _load_for_worker(params_path, method, val, train_dirs, work_dir, encoder)
-            study.sampler = make_sampler(params, tune.trials, 0, len(study.get_trials(deepcopy=False)))
-            optimize(study, objective, tune.trials, storage=storage, wait_s=params.tune.wait_s)
+            _, objective = _load_for_worker(Path(spec["params"]), spec["method"], tuple(map(Path, spec["val"])),
+                                            tuple(map(Path, spec["train"])), work_dir, encoder)  # fmt: skip
+            study.sampler = make_sampler(params, spec["budget"], 0, len(study.get_trials(deepcopy=False)))
+            optimize(study, objective, spec["budget"], storage=storage, wait_s=params.tune.wait_s)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    study = optuna.load_study(study_name=name, storage=storage)
+
+
+def write_results(params: Params, method: str, study: optuna.Study, out_dir: Path, reference: Mapping[str, float],
+                  url: str) -> dict[str, Any]:  # fmt: skip
+    """``trials.csv``, ``pareto.csv`` and ``best.yaml`` (the point of the Pareto front picked by ``tune.selection``,
+    and how the reference weights did); returns best.yaml's content."""
+    objectives, directions = params.tune.objectives, directions_for(params.tune.objectives)
     front = sorted(study.best_trials, key=lambda t: t.number)
     if not front:
         raise TuneError(f"tune@{method}: no trial completed (all {len(finished(study))} pruned or failed)")
     chosen = front[select([t.values for t in front], directions, params.tune.selection,
                           params.tune.selection_weight)]  # fmt: skip
-    space = list(tune.space)
-    rows = trial_rows(study, params.tune.objectives, space)
+    space = list(getattr(params.tune, method).space)
+    rows = trial_rows(study, objectives, space)
     for row in rows:
         row["chosen"] = int(row["number"] == chosen.number)
-    fields = ["number", "state", "worker", "seconds", *space, *params.tune.objectives, "pareto", "reference", "chosen"]
+    fields = ["number", "state", "worker", "seconds", *space, *objectives, "pareto", "reference", "chosen"]
     write_csv(rows, fields, out_dir / "trials.csv")
     write_csv([r for r in rows if r["pareto"]], fields, out_dir / "pareto.csv")
     best = {"method": method, "weights": {k: float(chosen.params[k]) for k in space},
-            "objectives": dict(zip(params.tune.objectives, map(float, chosen.values), strict=True)),
-            "directions": dict(zip(params.tune.objectives, directions, strict=True)),
+            "objectives": dict(zip(objectives, map(float, chosen.values), strict=True)),
+            "directions": dict(zip(objectives, directions, strict=True)),
             "selection": params.tune.selection, "trial": chosen.number,
-            "trials_finished": len(finished(study)), "pareto_size": len(front), "study": name,
-            "storage": url if params.tune.storage else "sqlite:///<out>/study.db"}  # fmt: skip
+            "trials_finished": len(finished(study)), "pareto_size": len(front), "study": study.study_name,
+            "storage": url if params.tune.storage else "sqlite:///<out>/study.db",
+            "reference": reference_result(study, reference, objectives, front)}  # fmt: skip
+    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=YamlDumper, sort_keys=False))
+    return best
+
+
+def reference_result(study: optuna.Study, reference: Mapping[str, float], objectives: Sequence[str],
+                     front: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]:  # fmt: skip
+    """best.yaml's ``reference``: the reference weights, their completed trial, its values, whether it is on the front
+    (trial and values None while no reference trial has completed)."""
     ref_trial = next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                       if t.user_attrs.get("reference")), None)  # fmt: skip
-    best["reference"] = {"weights": reference, "trial": None, "objectives": None, "on_front": False}
-    if ref_trial is not None:
-        best["reference"].update(
-            trial=ref_trial.number,
-            objectives=dict(zip(params.tune.objectives, map(float, ref_trial.values), strict=True)),
-            on_front=any(t.number == ref_trial.number for t in front),
-        )
-    write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=YamlDumper, sort_keys=False))
-    summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
-               "seconds": round(seconds, 2), "chosen_trial": chosen.number, **best["objectives"]}  # fmt: skip
-    if logger is not None:
-        log_trials(logger, study, chosen.number, space, params.tune.objectives)
-        logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
-        logger.log_artifact(out_dir / "best.yaml")
-        logger.log_artifact(out_dir / "trials.csv")
-    return {**summary, "best": best}
+    if ref_trial is None:
+        return {"weights": reference, "trial": None, "objectives": None, "on_front": False}
+    return {"weights": reference, "trial": ref_trial.number,
+            "objectives": dict(zip(objectives, map(float, ref_trial.values), strict=True)),
+            "on_front": any(t.number == ref_trial.number for t in front)}  # fmt: skip
 
 
 def log_trials(logger: tracking.RunLogger, study: optuna.Study, chosen: int, space: Sequence[str],

@@ -11,7 +11,7 @@ from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, MultiSca
 from methods.encoder import load_encoder, random_encoder
 from methods.errors import NstError
 from methods.registry import build_method
-from methods.training import RandomCrops, TrainConfig, checkpoints, load_latest, train
+from methods.training import LossHistory, RandomCrops, TrainConfig, checkpoints, load_latest, train
 
 CPU = torch.device("cpu")
 
@@ -124,9 +124,10 @@ def test_resume_equals_uninterrupted_for_every_module_and_optimiser(encoder, tmp
 
 
 def test_training_logs_generator_and_discriminator_terms(encoder, tmp_path):
-    seen: list[dict[str, float]] = []
+    history = LossHistory()
     train(Contrastive(encoder=encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU,
-          log_fn=lambda _i, t: seen.append(t), progress=False)  # fmt: skip
+          callbacks=history, progress=False)  # fmt: skip
+    seen = history.terms
     assert len(seen) == 2
     assert {"total", "gan", "style_contrastive", "d_real", "d_fake", "d_total"} <= set(seen[0])
 
@@ -202,10 +203,10 @@ def test_bf16_training_on_the_cpu_is_deterministic(encoder, tmp_path):
     runs = []
     for name in ("a", "b"):
         model = Contrastive(encoder=encoder)
-        seen: list[dict[str, float]] = []
+        history = LossHistory()
         train(model, crops(0), crops(10), config(iterations=1, amp=True, channels_last=True), tmp_path / name,
-              device=CPU, log_fn=lambda _i, t, seen=seen: seen.append(t), progress=False)  # fmt: skip
-        runs.append((seen, model.decoder.state_dict()))
+              device=CPU, callbacks=history, progress=False)  # fmt: skip
+        runs.append((history.terms, model.decoder.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.isfinite(torch.tensor(v)) for v in runs[0][0][-1].values())
     for key, value in runs[0][1].items():

@@ -11,7 +11,7 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
-from methods.training import CheckpointError, RandomCrops, TrainConfig, checkpoints, train
+from methods.training import CheckpointError, LossHistory, RandomCrops, TrainCallbacks, TrainConfig, checkpoints, train
 
 CPU = torch.device("cpu")
 
@@ -119,18 +119,19 @@ def test_the_adversary_steps_before_the_generator(tmp_path):
             calls.append(f"adversarial_losses (disc stepped: {self.disc.weight._version > 0})")
             return {"gan": (self.disc(self.fakes) - 1).pow(2).mean()}
 
-    seen: list[dict[str, float]] = []
-    train(Toy(), crops(0), crops(10), config(iterations=1), tmp_path, device=CPU, log_fn=lambda _i, t: seen.append(t),
-          progress=False)  # fmt: skip
+    history = LossHistory()
+    train(Toy(), crops(0), crops(10), config(iterations=1), tmp_path, device=CPU, callbacks=history, progress=False)
+    seen = history.terms
     assert calls == ["losses", "adversary_losses", "adversarial_losses (disc stepped: True)"]
     assert set(seen[0]) == {"rec", "gan", "total", "d_total"}
     assert seen[0]["total"] == pytest.approx(seen[0]["rec"] + seen[0]["gan"], rel=1e-6)
 
 
 def test_loss_falls(encoder, tmp_path):
-    totals: list[float] = []
+    history = LossHistory()
     train(model(encoder), crops(0), crops(10), config(iterations=40, checkpoint_every=100), tmp_path, device=CPU,
-          log_fn=lambda _i, t: totals.append(t["total"]), progress=False)  # fmt: skip
+          callbacks=history, progress=False)  # fmt: skip
+    totals = [t["total"] for t in history.terms]
     assert len(totals) == 40
     assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5
 
@@ -326,15 +327,15 @@ def test_resume_with_prefetching_workers_equals_one_uninterrupted_process(tmp_pa
 
 
 def test_loss_terms_are_read_back_every_log_every_steps(tmp_path, monkeypatch):
-    """One device sync per ``log_every`` iterations (and before checkpoints), yet log_fn sees every iteration and a
+    """One device sync per ``log_every`` iterations (and before checkpoints), yet on_losses sees every iteration and a
     non-finite loss still stops training, naming its iteration, before any checkpoint holds it."""
     syncs: list[int] = []
     real = training.terms_to_floats
     monkeypatch.setattr(training, "terms_to_floats", lambda steps: syncs.append(len(steps)) or real(steps))
-    seen: list[int] = []
+    history = LossHistory()
     train(Recorder(), crops(0), crops(10), config(iterations=10, checkpoint_every=10, log_every=4), tmp_path / "a",
-          device=CPU, log_fn=lambda i, _t: seen.append(i), progress=False)  # fmt: skip
-    assert seen == list(range(1, 11))
+          device=CPU, callbacks=history, progress=False)  # fmt: skip
+    assert history.steps == list(range(1, 11))
     assert syncs == [4, 4, 2, 0]  # iterations 4, 8, 10 (the checkpoint), then nothing left at the end
 
     class Diverging(Recorder):
@@ -346,3 +347,32 @@ def test_loss_terms_are_read_back_every_log_every_steps(tmp_path, monkeypatch):
         train(Diverging(), crops(0), crops(10), config(iterations=10, checkpoint_every=8, log_every=4),
               tmp_path / "b", device=CPU, progress=False)  # fmt: skip
     assert not checkpoints(tmp_path / "b")
+
+
+def test_callbacks_hear_losses_then_the_interval_hook_then_the_checkpoint_then_the_end(tmp_path):
+    """Every iteration's losses before the interval hook of that iteration (a sync comes first), the hook before the
+    iteration's checkpoint, ``on_end`` once after the last checkpoint; a resumed run goes on from its checkpoint."""
+    events: list[tuple] = []
+
+    class Spy(TrainCallbacks):
+        interval = 3
+
+        def on_losses(self, iteration, terms):
+            events.append(("losses", iteration))
+
+        def on_interval(self, iteration):
+            events.append(("interval", iteration, [p.name for p in checkpoints(tmp_path)]))
+
+        def on_end(self, iteration):
+            events.append(("end", iteration, [p.name for p in checkpoints(tmp_path)]))
+
+    cfg = config(iterations=6, checkpoint_every=4, keep_checkpoints=5, log_every=5)
+    assert train(Recorder(), crops(0), crops(10), cfg, tmp_path, device=CPU, stop_after=4, callbacks=Spy(),
+                 progress=False) == 4  # fmt: skip
+    assert events == [("losses", 1), ("losses", 2), ("losses", 3), ("interval", 3, []), ("losses", 4),
+                      ("end", 4, ["ckpt-00000004.pt"])]  # fmt: skip
+    events.clear()
+    assert train(Recorder(), crops(0), crops(10), cfg, tmp_path, device=CPU, resume=True, callbacks=Spy(),
+                 progress=False) == 6  # fmt: skip
+    assert events == [("losses", 5), ("losses", 6), ("interval", 6, ["ckpt-00000004.pt"]),
+                      ("end", 6, ["ckpt-00000004.pt", "ckpt-00000006.pt"])]  # fmt: skip

@@ -1,5 +1,5 @@
-"""tune stage: operating-point selection, best.yaml into the config, shared studies across processes, resume after a
-kill, nested MLflow runs, and a real end-to-end tuning of a trained and an optimisation method on tiny images."""
+"""tune stage: best.yaml into the config, shared studies across processes, resume after a kill, nested MLflow runs,
+and a real end-to-end tuning of a trained and an optimisation method on tiny images (the Pareto maths: test_pareto)."""
 
 from __future__ import annotations
 
@@ -21,44 +21,11 @@ from PIL import Image
 
 from pipeline import cli, tracking, tune
 from pipeline.config import load_params
-from pipeline.tune import TuneError, apply_tuned, dominates, make_sampler, make_storage, optimize, select
+from pipeline.pareto import dominates
+from pipeline.tune import make_sampler, make_storage, optimize
+from pipeline.tuned import TuneError, apply_tuned
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-# ------------------------------------------------------------------------------------------------ selection
-
-
-def test_knee_picks_the_balanced_point_of_a_hand_made_front():
-    front = [(0.0, 10.0), (1.0, 4.0), (2.0, 2.5), (6.0, 1.0), (10.0, 0.0)]
-    # normalised: (0, 1), (.1, .4), (.2, .25), (.6, .1), (1, 0) -> distances 1, .412, .320, .608, 1
-    assert select(front, ["minimize", "minimize"], "knee") == 2
-
-
-def test_weighted_rule_follows_its_weight():
-    front = [(0.0, 10.0), (1.0, 4.0), (2.0, 2.5), (6.0, 1.0), (10.0, 0.0)]
-    assert select(front, ["minimize", "minimize"], "weighted", weight=1.0) == 0  # only objective 1 counts
-    assert select(front, ["minimize", "minimize"], "weighted", weight=0.0) == 4
-    assert select(front, ["minimize", "minimize"], "weighted", weight=0.5) == 2  # .5*(.2)+.5*(.25) = .225 is least
-
-
-def test_maximised_objectives_are_flipped():
-    front = [(0.9, 10.0), (0.5, 2.0), (0.1, 0.0)]  # e.g. SSIM (higher better) vs style loss
-    assert select(front, ["maximize", "minimize"], "weighted", weight=1.0) == 0
-    assert select(front, ["maximize", "minimize"], "knee") == 1
-
-
-def test_single_point_and_empty_fronts():
-    assert select([(3.0, 4.0)], ["minimize", "minimize"], "knee") == 0
-    with pytest.raises(TuneError, match="no finished trial"):
-        select([], ["minimize", "minimize"], "knee")
-
-
-def test_dominance():
-    assert dominates((1, 1), (2, 2), ["minimize", "minimize"])
-    assert not dominates((1, 3), (2, 2), ["minimize", "minimize"])
-    assert not dominates((1, 1), (1, 1), ["minimize", "minimize"])
-    assert dominates((0.9, 1), (0.5, 1), ["maximize", "minimize"])
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
