@@ -259,11 +259,12 @@ def step_resume(device: str, s: dict[str, Any], work: Path) -> dict[str, Any]:
     """Straight vs stopped-and-resumed on ``device``; the stopped run's checkpoint resumed on the CPU."""
     import torch
 
-    from methods.training import TrainConfig, checkpoints
+    from methods.schemas.train import TrainParams
+    from methods.training import checkpoints
 
     out: dict[str, Any] = {}
     for method in ("adain", "contrastive"):
-        cfg = TrainConfig(iterations=6, batch_size=s["batch"][method], lr=1e-4, lr_decay=5e-5, checkpoint_every=3,
+        cfg = TrainParams(iterations=6, batch_size=s["batch"][method], lr=1e-4, lr_decay=5e-5, checkpoint_every=3,
                           keep_checkpoints=5, seed=0, amp="auto", channels_last="auto", log_every=3,
                           workers=s["workers"])  # fmt: skip
         root = work / f"resume-{method}"

@@ -38,7 +38,6 @@ import platform
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,7 +46,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from methods.errors import NstError
-from methods.precision import Precision, Setting
+from methods.precision import Precision
+from methods.schemas.train import TrainParams
 from methods.utils import save_torch_atomic
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,11 @@ class CheckpointError(NstError):
     """No usable checkpoint where one is required, or a checkpoint that does not fit the model."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    iterations: int
-    batch_size: int
-    lr: float
-    lr_decay: float  # lr_t = lr / (1 + lr_decay * t)  (naoto0804/pytorch-AdaIN train.py adjust_learning_rate)
-    checkpoint_every: int
-    keep_checkpoints: int
-    seed: int
-    amp: Setting = False  # True | False | "auto" (methods/precision.py)
-    channels_last: Setting = False
-    adversary_betas: tuple[float, float] = (0.5, 0.999)  # HalbertCH/IEContraAST train.py optimizer_D
-    # Loss terms stay on the device and are read back (one sync: TrainCallbacks.on_losses, the divergence check, the
-    # progress bar) every log_every iterations, before each checkpoint and at the end; on_losses still sees every one.
-    log_every: int = 1
-    workers: int = 0  # DataLoader worker processes cutting the crops (0 = the training process); see batch_loader
+# HalbertCH/IEContraAST train.py optimizer_D: Adam(lr, betas=(0.5, 0.999)) for the discriminator
+ADVERSARY_BETAS = (0.5, 0.999)
+# TrainParams.log_every: loss terms stay on the device and are read back (one sync: TrainCallbacks.on_losses, the
+# divergence check, the progress bar) every log_every iterations, before each checkpoint and at the end; on_losses
+# still sees every one.
 
 
 Crop = tuple[int, int, int]  # (image index, top, left) of one crop
@@ -292,7 +281,7 @@ def _set_requires_grad(modules: dict[str, nn.Module], flag: bool) -> None:
 
 
 def make_optimizers(
-    model: TrainableModel, lr: float, adversary_betas: tuple[float, float] = (0.5, 0.999)
+    model: TrainableModel, lr: float, adversary_betas: tuple[float, float] = ADVERSARY_BETAS
 ) -> tuple[dict[str, nn.Module], dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
     """The model's trainable and adversary modules and their Adam optimisers (``main``, and ``adversary`` if any)."""
     modules = model.trainable()
@@ -433,7 +422,7 @@ def train(
     model: TrainableModel,
     content: RandomCrops,
     style: RandomCrops,
-    cfg: TrainConfig,
+    cfg: TrainParams,
     checkpoint_dir: Path,
     *,
     device: torch.device,
@@ -471,7 +460,7 @@ def train(
     return reached
 
 
-def batch_shares(model: TrainableModel, cfg: TrainConfig, n_content: int, n_style: int) -> tuple[int, int]:
+def batch_shares(model: TrainableModel, cfg: TrainParams, n_content: int, n_style: int) -> tuple[int, int]:
     """How many content and style crops this rank draws per step (its share of the global batch), checked: the batch
     must split evenly over the ranks and, for a ``distinct_batches`` model, fit the ``n_content`` / ``n_style``
     images of the training set."""
@@ -492,11 +481,11 @@ class _Training:
     """One call of :func:`train`: the model's modules and optimisers, the data generator, the progress so far (restored
     by :meth:`resume`), the loss terms not yet read back from the device; and the steps of the loop."""
 
-    def __init__(self, model: TrainableModel, cfg: TrainConfig, checkpoint_dir: Path, device: torch.device,
+    def __init__(self, model: TrainableModel, cfg: TrainParams, checkpoint_dir: Path, device: torch.device,
                  fingerprint: str, callbacks: TrainCallbacks) -> None:  # fmt: skip
         self.model, self.cfg, self.checkpoint_dir, self.device = model, cfg, checkpoint_dir, device
         self.fingerprint, self.callbacks = fingerprint, callbacks
-        self.modules, self.adversary, self.optimizers = make_optimizers(model, cfg.lr, cfg.adversary_betas)
+        self.modules, self.adversary, self.optimizers = make_optimizers(model, cfg.lr, ADVERSARY_BETAS)
         self.everything = {**self.modules, **self.adversary}
         self.rank, self.world = dist_info()
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -621,7 +610,7 @@ class _Training:
         state = {
             "iteration": iteration,
             "fingerprint": self.fingerprint,
-            "config": asdict(self.cfg),
+            "config": self.cfg.model_dump(mode="json"),
             "modules": {k: m.state_dict() for k, m in self.everything.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "rng": {"data": gen_state, "torch": torch.get_rng_state()},

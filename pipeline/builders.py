@@ -16,7 +16,6 @@ from methods.errors import NstError
 from methods.pretrained import PretrainedError
 from methods.registry import Method, build_method, get_spec, trained_methods
 from methods.schemas.train import TrainParams
-from methods.training import TrainConfig
 from methods.utils import sha256_file
 from pipeline.config import Params, encoder_settings
 
@@ -83,20 +82,3 @@ def init_file(tcfg: TrainParams, method_name: str) -> Path | None:
         method_name,
     )
     return None
-
-
-def train_config(tcfg: TrainParams) -> TrainConfig:
-    """The shared loop's :class:`TrainConfig` from a ``methods.<m>.train`` section."""
-    return TrainConfig(
-        iterations=tcfg.iterations,
-        batch_size=tcfg.batch_size,
-        lr=tcfg.lr,
-        lr_decay=tcfg.lr_decay,
-        checkpoint_every=tcfg.checkpoint_every,
-        keep_checkpoints=tcfg.keep_checkpoints,
-        seed=tcfg.seed,
-        amp=tcfg.amp,
-        channels_last=tcfg.channels_last,
-        log_every=tcfg.log_every,
-        workers=tcfg.workers,
-    )

@@ -36,7 +36,7 @@ from methods.training import (
 )
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.builders import build_model, init_file, train_config
+from pipeline.builders import build_model, init_file
 from pipeline.config import PROFILES, Params, dump_params, encoder_settings, load_params, method_stage_params
 from pipeline.io import (
     read_csv,
@@ -119,7 +119,7 @@ def run(
     device = distributed_device(params) if world > 1 else pick_device(params.base.device)
     encoder = load_encoder(**encoder_settings(params, method_name))
     model = build_model(params, method_name, encoder)
-    cfg = train_config(tcfg)
+    cfg = tcfg
     init = init_file(tcfg, method_name)
     init_sha = sha256_file(init) if init else None
     fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, (content_dir, style_dir), init_sha)

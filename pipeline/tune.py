@@ -52,7 +52,7 @@ from methods.registry import get_spec, tuned_methods
 from methods.training import TrainCallbacks, train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.builders import build_model, init_file, method_from_params, train_config
+from pipeline.builders import build_model, init_file, method_from_params
 from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.pareto import directions_for, select, times_dominated
@@ -321,7 +321,7 @@ class Objective:
         init = init_file(tcfg, self.method)
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
-        cfg = train_config(tcfg)
+        cfg = tcfg
         hook = ScoreAndPrune(self, trial, model, cfg.iterations)
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:

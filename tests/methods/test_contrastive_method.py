@@ -11,7 +11,8 @@ from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, MultiSca
 from methods.encoder import load_encoder, random_encoder
 from methods.errors import NstError
 from methods.registry import build_method
-from methods.training import LossHistory, RandomCrops, TrainConfig, checkpoints, load_latest, train
+from methods.schemas.train import TrainParams
+from methods.training import LossHistory, RandomCrops, checkpoints, load_latest, train
 
 CPU = torch.device("cpu")
 
@@ -31,10 +32,10 @@ def crops(seed: int, n: int = 4, crop: int = 32) -> RandomCrops:
     return RandomCrops(lambda i: images[i], n, crop)
 
 
-def config(**changes) -> TrainConfig:
+def config(**changes) -> TrainParams:
     base = {"iterations": 6, "batch_size": 4, "lr": 1e-3, "lr_decay": 5e-5, "checkpoint_every": 2,
             "keep_checkpoints": 2, "seed": 0}  # fmt: skip
-    return TrainConfig(**{**base, **changes})
+    return TrainParams(**{**base, **changes})
 
 
 def test_transform_keeps_the_relu4_1_shape_for_odd_sizes():

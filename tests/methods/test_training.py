@@ -11,7 +11,8 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
-from methods.training import CheckpointError, LossHistory, RandomCrops, TrainCallbacks, TrainConfig, checkpoints, train
+from methods.schemas.train import TrainParams
+from methods.training import CheckpointError, LossHistory, RandomCrops, TrainCallbacks, checkpoints, train
 
 CPU = torch.device("cpu")
 
@@ -26,10 +27,10 @@ def crops(seed: int, n: int = 3, crop: int = 32) -> RandomCrops:
     return RandomCrops(lambda i: images[i], n, crop)
 
 
-def config(**changes) -> TrainConfig:
+def config(**changes) -> TrainParams:
     base = {"iterations": 6, "batch_size": 2, "lr": 1e-3, "lr_decay": 5e-5, "checkpoint_every": 2,
             "keep_checkpoints": 2, "seed": 0}  # fmt: skip
-    return TrainConfig(**{**base, **changes})
+    return TrainParams(**{**base, **changes})
 
 
 def model(encoder, seed: int = 0) -> AdaIN:

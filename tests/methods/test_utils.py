@@ -14,7 +14,8 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
-from methods.training import RandomCrops, TrainConfig, checkpoints
+from methods.schemas.train import TrainParams
+from methods.training import RandomCrops, checkpoints
 from methods.utils import (
     atomic_dir,
     atomic_path,
@@ -53,7 +54,7 @@ def test_model_checkpoint_text_bytes_and_folder_get_the_ordinary_mode(umask: int
     model = AdaIN(AdaINParams(seed=0), encoder=encoder)
     images = [torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     crops = RandomCrops(lambda i: images[i], 3, 32)
-    cfg = TrainConfig(iterations=1, batch_size=2, lr=1e-3, lr_decay=0.0, checkpoint_every=1, keep_checkpoints=1, seed=0)
+    cfg = TrainParams(iterations=1, batch_size=2, lr=1e-3, lr_decay=0.0, checkpoint_every=1, keep_checkpoints=1, seed=0)
     training.train(model, crops, crops, cfg, tmp_path / "ckpt", device=CPU, progress=False)
     model_file = model.save(tmp_path / "model")
     write_text_atomic(tmp_path / "text" / "metrics.json", "{}\n")
