@@ -1,15 +1,19 @@
-"""Report building: DataFrames and dicts in, matplotlib figures and HTML/Markdown fragments out. No file IO here.
+"""Report building: DataFrames and dicts in, matplotlib figures and the report's HTML/Markdown out. No file IO here
+besides reading the templates.
 
 The report stage (pipeline/report.py) loads the evaluate stage's files (statistics.json, summary.json, paired.csv,
-scoring.json, per_pair.csv), each method's effective parameters and training record, calls these functions, and
-writes what they return. Every text that ends up in HTML goes through :func:`html.escape` here or in the stage.
+scoring.json, per_pair.csv), each method's effective parameters and training record, computes a :class:`ReportView`
+with these functions and renders it with the Jinja2 templates in ``evaluation/templates/`` (:func:`render_html`,
+:func:`render_markdown`): Python computes every text and table, the templates lay them out. The HTML templates are
+autoescaped, so no text is ever markup.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +25,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_eval_context, select_autoescape
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from evaluation.metrics import METRICS, SUMMARY_METRICS
@@ -37,9 +44,8 @@ SUMMARY_COLUMNS = ("fid", "artfid")  # one number per method (summary.json), no 
 COST_COLUMNS = ("seconds", "peak_mem_mb")
 STYLE_KINDS = ("gram", "meanstd")
 
-# What each column of the comparison table measures, and which reference row bounds it (evaluation.references:
-# identity = the content photo, style_copy = the painting cropped to the photo's aspect and resized, grey = the
-# photo's mean colour everywhere, blur = the photo under a Gaussian of sigma 4 px at 256 px).
+# What each column of the comparison table measures, and which reference row bounds it (the rows are defined, listed
+# and described in one place: evaluation.references).
 HOW_TO_READ = {
     "content_loss": "Mean squared difference between the VGG-19 relu4_2 activations of the output and of the content "
     "photo (per-filter-normalised caffe weights): how far the output's mid-level features moved from the photo's. "
@@ -698,10 +704,241 @@ def fig_image_grid(
 
 # ------------------------------------------------------------------------------------------------ text
 
+SUBTITLE = ("Every method's outputs on the test pairs (content photo x painting), scored by one fixed scorer and "
+            "set against reference rows that bound each metric. What each number measures, and what it does not, "
+            "is under \"How to read this\".")  # fmt: skip
 
-def _md(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
+CAPTIONS = {
+    "metrics": "Per-pair values of the headline metrics by method, reference rows included (arrows: better direction).",
+    "tradeoff": "content_loss vs style_gram, one point per test pair; lower-left is better. Crosses are the reference "
+    "rows.",
+    "style_layers": "Each layer's share of the aggregate style distance (Gram and mean/std), per method.",
+    "losses": "Optimisation / training loss per step, mean over pairs.",
+    "speed_memory": "Seconds and peak memory per image.",
+    "side_by_side": "A few pairs side by side: content, style, then every method.",
+    "tuning": "Tuning on the val split: every trial (grey), the Pareto front (line), the chosen weights (star) and "
+    "the reference weights (diamond, where trials.csv marks them).",
+}
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    """A figure as the report links it: ``figures/<name>.png`` with its caption."""
+
+    name: str
+    caption: str
+
+    @property
+    def path(self) -> str:
+        return f"figures/{self.name}.png"
+
+
+def figure_refs(names: Sequence[str]) -> list[FigureRef]:
+    """The figures in the order they were made; an image grid ``grid_<m>`` is captioned by its method."""
+    return [
+        FigureRef(n, CAPTIONS.get(n, n.replace("grid_", "") + ": every test content (rows) x test style (columns)"))
+        for n in names
+    ]
+
+
+@dataclass(frozen=True)
+class ReadItem:
+    """One "How to read this" entry: the metric, its better direction ("higher" / "lower") and what it measures."""
+
+    metric: str
+    direction: str
+    text: str
+
+
+def read_items(columns: Sequence[str], scoring: Mapping[str, Any] | None = None) -> list[ReadItem]:
+    """What each comparison column measures (:data:`HOW_TO_READ`), in the table's column order."""
+    return [
+        ReadItem(m, "higher" if higher_is_better(m, scoring) else "lower", HOW_TO_READ[m])
+        for m in columns
+        if m in HOW_TO_READ
+    ]
+
+
+def scorer_lines(scoring: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the scorer ran with (scoring.json): encoders with their sha256, LPIPS and FID availability. Text between
+    backticks is code."""
+    scorer = scoring.get("scorer") or {}
+    return [
+        ("style / content encoder", f"`{scorer.get('style_encoder', '?')}`, "
+                                    f"sha256 `{scorer.get('encoder_sha256', '?')}`"),
+        ("CFSD encoder", f"`{scorer.get('cfsd_encoder', '?')}`, sha256 `{scorer.get('cfsd_encoder_sha256', '?')}`"),
+        ("LPIPS", scoring.get("lpips", "?")),
+        ("FID / ArtFID", scoring.get("fid", "?")),
+    ]  # fmt: skip
+
+
+def metric_rows(scoring: Mapping[str, Any], headline: Sequence[str]) -> list[dict[str, str]]:
+    """Which network and normalisation each reported metric used (scoring.json)."""
+    info = scoring.get("metrics") or {}
+    rows = []
+    for metric in [*headline, *SUMMARY_COLUMNS]:
+        m = info.get(metric) or {}
+        rows.append({"metric": f"{metric} {arrow(metric, scoring)}",
+                     "compares to": m.get("compares_to", "?"), "network": m.get("network", "?"),
+                     "normalisation": m.get("normalisation", "?")})  # fmt: skip
+    return rows
+
+
+def caveats(
+    scoring: Mapping[str, Any], budgets: Sequence[Budget], pairs: int | None, pretrained: Mapping[str, str]
+) -> list[str]:
+    """What limits the report's conclusions: metrics that are n/a, under-trained methods, few pairs, external
+    references, machine-dependent costs, the scale of the distances. Text between backticks is code."""
+    notes = []
+    lpips = str(scoring.get("lpips", ""))
+    if not lpips.startswith("available"):
+        notes.append(f"LPIPS is n/a: {lpips.removeprefix('n/a: ')}")
+    fid = str(scoring.get("fid", ""))
+    if not fid.startswith("available"):
+        notes.append(f"FID and ArtFID are n/a: {fid.removeprefix('n/a: ')}")
+    under = [b.method for b in budgets if b.under_trained]
+    if under:
+        notes.append(f"{', '.join(under)} under-trained: less than {UNDER_TRAINED_BELOW:.0%} of "
+                     "the reference schedule's iterations (see What ran); their scores say little about the methods "
+                     "as published.")  # fmt: skip
+    pairs = pairs or 0
+    if pairs < 30:
+        notes.append(f"Only {pairs} test pairs: confidence intervals are wide and rankings can flip; use the full "
+                     "profile (`profile: full`) for conclusions.")  # fmt: skip
+    notes += [pretrained_text(m, c) for m, c in pretrained.items()]
+    notes.append("Seconds and memory depend on the machine and device (see timing.csv per method); peak memory on the "
+                 "CPU is the process's resident set size, on CUDA the allocator's peak.")  # fmt: skip
+    notes.append("content_loss is on the scale of the scorer's per-filter-normalised caffe VGG-19 and the style "
+                 "distances are relative (0 to 1) on it: compare them between rows of this report, not with numbers "
+                 "from papers.")  # fmt: skip
+    return notes
+
+
+@dataclass(frozen=True)
+class PairedGridRow:
+    label: str  # "A - B"
+    cells: list[PairedRow | None]  # one per metric of the grid; None where paired.csv has no row
+
+
+@dataclass(frozen=True)
+class PairedGrid:
+    """The paired table: one row per method pair "A - B", one column per metric (``titles``: metric -> "ssim ↑")."""
+
+    titles: dict[str, str]
+    rows: list[PairedGridRow]
+
+
+def paired_grid(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> PairedGrid:
+    """:func:`paired_rows` laid out as pairs x metrics, both in ``rows``' order."""
+    pairs = list(dict.fromkeys((r.a, r.b) for r in rows))
+    metrics = list(dict.fromkeys(r.metric for r in rows))
+    cells = {(r.a, r.b, r.metric): r for r in rows}
+    return PairedGrid(
+        {m: f"{m} {arrow(m, scoring)}" for m in metrics},
+        [PairedGridRow(f"{a} - {b}", [cells.get((a, b, m)) for m in metrics]) for a, b in pairs],
+    )
+
+
+@dataclass(frozen=True)
+class StyleTable:
+    """One style kind's per-layer table (:func:`style_share_rows`); its columns are the layers."""
+
+    kind: str
+    rows: list[TableRow]
+
+    @property
+    def titles(self) -> dict[str, str]:
+        return {layer: layer for layer in style_layers(self.kind)}
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Every table and text of the report, computed; the templates (``evaluation/templates/report.{html,md}.j2``)
+    only lay them out, with the figures (:func:`figure_refs`) beside. Texts are plain, never markup: the HTML template
+    escapes every one of them."""
+
+    created: str  # "2025-01-01 00:00 UTC"
+    ci_level: float  # 0.95
+    pairs: int | None  # test pairs scored
+    references: Sequence[str]  # the reference rows, in table order (evaluation.references)
+    rows: list[TableRow]  # the comparison table (:func:`comparison_rows`)
+    titles: dict[str, str]  # its columns (:func:`column_titles`)
+    notes: RankingNotes
+    badge_titles: dict[str, dict[str, str]]  # method -> badge -> its tooltip
+    paired: PairedGrid | None  # None: fewer than two methods ran
+    style_tables: list[StyleTable]
+    params_rows: list[ParamsRow]
+    tuning: list[dict[str, str]]  # the tuned-weights table (:func:`tuning_table`), empty when nothing was tuned
+    budgets: list[Budget]
+    scorer: list[tuple[str, str]]  # (name, text with `code` spans)
+    metric_rows: list[dict[str, str]]
+    setup: list[tuple[str, str]]  # (name, text with `code` spans)
+    read: list[ReadItem]
+    caveats: list[str]  # texts with `code` spans
+    subtitle: str = SUBTITLE
+
+
+def md_cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell (a Jinja filter)."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def nbsp_arrow(text: str) -> str:
+    """Keep a header's direction arrow on the line of its name (a Jinja filter)."""
+    return str(text).replace(" ↑", "\u00a0↑").replace(" ↓", "\u00a0↓")
+
+
+def percent(fraction: float) -> str:
+    """0.95 -> "95%" (a Jinja filter)."""
+    return f"{fraction:.0%}"
+
+
+@pass_eval_context
+def _escape(eval_ctx: EvalContext, value: Any) -> Any:
+    """The environment's ``finalize``: every ``{{ }}`` of an autoescaped (HTML) template goes through here before
+    autoescape sees it. It escapes the same five characters markupsafe does, but writes ' and " the way
+    :func:`html.escape` does (``&#x27;`` ``&quot;``, not ``&#39;`` ``&#34;``), so the page is byte-identical to the
+    one the f-string renderer wrote before the templates. Markup (macro output) passes through; Markdown untouched."""
+    if not eval_ctx.autoescape or hasattr(value, "__html__"):
+        return value
+    # Markup: the text was escaped on this line, so autoescape must not escape it a second time.
+    return Markup(html.escape(str(value)))
+
+
+@functools.cache
+def environment() -> Environment:
+    """The templates under ``evaluation/templates`` (package data): ``*.html.j2`` autoescaped, ``*.md.j2`` not; an
+    undefined name is an error, never an empty string."""
+    env = Environment(
+        loader=PackageLoader("evaluation", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=True, default=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=_escape,
+    )
+    env.filters.update(md_cell=md_cell, nbsp_arrow=nbsp_arrow, percent=percent)
+    env.globals.update(NA=NA, UNDER_TRAINED=UNDER_TRAINED, UNDER_TRAINED_BELOW=UNDER_TRAINED_BELOW)
+    return env
+
+
+def _render(name: str, view: ReportView, figures: Sequence[FigureRef]) -> str:
+    return environment().get_template(name).render(view=view, figures=figures)
+
+
+def render_html(view: ReportView, figures: Sequence[FigureRef]) -> str:
+    """``reports/index.html``: one self-contained page (inline CSS, ``figures`` linked relative), every text escaped."""
+    return _render("report.html.j2", view, figures)
+
+
+def render_markdown(view: ReportView, figures: Sequence[FigureRef]) -> str:
+    """``reports/report.md``: the same report in GitHub Markdown (tables, lists, ``figures`` linked)."""
+    return _render("report.md.j2", view, figures)
+
+
+def _macro(template: str, name: str) -> Callable[..., str]:
+    return getattr(environment().get_template(template).module, name)
 
 
 def markdown_table(
@@ -709,20 +946,7 @@ def markdown_table(
 ) -> str:
     """A Markdown table: competing methods in bold, reference rows in italics and labelled, ★ on the best cells,
     badges (e.g. "under-trained") after the name, per-column notes under the header titles."""
-    cols = list(titles)
-    heads = [titles[c] + (f" ({notes[c]})" if notes and notes.get(c) else "") for c in cols]
-    lines = [f"| {first} | " + " | ".join(_md(h) for h in heads) + " |", "|---" * (len(cols) + 1) + "|"]
-    for row in rows:
-        name = f"*{row.method}* (reference)" if row.reference else f"**{row.method}**"
-        name += "".join(f" ⚠ {b}" for b in row.badges)
-        cells = [f"**{row.cells[c].text}** ★" if row.cells[c].best else row.cells[c].text for c in cols]
-        lines.append(f"| {_md(name)} | " + " | ".join(_md(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def _nbsp_arrow(text: str) -> str:
-    """Keep a header's direction arrow on the line of its name."""
-    return text.replace(" ↑", "\u00a0↑").replace(" ↓", "\u00a0↓")
+    return str(_macro("_tables.md.j2", "comparison_table")(rows, titles, notes or {}, first))
 
 
 def html_table(
@@ -732,90 +956,19 @@ def html_table(
     css_class: str = "comparison",
     first: str = "method",
     badge_titles: Mapping[str, Mapping[str, str]] | None = None,
-) -> str:
+) -> Markup:
     """An HTML table (every text escaped): reference rows get class "reference", best cells class "best" and a ★,
     the detail (CI) a smaller second line, badges a span of class "badge"."""
-    e = html.escape
-    head = "".join(
-        f'<th scope="col">{_nbsp_arrow(e(t))}'
-        + (f'<br><small class="note">{e(notes[c])}</small>' if notes and notes.get(c) else "") + "</th>"
-        for c, t in titles.items()
-    )  # fmt: skip
-    body = []
-    first_reference = next((r.method for r in rows if r.reference), None)
-    for row in rows:
-        classes = ["reference"] * row.reference + ["first-reference"] * (
-            row.method == first_reference and row is not rows[0]
-        )
-        cls = f' class="{" ".join(classes)}"' if classes else ""
-        label = e(row.method) + (' <small class="ref">(reference)</small>' if row.reference else "")
-        for badge in row.badges:
-            tip = ((badge_titles or {}).get(row.method) or {}).get(badge, "")
-            label += f' <span class="badge {e(badge)}" title="{e(tip)}">{e(badge)}</span>'
-        cells = []
-        for col in titles:
-            cell = row.cells[col]
-            detail = f'<br><span class="ci">{e(cell.detail)}</span>' if cell.detail else ""
-            if cell.best:
-                cells.append(f'<td class="best" title="best method on this metric">{e(cell.main)} ★{detail}</td>')
-            else:
-                cells.append(f'<td class="{"na" if cell.main == NA else ""}">{e(cell.main)}{detail}</td>')
-        body.append(f'<tr{cls}><th scope="row">{label}</th>{"".join(cells)}</tr>')
-    return (
-        f'<table class="{e(css_class)}"><thead><tr><th scope="col">{e(first)}</th>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def _paired_grid(rows: Sequence[PairedRow]) -> tuple[list[tuple[str, str]], list[str], dict]:
-    """The pairs (rows), metrics (columns) and cells of the paired table, in ``rows``' order."""
-    pairs = list(dict.fromkeys((r.a, r.b) for r in rows))
-    metrics = list(dict.fromkeys(r.metric for r in rows))
-    return pairs, metrics, {(r.a, r.b, r.metric): r for r in rows}
+    table = _macro("_tables.html.j2", "comparison_table")
+    return table(rows, titles, notes or {}, css_class, first, badge_titles or {})
 
 
 def markdown_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> str:
     """One row per method pair "A - B", one column per metric: mean difference [CI]; "≠ 0 (X better)" where the CI
     excludes 0, the numbers in bold."""
-    pairs, metrics, cells = _paired_grid(rows)
-    lines = ["| A - B | " + " | ".join(f"{m} {arrow(m, scoring)}" for m in metrics) + " |",
-             "|---" * (len(metrics) + 1) + "|"]  # fmt: skip
-    for a, b in pairs:
-        out = []
-        for m in metrics:
-            r = cells.get((a, b, m))
-            if r is None:
-                out.append(NA)
-            elif r.excludes_zero:
-                out.append(f"**{r.diff} {r.ci}** ≠ 0 ({r.verdict})")
-            else:
-                out.append(f"{r.diff} {r.ci}".strip())
-        lines.append(f"| {_md(f'{a} - {b}')} | " + " | ".join(_md(c) for c in out) + " |")
-    return "\n".join(lines)
+    return str(_macro("_tables.md.j2", "paired_table")(paired_grid(rows, scoring)))
 
 
-def html_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> str:
+def html_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> Markup:
     """The paired table in HTML: cells whose CI excludes 0 get class "excludes-zero", a "≠ 0" mark and the verdict."""
-    e = html.escape
-    pairs, metrics, cells = _paired_grid(rows)
-    head = "".join(f'<th scope="col">{e(m)}\u00a0{e(arrow(m, scoring))}</th>' for m in metrics)
-    body = []
-    for a, b in pairs:
-        tds = []
-        for m in metrics:
-            r = cells.get((a, b, m))
-            if r is None or r.diff == NA:
-                tds.append(f'<td class="na" title="{e(r.verdict if r else "")}">{NA}</td>')
-                continue
-            ci = f'<br><span class="ci">{e(r.ci)}</span>' if r.ci else ""
-            if r.excludes_zero:
-                verdict = f'<br><small class="verdict">{e(r.verdict)}</small>'
-                tds.append(
-                    f'<td class="excludes-zero" title="the CI excludes 0">{e(r.diff)} <span class="nz">≠ 0</span>'
-                    f"{ci}{verdict}</td>"
-                )
-            else:
-                tds.append(f'<td class="includes-zero" title="{e(r.verdict)}">{e(r.diff)}{ci}</td>')
-        body.append(f'<tr><th scope="row">{e(a)} - {e(b)}</th>{"".join(tds)}</tr>')
-    return (f'<table class="paired"><thead><tr><th scope="col">A - B</th>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')  # fmt: skip
+    return _macro("_tables.html.j2", "paired_table")(paired_grid(rows, scoring))

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from evaluation import references as ref
+from evaluation import report, summary
+from pipeline import evaluate
 
 
 def rand(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -87,3 +89,16 @@ def test_every_reference_row_has_the_contents_shape():
         assert out.shape == c.shape
         assert float(out.min()) >= 0.0
         assert float(out.max()) <= 1.0
+
+
+def test_every_consumer_uses_the_one_list_of_reference_rows():
+    """evaluation.references owns the rows (names and order); the evaluate stage (which writes them into
+    statistics.json and scoring.json), the ranking and the report use that very tuple, not a copy of it."""
+    assert ref.REFERENCE_ROWS == tuple(ref.REFERENCES) == ("identity", "style_copy", "grey", "blur")
+    assert evaluate.REFERENCE_ROWS is ref.REFERENCE_ROWS
+    assert report.REFERENCE_ROWS is ref.REFERENCE_ROWS
+    assert summary.REFERENCE_METHODS is ref.REFERENCE_ROWS
+    # a statistics.json without its own list falls back to the same rows, in the same order
+    assert report.references_of({}) == ref.REFERENCE_ROWS
+    stats = {"methods": {m: {} for m in ["gatys", *reversed(ref.REFERENCE_ROWS)]}}
+    assert report.row_order(stats) == ["gatys", *ref.REFERENCE_ROWS]

@@ -7,6 +7,7 @@ import html.parser
 import json
 import math
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,87 @@ def test_tuning_table_shows_the_reference_trial():
     assert rep.tuning_table({"adain": failed})[0]["reference weights (val)"] == "style_weight = 10 (did not complete)"
     old = {k: v for k, v in best.items() if k != "reference"}  # a best.yaml from before the reference trial
     assert "reference weights (val)" not in rep.tuning_table({"adain": old})[0]
+
+
+# ------------------------------------------------------------------------------------------------ templates
+
+HOSTILE = """<script>alert("x")</script> & 'y' | z"""
+HOSTILE_HTML = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;y&#x27; | z"
+HOSTILE_MD_CELL = HOSTILE.replace("|", "\\|")
+
+
+def hostile_view(data: dict) -> rep.ReportView:
+    """A report view whose every kind of text (method label, badge and its tooltip, parameter value, tuning cell,
+    budget, scorer and set-up lines, caveat, timestamp) carries markup, quotes, & and a Markdown |."""
+    st = data["statistics"]
+    rows = rep.comparison_rows(st, data["summary"], columns(), badges={"gatys": [HOSTILE]})
+    rows[0].method = HOSTILE
+    paired = rep.paired_rows(data["paired"], HEADLINE, METHODS, data["scoring"])
+    return rep.ReportView(
+        created=HOSTILE,
+        ci_level=0.95,
+        pairs=st["pairs"],
+        references=rep.references_of(st),
+        rows=rows,
+        titles=rep.column_titles(columns(), data["scoring"]),
+        notes=rep.ranking_notes(st, columns()),
+        badge_titles={HOSTILE: {HOSTILE: HOSTILE}},
+        paired=rep.paired_grid(paired, data["scoring"]),
+        style_tables=[rep.StyleTable(kind, rep.style_share_rows(st, kind)) for kind in rep.STYLE_KINDS],
+        params_rows=[rep.ParamsRow(HOSTILE, [("init", HOSTILE, True)]), rep.ParamsRow("gatys", [], HOSTILE)],
+        tuning=[{"method": HOSTILE, "weights": HOSTILE}],
+        budgets=[rep.Budget(HOSTILE, HOSTILE, 0.01)],
+        scorer=[(HOSTILE, f"`{HOSTILE}`, sha256 `ab`")],
+        metric_rows=rep.metric_rows(data["scoring"], HEADLINE),
+        setup=[(HOSTILE, HOSTILE)],
+        read=rep.read_items(columns(), data["scoring"]),
+        caveats=[f"{HOSTILE} (`{HOSTILE}`)"],
+    )
+
+
+def test_html_template_escapes_every_text(few):
+    figures = rep.figure_refs(["metrics", f"grid_{HOSTILE}"])
+    page = rep.render_html(hostile_view(few), figures)
+    tags = _Collector()
+    tags.feed(page)
+    assert "script" not in {tag for tag, _ in tags.stack}
+    assert "<script" not in page
+    assert "&amp;amp;" not in page  # escaped once, not twice
+    for expected in (
+        f'<th scope="row">{HOSTILE_HTML} <span class="badge',  # a method label in the comparison table
+        f'<span class="badge {HOSTILE_HTML}" title="{HOSTILE_HTML}">{HOSTILE_HTML}</span>',  # a badge, its tooltip
+        f'<li><b>{HOSTILE_HTML}</b>: <code>init = {HOSTILE_HTML}</code> <span class="tuned">tuned</span></li>',
+        f"<li><b>gatys</b>: {HOSTILE_HTML}</li>",  # a parameter note
+        f"<td>{HOSTILE_HTML}</td>",  # a tuning cell
+        f'<li><b>{HOSTILE_HTML}</b>: {HOSTILE_HTML} <span class="badge under-trained">',  # a training budget
+        f"<dt>{HOSTILE_HTML}</dt><dd><code>{HOSTILE_HTML}</code>, sha256 <code>ab</code></dd>",  # code spans
+        f"<li>{HOSTILE_HTML} (<code>{HOSTILE_HTML}</code>)</li>",  # a caveat
+        f"Generated {HOSTILE_HTML}.",
+        f'<img src="figures/grid_{HOSTILE_HTML}.png" alt="grid_{HOSTILE_HTML}">',  # an attribute
+    ):
+        assert expected in page, expected
+    md = rep.render_markdown(hostile_view(few), figures)
+    assert "&lt;" not in md  # Markdown is not HTML-escaped ...
+    assert f"| **{HOSTILE_MD_CELL}** ⚠ {HOSTILE_MD_CELL} |" in md  # ... but a | inside a table cell is
+    assert f"- **{HOSTILE}**: `init = {HOSTILE}` (tuned)" in md
+
+
+def test_markdown_lists_the_reference_rows_of_the_table(few):
+    md = rep.render_markdown(hostile_view(few), [])
+    assert f"Reference rows ({', '.join(REFERENCE_ROWS)}) bound each metric" in md
+    table_rows = re.findall(r"^\| \*([a-z_]+)\* \(reference\)", md, flags=re.MULTILINE)
+    assert table_rows[: len(REFERENCE_ROWS)] == list(REFERENCE_ROWS)
+
+
+def test_templates_are_package_data():
+    """A non-editable install ships the templates: pyproject.toml's package-data pattern covers every file under
+    evaluation/templates, and the environment finds them through the package."""
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["evaluation"]
+    files = sorted(p.relative_to(root / "evaluation") for p in (root / "evaluation" / "templates").iterdir())
+    assert files
+    assert all(any(f.match(pattern) for pattern in patterns) for f in files), (files, patterns)
+    assert {"report.html.j2", "report.md.j2"} <= set(rep.environment().list_templates())
 
 
 # ------------------------------------------------------------------------------------------------ figures
