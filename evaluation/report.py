@@ -10,10 +10,11 @@ autoescaped, so no text is ever markup.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,7 +423,7 @@ def training_budget(
 ) -> Budget:
     """ "160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — <reference source>": our training run
     (models/<m>/train_metrics.json iterations, models/<m>/effective_params.yaml train section) against the method's
-    ``reference_schedule`` (methods.feedforward.ReferenceSchedule). A warm-started run counts its pretrained iterations
+    ``reference_schedule`` (methods.registry.ReferenceSchedule). A warm-started run counts its pretrained iterations
     too (``pretrained_iterations``): "4 000 pretrained (...) + 160 fine-tuned = 4 160 of 160 000 iterations"."""
     section = train_section or {}
     batch, crop = section.get("batch_size", "?"), section.get("crop", "?")
@@ -539,7 +540,8 @@ def fig_metric_distributions(per_pair: pd.DataFrame, order: Sequence[str], metri
         present = [m for m in order if m in set(data["method"])]
         sns.boxplot(data=data, x="method", y=metric, order=present, hue="method", palette=palette, ax=ax,
                     fliersize=0, legend=False)  # fmt: skip
-        sns.stripplot(data=data, x="method", y=metric, order=present, color="black", size=3, ax=ax)
+        with fixed_jitter():
+            sns.stripplot(data=data, x="method", y=metric, order=present, color="black", size=3, ax=ax)
         ax.set_xlabel("")
         ax.set_ylabel("")
         ax.tick_params(axis="x", rotation=35)
@@ -653,6 +655,18 @@ def fig_loss_curves(losses: pd.DataFrame) -> Figure:
     return fig
 
 
+@contextlib.contextmanager
+def fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """seaborn's stripplot jitters its points with numpy's global generator: seed it for the plot, so a figure is the
+    same on every run (DVC sees no change when the data did not change), then restore the caller's state."""
+    state = np.random.get_state()  # noqa: NPY002 (seaborn draws from the legacy global generator)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 def fig_speed_memory(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
     """Seconds and peak memory per image by method (mean with per-pair points)."""
     data = per_pair[~per_pair["method"].isin(REFERENCE_ROWS)].copy()
@@ -665,7 +679,8 @@ def fig_speed_memory(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
             continue
         sns.barplot(data=data, x="method", y=col, order=present, hue="method", palette=_palette(order), ax=ax,
                     errorbar=None, legend=False)  # fmt: skip
-        sns.stripplot(data=data, x="method", y=col, order=present, color="black", size=3, ax=ax)
+        with fixed_jitter():
+            sns.stripplot(data=data, x="method", y=col, order=present, color="black", size=3, ax=ax)
         ax.set_title(title)
         ax.set_xlabel("")
         ax.set_ylabel("")

@@ -27,7 +27,7 @@ from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
 from methods.precision import Precision
-from methods.schemas.adain import MODEL_FILE, SPEC, AdaINParams
+from methods.schemas.adain import MODEL_FILE, AdaINParams
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # paper sec. 6
 CONTENT_LAYER = "relu4_1"  # paper sec. 5: AdaIN at relu4_1
@@ -92,7 +92,6 @@ class AdaIN(nn.Module):
 
     name = "adain"
     model_file = MODEL_FILE
-    reference_schedule = SPEC.reference_schedule  # the report's budget line (methods/schemas/adain.py)
 
     def __init__(self, params: AdaINParams | None = None, *, encoder: VGGEncoder | None = None) -> None:
         super().__init__()

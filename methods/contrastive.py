@@ -46,7 +46,7 @@ from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
 from methods.precision import Precision
-from methods.schemas.contrastive import MODEL_FILE, SPEC, ContrastiveParams
+from methods.schemas.contrastive import MODEL_FILE, ContrastiveParams
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encode_with_intermediate
 STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
@@ -242,7 +242,6 @@ class Contrastive(nn.Module):
 
     name = "contrastive"
     model_file = MODEL_FILE
-    reference_schedule = SPEC.reference_schedule  # the report's budget line (methods/schemas/contrastive.py)
     distinct_batches = True  # a shared content or style would be an InfoNCE negative of itself
 
     def __init__(self, params: ContrastiveParams | None = None, *, encoder: VGGEncoder | None = None) -> None:

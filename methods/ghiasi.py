@@ -78,8 +78,6 @@ class Ghiasi:
     """The pretrained arbitrary-style network of Ghiasi et al. 2017: ``stylize(content, style)``; no training."""
 
     name = "ghiasi"
-    uses_encoder = False  # runs its own pretrained networks, not the shared VGG-19 (the stylize stage loads none)
-    pretrained = CITATION  # the report labels it "pretrained by its authors" with this citation
 
     def __init__(self, params: GhiasiParams | None = None, *, encoder: Any = None) -> None:
         """Loads both networks now, so a stylization's time is inference alone (as for the methods whose model loads

@@ -30,9 +30,9 @@ from matplotlib.figure import Figure
 
 from evaluation import report as rep
 from evaluation.metrics import METRICS
-from methods import get_method
 from methods.errors import NstError
 from methods.image import resize_to_edge
+from methods.registry import get_spec
 from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.io import atomic_dir, list_images, read_image, write_text_atomic
@@ -123,15 +123,15 @@ def _objectives(best: Mapping[str, Mapping[str, Any]], params: Params) -> list[s
 def _schedule(method: str) -> Any:
     """The method's reference training schedule (trained methods), None for optimisation methods / unknown names."""
     try:
-        return getattr(get_method(method), "reference_schedule", None)
+        return get_spec(method).reference_schedule
     except NstError:
         return None
 
 
 def _pretrained(method: str) -> str | None:
-    """The citation of a method pretrained by its authors (its class's ``pretrained``), None for the benchmark's own."""
+    """The citation of a method pretrained by its authors (its spec's ``pretrained_by``); None for our own methods."""
     try:
-        return getattr(get_method(method), "pretrained", None)
+        return get_spec(method).pretrained_by
     except NstError:
         return None
 
