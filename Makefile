@@ -1,37 +1,95 @@
 # Quick start: `make run` (set up + dvc repro on the embedded sample), `make test` (set up + test suite).
-PYTHON ?= python3.11
+#
+# The interpreter .venv is created with: `make PYTHON=/path/to/python` when given, else the first of
+# PYTHON_CANDIDATES on PATH that runs and whose version is inside pyproject.toml's requires-python (oldest first:
+# requirements.lock is resolved on 3.11, and CI runs it; `python3` last). `make which-python` prints the choice.
+PYTHON_CANDIDATES := python3.11 python3.12 python3.13 python3.14 python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
+# The PATH the interpreter is looked up on: the caller's, without .venv/bin (prepended below for the recipes).
+LOOKUP_PATH := $(PATH)
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint setup clean plots lock pretrain gpu-wheels
+.PHONY: run test lint setup clean plots lock lock-check which-python pretrain gpu-wheels
+
+# Shell code that prints the chosen interpreter's path (stdout) and "using <path> (Python X.Y.Z)" (stderr), or lists
+# what it looked for and fails. A candidate's version is what `<it> --version` prints (a pyenv shim for a version that
+# is not selected prints none: skipped); VERSION_IN_SPEC compares it with requires-python's clauses (<, <=, >, >=,
+# ==, != with plain release numbers: what pyproject.toml uses), in awk, so no Python is needed to choose Python.
+VERSION_IN_SPEC := 'function n(s, i, a) { split(s, a, "."); return a[i] + 0 } \
+  function cmp(x, y, i) { for (i = 1; i <= 3; i++) { if (n(x, i) != n(y, i)) return n(x, i) < n(y, i) ? -1 : 1 } return 0 } \
+  BEGIN { k = split(spec, c, ","); ok = k > 0; \
+    for (j = 1; j <= k; j++) { s = c[j]; gsub(/[ \t]/, "", s); match(s, /^[<>=!~]*/); op = substr(s, 1, RLENGTH); \
+      r = cmp(v, substr(s, RLENGTH + 1)); \
+      if (op == ">=") ok = ok && r >= 0; else if (op == ">") ok = ok && r > 0; \
+      else if (op == "<=") ok = ok && r <= 0; else if (op == "<") ok = ok && r < 0; \
+      else if (op == "==") ok = ok && r == 0; else if (op == "!=") ok = ok && r != 0; else ok = 0 } \
+    exit !ok }'
+FIND_PYTHON = PATH='$(LOOKUP_PATH)'; \
+  spec=$$(sed -n 's/^requires-python *= *"\([^"]*\)".*/\1/p' pyproject.toml); \
+  [ -n "$$spec" ] || { echo "make: no requires-python in pyproject.toml" >&2; exit 1; }; \
+  tried=""; \
+  for c in $(or $(PYTHON),$(PYTHON_CANDIDATES)); do \
+    if ! p=$$(command -v "$$c"); then tried="$$tried  $$c: not on PATH\n"; continue; fi; \
+    v=$$("$$p" --version 2>&1 | sed -n 's/^Python \([0-9][0-9.]*\).*/\1/p' | sed 's/\.$$//'); \
+    if [ -z "$$v" ]; then tried="$$tried  $$c: $$p does not run (\`$$c --version\` printed no version)\n"; continue; fi; \
+    if awk -v v="$$v" -v spec="$$spec" $(VERSION_IN_SPEC); then \
+      echo "using $$p (Python $$v)" >&2; echo "$$p"; exit 0; fi; \
+    tried="$$tried  $$c: $$p is Python $$v, outside requires-python\n"; \
+  done; \
+  printf "make: no supported Python found: pyproject.toml's requires-python is \"%s\". Looked for:\n%b" \
+    "$$spec" "$$tried" >&2; \
+  echo "Install one of them (or create the conda environment: environment.yml), or name one: make PYTHON=/path/to/python3.X" >&2; \
+  exit 1
 
 setup: $(VENV)/.installed
 
 # Install the pinned environment (requirements.lock), then the project itself without resolving anything again.
 # Re-install when the lock or the project definition changes.
 $(VENV)/.installed: pyproject.toml requirements.lock
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH; set PYTHON=..." >&2; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { py=$$($(FIND_PYTHON)) && echo "$$py -m venv $(VENV)" && "$$py" -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m pip check
 	touch $@
 
-# Re-resolve pyproject.toml's ranges in a fresh venv and pin the result (commit requirements.lock afterwards).
+which-python:
+	@$(FIND_PYTHON)
+
+# Re-resolve pyproject.toml's ranges in a fresh venv and pin the result (commit requirements.lock afterwards), on the
+# interpreter `make which-python` picks: resolve on the oldest supported Python (3.11), so that no pin needed only there
+# is missed, then `make lock-check` for the others.
 lock:
-	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	@rm -rf .lockenv && py=$$($(FIND_PYTHON)) && echo "$$py -m venv .lockenv" && "$$py" -m venv .lockenv
 	.lockenv/bin/python -m pip install --quiet --upgrade pip
 	.lockenv/bin/python -m pip install --quiet '.[dev]'
-	{ echo "# Pinned environment for nst-bench (Linux x86_64, Python 3.11): every package \`pip install -e '.[dev]'\` resolves to."; \
-	  echo "# make setup and CI install exactly these (then the project itself with --no-deps). Regenerate: \`make lock\`."; \
+	{ echo "# Pinned environment for nst-bench (Linux x86_64; resolved on Python $$(.lockenv/bin/python -c 'import platform; print(platform.python_version())'), installs on every Python pyproject.toml's requires-python admits: \`make lock-check\`)."; \
+	  echo "# Every package \`pip install -e '.[dev]'\` resolves to; make setup, environment.yml and CI install exactly these (then the project itself). Regenerate: \`make lock\`."; \
 	  echo "# Generated $$(date -u +%Y-%m-%d) from pyproject.toml in a fresh venv."; \
 	  .lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^nst-bench'; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock && rm -rf .lockenv
+
+# Does every pin of requirements.lock install on each Python that requires-python admits (Linux x86-64, glibc 2.17 to
+# 2.36)? One pip dry run per version, no dependencies resolved (the lock is the closure), wheels only but for the
+# pure-Python pins published only as source (LOCK_SDISTS). Reads the package index; downloads no wheel. Runs .venv's pip
+# (or the interpreter `make which-python` picks).
+LOCK_PYTHONS := 3.11 3.12 3.13 3.14
+LOCK_SDISTS := antlr4-python3-runtime
+LOCK_PLATFORMS := $(foreach n,36 35 34 33 32 31 30 29 28 27 26 25 24 23 22 21 20 19 18 17,--platform manylinux_2_$(n)_x86_64) \
+	--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64
+lock-check:
+	@py=$(BIN)/python; test -x $$py || py=$$($(FIND_PYTHON)) || exit 1; \
+	tmp=$$(mktemp -d) && failed="" && for v in $(LOCK_PYTHONS); do \
+	  if "$$py" -m pip install --quiet --dry-run --ignore-installed --no-deps --only-binary=:all: \
+	       --no-binary $(LOCK_SDISTS) --python-version $$v --implementation cp $(LOCK_PLATFORMS) \
+	       --target $$tmp/target -r requirements.lock --report $$tmp/$$v.json >$$tmp/$$v.log 2>&1; \
+	  then echo "Python $$v: every pin installs ($$(grep -c '"download_info"' $$tmp/$$v.json) packages)"; \
+	  else echo "Python $$v: FAILS"; grep -v '^WARNING' $$tmp/$$v.log | tail -4; failed="$$failed $$v"; fi; \
+	done; rm -rf $$tmp; [ -z "$$failed" ] || { echo "the lock does not install on Python$$failed" >&2; exit 1; }
 
 run: setup
 	dvc repro

@@ -122,3 +122,29 @@ def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
     assert report["finished"]
     assert report["steps"] == [{**report["steps"][0], "name": "preflight", "status": "failed"}]
     assert "no CUDA device" in report["steps"][0]["error"]
+
+
+def test_startup_bench_times_help_import_and_a_one_off_stylize(tmp_path, make_image):
+    out = tmp_path / "startup.json"
+    content, style = make_image("content.png", (48, 32), seed=1), make_image("style.png", (40, 40), seed=2)
+    subprocess.run([sys.executable, str(ROOT / "bench/startup.py"), "--runs", "1", "--warmup", "0", "--top", "3",
+                    "--content", str(content), "--style", str(style), "--out", str(out)],
+                   check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "startup"
+    assert report["git_sha"]
+    assert report["python"] == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    rows = {r["name"]: r for r in report["results"]}
+    assert list(rows) == ["help", "import", "stylize"]
+    for row in rows.values():
+        assert row["runs"] == 1
+        assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+    assert rows["help"]["command"] == "nst --help"
+    [run] = rows["stylize"]["per_run"]
+    assert 0 <= run["stylize_reported_s"] < rows["stylize"]["median_s"]
+    assert run["startup_s"] == pytest.approx(rows["stylize"]["median_s"] - run["stylize_reported_s"], abs=1e-3)
+    imports = report["importtime"]["import pipeline.stylize"]
+    assert imports["top_cumulative"][0]["module"] == "pipeline.stylize"
+    assert len(imports["top_cumulative"]) == len(imports["top_packages_self"]) == 3
+    assert isinstance(imports["heavy_imported"], list)
+    assert isinstance(report["importtime"]["nst --help"]["heavy_imported"], list)
