@@ -80,7 +80,7 @@ def test_best_yaml_round_trips_into_the_method_config(repo_root, tmp_path):
     [
         ({"method": "adain", "weights": {"style_weight": 1.0}}, "not a best.yaml for contrastive"),
         ({"method": "contrastive", "weights": {"style_weight": float("nan")}}, "not finite numbers"),
-        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key methods.contrastive.colour"),
+        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key 'methods.contrastive.colour'"),
         ({"method": "contrastive", "weights": {"style_weight": -1.0}}, "methods.contrastive.style_weight"),
     ],
 )
@@ -336,5 +336,6 @@ def test_a_failed_reference_trial_is_queued_again():
 def test_the_study_is_named_after_the_scorer_code_too(repo_root):
     # a changed metric must not reuse trials scored by the old one (they share the study name otherwise)
     names = {p.relative_to(repo_root).as_posix() for p in tune.STUDY_CODE}
-    assert {"pipeline/tune.py", "pipeline/evaluate.py", "evaluation/metrics.py", "pipeline/train.py"} <= names
+    shared = {"pipeline/builders.py", "pipeline/training_data.py", "pipeline/scoring.py", "pipeline/tuned.py"}
+    assert {"pipeline/tune.py", "evaluation/metrics.py", *shared} <= names
     assert all(p.is_file() for p in tune.STUDY_CODE)
