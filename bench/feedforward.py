@@ -74,15 +74,20 @@ def bench(model: torch.nn.Module, size: int, precision: Precision, iters: int, b
     with measure(device) as infer_usage:
         infer_time = timed(lambda: model.stylize(one_c, one_s, **toggles), device, iters)
     return {
-        "size_px": size, "device": device.type, "amp": precision.bf16, "channels_last": precision.channels_last,
-        "precision": precision.label, "batch": batch, "timed_iterations": iters,
+        "size_px": size,
+        "device": device.type,
+        "amp": precision.bf16,
+        "channels_last": precision.channels_last,
+        "precision": precision.label,
+        "batch": batch,
+        "timed_iterations": iters,
         "train_ms_per_iteration": round(train_time.per_call_ms, 2),
         "train_iterations_per_second": iters / train_time.seconds,
         "train_images_per_second": iters * batch / train_time.seconds,
         "train_peak_mem_mb": round(train_usage.peak_mem_mb, 1),
         "inference_images_per_second": iters / infer_time.seconds,
         "inference_peak_mem_mb": round(infer_usage.peak_mem_mb, 1),
-    }  # fmt: skip
+    }
 
 
 def sample_folders(short_side: int, work: Path) -> tuple[Path, Path]:
@@ -98,8 +103,16 @@ def sample_folders(short_side: int, work: Path) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
-def data_rows(model: torch.nn.Module, crop: int, resize: int, batch: int, device: torch.device, steps: int,
-              workers: list[int], work: Path) -> list[dict]:  # fmt: skip
+def data_rows(
+    model: torch.nn.Module,
+    crop: int,
+    resize: int,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    workers: list[int],
+    work: Path,
+) -> list[dict]:
     """Input-pipeline milliseconds per training step (see the module docstring)."""
     folders = sample_folders(resize, work)
     paths = [tuple(list_images(f)) for f in folders]
@@ -122,8 +135,14 @@ def data_rows(model: torch.nn.Module, crop: int, resize: int, batch: int, device
             content.sample(n_content, gen).to(device), style.sample(n_style, gen).to(device)
 
         ms = timed(legacy_step, device, steps).per_call_ms
-        rows.append({**base, "source": f"sample() in the training process, {kind}", "workers": None,
-                     "data_ms_per_step": round(ms, 3)})  # fmt: skip
+        rows.append(
+            {
+                **base,
+                "source": f"sample() in the training process, {kind}",
+                "workers": None,
+                "data_ms_per_step": round(ms, 3),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     for kind in ("memory", "decoded-array cache"):
         for n_workers in workers:
@@ -147,8 +166,9 @@ def data_rows(model: torch.nn.Module, crop: int, resize: int, batch: int, device
                 torch.cuda.synchronize(device)
             ms = 1000 * (time.perf_counter() - begin) / steps
             del batches
-            rows.append({**base, "source": f"DataLoader, {kind}", "workers": n_workers,
-                         "data_ms_per_step": round(ms, 3)})  # fmt: skip
+            rows.append(
+                {**base, "source": f"DataLoader, {kind}", "workers": n_workers, "data_ms_per_step": round(ms, 3)}
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -156,8 +176,17 @@ def data_rows(model: torch.nn.Module, crop: int, resize: int, batch: int, device
 def add_speedups(rows: list[dict], keys: tuple[str, ...]) -> None:
     """Each row's throughput relative to the float32 NCHW row of the same device and size (side by side)."""
     for row in rows:
-        base = next((r for r in rows if r["device"] == row["device"] and r["size_px"] == row["size_px"]
-                     and not r["amp"] and not r["channels_last"]), None)  # fmt: skip
+        base = next(
+            (
+                r
+                for r in rows
+                if r["device"] == row["device"]
+                and r["size_px"] == row["size_px"]
+                and not r["amp"]
+                and not r["channels_last"]
+            ),
+            None,
+        )
         if base is not None:
             for key in keys:
                 row[f"{key}_vs_fp32"] = round(row[key] / base[key], 3)
@@ -194,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                 for size in args.sizes:
                     batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
                     resize = args.resize or 2 * size
-                    data += data_rows(model, size, resize, batch, device, args.train_iterations, args.workers,
-                                      Path(work))  # fmt: skip
+                    data += data_rows(
+                        model, size, resize, batch, device, args.train_iterations, args.workers, Path(work)
+                    )
     extra = {"input_pipeline": data} if data else {}
     write_report(args.method, results, args.out or ROOT / f"bench/results/{args.method}.json", **extra)
     return 0

@@ -99,8 +99,13 @@ def build_repo(folder: Path, size_mb: float, image_kb: int) -> dict:
     routes[f"/datasets/{REPO}/resolve/{SHA}/{SHARD}"] = str(shard)
     routes[f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"] = str(folder / "dataset_infos.json")
     meta = pq.ParquetFile(shard).metadata
-    return {"routes": routes, "rows": rows, "bytes": size, "row_groups": meta.num_row_groups,
-            "image_bytes_mean": round(sum(len(b) for b in bases) / len(bases))}  # fmt: skip
+    return {
+        "routes": routes,
+        "rows": rows,
+        "bytes": size,
+        "row_groups": meta.num_row_groups,
+        "image_bytes_mean": round(sum(len(b) for b in bases) / len(bases)),
+    }
 
 
 # ----------------------------------------------------------------------------------------- the server (child process)
@@ -164,10 +169,20 @@ def measure_fetch(port: int, work: Path, per_class: int, reader: str) -> dict:
         wikiart.read_cells = whole_pages
     params = load_params(ROOT / "params.yaml")
     cfg = params.fetch.wikiart.model_copy(
-        update={"endpoint": f"http://127.0.0.1:{port}", "repo": REPO, "revision": "main", "data_dir": "data",
-                "shards": 1, "class_by": "style", "styles": STYLES, "artists": [], "genres": [],
-                "per_class": per_class, "seed": 0}
-    )  # fmt: skip
+        update={
+            "endpoint": f"http://127.0.0.1:{port}",
+            "repo": REPO,
+            "revision": "main",
+            "data_dir": "data",
+            "shards": 1,
+            "class_by": "style",
+            "styles": STYLES,
+            "artists": [],
+            "genres": [],
+            "per_class": per_class,
+            "seed": 0,
+        }
+    )
     dl = params.fetch.download.model_copy(update={"cache_dir": str(work / "cache"), "retries": 0})
     with contextlib.suppress(OSError):  # reset the peak to the current size (Linux >= 4.0): the peak is the fetch's
         Path("/proc/self/clear_refs").write_text("5")
@@ -215,17 +230,31 @@ def main(argv: list[str] | None = None) -> int:
         shard = build_repo(work, args.size_mb, args.image_kb)
         (work / "routes.json").write_text(json.dumps(shard.pop("routes")))
         env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "TQDM_DISABLE": "1"}
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(work / "routes.json")],
-                                  stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(work / "routes.json")], stdout=subprocess.PIPE, text=True, env=env
+        )
         results = []
         try:
             port = int(server.stdout.readline())  # type: ignore[union-attr]
             for reader in args.readers:
                 work_dir = work / reader
                 done = subprocess.run(
-                    [sys.executable, __file__, "--fetch", str(port), str(work_dir), "--per-class", str(args.per_class),
-                     "--readers", reader], capture_output=True, text=True, env=env, check=False,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        __file__,
+                        "--fetch",
+                        str(port),
+                        str(work_dir),
+                        "--per-class",
+                        str(args.per_class),
+                        "--readers",
+                        reader,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
                 if done.returncode != 0:
                     sys.stderr.write(done.stderr[-4000:])
                     return done.returncode

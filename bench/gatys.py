@@ -49,28 +49,52 @@ def bench_one(method: Gatys, size: int, optimizer: str, iterations: int, precisi
     device = torch.device(precision.device_type)
     content, style = (t.to(device) for t in inputs(size))
     method.encoder.to(memory_format=torch.contiguous_format)  # undo an earlier variant's channels_last
-    kwargs = {"optimizer": optimizer, "iterations": iterations, "image_size": None, "init": "content",
-              "amp": precision.bf16, "channels_last": precision.channels_last}  # fmt: skip
+    kwargs = {
+        "optimizer": optimizer,
+        "iterations": iterations,
+        "image_size": None,
+        "init": "content",
+        "amp": precision.bf16,
+        "channels_last": precision.channels_last,
+    }
     method.stylize(content, style, **{**kwargs, "iterations": 1})  # warm-up (cuDNN autotune, allocator)
     evaluations: list[float] = []
     with measure(device) as usage:
         out = method.stylize(content, style, callback=lambda _i, t: evaluations.append(t["total"]), **kwargs)
     rescored = method.loss_terms(out, content, style, image_size=None)["total"]  # float32 NCHW, as the fp32 row
     return {
-        "size_px": size, "height": content.shape[-2], "width": content.shape[-1], "optimizer": optimizer,
-        "device": device.type, "amp": precision.bf16, "channels_last": precision.channels_last,
-        "precision": precision.label, "iterations": iterations, "evaluations": len(evaluations),
-        "seconds_per_iteration": usage.seconds / iterations, "seconds_per_evaluation": usage.seconds / len(evaluations),
-        "final_loss": evaluations[-1], "final_loss_fp32": rescored, "peak_mem_mb": round(usage.peak_mem_mb, 1),
-    }  # fmt: skip
+        "size_px": size,
+        "height": content.shape[-2],
+        "width": content.shape[-1],
+        "optimizer": optimizer,
+        "device": device.type,
+        "amp": precision.bf16,
+        "channels_last": precision.channels_last,
+        "precision": precision.label,
+        "iterations": iterations,
+        "evaluations": len(evaluations),
+        "seconds_per_iteration": usage.seconds / iterations,
+        "seconds_per_evaluation": usage.seconds / len(evaluations),
+        "final_loss": evaluations[-1],
+        "final_loss_fp32": rescored,
+        "peak_mem_mb": round(usage.peak_mem_mb, 1),
+    }
 
 
 def add_comparison(rows: list[dict]) -> None:
     """Side by side: each row's speed-up and final-loss difference against the float32 NCHW row of the same device,
     size and optimiser (the loss as each run computed it)."""
     for row in rows:
-        base = next((r for r in rows if (r["device"], r["size_px"], r["optimizer"]) == (row["device"], row["size_px"],
-                     row["optimizer"]) and not r["amp"] and not r["channels_last"]), None)  # fmt: skip
+        base = next(
+            (
+                r
+                for r in rows
+                if (r["device"], r["size_px"], r["optimizer"]) == (row["device"], row["size_px"], row["optimizer"])
+                and not r["amp"]
+                and not r["channels_last"]
+            ),
+            None,
+        )
         if base is not None:
             row["speedup_vs_fp32"] = round(base["seconds_per_iteration"] / row["seconds_per_iteration"], 3)
             row["final_loss_vs_fp32_pct"] = round(100 * (row["final_loss_fp32"] / base["final_loss_fp32"] - 1), 3)

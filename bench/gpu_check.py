@@ -71,13 +71,37 @@ WHEELS = ROOT / "bench/gpu_wheels.txt"
 # Import name -> distribution, for what the steps import beyond the GPU machine's own packages (the preflight checks
 # each; bench/gpu_wheels.txt pins them and their own dependencies).
 NEEDED = {
-    "torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "PIL": "pillow", "tqdm": "tqdm",
-    "yaml": "PyYAML", "pydantic": "pydantic", "mlflow": "mlflow", "sqlalchemy": "SQLAlchemy", "optuna": "optuna",
-    "piq": "piq", "lpips": "lpips", "pandas": "pandas", "scipy": "scipy", "seaborn": "seaborn",
-    "matplotlib": "matplotlib", "requests": "requests", "psutil": "psutil", "pyarrow": "pyarrow",
-}  # fmt: skip
-SAMPLE_STAGES = ("fetch", "prepare", "train@adain", "train@contrastive", "stylize@gatys", "stylize@adain",
-                 "stylize@contrastive", "evaluate", "report")  # fmt: skip
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "numpy": "numpy",
+    "PIL": "pillow",
+    "tqdm": "tqdm",
+    "yaml": "PyYAML",
+    "pydantic": "pydantic",
+    "mlflow": "mlflow",
+    "sqlalchemy": "SQLAlchemy",
+    "optuna": "optuna",
+    "piq": "piq",
+    "lpips": "lpips",
+    "pandas": "pandas",
+    "scipy": "scipy",
+    "seaborn": "seaborn",
+    "matplotlib": "matplotlib",
+    "requests": "requests",
+    "psutil": "psutil",
+    "pyarrow": "pyarrow",
+}
+SAMPLE_STAGES = (
+    "fetch",
+    "prepare",
+    "train@adain",
+    "train@contrastive",
+    "stylize@gatys",
+    "stylize@adain",
+    "stylize@contrastive",
+    "evaluate",
+    "report",
+)
 
 
 # ------------------------------------------------------------------------------------------------ sizes
@@ -86,17 +110,37 @@ SAMPLE_STAGES = ("fetch", "prepare", "train@adain", "train@contrastive", "styliz
 def sizes(tiny: bool) -> dict[str, Any]:
     """Every size the steps use: the full profile's on the GPU, small ones with ``--tiny``."""
     if tiny:
-        return {"resize": 96, "crop": 64, "batch": {"adain": 2, "contrastive": 4}, "timed": 20, "warmup": 2,
-                "gatys_px": 64, "gatys_iterations": 10, "workers": 0}  # fmt: skip
-    return {"resize": 512, "crop": 256, "batch": {"adain": 8, "contrastive": 12}, "timed": 20, "warmup": 5,
-            "gatys_px": 512, "gatys_iterations": 100, "workers": 4}  # fmt: skip
+        return {
+            "resize": 96,
+            "crop": 64,
+            "batch": {"adain": 2, "contrastive": 4},
+            "timed": 20,
+            "warmup": 2,
+            "gatys_px": 64,
+            "gatys_iterations": 10,
+            "workers": 0,
+        }
+    return {
+        "resize": 512,
+        "crop": 256,
+        "batch": {"adain": 8, "contrastive": 12},
+        "timed": 20,
+        "warmup": 5,
+        "gatys_px": 512,
+        "gatys_iterations": 100,
+        "workers": 4,
+    }
 
 
 # Seconds per step (GPU, tiny CPU); the GPU's include start-up (imports, CUDA context, encoder weights).
 TIMEOUTS = {
-    "train_adain": (150, 90), "train_contrastive": (180, 90), "resume": (150, 90), "gatys": (120, 60),
-    "data_vs_compute": (120, 60), "pipeline": (180, 120),
-}  # fmt: skip
+    "train_adain": (150, 90),
+    "train_contrastive": (180, 90),
+    "resume": (150, 90),
+    "gatys": (120, 60),
+    "data_vs_compute": (120, 60),
+    "pipeline": (180, 120),
+}
 
 
 # ------------------------------------------------------------------------------------------------ the steps (child)
@@ -155,8 +199,16 @@ def _model(method: str, seed: int = 0):
     return cls(cls.params_type()().replace(seed=seed), encoder=_ENCODERS[last])
 
 
-def _time_steps(method: str, amp: bool, channels_last: bool, device_name: str, s: dict[str, Any], work: Path,
-                cache: str = "memory", workers: int | None = None) -> dict[str, Any]:  # fmt: skip
+def _time_steps(
+    method: str,
+    amp: bool,
+    channels_last: bool,
+    device_name: str,
+    s: dict[str, Any],
+    work: Path,
+    cache: str = "memory",
+    workers: int | None = None,
+) -> dict[str, Any]:
     """``s["timed"]`` training iterations after ``s["warmup"]``, fed by the real input pipeline; host and GPU time."""
     import torch
 
@@ -213,11 +265,19 @@ def _time_steps(method: str, amp: bool, channels_last: bool, device_name: str, s
         raise RuntimeError(f"{method} {precision.label}: non-finite loss terms {last}")
     n = s["timed"]
     row = {
-        "method": method, "precision": precision.label, "batch": s["batch"][method], "crop_px": s["crop"],
-        "timed_iterations": n, "iterations_per_second": round(n / wall, 3), "ms_per_step": round(1000 * wall / n, 2),
-        "host_data_wait_ms": round(sum(data_ms) / n, 3), "host_issue_ms": round(sum(issue_ms) / n, 3),
-        "workers": workers, "images": cache, "final_total_loss": round(last["total"], 6),
-    }  # fmt: skip
+        "method": method,
+        "precision": precision.label,
+        "batch": s["batch"][method],
+        "crop_px": s["crop"],
+        "timed_iterations": n,
+        "iterations_per_second": round(n / wall, 3),
+        "ms_per_step": round(1000 * wall / n, 2),
+        "host_data_wait_ms": round(sum(data_ms) / n, 3),
+        "host_issue_ms": round(sum(issue_ms) / n, 3),
+        "workers": workers,
+        "images": cache,
+        "final_total_loss": round(last["total"], 6),
+    }
     if cuda:
         row["gpu_step_ms"] = round(sum(a.elapsed_time(b) for a, b in events) / n, 3)
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -235,8 +295,9 @@ def step_train(method: str, device: str, s: dict[str, Any], work: Path) -> dict[
     return {"rows": rows}
 
 
-def _train_run(method: str, cfg: Any, directory: Path, device: str, s: dict[str, Any], work: Path, seed: int = 0,
-               **kwargs: Any) -> tuple[Any, list[dict[str, float]]]:  # fmt: skip
+def _train_run(
+    method: str, cfg: Any, directory: Path, device: str, s: dict[str, Any], work: Path, seed: int = 0, **kwargs: Any
+) -> tuple[Any, list[dict[str, float]]]:
     """methods.training.train() of a fresh ``method`` model (``seed``) on the sample images; (model, loss terms)."""
     from methods.training import LossHistory, train
 
@@ -244,8 +305,18 @@ def _train_run(method: str, cfg: Any, directory: Path, device: str, s: dict[str,
     content_dir, style_dir = _sample_folders(work, s["resize"])
     content = _crops(content_dir, s["resize"], s["crop"], "memory", work)
     style = _crops(style_dir, s["resize"], s["crop"], "memory", work)
-    train(model, content, style, cfg, directory, device=_device(device), fingerprint=method, callbacks=history,
-          progress=False, **kwargs)  # fmt: skip
+    train(
+        model,
+        content,
+        style,
+        cfg,
+        directory,
+        device=_device(device),
+        fingerprint=method,
+        callbacks=history,
+        progress=False,
+        **kwargs,
+    )
     return model, history.terms
 
 
@@ -264,9 +335,19 @@ def step_resume(device: str, s: dict[str, Any], work: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for method in ("adain", "contrastive"):
-        cfg = TrainParams(iterations=6, batch_size=s["batch"][method], lr=1e-4, lr_decay=5e-5, checkpoint_every=3,
-                          keep_checkpoints=5, seed=0, amp="auto", channels_last="auto", log_every=3,
-                          workers=s["workers"])  # fmt: skip
+        cfg = TrainParams(
+            iterations=6,
+            batch_size=s["batch"][method],
+            lr=1e-4,
+            lr_decay=5e-5,
+            checkpoint_every=3,
+            keep_checkpoints=5,
+            seed=0,
+            amp="auto",
+            channels_last="auto",
+            log_every=3,
+            workers=s["workers"],
+        )
         root = work / f"resume-{method}"
         shutil.rmtree(root, ignore_errors=True)
         straight, _ = _train_run(method, cfg, root / "straight", device, s, work)
@@ -276,11 +357,14 @@ def step_resume(device: str, s: dict[str, Any], work: Path) -> dict[str, Any]:
         on_cpu, seen_cpu = _train_run(method, cfg, root / "for-cpu", "cpu", s, work, seed=123, resume=True)
         names = [p.name for p in checkpoints(root / "for-cpu")]
         out[method] = {
-            "resumed_iterations": len(seen), "cpu_resumed_iterations": len(seen_cpu), "cpu_checkpoints": names,
+            "resumed_iterations": len(seen),
+            "cpu_resumed_iterations": len(seen_cpu),
+            "cpu_checkpoints": names,
             "resumed_vs_straight_max_abs": _max_abs_diff(straight, resumed),
             "cpu_resumed_vs_straight_max_abs": _max_abs_diff(straight, on_cpu),
-            "final_total_resumed": seen[-1]["total"], "final_total_cpu": seen_cpu[-1]["total"],
-        }  # fmt: skip
+            "final_total_resumed": seen[-1]["total"],
+            "final_total_cpu": seen_cpu[-1]["total"],
+        }
         if len(seen) != 3 or len(seen_cpu) != 3 or names[-1] != "ckpt-00000006.pt":
             raise RuntimeError(f"{method}: resume did not continue from iteration 3 to 6: {out[method]}")
         if device == "cpu" and out[method]["resumed_vs_straight_max_abs"] != 0.0:
@@ -304,8 +388,9 @@ def step_gatys(device: str, s: dict[str, Any], work: Path) -> dict[str, Any]:
     content = resize_to_edge(read_image(list_images(ROOT / "data/sample/content")[0]), s["gatys_px"], upscale=True)
     style = resize_to_edge(read_image(list_images(ROOT / "data/sample/style")[0]), s["gatys_px"], upscale=True)
     content, style = content.to(dev), style.to(dev)
-    method = Gatys(GatysParams(image_size=None, init="noise", iterations=s["gatys_iterations"]),
-                   encoder=load_encoder("caffe"))  # fmt: skip
+    method = Gatys(
+        GatysParams(image_size=None, init="noise", iterations=s["gatys_iterations"]), encoder=load_encoder("caffe")
+    )
     rows = []
     for amp, cl in ((False, False), (True, False), (True, True)):
         method.encoder.to(memory_format=torch.contiguous_format)
@@ -322,10 +407,16 @@ def step_gatys(device: str, s: dict[str, Any], work: Path) -> dict[str, Any]:
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - begin
         label = ("bf16" if amp else "fp32") + ("+channels_last" if cl else "")
-        row = {"precision": label, "size": list(content.shape[-2:]),
-               "iterations": s["gatys_iterations"], "evaluations": len(evaluations), "seconds": round(seconds, 3),
-               "iterations_per_second": round(s["gatys_iterations"] / seconds, 3), "final_loss": evaluations[-1],
-               "final_loss_fp32": method.loss_terms(out, content, style)["total"]}  # fmt: skip
+        row = {
+            "precision": label,
+            "size": list(content.shape[-2:]),
+            "iterations": s["gatys_iterations"],
+            "evaluations": len(evaluations),
+            "seconds": round(seconds, 3),
+            "iterations_per_second": round(s["gatys_iterations"] / seconds, 3),
+            "final_loss": evaluations[-1],
+            "final_loss_fp32": method.loss_terms(out, content, style)["total"],
+        }
         if dev.type == "cuda":
             row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
         rows.append(row)
@@ -399,8 +490,15 @@ def _run(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str]) -> tupl
     stderr's tail."""
     begin = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
     except subprocess.TimeoutExpired as exc:
         error = f"timed out after {timeout:.0f} s\n{_text(exc.stderr)[-3000:]}"
         return "failed", error, time.perf_counter() - begin, _json_lines(_text(exc.stdout))
@@ -415,16 +513,25 @@ def preflight(device: str) -> dict[str, Any]:
     import torchvision
 
     info: dict[str, Any] = {
-        "python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "cuda_build": torch.version.cuda,
-        "cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-    }  # fmt: skip
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=torch.cuda.get_device_name(0), capability=list(torch.cuda.get_device_capability(0)),
-                    gpu_memory_gb=round(props.total_memory / 2**30, 1), bf16=torch.cuda.is_bf16_supported(),
-                    cudnn=torch.backends.cudnn.version())  # fmt: skip
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            capability=list(torch.cuda.get_device_capability(0)),
+            gpu_memory_gb=round(props.total_memory / 2**30, 1),
+            bf16=torch.cuda.is_bf16_supported(),
+            cudnn=torch.backends.cudnn.version(),
+        )
     modules = {}
     for module, dist in NEEDED.items():
         spec = importlib.util.find_spec(module)
@@ -432,8 +539,11 @@ def preflight(device: str) -> dict[str, Any]:
             version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             version = None
-        modules[module] = {"found": spec is not None, "version": version,
-                           "from": str(Path(spec.origin).parent) if spec and spec.origin else None}  # fmt: skip
+        modules[module] = {
+            "found": spec is not None,
+            "version": version,
+            "from": str(Path(spec.origin).parent) if spec and spec.origin else None,
+        }
     info["modules"] = modules
     info["missing"] = [m for m, v in modules.items() if not v["found"]]
     try:
@@ -452,9 +562,22 @@ def pipeline_workspace(work: Path, device: str, tiny: bool) -> Path:
     import yaml
 
     repo = work / "repo"
-    skip = shutil.ignore_patterns(".git", ".venv", ".gpu-wheels", ".whl", "raw", "prepared", "cache", ".cache",
-                                  "outputs", "mlflow.db", "mlartifacts", "reports", "__pycache__",
-                                  "results")  # fmt: skip
+    skip = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        ".gpu-wheels",
+        ".whl",
+        "raw",
+        "prepared",
+        "cache",
+        ".cache",
+        "outputs",
+        "mlflow.db",
+        "mlartifacts",
+        "reports",
+        "__pycache__",
+        "results",
+    )
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(ROOT, repo, ignore=skip)
     for name in ("models",):  # outputs of earlier runs; keep only the committed pretrained weights
@@ -487,14 +610,27 @@ def pipeline_commands() -> dict[str, list[str]]:
     return {
         "fetch": ["fetch", *p, "--out", "data/raw"],
         "prepare": ["prepare", *p, "--raw", "data/raw", "--out", "data/prepared"],
-        **{f"train@{m}": ["train", "--method", m, *p, *train, "--out", f"models/{m}"]
-           for m in ("adain", "contrastive")},
+        **{
+            f"train@{m}": ["train", "--method", m, *p, *train, "--out", f"models/{m}"] for m in ("adain", "contrastive")
+        },
         "stylize@gatys": ["stylize-stage", "--method", "gatys", *p, *test, "--out", "outputs/gatys"],
-        **{f"stylize@{m}": ["stylize-stage", "--method", m, *p, "--model", f"models/{m}", *test, "--out",
-                            f"outputs/{m}"] for m in ("adain", "contrastive")},
+        **{
+            f"stylize@{m}": [
+                "stylize-stage",
+                "--method",
+                m,
+                *p,
+                "--model",
+                f"models/{m}",
+                *test,
+                "--out",
+                f"outputs/{m}",
+            ]
+            for m in ("adain", "contrastive")
+        },
         "evaluate": ["evaluate", *p, "--outputs", "outputs", *test, "--out", "reports/metrics"],
         "report": ["report", *p, "--out", "reports"],
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,8 +638,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", action="store_true", help="small sizes: this script's own check on a CPU")
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json (and the step files)")
-    parser.add_argument("--steps", nargs="+", default=None, metavar="STEP",
-                        help=f"only these ({', '.join([*STEPS, 'pipeline'])}; default: all)")  # fmt: skip
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        default=None,
+        metavar="STEP",
+        help=f"only these ({', '.join([*STEPS, 'pipeline'])}; default: all)",
+    )
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every step's timeout")
     parser.add_argument("--run-step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
@@ -515,9 +656,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     report_path = out / "gpu_check.json"
     wanted = args.steps or [*STEPS, "pipeline"]
-    report: dict[str, Any] = {"check": "bench/gpu_check.py", "device": args.device, "tiny": args.tiny,
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "finished": False,
-                              "steps": []}  # fmt: skip
+    report: dict[str, Any] = {
+        "check": "bench/gpu_check.py",
+        "device": args.device,
+        "tiny": args.tiny,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished": False,
+        "steps": [],
+    }
     began = time.perf_counter()
 
     def record(step: dict[str, Any]) -> None:
@@ -534,19 +680,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = preflight(args.device)
         report["preflight"] = info
-        record({"name": "preflight", "status": "ok", "seconds": round(time.perf_counter() - began, 2),
-                "result": {"missing": info["missing"]}})  # fmt: skip
+        record(
+            {
+                "name": "preflight",
+                "status": "ok",
+                "seconds": round(time.perf_counter() - began, 2),
+                "result": {"missing": info["missing"]},
+            }
+        )
     except Exception as exc:
-        record({"name": "preflight", "status": "failed", "seconds": round(time.perf_counter() - began, 2),
-                "error": "".join(traceback.format_exception_only(exc)).strip()})  # fmt: skip
+        record(
+            {
+                "name": "preflight",
+                "status": "failed",
+                "seconds": round(time.perf_counter() - began, 2),
+                "error": "".join(traceback.format_exception_only(exc)).strip(),
+            }
+        )
         report["finished"] = True
         _write_json(report_path, report)
         return 1
 
     index = 1 if args.tiny else 0
     work = Path(tempfile.mkdtemp(prefix="gpu-check-", dir=out))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     if args.device == "cpu":  # one thread per process: on a shared, busy CPU OpenMP's spinning threads cost up to 10x
         env.setdefault("OMP_NUM_THREADS", "1")
     try:
@@ -554,9 +716,21 @@ def main(argv: list[str] | None = None) -> int:
             timeout = TIMEOUTS[name][index] * args.timeout_scale
             record({"name": name, "status": "running", "seconds": 0, "timeout_s": timeout})
             result = work / f"{name}.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--run-step", name, "--device", args.device,
-                   "--work", str(work), "--result", str(result), "--out", str(out),
-                   *(["--tiny"] if args.tiny else [])]  # fmt: skip
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--run-step",
+                name,
+                "--device",
+                args.device,
+                "--work",
+                str(work),
+                "--result",
+                str(result),
+                "--out",
+                str(out),
+                *(["--tiny"] if args.tiny else []),
+            ]
             status, error, seconds, printed = _run(cmd, timeout, ROOT, env)
             step = {"name": name, "status": status, "seconds": round(seconds, 2), "timeout_s": timeout}
             if error:
@@ -579,12 +753,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if set(statuses) == {"ok"} else 1
 
 
-def run_pipeline(work: Path, args: argparse.Namespace, index: int, env: dict[str, str],
-                 record: Callable[[dict[str, Any]], None]) -> None:  # fmt: skip
+def run_pipeline(
+    work: Path, args: argparse.Namespace, index: int, env: dict[str, str], record: Callable[[dict[str, Any]], None]
+) -> None:
     """The pipeline slice, stage by stage, each with its own timeout; after a failure the rest is skipped."""
     repo = pipeline_workspace(work, args.device, args.tiny)
-    stage_env = {**env, "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]),
-                 "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}  # fmt: skip
+    stage_env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+    }
     failed = None
     for stage, argv in pipeline_commands().items():
         name = f"pipeline:{stage}"

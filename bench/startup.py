@@ -39,8 +39,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 NST = "import sys; from pipeline.cli import main; sys.argv[0] = 'nst'; sys.exit(main())"  # the console script
-HEAVY = ("torch", "torchvision", "mlflow", "optuna", "pandas", "matplotlib", "seaborn", "pyarrow", "scipy", "sklearn",
-         "onnxruntime", "lpips", "piq", "dvc", "PIL", "numpy", "pydantic", "yaml")  # fmt: skip
+HEAVY = (
+    "torch",
+    "torchvision",
+    "mlflow",
+    "optuna",
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "pyarrow",
+    "scipy",
+    "sklearn",
+    "onnxruntime",
+    "lpips",
+    "piq",
+    "dvc",
+    "PIL",
+    "numpy",
+    "pydantic",
+    "yaml",
+)
 IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)\s*$")
 
 
@@ -66,8 +84,11 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, subpro
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"median_s": round(statistics.median(values), 4), "min_s": round(min(values), 4),
-            "max_s": round(max(values), 4)}  # fmt: skip
+    return {
+        "median_s": round(statistics.median(values), 4),
+        "min_s": round(min(values), 4),
+        "max_s": round(max(values), 4),
+    }
 
 
 def measure(name: str, shown: str, argv: list[str], runs: int, warmup: int, env: dict[str, str], check=None) -> dict:
@@ -80,8 +101,14 @@ def measure(name: str, shown: str, argv: list[str], runs: int, warmup: int, env:
         cpus.append(cpu)
         if check is not None and (extra := check(done, wall)) is not None:
             extras.append(extra)
-    row = {"name": name, "command": shown, "runs": runs, **summary(walls),
-           "cpu_median_s": round(statistics.median(cpus), 4), "all_s": [round(w, 4) for w in walls]}  # fmt: skip
+    row = {
+        "name": name,
+        "command": shown,
+        "runs": runs,
+        **summary(walls),
+        "cpu_median_s": round(statistics.median(cpus), 4),
+        "all_s": [round(w, 4) for w in walls],
+    }
     print(f"{name:8s} median {row['median_s']:.3f} s  min {row['min_s']:.3f} s  ({shown})", flush=True)
     return row | ({"per_run": extras} if extras else {})
 
@@ -89,8 +116,15 @@ def measure(name: str, shown: str, argv: list[str], runs: int, warmup: int, env:
 def importtime(code: str, env: dict[str, str], top: int) -> dict:
     """``python -X importtime -c code``: the top modules by cumulative time, top-level packages by own time, and which
     of HEAVY were imported (microseconds, as Python reports them; importtime itself adds some overhead)."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     rows = []
     for line in done.stderr.splitlines():
         if m := IMPORTTIME.match(line):
@@ -117,10 +151,17 @@ def shown_path(path: Path) -> str:
 def git_sha() -> str:
     """HEAD's sha, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True,
-                             timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
@@ -136,10 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "data/sample/content/building.jpg",
         help="the one-off's content image (default: the sample's building.jpg, a test content)",
     )
-    parser.add_argument("--style", type=Path, default=ROOT / "data/sample/style/scream.jpg",
-                        help="the one-off's style image (default: the sample's scream.jpg, a test style)")  # fmt: skip
-    parser.add_argument("--commands", nargs="+", choices=["help", "import", "stylize"],
-                        default=["help", "import", "stylize"])  # fmt: skip
+    parser.add_argument(
+        "--style",
+        type=Path,
+        default=ROOT / "data/sample/style/scream.jpg",
+        help="the one-off's style image (default: the sample's scream.jpg, a test style)",
+    )
+    parser.add_argument(
+        "--commands", nargs="+", choices=["help", "import", "stylize"], default=["help", "import", "stylize"]
+    )
     parser.add_argument("--top", type=int, default=10, help="modules / packages listed from -X importtime")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/startup.json")
     args = parser.parse_args(argv)
@@ -185,16 +231,24 @@ def main(argv: list[str] | None = None) -> int:
     if "import" in args.commands or "stylize" in args.commands:
         imports["import pipeline.stylize"] = importtime("import pipeline.stylize", env, args.top)
     if "help" in args.commands:  # the heavy packages `nst --help` loads (none, ideally)
-        report = importtime(f"import sys; sys.argv = ['nst', '--help']\ntry:\n    {NST}\nexcept SystemExit:\n    pass",
-                            env, args.top)  # fmt: skip
+        report = importtime(
+            f"import sys; sys.argv = ['nst', '--help']\ntry:\n    {NST}\nexcept SystemExit:\n    pass", env, args.top
+        )
         imports["nst --help"] = {k: report[k] for k in ("modules", "total_us", "heavy_imported", "top_packages_self")}
 
     from _report import write_report  # bench/ is on sys.path as the script's folder; it imports torch (after the runs)
 
-    write_report("startup", results, args.out, git_sha=git_sha(), python=sys.version.split()[0],
-                 cpu_count=os.cpu_count(), load_average_before=load_before,
-                 load_average_after=[round(x, 2) for x in os.getloadavg()],
-                 importtime=imports)  # fmt: skip
+    write_report(
+        "startup",
+        results,
+        args.out,
+        git_sha=git_sha(),
+        python=sys.version.split()[0],
+        cpu_count=os.cpu_count(),
+        load_average_before=load_before,
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+        importtime=imports,
+    )
     return 0
 
 

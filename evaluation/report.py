@@ -256,13 +256,17 @@ def ranking_notes(statistics: Mapping[str, Any], columns: Sequence[str]) -> Rank
     level = statistics.get("ci_level") or 0.95
     too_few = too_few_pairs(statistics) or TOO_FEW in statuses.values()
     if too_few:
-        caption = (f"No method is marked best: too few pairs to rank ({pairs} test pairs; marking a best method needs "
-                   f"at least {min_pairs}).")  # fmt: skip
+        caption = (
+            f"No method is marked best: too few pairs to rank ({pairs} test pairs; marking a best method needs "
+            f"at least {min_pairs})."
+        )
     elif statuses and all(s == NOTHING_TO_COMPARE for s in statuses.values()):
         caption = "No method is marked best: nothing to compare (fewer than two methods have scores)."
     else:
-        caption = (f"★ marks the method whose paired {level:.0%} CI of the difference excludes 0 against every other "
-                   "method on that metric; reference rows never compete.")  # fmt: skip
+        caption = (
+            f"★ marks the method whose paired {level:.0%} CI of the difference excludes 0 against every other "
+            "method on that metric; reference rows never compete."
+        )
     shown = {NO_CLEAR_BEST, NOTHING_TO_COMPARE, TOO_FEW}
     per_metric = {c: str(s) for c, s in statuses.items() if s in shown and not (too_few and s == TOO_FEW)}
     return RankingNotes(caption, per_metric, too_few)
@@ -430,16 +434,22 @@ def training_budget(
     tail = f"batch {batch} vs {schedule.batch_size}, crop {crop} vs {schedule.crop} — {schedule.source}"
     iterations = (train_metrics or {}).get("iterations")
     if iterations is None:
-        return Budget(method, f"no training record (models/{method}/train_metrics.json missing); reference "
-                              f"{fmt_int(schedule.iterations)} iterations, {tail}", None)  # fmt: skip
+        return Budget(
+            method,
+            f"no training record (models/{method}/train_metrics.json missing); reference "
+            f"{fmt_int(schedule.iterations)} iterations, {tail}",
+            None,
+        )
     pretrained = int((train_metrics or {}).get("pretrained_iterations") or 0)
     total = int(iterations) + pretrained
     fraction = schedule.fraction(total)
     if pretrained:
         source = (train_metrics or {}).get("init_from")
-        text = (f"{fmt_int(pretrained)} pretrained ({source}, its card beside it) + {fmt_int(iterations)} fine-tuned = "
-                f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), "
-                f"fine-tune {tail}")  # fmt: skip
+        text = (
+            f"{fmt_int(pretrained)} pretrained ({source}, its card beside it) + {fmt_int(iterations)} fine-tuned = "
+            f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), "
+            f"fine-tune {tail}"
+        )
     else:
         text = f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), {tail}"
     return Budget(method, text, fraction)
@@ -538,8 +548,17 @@ def fig_metric_distributions(per_pair: pd.DataFrame, order: Sequence[str], metri
             ax.set_yticks([])
             continue
         present = [m for m in order if m in set(data["method"])]
-        sns.boxplot(data=data, x="method", y=metric, order=present, hue="method", palette=palette, ax=ax,
-                    fliersize=0, legend=False)  # fmt: skip
+        sns.boxplot(
+            data=data,
+            x="method",
+            y=metric,
+            order=present,
+            hue="method",
+            palette=palette,
+            ax=ax,
+            fliersize=0,
+            legend=False,
+        )
         with fixed_jitter():
             sns.stripplot(data=data, x="method", y=metric, order=present, color="black", size=3, ax=ax)
         ax.set_xlabel("")
@@ -560,8 +579,14 @@ def fig_tradeoff(
         if part.empty:
             continue
         marker = "x" if method in REFERENCE_ROWS else "o"
-        ax.scatter(pd.to_numeric(part[x], errors="coerce"), pd.to_numeric(part[y], errors="coerce"), label=method,
-                   color=palette[method], marker=marker, alpha=0.8)  # fmt: skip
+        ax.scatter(
+            pd.to_numeric(part[x], errors="coerce"),
+            pd.to_numeric(part[y], errors="coerce"),
+            label=method,
+            color=palette[method],
+            marker=marker,
+            alpha=0.8,
+        )
     # Linear axes: the identity row sits at content_loss = 0, which a log axis cannot show.
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
@@ -575,8 +600,9 @@ def fig_tradeoff(
 
 def fig_style_shares(statistics: Mapping[str, Any]) -> Figure:
     """One panel per style kind: each method's per-layer share of the aggregate style distance (stacked bars)."""
-    fig, axes = plt.subplots(1, len(STYLE_KINDS), figsize=(5.2 * len(STYLE_KINDS), 0.45 * 7 + 1.6), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(STYLE_KINDS), figsize=(5.2 * len(STYLE_KINDS), 0.45 * 7 + 1.6), squeeze=False, constrained_layout=True
+    )
     for ax, kind in zip(axes[0], STYLE_KINDS, strict=True):
         shares = style_shares(statistics, kind)
         layers = style_layers(kind)
@@ -604,28 +630,53 @@ def fig_tuning(trials: pd.DataFrame, objectives: Sequence[str], order: Sequence[
     highlighted, the chosen operating point starred, and the reference-weights trial (trials.csv ``reference`` = 1,
     when that column exists) as a diamond. ``trials``: the trials.csv rows with a ``method`` column."""
     methods = [m for m in order if m in set(trials["method"])]
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(4.2 * max(1, len(methods)), 3.8), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, max(1, len(methods)), figsize=(4.2 * max(1, len(methods)), 3.8), squeeze=False, constrained_layout=True
+    )
     palette = _palette(order)
     x, y = objectives
     for ax, method in zip(axes[0], methods, strict=False):
         part = trials[trials["method"] == method]
         if x not in part.columns or y not in part.columns:
-            ax.text(0.5, 0.5, f"{method}: trials.csv lacks {x} / {y}", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                f"{method}: trials.csv lacks {x} / {y}",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
             continue
         scored = part.dropna(subset=[x, y])
         front = scored[scored["pareto"] == 1].sort_values(x)
         chosen = scored[scored["chosen"] == 1]
         ax.scatter(scored[x], scored[y], color="#b8bfcc", s=28, label="trial")
         ax.plot(front[x], front[y], "-o", color=palette.get(method, "C0"), ms=6, label="Pareto front")
-        ax.scatter(chosen[x], chosen[y], marker="*", s=260, color=palette.get(method, "C0"), edgecolor="black",
-                   zorder=5, label="chosen")  # fmt: skip
+        ax.scatter(
+            chosen[x],
+            chosen[y],
+            marker="*",
+            s=260,
+            color=palette.get(method, "C0"),
+            edgecolor="black",
+            zorder=5,
+            label="chosen",
+        )
         if "reference" in scored.columns:
             ref = scored[pd.to_numeric(scored["reference"], errors="coerce") == 1]
             if not ref.empty:
-                ax.scatter(ref[x], ref[y], marker="D", s=70, facecolor="white", edgecolor="black", linewidth=1.5,
-                           zorder=6, label="reference weights")  # fmt: skip
+                ax.scatter(
+                    ref[x],
+                    ref[y],
+                    marker="D",
+                    s=70,
+                    facecolor="white",
+                    edgecolor="black",
+                    linewidth=1.5,
+                    zorder=6,
+                    label="reference weights",
+                )
         pruned = int((part["state"] == "PRUNED").sum())
         ax.set_title(f"{method}: {len(scored)} trials" + (f", {pruned} pruned" if pruned else ""), fontsize=10)
         ax.set_xlabel(f"{x} {arrow(x)} (val)")
@@ -677,8 +728,17 @@ def fig_speed_memory(per_pair: pd.DataFrame, order: Sequence[str]) -> Figure:
         if not present:
             ax.text(0.5, 0.5, NA, ha="center", va="center", transform=ax.transAxes)
             continue
-        sns.barplot(data=data, x="method", y=col, order=present, hue="method", palette=_palette(order), ax=ax,
-                    errorbar=None, legend=False)  # fmt: skip
+        sns.barplot(
+            data=data,
+            x="method",
+            y=col,
+            order=present,
+            hue="method",
+            palette=_palette(order),
+            ax=ax,
+            errorbar=None,
+            legend=False,
+        )
         with fixed_jitter():
             sns.stripplot(data=data, x="method", y=col, order=present, color="black", size=3, ax=ax)
         ax.set_title(title)
@@ -719,9 +779,11 @@ def fig_image_grid(
 
 # ------------------------------------------------------------------------------------------------ text
 
-SUBTITLE = ("Every method's outputs on the test pairs (content photo x painting), scored by one fixed scorer and "
-            "set against reference rows that bound each metric. What each number measures, and what it does not, "
-            "is under \"How to read this\".")  # fmt: skip
+SUBTITLE = (
+    "Every method's outputs on the test pairs (content photo x painting), scored by one fixed scorer and "
+    "set against reference rows that bound each metric. What each number measures, and what it does not, "
+    'is under "How to read this".'
+)
 
 CAPTIONS = {
     "metrics": "Per-pair values of the headline metrics by method, reference rows included (arrows: better direction).",
@@ -779,12 +841,14 @@ def scorer_lines(scoring: Mapping[str, Any]) -> list[tuple[str, str]]:
     backticks is code."""
     scorer = scoring.get("scorer") or {}
     return [
-        ("style / content encoder", f"`{scorer.get('style_encoder', '?')}`, "
-                                    f"sha256 `{scorer.get('encoder_sha256', '?')}`"),
+        (
+            "style / content encoder",
+            f"`{scorer.get('style_encoder', '?')}`, sha256 `{scorer.get('encoder_sha256', '?')}`",
+        ),
         ("CFSD encoder", f"`{scorer.get('cfsd_encoder', '?')}`, sha256 `{scorer.get('cfsd_encoder_sha256', '?')}`"),
         ("LPIPS", scoring.get("lpips", "?")),
         ("FID / ArtFID", scoring.get("fid", "?")),
-    ]  # fmt: skip
+    ]
 
 
 def metric_rows(scoring: Mapping[str, Any], headline: Sequence[str]) -> list[dict[str, str]]:
@@ -793,9 +857,14 @@ def metric_rows(scoring: Mapping[str, Any], headline: Sequence[str]) -> list[dic
     rows = []
     for metric in [*headline, *SUMMARY_COLUMNS]:
         m = info.get(metric) or {}
-        rows.append({"metric": f"{metric} {arrow(metric, scoring)}",
-                     "compares to": m.get("compares_to", "?"), "network": m.get("network", "?"),
-                     "normalisation": m.get("normalisation", "?")})  # fmt: skip
+        rows.append(
+            {
+                "metric": f"{metric} {arrow(metric, scoring)}",
+                "compares to": m.get("compares_to", "?"),
+                "network": m.get("network", "?"),
+                "normalisation": m.get("normalisation", "?"),
+            }
+        )
     return rows
 
 
@@ -813,19 +882,27 @@ def caveats(
         notes.append(f"FID and ArtFID are n/a: {fid.removeprefix('n/a: ')}")
     under = [b.method for b in budgets if b.under_trained]
     if under:
-        notes.append(f"{', '.join(under)} under-trained: less than {UNDER_TRAINED_BELOW:.0%} of "
-                     "the reference schedule's iterations (see What ran); their scores say little about the methods "
-                     "as published.")  # fmt: skip
+        notes.append(
+            f"{', '.join(under)} under-trained: less than {UNDER_TRAINED_BELOW:.0%} of "
+            "the reference schedule's iterations (see What ran); their scores say little about the methods "
+            "as published."
+        )
     pairs = pairs or 0
     if pairs < 30:
-        notes.append(f"Only {pairs} test pairs: confidence intervals are wide and rankings can flip; use the full "
-                     "profile (`profile: full`) for conclusions.")  # fmt: skip
+        notes.append(
+            f"Only {pairs} test pairs: confidence intervals are wide and rankings can flip; use the full "
+            "profile (`profile: full`) for conclusions."
+        )
     notes += [pretrained_text(m, c) for m, c in pretrained.items()]
-    notes.append("Seconds and memory depend on the machine and device (see timing.csv per method); peak memory on the "
-                 "CPU is the process's resident set size, on CUDA the allocator's peak.")  # fmt: skip
-    notes.append("content_loss is on the scale of the scorer's per-filter-normalised caffe VGG-19 and the style "
-                 "distances are relative (0 to 1) on it: compare them between rows of this report, not with numbers "
-                 "from papers.")  # fmt: skip
+    notes.append(
+        "Seconds and memory depend on the machine and device (see timing.csv per method); peak memory on the "
+        "CPU is the process's resident set size, on CUDA the allocator's peak."
+    )
+    notes.append(
+        "content_loss is on the scale of the scorer's per-filter-normalised caffe VGG-19 and the style "
+        "distances are relative (0 to 1) on it: compare them between rows of this report, not with numbers "
+        "from papers."
+    )
     return notes
 
 

@@ -79,6 +79,7 @@ class Decoder(nn.Sequential):
 
     def __init__(self) -> None:
         up = nn.Upsample(scale_factor=2, mode="nearest")
+        # One row per resolution, mirroring the encoder's blocks (the formatter would put one layer per line).
         super().__init__(
             *_conv(512, 256), up,
             *_conv(256, 256), *_conv(256, 256), *_conv(256, 256), *_conv(256, 128), nn.Upsample(scale_factor=2),
@@ -110,8 +111,14 @@ class AdaIN(nn.Module):
 
     def load(self, path: str | Path) -> AdaIN:
         """Load decoder weights written by :meth:`save` (a folder or the .pt file)."""
-        load_modules({"decoder": self.decoder}, path, MODEL_FILE, label="AdaIN", stage="train@adain",
-                     encoder_sha256=self.encoder.weights_sha256)  # fmt: skip
+        load_modules(
+            {"decoder": self.decoder},
+            path,
+            MODEL_FILE,
+            label="AdaIN",
+            stage="train@adain",
+            encoder_sha256=self.encoder.weights_sha256,
+        )
         return self
 
     # ------------------------------------------------------------------------------------------ model
@@ -142,8 +149,11 @@ class AdaIN(nn.Module):
         c = content_loss(out_feats[CONTENT_LAYER], target.float()).mean()
         s = mean_std_loss(out_feats, s_feats).mean()
         p = self.params
-        return {"content": p.content_weight * c, "style": p.style_weight * s,
-                "total": p.content_weight * c + p.style_weight * s}  # fmt: skip
+        return {
+            "content": p.content_weight * c,
+            "style": p.style_weight * s,
+            "total": p.content_weight * c + p.style_weight * s,
+        }
 
     # ------------------------------------------------------------------------------------------ inference
 

@@ -268,8 +268,14 @@ class Contrastive(nn.Module):
         return save_modules(self._generator(), path, MODEL_FILE, self.encoder.weights_sha256, extra)
 
     def load(self, path: str | Path) -> Contrastive:
-        load_modules(self._generator(), path, MODEL_FILE, label="contrastive", stage="train@contrastive",
-                     encoder_sha256=self.encoder.weights_sha256)  # fmt: skip
+        load_modules(
+            self._generator(),
+            path,
+            MODEL_FILE,
+            label="contrastive",
+            stage="train@contrastive",
+            encoder_sha256=self.encoder.weights_sha256,
+        )
         return self
 
     def _generator(self) -> dict[str, nn.Module]:
@@ -279,8 +285,12 @@ class Contrastive(nn.Module):
 
     def trainable(self) -> dict[str, nn.Module]:
         # One Adam over generator and heads, as train.py's `optimizer` (decoder, transform, proj_style, proj_content).
-        return {"transform": self.transform, "decoder": self.decoder, "style_head": self.style_head,
-                "content_head": self.content_head}  # fmt: skip
+        return {
+            "transform": self.transform,
+            "decoder": self.decoder,
+            "style_head": self.style_head,
+            "content_head": self.content_head,
+        }
 
     def adversary(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator}
@@ -289,8 +299,9 @@ class Contrastive(nn.Module):
     def batch_split(batch_size: int) -> tuple[int, int]:
         """``batch_size`` stylizations come from ``batch_size / 2`` contents and as many styles (train.py)."""
         if batch_size < 4 or batch_size % 2:
-            raise NstError(f"contrastive: batch_size must be even and >= 4 (k contents x k styles -> 2k), "
-                           f"got {batch_size}")  # fmt: skip
+            raise NstError(
+                f"contrastive: batch_size must be even and >= 4 (k contents x k styles -> 2k), got {batch_size}"
+            )
         return batch_size // 2, batch_size // 2
 
     def encode(self, image: Tensor, layers: Sequence[str] = LAYERS) -> dict[str, Tensor]:
@@ -301,8 +312,11 @@ class Contrastive(nn.Module):
         """What training at ``crop`` px uses of the architecture: the discriminator scales that see the crops (the
         others would get inputs below their minimum side and are left out)."""
         sides = self.discriminator.input_sides(crop)
-        return {"discriminator_scales": len(self.discriminator.nets), "discriminator_scales_used": len(sides),
-                "discriminator_input_px": sides}  # fmt: skip
+        return {
+            "discriminator_scales": len(self.discriminator.nets),
+            "discriminator_scales_used": len(sides),
+            "discriminator_input_px": sides,
+        }
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
         """Weighted generator loss terms for k contents and k styles (paper eq. 9), ``"total"`` included — all but the
@@ -321,8 +335,9 @@ class Contrastive(nn.Module):
         pair_c = {name: f[ci] for name, f in c_feats.items()}
         pair_s = {name: f[si] for name, f in s_feats.items()}
         # One decoder pass over the 2k stylizations and the 2k identity reconstructions (content-content, style-style).
-        feats = torch.cat([self.transform(pair_c, pair_s), self.transform(c_feats, c_feats),
-                           self.transform(s_feats, s_feats)])  # fmt: skip
+        feats = torch.cat(
+            [self.transform(pair_c, pair_s), self.transform(c_feats, c_feats), self.transform(s_feats, s_feats)]
+        )
         images = self.decoder(feats)
         stylized, identity = images[: 2 * k], images[2 * k :]
         out = {name: f.float() for name, f in self.encode(images).items()}
@@ -331,14 +346,17 @@ class Contrastive(nn.Module):
         target = {name: f.float() for name, f in both.items()}  # contents then styles, as the identity images
 
         p = self.params
-        loss_c = sum(content_loss(mean_variance_norm(g_feats[n]), mean_variance_norm(pair_c[n].float()))
-                     for n in ("relu4_1", "relu5_1")).mean()  # fmt: skip
+        loss_c = sum(
+            content_loss(mean_variance_norm(g_feats[n]), mean_variance_norm(pair_c[n].float()))
+            for n in ("relu4_1", "relu5_1")
+        ).mean()
         loss_s = mean_std_loss(g_feats, {n: f.float() for n, f in pair_s.items()}).mean()
         id_pixel = 2 * mse_per_item(identity.float(), inputs.float()).mean()
         id_feature = 2 * sum(mse_per_item(i_feats[n], target[n]) for n in LAYERS).mean()
         style_nce = info_nce(self.style_head(g_feats[STYLE_EMBED_LAYER]), batch.style_pos, p.tau, batch.unrelated)
-        content_nce = info_nce(self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.tau,
-                               batch.unrelated)  # fmt: skip
+        content_nce = info_nce(
+            self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.tau, batch.unrelated
+        )
         self._fakes = stylized
         terms = {
             "content": p.content_weight * loss_c,

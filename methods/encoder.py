@@ -316,8 +316,12 @@ def caffe_weights_path() -> Path:
 
 
 def _torch_load(path: Path) -> dict[str, Tensor]:
-    state = load_torch(path, EncoderWeightsError, f"encoder weights file {path} does not exist",
-                       f"encoder weights file {path} is not a readable PyTorch weights file")  # fmt: skip
+    state = load_torch(
+        path,
+        EncoderWeightsError,
+        f"encoder weights file {path} does not exist",
+        f"encoder weights file {path} is not a readable PyTorch weights file",
+    )
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise EncoderWeightsError(f"encoder weights file {path} does not hold a dict of tensors (a state_dict)")
     return state

@@ -190,9 +190,13 @@ def compute_scales_document(
         arr = read_rgb_uint8(path)
         arrays.append(arr)
         record: dict[str, Any] = {
-            "id": rel.rsplit(".", 1)[0], "file": rel, "sha256": sha256_file(path), "pixels_sha256": pixels_sha256(arr),
-            "width": int(arr.shape[1]), "height": int(arr.shape[0]),
-        }  # fmt: skip
+            "id": rel.rsplit(".", 1)[0],
+            "file": rel,
+            "sha256": sha256_file(path),
+            "pixels_sha256": pixels_sha256(arr),
+            "width": int(arr.shape[1]),
+            "height": int(arr.shape[0]),
+        }
         record.update(sources.get(rel, {}))
         records.append(record)
     doc: dict[str, Any] = {"format": SCALES_FORMAT}

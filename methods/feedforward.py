@@ -20,21 +20,30 @@ def model_target(path: str | Path, model_file: str, *, saving: bool) -> Path:
 
 
 def save_modules(
-    modules: Mapping[str, nn.Module], path: str | Path, model_file: str, encoder_sha256: str,
+    modules: Mapping[str, nn.Module],
+    path: str | Path,
+    model_file: str,
+    encoder_sha256: str,
     extra: Mapping[str, Any] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write the modules' weights, the encoder's sha256 and ``extra`` metadata to the model file, atomically."""
     target = model_target(path, model_file, saving=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_torch_atomic({**{k: m.state_dict() for k, m in modules.items()}, "encoder_sha256": encoder_sha256,
-                  **(extra or {})}, target)  # fmt: skip
+    save_torch_atomic(
+        {**{k: m.state_dict() for k, m in modules.items()}, "encoder_sha256": encoder_sha256, **(extra or {})}, target
+    )
     return target
 
 
 def load_modules(
-    modules: Mapping[str, nn.Module], path: str | Path, model_file: str, *, label: str, stage: str,
+    modules: Mapping[str, nn.Module],
+    path: str | Path,
+    model_file: str,
+    *,
+    label: str,
+    stage: str,
     encoder_sha256: str,
-) -> None:  # fmt: skip
+) -> None:
     """Load weights written by :func:`save_modules`; a missing or unreadable file, or one trained on another encoder
     (its recorded ``encoder_sha256`` differs from this model's encoder's), is one clear :class:`NstError` (``label``
     names the model kind, ``stage`` the stage that makes it)."""

@@ -149,8 +149,13 @@ class Gatys:
         image = start.contiguous().requires_grad_(True)  # NCHW-contiguous: L-BFGS flattens with view(-1)
         lbfgs = p.optimizer == "lbfgs"
         max_eval = p.iterations * 5 // 4  # torch's LBFGS default (max_iter * 5 // 4), passed explicitly below
-        bar = tqdm(total=max_eval if lbfgs else p.iterations, desc="gatys", unit="eval" if lbfgs else "it",
-                   disable=None if progress else True, leave=False)  # fmt: skip
+        bar = tqdm(
+            total=max_eval if lbfgs else p.iterations,
+            desc="gatys",
+            unit="eval" if lbfgs else "it",
+            disable=None if progress else True,
+            leave=False,
+        )
         evaluations = 0
 
         def closure() -> Tensor:
@@ -179,9 +184,13 @@ class Gatys:
             # scipy's L-BFGS-B, which line-searches, and without one a noise start overshoots badly. Evaluations
             # (and callbacks) are capped at 1.25 x iterations, torch's default max_eval.
             opt: torch.optim.Optimizer = torch.optim.LBFGS(
-                [image], lr=p.effective_lr, max_iter=p.iterations, max_eval=max_eval, history_size=100,
+                [image],
+                lr=p.effective_lr,
+                max_iter=p.iterations,
+                max_eval=max_eval,
+                history_size=100,
                 line_search_fn="strong_wolfe",
-            )  # fmt: skip
+            )
             if p.iterations > 0:
                 opt.step(closure)
             if not bar.disable and bar.n < bar.total:  # stopped within the evaluation budget (max_iter, or converged)

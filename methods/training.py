@@ -160,8 +160,18 @@ class StepPlans(torch.utils.data.Sampler):
     generator state after each iteration's draws is kept in :attr:`states` for that iteration's checkpoint.
     """
 
-    def __init__(self, content: RandomCrops, style: RandomCrops, gen: torch.Generator, first: int, last: int,
-                 n_content: int, n_style: int, rank: int = 0, world: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        content: RandomCrops,
+        style: RandomCrops,
+        gen: torch.Generator,
+        first: int,
+        last: int,
+        n_content: int,
+        n_style: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.content, self.style, self.gen = content, style, gen
         self.first, self.last = first, last
         self.n_content, self.n_style, self.rank, self.world = n_content, n_style, rank, world
@@ -199,10 +209,15 @@ def batch_loader(plans: StepPlans, workers: int, pin_memory: bool) -> torch.util
         plans.content.preload()  # in memory before the fork: workers share the decoded images instead of decoding
         plans.style.preload()
     return torch.utils.data.DataLoader(
-        CropBatches(plans.content, plans.style), batch_size=None, sampler=plans, num_workers=workers,
-        pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        CropBatches(plans.content, plans.style),
+        batch_size=None,
+        sampler=plans,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
         generator=torch.Generator(),
-    )  # fmt: skip
+    )
 
 
 class TrainableModel(Protocol):
@@ -471,9 +486,11 @@ def batch_shares(model: TrainableModel, cfg: TrainParams, n_content: int, n_styl
     if getattr(model, "distinct_batches", False):
         for role, per_rank, n in (("content", shares[0], n_content), ("style", shares[1], n_style)):
             if per_rank * world > n:
-                raise NstError(f"a batch needs {per_rank * world} distinct {role} images (batch_size "
-                               f"{cfg.batch_size}), but the training set has {n}: lower train.batch_size or add "
-                               f"{role} images")  # fmt: skip
+                raise NstError(
+                    f"a batch needs {per_rank * world} distinct {role} images (batch_size "
+                    f"{cfg.batch_size}), but the training set has {n}: lower train.batch_size or add "
+                    f"{role} images"
+                )
     return shares
 
 
@@ -481,8 +498,15 @@ class _Training:
     """One call of :func:`train`: the model's modules and optimisers, the data generator, the progress so far (restored
     by :meth:`resume`), the loss terms not yet read back from the device; and the steps of the loop."""
 
-    def __init__(self, model: TrainableModel, cfg: TrainParams, checkpoint_dir: Path, device: torch.device,
-                 fingerprint: str, callbacks: TrainCallbacks) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: TrainableModel,
+        cfg: TrainParams,
+        checkpoint_dir: Path,
+        device: torch.device,
+        fingerprint: str,
+        callbacks: TrainCallbacks,
+    ) -> None:
         self.model, self.cfg, self.checkpoint_dir, self.device = model, cfg, checkpoint_dir, device
         self.fingerprint, self.callbacks = fingerprint, callbacks
         self.modules, self.adversary, self.optimizers = make_optimizers(model, cfg.lr, ADVERSARY_BETAS)
@@ -525,8 +549,9 @@ class _Training:
         state, path = found
         if state.get("fingerprint") != self.fingerprint:
             raise CheckpointError(f"{path}: written for another configuration; remove it or train from scratch")
-        missing = sorted((set(self.everything) - set(state["modules"]))
-                         | (set(self.optimizers) - set(state["optimizers"])))  # fmt: skip
+        missing = sorted(
+            (set(self.everything) - set(state["modules"])) | (set(self.optimizers) - set(state["optimizers"]))
+        )
         if missing:
             raise CheckpointError(f"{path}: lacks {', '.join(missing)}; it was written by another model")
         for name, module in self.everything.items():
@@ -542,8 +567,13 @@ class _Training:
     def iterate(self, plans: StepPlans, end: int, progress: bool) -> int:
         """Run the iterations ``plans`` hands out (up to ``end``), then read back the last losses; returns the
         iteration reached."""
-        self.bar = bar = tqdm(total=self.cfg.iterations, initial=self.start, desc="train", unit="it",
-                              disable=None if progress and self.rank == 0 else True)  # fmt: skip
+        self.bar = bar = tqdm(
+            total=self.cfg.iterations,
+            initial=self.start,
+            desc="train",
+            unit="it",
+            disable=None if progress and self.rank == 0 else True,
+        )
         loader = batch_loader(plans, self.cfg.workers, pin_memory=self.device.type == "cuda")
         # Fixed crop sizes: cuDNN may time its convolution algorithms once per shape and keep the fastest (CUDA results
         # are not bitwise repeatable anyway: several backward kernels accumulate with atomics).

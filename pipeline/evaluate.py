@@ -83,8 +83,12 @@ def score_all(
                     raise EvaluateError(f"{path}: missing output for pair ({c.name}, {s.name})")
     scorer.to(device)
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(contents) * len(styles) * (len(methods) + len(REFERENCE_ROWS)), desc="evaluate",
-               unit="img", disable=None)  # fmt: skip
+    bar = tqdm(
+        total=len(contents) * len(styles) * (len(methods) + len(REFERENCE_ROWS)),
+        desc="evaluate",
+        unit="img",
+        disable=None,
+    )
     for c in contents:
         content = read_image(c).to(device)
         for s in styles:
@@ -103,19 +107,30 @@ def score_all(
             candidates.update(reference_outputs(content, style))
             for method, output in candidates.items():
                 timing = timings.get(method, {}).get(name, {})
-                rows.append({
-                    "method": method, "content": c.name, "style": s.name, **scorer.score(output, content, style),
-                    "seconds": timing.get("seconds", ""), "peak_mem_mb": timing.get("peak_mem_mb", ""),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "method": method,
+                        "content": c.name,
+                        "style": s.name,
+                        **scorer.score(output, content, style),
+                        "seconds": timing.get("seconds", ""),
+                        "peak_mem_mb": timing.get("peak_mem_mb", ""),
+                    }
+                )
                 bar.update(1)
     bar.close()
     return pd.DataFrame(rows, columns=list(PAIR_FIELDS))
 
 
 def distribution_scores(
-    params: Params, methods: list[str], outputs: Path, content_dir: Path, style_dir: Path, per_pair: pd.DataFrame,
+    params: Params,
+    methods: list[str],
+    outputs: Path,
+    content_dir: Path,
+    style_dir: Path,
+    per_pair: pd.DataFrame,
     device: Any,
-) -> tuple[dict[str, dict[str, float | None]], str]:  # fmt: skip
+) -> tuple[dict[str, dict[str, float | None]], str]:
     """FID(outputs, style images) and ArtFID = (1 + mean LPIPS)(1 + FID) per method and reference row (StyleID's
     protocol); all None, with the reason, when the Inception weights are absent."""
     inception = load_inception(params.evaluate.inception_weights)
@@ -130,8 +145,9 @@ def distribution_scores(
         if method in REFERENCE_ROWS:
             images = [reference_outputs(read_image(c).to(device), st)[method] for c in contents for st in style_images]
         else:
-            images = [read_image(outputs / method / f"{c.stem}__{s.stem}.png").to(device) for c in contents
-                      for s in styles]  # fmt: skip
+            images = [
+                read_image(outputs / method / f"{c.stem}__{s.stem}.png").to(device) for c in contents for s in styles
+            ]
         fid = fid_score(images, style_images, inception)
         lpips_mean = pd.to_numeric(per_pair.loc[per_pair["method"] == method, "lpips"]).mean()
         artfid = artfid_score(fid, float(lpips_mean)) if math.isfinite(fid) else math.nan
@@ -158,8 +174,14 @@ def run(
     metrics = [*METRICS, "seconds", "peak_mem_mb"]
     pairs = int(per_pair.groupby(["content", "style"]).ngroups)
     paired = paired_differences(per_pair, list(METRICS), **boot)
-    ranking = rank_methods(per_pair, {k: m.higher_is_better for k, m in METRICS.items()}, references=REFERENCE_ROWS,
-                           min_pairs=cfg.min_pairs, differences=paired, **boot)  # fmt: skip
+    ranking = rank_methods(
+        per_pair,
+        {k: m.higher_is_better for k, m in METRICS.items()},
+        references=REFERENCE_ROWS,
+        min_pairs=cfg.min_pairs,
+        differences=paired,
+        **boot,
+    )
     distribution, fid_note = distribution_scores(params, methods, outputs, content_dir, style_dir, per_pair, device)
     headline = headline_metrics(per_pair, [*HEADLINE, "seconds"])
     summary = {method: {**values, **distribution.get(method, {})} for method, values in headline.items()}
@@ -238,15 +260,23 @@ def main(args: argparse.Namespace) -> int:
     scorer = result["scoring"]["scorer"]
     for method, stats in result["methods"].items():
         with tracking.stage_run(
-            "evaluate", method, {"evaluate": tree["evaluate"]}, uri=params.tracking.uri,
-            experiment=params.tracking.experiment, tags={"encoder_sha256": scorer["encoder_sha256"],
-                                                          "lpips": result["scoring"]["lpips"][:250]},
-        ) as logger:  # fmt: skip
+            "evaluate",
+            method,
+            {"evaluate": tree["evaluate"]},
+            uri=params.tracking.uri,
+            experiment=params.tracking.experiment,
+            tags={"encoder_sha256": scorer["encoder_sha256"], "lpips": result["scoring"]["lpips"][:250]},
+        ) as logger:
             flat = {f"{metric}_{k}": v for metric, values in stats.items() for k, v in values.items() if v is not None}
-            flat.update({k: v for k, v in result["summary"].get(method, {}).items() if v is not None and k in
-                         ("fid", "artfid")})  # fmt: skip
+            flat.update(
+                {k: v for k, v in result["summary"].get(method, {}).items() if v is not None and k in ("fid", "artfid")}
+            )
             logger.log_metrics(flat)
             logger.log_text(per_pair[per_pair["method"] == method].to_csv(index=False), "per_pair.csv")
-    log.info("evaluate: %d methods + %d references on %d pairs", len(result["methods"]) - len(REFERENCE_ROWS),
-             len(REFERENCE_ROWS), result["pairs"])  # fmt: skip
+    log.info(
+        "evaluate: %d methods + %d references on %d pairs",
+        len(result["methods"]) - len(REFERENCE_ROWS),
+        len(REFERENCE_ROWS),
+        result["pairs"],
+    )
     return 0

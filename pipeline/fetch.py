@@ -59,9 +59,12 @@ def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     tree = params.model_dump(mode="json")
     with tracking.stage_run(
-        "fetch", None, {"profile": tree["profile"], "fetch": tree["fetch"]},
-        uri=params.tracking.uri, experiment=params.tracking.experiment,
-    ) as logger:  # fmt: skip
+        "fetch",
+        None,
+        {"profile": tree["profile"], "fetch": tree["fetch"]},
+        uri=params.tracking.uri,
+        experiment=params.tracking.experiment,
+    ) as logger:
         records = run(params, args.out)
         counts = Counter(f"{r.role}_{r.source}" for r in records)
         logger.log_metrics({"images": len(records), **{f"images_{k}": v for k, v in counts.items()}})

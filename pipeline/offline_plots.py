@@ -35,11 +35,21 @@ def ensure_vega(prefix: Path) -> dict[str, Path]:
         return bundles
     npm = shutil.which("npm")
     if npm is None:
-        raise PlotsError("npm is not installed: it fetches vega for offline plots (apt install npm, or use a browser "
-                         "with internet access on `dvc plots show`)")  # fmt: skip
+        raise PlotsError(
+            "npm is not installed: it fetches vega for offline plots (apt install npm, or use a browser "
+            "with internet access on `dvc plots show`)"
+        )
     prefix.mkdir(parents=True, exist_ok=True)
-    cmd = [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(prefix),
-           *(f"{k}@{v}" for k, v in PACKAGES.items())]  # fmt: skip
+    cmd = [
+        npm,
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--silent",
+        "--prefix",
+        str(prefix),
+        *(f"{k}@{v}" for k, v in PACKAGES.items()),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 or not all(p.is_file() for p in bundles.values()):
         raise PlotsError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -73,8 +83,12 @@ def main(args: argparse.Namespace) -> int:
     dvc = shutil.which("dvc")
     if dvc is None:
         raise PlotsError("dvc is not on PATH")
-    proc = subprocess.run([dvc, "plots", "show", "--html-template", str(tmpl), "-o", str(args.out)],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [dvc, "plots", "show", "--html-template", str(tmpl), "-o", str(args.out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise PlotsError(f"dvc plots show failed: {proc.stderr.strip()[-500:]}")
     log.info("plots: %s (opens offline)", args.out / "index.html")

@@ -42,9 +42,22 @@ PARAMS = ("profile", "prepare")  # the params sections this stage declares in dv
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
-    "role", "id", "split", "file", "status", "reason", "width", "height",
-    "src_file", "src_width", "src_height", "src_sha256", "source", "license", "label",
-)  # fmt: skip
+    "role",
+    "id",
+    "split",
+    "file",
+    "status",
+    "reason",
+    "width",
+    "height",
+    "src_file",
+    "src_width",
+    "src_height",
+    "src_sha256",
+    "source",
+    "license",
+    "label",
+)
 
 
 class PrepareError(NstError):
@@ -132,11 +145,22 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
         for rec in tqdm(records, desc="prepare", unit="img", disable=None):
             path = raw_dir / rec.file
             row: dict[str, object] = {
-                "role": rec.role, "id": rec.id, "split": "", "file": "", "status": "ok", "reason": "",
-                "width": "", "height": "", "src_file": rec.file, "src_width": rec.width or "",
-                "src_height": rec.height or "", "src_sha256": rec.sha256, "source": rec.source,
-                "license": rec.license, "label": rec.label,
-            }  # fmt: skip
+                "role": rec.role,
+                "id": rec.id,
+                "split": "",
+                "file": "",
+                "status": "ok",
+                "reason": "",
+                "width": "",
+                "height": "",
+                "src_file": rec.file,
+                "src_width": rec.width or "",
+                "src_height": rec.height or "",
+                "src_sha256": rec.sha256,
+                "source": rec.source,
+                "license": rec.license,
+                "label": rec.label,
+            }
             try:
                 if rec.role not in ROLES:
                     raise ImageError(f"{path}: unknown role {rec.role!r} in the manifest")
@@ -196,8 +220,12 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="validate, resize and split the images (stage 2)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "prepare",
+        help="validate, resize and split the images (stage 2)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     p.add_argument("--raw", type=Path, default=Path("data/raw"), help="fetch output (default: data/raw)")
     p.add_argument("--out", type=Path, default=Path("data/prepared"), help="output folder (default: data/prepared)")
@@ -208,9 +236,12 @@ def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     tree = params.model_dump(mode="json")
     with tracking.stage_run(
-        "prepare", None, {"profile": tree["profile"], "prepare": tree["prepare"]},
-        uri=params.tracking.uri, experiment=params.tracking.experiment,
-    ) as logger:  # fmt: skip
+        "prepare",
+        None,
+        {"profile": tree["profile"], "prepare": tree["prepare"]},
+        uri=params.tracking.uri,
+        experiment=params.tracking.experiment,
+    ) as logger:
         stats = run(params, args.raw, args.out)
         flat = {"skipped": stats["skipped"]}
         for role in ROLES:

@@ -58,8 +58,10 @@ def run(
     stored = state.get("config", {})
     for key in ("batch_size", "lr", "lr_decay", "seed"):
         if key in stored and stored[key] != getattr(tcfg, key):
-            raise NstError(f"{ckpt}: trained with {key} = {stored[key]}, but the params ({params.profile} profile) "
-                           f"say {getattr(tcfg, key)}: export with the params and profile of the run")  # fmt: skip
+            raise NstError(
+                f"{ckpt}: trained with {key} = {stored[key]}, but the params ({params.profile} profile) "
+                f"say {getattr(tcfg, key)}: export with the params and profile of the run"
+            )
     modules = model.trainable()
     schedule = get_spec(method).reference_schedule
     card = {
@@ -69,29 +71,45 @@ def run(
         "parameters": sum(p.numel() for m in modules.values() for p in m.parameters()),
         "iterations": int(state["iteration"]),
         "planned_iterations": tcfg.iterations,
-        "schedule": {"batch_size": tcfg.batch_size, "crop": tcfg.crop, "resize_short": tcfg.resize_short,
-                     "lr": tcfg.lr, "lr_decay": tcfg.lr_decay, "seed": tcfg.seed, "profile": params.profile},
-        "reference_schedule": {"iterations": schedule.iterations, "batch_size": schedule.batch_size,
-                               "crop": schedule.crop, "source": schedule.source},
+        "schedule": {
+            "batch_size": tcfg.batch_size,
+            "crop": tcfg.crop,
+            "resize_short": tcfg.resize_short,
+            "lr": tcfg.lr,
+            "lr_decay": tcfg.lr_decay,
+            "seed": tcfg.seed,
+            "profile": params.profile,
+        },
+        "reference_schedule": {
+            "iterations": schedule.iterations,
+            "batch_size": schedule.batch_size,
+            "crop": schedule.crop,
+            "source": schedule.source,
+        },
         "precision": {True: "bf16 autocast", False: "fp32"}.get(stored.get("amp"), f"amp = {stored.get('amp')}"),
         "hardware": state.get("hardware", "unknown"),
         "wall_time_s": round(float(state.get("elapsed_s", 0.0)), 1),
         "final_losses": {k: round(float(v), 6) for k, v in state.get("last_losses", {}).items()},
-        "encoder": {"weights": params.encoder.weights, "pool": params.encoder.pool,
-                    "normalise": getattr(params.methods, method).encoder_normalise, "sha256": encoder.weights_sha256},
+        "encoder": {
+            "weights": params.encoder.weights,
+            "pool": params.encoder.pool,
+            "normalise": getattr(params.methods, method).encoder_normalise,
+            "sha256": encoder.weights_sha256,
+        },
         "data": {"content": data_ids(content), "style": data_ids(style)},
         "git_sha": code or git_sha(),
         "checkpoint": str(ckpt),
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }  # fmt: skip
+    }
     export(method, modules, encoder.weights_sha256, state, out, card)
     write_text_atomic(out.with_suffix(".md"), card_markdown(card))
     return card
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrained", help="export a pretraining run as models/pretrained/<method>.pt + model card",
-                       description=__doc__)  # fmt: skip
+    p = sub.add_parser(
+        "pretrained", help="export a pretraining run as models/pretrained/<method>.pt + model card", description=__doc__
+    )
     p.add_argument("--method", required=True, choices=trained_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--profile", choices=PROFILES, default="pretrain", help="the profile the run was trained with")

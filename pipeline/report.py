@@ -324,19 +324,25 @@ def render_figures(inputs: Inputs, outputs: Path) -> dict[str, Figure]:
             (c.stem, s.stem): _thumb(outputs / method / f"{c.stem}__{s.stem}.png") for c in contents for s in styles
         }
         figures[f"grid_{method}"] = rep.fig_image_grid(
-            images, [c.stem for c in contents], [s.stem for s in styles], content_thumbs, style_thumbs,
+            images,
+            [c.stem for c in contents],
+            [s.stem for s in styles],
+            content_thumbs,
+            style_thumbs,
             title=f"{method}: content (rows) x style (columns)"
             + (f"\n{rep.PRETRAINED}: {pretrained[method]}" if method in pretrained else ""),
-        )  # fmt: skip
+        )
     pairs = [(c.stem, s.stem) for c in contents for s in styles][:SIDE_BY_SIDE_PAIRS]
     side = {(f"{c} x {s}", "content"): content_thumbs[c] for c, s in pairs}
     side.update({(f"{c} x {s}", "style"): style_thumbs[s] for c, s in pairs})
     for method in methods:
         side.update({(f"{c} x {s}", method): _thumb(outputs / method / f"{c}__{s}.png") for c, s in pairs})
     figures["side_by_side"] = rep.fig_image_grid(
-        side, [f"{c} x {s}" for c, s in pairs], ["content", "style", *methods],
+        side,
+        [f"{c} x {s}" for c, s in pairs],
+        ["content", "style", *methods],
         title="\n".join(["side by side", *(rep.pretrained_title(m, c) for m, c in pretrained.items())]),
-    )  # fmt: skip
+    )
     for name in ("content", "style", *methods):
         label = f"{name}\n({rep.PRETRAINED})" if name in pretrained else name
         figures["side_by_side"].axes[list(["content", "style", *methods]).index(name)].set_title(label, fontsize=9)
@@ -387,8 +393,12 @@ def setup_lines(params: Params, inputs: Inputs, git_sha: str, created: str) -> l
         s = stats.get(role, {})
         source = getattr(params.fetch, role).source
         counts = f"{s.get('train', '?')} train / {s.get('val', '?')} val / {s.get('test', '?')} test"
-        data.append((f"{role} images", f"{s.get('usable', '?')} usable from `{source}` ({s.get('skipped', 0)} "
-                                       f"skipped): {counts}"))  # fmt: skip
+        data.append(
+            (
+                f"{role} images",
+                f"{s.get('usable', '?')} usable from `{source}` ({s.get('skipped', 0)} skipped): {counts}",
+            )
+        )
     encoder = next((e.get("encoder") for e in inputs.effective.values() if e and e.get("encoder")), None)
     level = st.get("ci_level") or 0.95
     lines = [

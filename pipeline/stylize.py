@@ -34,9 +34,19 @@ from pipeline.tuned import apply_tuned, override_method, parse_overrides
 log = logging.getLogger(__name__)
 
 TIMING_FIELDS = (
-    "content", "style", "file", "seconds", "peak_mem_mb", "device", "content_sha256", "style_sha256",
-    "loss_content", "loss_style", "loss_tv", "loss_total",
-)  # fmt: skip
+    "content",
+    "style",
+    "file",
+    "seconds",
+    "peak_mem_mb",
+    "device",
+    "content_sha256",
+    "style_sha256",
+    "loss_content",
+    "loss_style",
+    "loss_tv",
+    "loss_total",
+)
 LOSS_FIELDS = ("pair", "step", "content", "style", "tv", "total")
 STATE_FILE = ".stylize-state.json"
 
@@ -77,10 +87,16 @@ def run(
             raise NstError(f"{folder}: no {role} images to stylize")
     encoder = encoder if encoder is not None else method_encoder(params, method_name)
     config = getattr(params.methods, method_name).model_dump(mode="json")
-    state = {"method": method_name, "config": config,
-             "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
-             "pool": params.encoder.pool, "device": device.type, "code_sha256": code_fingerprint([__file__]),
-             "model_sha256": model_fingerprint(model), **method_provenance(method_name)}  # fmt: skip
+    state = {
+        "method": method_name,
+        "config": config,
+        "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
+        "pool": params.encoder.pool,
+        "device": device.type,
+        "code_sha256": code_fingerprint([__file__]),
+        "model_sha256": model_fingerprint(model),
+        **method_provenance(method_name),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"
     losses_path = out_dir / "losses.csv"
@@ -130,15 +146,24 @@ def run(
         content, style, output, seconds, peak, history = stylize_pair(method, content_path, style_path, device)
         write_image(output, out_dir / name)
         final = history[-1] if history else {}
-        rows.append({
-            "content": content_path.name, "style": style_path.name, "file": name, "seconds": round(seconds, 4),
-            "peak_mem_mb": round(peak, 1), "device": device.type, "content_sha256": shas[content_path],
-            "style_sha256": shas[style_path],
-            **{f"loss_{k}": final.get(k, "") for k in ("content", "style", "tv", "total")},
-        })  # fmt: skip
+        rows.append(
+            {
+                "content": content_path.name,
+                "style": style_path.name,
+                "file": name,
+                "seconds": round(seconds, 4),
+                "peak_mem_mb": round(peak, 1),
+                "device": device.type,
+                "content_sha256": shas[content_path],
+                "style_sha256": shas[style_path],
+                **{f"loss_{k}": final.get(k, "") for k in ("content", "style", "tv", "total")},
+            }
+        )
         rows.sort(key=lambda r: r["file"])
-        loss_rows.extend({"pair": Path(name).stem, "step": step, **terms}
-                         for step, terms in tracking.thin(history, params.tracking.max_step_points))  # fmt: skip
+        loss_rows.extend(
+            {"pair": Path(name).stem, "step": step, **terms}
+            for step, terms in tracking.thin(history, params.tracking.max_step_points)
+        )
         write_csv(loss_rows, LOSS_FIELDS, losses_path)
         write_csv(rows, TIMING_FIELDS, timing_path)
         if logger is not None:
@@ -153,10 +178,15 @@ def run(
     if logger is not None:
         seconds = [float(r["seconds"]) for r in rows]
         peaks = [float(r["peak_mem_mb"]) for r in rows]
-        logger.log_metrics({
-            "pairs": len(rows), "seconds_mean": statistics.fmean(seconds), "seconds_total": sum(seconds),
-            "peak_mem_mb_max": max(peaks), "peak_mem_mb_mean": statistics.fmean(peaks),
-        })  # fmt: skip
+        logger.log_metrics(
+            {
+                "pairs": len(rows),
+                "seconds_mean": statistics.fmean(seconds),
+                "seconds_total": sum(seconds),
+                "peak_mem_mb_max": max(peaks),
+                "peak_mem_mb_mean": statistics.fmean(peaks),
+            }
+        )
         logger.log_artifact(timing_path)
     return rows
 
@@ -164,8 +194,13 @@ def run(
 def stage_params(params: Params, method_name: str) -> dict[str, Any]:
     """The params tree a stylize run depends on (logged to MLflow and hashed)."""
     dump = params.model_dump(mode="json")
-    return {"profile": dump["profile"], "base": dump["base"], "encoder": dump["encoder"],
-            "method": {method_name: dump["methods"][method_name]}, "stylize": dump["stylize"]}  # fmt: skip
+    return {
+        "profile": dump["profile"],
+        "base": dump["base"],
+        "encoder": dump["encoder"],
+        "method": {method_name: dump["methods"][method_name]},
+        "stylize": dump["stylize"],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -177,8 +212,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", required=True, choices=list_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--tuned", type=Path, default=None,
-                   help="reports/tuning/<method>/best.yaml, used when tune.use_tuned")  # fmt: skip
+    p.add_argument(
+        "--tuned", type=Path, default=None, help="reports/tuning/<method>/best.yaml, used when tune.use_tuned"
+    )
     p.add_argument("--content", type=Path, default=Path("data/prepared/test/content"))
     p.add_argument("--style", type=Path, default=Path("data/prepared/test/style"))
     p.add_argument("--out", type=Path, required=True, help="e.g. outputs/<method>")
@@ -222,8 +258,9 @@ def main_stage(args: argparse.Namespace) -> int:
         tags=tags,
         max_step_points=params.tracking.max_step_points,
     ) as logger:
-        rows = run(params, args.method, args.content, args.style, args.out, encoder=encoder, logger=logger,
-                   model=args.model)  # fmt: skip
+        rows = run(
+            params, args.method, args.content, args.style, args.out, encoder=encoder, logger=logger, model=args.model
+        )
     log.info("stylize@%s: %d pairs in %s", args.method, len(rows), args.out)
     return 0
 
@@ -233,8 +270,12 @@ def main_one(args: argparse.Namespace) -> int:
     path = args.params if args.params is not None else Path("params.yaml")
     if args.params is None and not path.is_file():  # an explicit --params that is missing stays an error
         spec = get_spec(args.method)
-        log.info("no params.yaml in %s: using %s's defaults (%s, device auto)", Path.cwd(), args.method,
-                 "encoder caffe, pool max" if spec.uses_encoder else "no encoder")  # fmt: skip
+        log.info(
+            "no params.yaml in %s: using %s's defaults (%s, device auto)",
+            Path.cwd(),
+            args.method,
+            "encoder caffe, pool max" if spec.uses_encoder else "no encoder",
+        )
         device = pick_device("auto")
         try:
             method_params = spec.parse(overrides)  # the method's defaults with the overrides, validated

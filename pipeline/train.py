@@ -56,8 +56,16 @@ class TrainLog(LossHistory):
     every ``log_every``-th to MLflow (20 steps per call, the rest when training ends) and, every ``sample_every``
     iterations, a sample grid (content | style | stylized) of one fixed content and style crop."""
 
-    def __init__(self, model: Any, sample: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-                 logger: tracking.RunLogger | None, *, sample_every: int, log_every: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        sample: tuple[torch.Tensor, torch.Tensor],
+        device: torch.device,
+        logger: tracking.RunLogger | None,
+        *,
+        sample_every: int,
+        log_every: int,
+    ) -> None:
         super().__init__()
         self.model, self.sample, self.device, self.logger = model, sample, device, logger
         self.interval, self.log_every = sample_every, log_every
@@ -127,8 +135,9 @@ def run(
     init_info = start_from(init, init_sha, model, method_name, encoder.weights_sha256)
     ckpt_dir = out_dir / "checkpoints"
     resumes = decide_resume(ckpt_dir, fingerprint, resume, method_name)
-    content, style = (crops(folder, tcfg.resize_short, tcfg.crop, workers=tcfg.workers)
-                      for folder in (content_dir, style_dir))  # fmt: skip
+    content, style = (
+        crops(folder, tcfg.resize_short, tcfg.crop, workers=tcfg.workers) for folder in (content_dir, style_dir)
+    )
     # What training at this crop size uses of the architecture (e.g. the discriminator scales that see the crops).
     info = model.train_info(tcfg.crop) if hasattr(model, "train_info") else {}
     if info:
@@ -137,8 +146,18 @@ def run(
     sample = (content.sample(1, torch.Generator().manual_seed(1)), style.sample(1, torch.Generator().manual_seed(2)))
     callbacks = TrainLog(model, sample, device, logger, sample_every=tcfg.sample_every, log_every=tcfg.log_every)
     started = time.perf_counter()
-    reached = train(model, content, style, cfg, ckpt_dir, device=device, resume=resumes, fingerprint=fingerprint,
-                    callbacks=callbacks, stop_after=stop_after)  # fmt: skip
+    reached = train(
+        model,
+        content,
+        style,
+        cfg,
+        ckpt_dir,
+        device=device,
+        resume=resumes,
+        fingerprint=fingerprint,
+        callbacks=callbacks,
+        stop_after=stop_after,
+    )
     seconds = time.perf_counter() - started
     if rank != 0:  # rank 0 writes the outputs and logs
         return {"iterations": reached, "rank": rank}
@@ -147,8 +166,14 @@ def run(
     metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
     model_path = out_dir / str(spec.model_file)
     if reached >= cfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
-        model.save(out_dir, extra={"iterations": reached, "fingerprint": fingerprint,
-                                   "pretrained_iterations": init_info["pretrained_iterations"]})  # fmt: skip
+        model.save(
+            out_dir,
+            extra={
+                "iterations": reached,
+                "fingerprint": fingerprint,
+                "pretrained_iterations": init_info["pretrained_iterations"],
+            },
+        )
     write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
@@ -157,30 +182,39 @@ def run(
     return metrics
 
 
-def run_fingerprint(params: Params, method_name: str, encoder_sha: str, data: tuple[Path, Path],
-                    init_sha: str | None) -> str:  # fmt: skip
+def run_fingerprint(
+    params: Params, method_name: str, encoder_sha: str, data: tuple[Path, Path], init_sha: str | None
+) -> str:
     """What a checkpoint must have been written for to be resumed: the method's section, encoder, data folders, the
     warm-start file and this module's code. ``train.workers`` is left out: how many processes cut the crops changes
     no number (methods/training.py StepPlans)."""
     section = getattr(params.methods, method_name)
-    return tracking.params_hash({"method": method_name,
-                                 "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
-                                 "encoder": encoder_sha, "pool": params.encoder.pool,
-                                 "content": str(data[0]), "style": str(data[1]),
-                                 "init": init_sha,
-                                 "code": code_fingerprint([__file__])})  # fmt: skip
+    return tracking.params_hash(
+        {
+            "method": method_name,
+            "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
+            "encoder": encoder_sha,
+            "pool": params.encoder.pool,
+            "content": str(data[0]),
+            "style": str(data[1]),
+            "init": init_sha,
+            "code": code_fingerprint([__file__]),
+        }
+    )
 
 
-def start_from(init: Path | None, init_sha: str | None, model: Any, method_name: str,
-               encoder_sha: str) -> dict[str, Any]:  # fmt: skip
+def start_from(
+    init: Path | None, init_sha: str | None, model: Any, method_name: str, encoder_sha: str
+) -> dict[str, Any]:
     """Warm-start ``model`` from the pretrained file ``init`` (None: from scratch); returns what
     ``train_metrics.json`` records of the start (``init_from``, ``init_sha256``, ``pretrained_iterations``)."""
     if init is None:
         return {"init_from": None, "pretrained_iterations": 0}
     card = warm_start(method_name, model.trainable(), encoder_sha, init)
     info = {"init_from": str(init), "init_sha256": init_sha, "pretrained_iterations": int(card.get("iterations", 0))}
-    log.info("train@%s: warm start from %s (%d pretrained iterations)", method_name, init,
-             info["pretrained_iterations"])  # fmt: skip
+    log.info(
+        "train@%s: warm start from %s (%d pretrained iterations)", method_name, init, info["pretrained_iterations"]
+    )
     return info
 
 
@@ -201,8 +235,9 @@ def decide_resume(ckpt_dir: Path, fingerprint: str, resume: str, method_name: st
     return resume == "always"
 
 
-def train_metrics(path: Path, reached: int, history: list[dict[str, float]], seconds: float,
-                  setting: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def train_metrics(
+    path: Path, reached: int, history: list[dict[str, float]], seconds: float, setting: dict[str, Any]
+) -> dict[str, Any]:
     """``train_metrics.json``'s content: this run's iterations, speed and final losses, with ``setting`` (device,
     processes, precision, architecture and warm-start facts). A resumed run that had nothing left to do keeps the
     metrics at ``path``, with ``iterations_this_run`` 0."""
@@ -210,15 +245,26 @@ def train_metrics(path: Path, reached: int, history: list[dict[str, float]], sec
         return {**json.loads(path.read_text()), "iterations_this_run": 0}
     done = len(history)
     return {
-        "iterations": reached, "iterations_this_run": done, "seconds": round(seconds, 3),
+        "iterations": reached,
+        "iterations_this_run": done,
+        "seconds": round(seconds, 3),
         "iterations_per_second": round(done / seconds, 4) if seconds > 0 and done else None,
-        **setting, "total_iterations": reached + setting["pretrained_iterations"],
+        **setting,
+        "total_iterations": reached + setting["pretrained_iterations"],
         **{f"final_{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"},
-    }  # fmt: skip
+    }
 
 
-def write_outputs(params: Params, method_name: str, out_dir: Path, metrics: dict[str, Any],
-                  history: list[dict[str, float]], reached: int, *, resumed: bool) -> None:  # fmt: skip
+def write_outputs(
+    params: Params,
+    method_name: str,
+    out_dir: Path,
+    metrics: dict[str, Any],
+    history: list[dict[str, float]],
+    reached: int,
+    *,
+    resumed: bool,
+) -> None:
     """``losses.csv`` (this run's rows after those of the run it resumed, up to where this one started),
     ``train_metrics.json`` and ``effective_params.yaml``, each atomically."""
     losses_path = out_dir / "losses.csv"
@@ -235,16 +281,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a feed-forward method (stage train@<method>)", description=__doc__)
     p.add_argument("--method", required=True, choices=trained_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="apply this profile instead of params.yaml's (make pretrain: --profile pretrain)")  # fmt: skip
-    p.add_argument("--tuned", type=Path, default=None,
-                   help="reports/tuning/<method>/best.yaml, used when tune.use_tuned")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="apply this profile instead of params.yaml's (make pretrain: --profile pretrain)",
+    )
+    p.add_argument(
+        "--tuned", type=Path, default=None, help="reports/tuning/<method>/best.yaml, used when tune.use_tuned"
+    )
     p.add_argument("--content", type=Path, default=Path("data/prepared/train/content"))
     p.add_argument("--style", type=Path, default=Path("data/prepared/train/style"))
     p.add_argument("--out", type=Path, required=True, help="e.g. models/<method>")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_const", const="always", dest="resume", default="auto",
-                       help="continue from the newest checkpoint (error if there is none)")  # fmt: skip
+    group.add_argument(
+        "--resume",
+        action="store_const",
+        const="always",
+        dest="resume",
+        default="auto",
+        help="continue from the newest checkpoint (error if there is none)",
+    )
     group.add_argument("--fresh", action="store_const", const="never", dest="resume", help="ignore checkpoints")
     p.set_defaults(func=main)
 
@@ -281,14 +338,25 @@ def main(args: argparse.Namespace) -> int:
 
 def _main(args: argparse.Namespace, params: Params) -> int:
     section = getattr(params.methods, args.method).model_dump(mode="json")
-    tree = {"profile": params.profile, "base": params.base.model_dump(), "encoder": params.encoder.model_dump(),
-            "method": {args.method: section}}  # fmt: skip
+    tree = {
+        "profile": params.profile,
+        "base": params.base.model_dump(),
+        "encoder": params.encoder.model_dump(),
+        "method": {args.method: section},
+    }
     if dist_info()[0] != 0:  # other ranks train without logging; rank 0 holds the MLflow run
         run(params, args.method, args.content, args.style, args.out, resume=args.resume)
         return 0
     tags = {"processes": str(dist_info()[1])}
-    with tracking.stage_run("train", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,
-                            tags=tags, max_step_points=params.tracking.max_step_points) as logger:  # fmt: skip
+    with tracking.stage_run(
+        "train",
+        args.method,
+        tree,
+        uri=params.tracking.uri,
+        experiment=params.tracking.experiment,
+        tags=tags,
+        max_step_points=params.tracking.max_step_points,
+    ) as logger:
         metrics = run(params, args.method, args.content, args.style, args.out, resume=args.resume, logger=logger)
     log.info("train@%s: %s", args.method, json.dumps(metrics))
     return 0

@@ -64,8 +64,9 @@ class DecodedArrays:
         missing = [i for i, f in enumerate(self.files) if not f.is_file()]
         if missing:
             log.info("decoding %d of %d images into %s (once)", len(missing), len(self.files), folder)
-            loader = torch.utils.data.DataLoader(missing, batch_size=None, num_workers=workers,
-                                                 collate_fn=self._write, generator=torch.Generator())  # fmt: skip
+            loader = torch.utils.data.DataLoader(
+                missing, batch_size=None, num_workers=workers, collate_fn=self._write, generator=torch.Generator()
+            )
             for _ in loader:
                 pass
 

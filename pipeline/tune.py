@@ -97,8 +97,12 @@ def make_storage(url: str, params: Params) -> optuna.storages.RDBStorage:
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9; we rely on them knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=params.tune.heartbeat_s,
-                                          grace_period=params.tune.grace_s)  # fmt: skip
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=params.tune.heartbeat_s,
+            grace_period=params.tune.grace_s,
+        )
 
 
 def make_sampler(params: Params, budget: int, worker: int, existing: int) -> optuna.samplers.BaseSampler:
@@ -303,8 +307,11 @@ class Objective:
 
     def prune_check(self, trial: optuna.Trial, step: int, values: list[float]) -> None:
         trial.set_user_attr(f"intermediate_{step}", values)
-        others = [t.user_attrs.get(f"intermediate_{step}") for t in trial.study.get_trials(deepcopy=False)
-                  if t.number != trial.number and t.state in FINISHED]  # fmt: skip
+        others = [
+            t.user_attrs.get(f"intermediate_{step}")
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number != trial.number and t.state in FINISHED
+        ]
         beaten_by = times_dominated(values, [o for o in others if o is not None], self.directions)
         if beaten_by >= self.params.tune.prune_dominated_by:
             raise optuna.TrialPruned(f"step {step}: dominated by {beaten_by} trials")
@@ -325,8 +332,16 @@ class Objective:
         hook = ScoreAndPrune(self, trial, model, cfg.iterations)
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
-            train(model, *self._crops[key], cfg, ckpt, device=self.device, fingerprint=f"trial{trial.number}",
-                  callbacks=hook, progress=False)  # fmt: skip
+            train(
+                model,
+                *self._crops[key],
+                cfg,
+                ckpt,
+                device=self.device,
+                fingerprint=f"trial{trial.number}",
+                callbacks=hook,
+                progress=False,
+            )
             return self.score(model)
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)
@@ -357,8 +372,14 @@ class ScoreAndPrune(TrainCallbacks):
         self.objective.prune_check(self.trial, iteration, values)
 
 
-def _load_for_worker(params_path: Path, method: str, val: tuple[Path, Path], train_dirs: tuple[Path, Path],
-                     work_dir: Path, encoder: VGGEncoder | None = None) -> tuple[Params, Objective]:  # fmt: skip
+def _load_for_worker(
+    params_path: Path,
+    method: str,
+    val: tuple[Path, Path],
+    train_dirs: tuple[Path, Path],
+    work_dir: Path,
+    encoder: VGGEncoder | None = None,
+) -> tuple[Params, Objective]:
     params = load_params(params_path)
     encoder = encoder if encoder is not None else load_encoder(**encoder_settings(params, method))
     scorer, _ = build_scorer(params)
@@ -370,8 +391,13 @@ def worker_main(spec: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker{spec['worker']}: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
-    params, objective = _load_for_worker(Path(spec["params"]), spec["method"], tuple(map(Path, spec["val"])),
-                                         tuple(map(Path, spec["train"])), Path(spec["work_dir"]))  # fmt: skip
+    params, objective = _load_for_worker(
+        Path(spec["params"]),
+        spec["method"],
+        tuple(map(Path, spec["val"])),
+        tuple(map(Path, spec["train"])),
+        Path(spec["work_dir"]),
+    )
     storage = make_storage(spec["storage"], params)
     study = optuna.load_study(study_name=spec["study"], storage=storage)
     study.sampler = make_sampler(params, spec["budget"], spec["worker"], len(study.get_trials(deepcopy=False)))
@@ -382,8 +408,10 @@ def run_workers(spec: dict[str, Any], workers: int, target: Callable[[dict[str, 
     """Start ``workers`` processes on one study (spawned: no CUDA/threads state is forked) and wait for them."""
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, torch.get_num_threads() // workers)
-    procs = [ctx.Process(target=target, args=({**spec, "worker": i, "threads": threads},), daemon=False)
-             for i in range(workers)]  # fmt: skip
+    procs = [
+        ctx.Process(target=target, args=({**spec, "worker": i, "threads": threads},), daemon=False)
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -403,10 +431,18 @@ def trial_rows(study: optuna.Study, objectives: Sequence[str], space: Sequence[s
         if "discarded" in t.user_attrs:
             continue
         values = t.values if t.values is not None else [None] * len(objectives)
-        rows.append({"number": t.number, "state": t.state.name, "worker": t.user_attrs.get("worker"),
-                     "seconds": t.user_attrs.get("seconds"), **{k: t.params.get(k) for k in space},
-                     **dict(zip(objectives, values, strict=True)), "pareto": int(t.number in front),
-                     "reference": int(bool(t.user_attrs.get("reference")))})  # fmt: skip
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "worker": t.user_attrs.get("worker"),
+                "seconds": t.user_attrs.get("seconds"),
+                **{k: t.params.get(k) for k in space},
+                **dict(zip(objectives, values, strict=True)),
+                "pareto": int(t.number in front),
+                "reference": int(bool(t.user_attrs.get("reference"))),
+            }
+        )
     return rows
 
 
@@ -415,8 +451,11 @@ def reference_weights(method: str, space: Mapping[str, Any]) -> dict[str, float]
     must lie inside its search range, so that the reference is a point of the space the study explores."""
     defaults = get_spec(method).default_params()
     weights = {k: float(getattr(defaults, k)) for k in space}
-    outside = [f"{k} = {v:g} not in [{space[k].low:g}, {space[k].high:g}]" for k, v in weights.items()
-               if not space[k].low <= v <= space[k].high]  # fmt: skip
+    outside = [
+        f"{k} = {v:g} not in [{space[k].low:g}, {space[k].high:g}]"
+        for k, v in weights.items()
+        if not space[k].low <= v <= space[k].high
+    ]
     if outside:
         raise TuneError(f"tune.{method}.space must contain the method's reference weights: {'; '.join(outside)}")
     return weights
@@ -448,29 +487,45 @@ def run(
         raise TuneError(f"{method!r} is not a tuned method; tuned: {', '.join(tuned_methods())}")
     tune = getattr(params.tune, method)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shas = {f"{role}/{p.name}": sha256_file(p) for role, folder in (("val", val[0]), ("val", val[1]),
-            ("train", train_dirs[0]), ("train", train_dirs[1])) for p in list_images(folder)}  # fmt: skip
+    shas = {
+        f"{role}/{p.name}": sha256_file(p)
+        for role, folder in (("val", val[0]), ("val", val[1]), ("train", train_dirs[0]), ("train", train_dirs[1]))
+        for p in list_images(folder)
+    }
     encoder = load_encoder(**encoder_settings(params, method))  # its sha names the study; reused below
     name = study_name(params, method, shas, encoder.weights_sha256)
     url = storage_url(params, method, out_dir)
     storage = make_storage(url, params)
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions_for(params.tune.objectives),
-                                load_if_exists=True)  # fmt: skip
+    study = optuna.create_study(
+        study_name=name, storage=storage, directions=directions_for(params.tune.objectives), load_if_exists=True
+    )
     reference = reference_weights(method, tune.space)
     enqueue_reference(study, reference)
     before = len(finished(study))
     if before:
         log.info("tune@%s: study %s already holds %d finished trial(s); resuming", method, name, before)
     started = time.perf_counter()
-    spec = {"params": str(params_path), "method": method, "val": [str(v) for v in val],
-            "train": [str(t) for t in train_dirs], "work_dir": str(out_dir / ".work"), "storage": url, "study": name,
-            "budget": tune.trials}  # fmt: skip
+    spec = {
+        "params": str(params_path),
+        "method": method,
+        "val": [str(v) for v in val],
+        "train": [str(t) for t in train_dirs],
+        "work_dir": str(out_dir / ".work"),
+        "storage": url,
+        "study": name,
+        "budget": tune.trials,
+    }
     run_trials(study, storage, spec, params, workers, encoder)
     seconds = time.perf_counter() - started
     study = optuna.load_study(study_name=name, storage=storage)
     best = write_results(params, method, study, out_dir, reference, url)
-    summary = {"trials_finished": len(finished(study)), "trials_this_run": len(finished(study)) - before,
-               "seconds": round(seconds, 2), "chosen_trial": best["trial"], **best["objectives"]}  # fmt: skip
+    summary = {
+        "trials_finished": len(finished(study)),
+        "trials_this_run": len(finished(study)) - before,
+        "seconds": round(seconds, 2),
+        "chosen_trial": best["trial"],
+        **best["objectives"],
+    }
     if logger is not None:
         log_trials(logger, study, best["trial"], list(tune.space), params.tune.objectives)
         logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
@@ -479,8 +534,14 @@ def run(
     return {**summary, "best": best}
 
 
-def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: dict[str, Any], params: Params,
-               workers: int, encoder: VGGEncoder) -> None:  # fmt: skip
+def run_trials(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    spec: dict[str, Any],
+    params: Params,
+    workers: int,
+    encoder: VGGEncoder,
+) -> None:
     """Fill ``study`` to ``spec["budget"]`` finished trials: ``workers`` processes (:func:`worker_main`), or this one
     (reusing the loaded ``encoder``). The trials' scratch folder ``spec["work_dir"]`` is removed afterwards."""
     work_dir = Path(spec["work_dir"])
@@ -489,24 +550,30 @@ def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: d
         if workers > 1:
             run_workers(spec, workers)
         else:
-            _, objective = _load_for_worker(Path(spec["params"]), spec["method"], tuple(map(Path, spec["val"])),
-                                            tuple(map(Path, spec["train"])), work_dir, encoder)  # fmt: skip
+            _, objective = _load_for_worker(
+                Path(spec["params"]),
+                spec["method"],
+                tuple(map(Path, spec["val"])),
+                tuple(map(Path, spec["train"])),
+                work_dir,
+                encoder,
+            )
             study.sampler = make_sampler(params, spec["budget"], 0, len(study.get_trials(deepcopy=False)))
             optimize(study, objective, spec["budget"], storage=storage, wait_s=params.tune.wait_s)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def write_results(params: Params, method: str, study: optuna.Study, out_dir: Path, reference: Mapping[str, float],
-                  url: str) -> dict[str, Any]:  # fmt: skip
+def write_results(
+    params: Params, method: str, study: optuna.Study, out_dir: Path, reference: Mapping[str, float], url: str
+) -> dict[str, Any]:
     """``trials.csv``, ``pareto.csv`` and ``best.yaml`` (the point of the Pareto front picked by ``tune.selection``,
     and how the reference weights did); returns best.yaml's content."""
     objectives, directions = params.tune.objectives, directions_for(params.tune.objectives)
     front = sorted(study.best_trials, key=lambda t: t.number)
     if not front:
         raise TuneError(f"tune@{method}: no trial completed (all {len(finished(study))} pruned or failed)")
-    chosen = front[select([t.values for t in front], directions, params.tune.selection,
-                          params.tune.selection_weight)]  # fmt: skip
+    chosen = front[select([t.values for t in front], directions, params.tune.selection, params.tune.selection_weight)]
     space = list(getattr(params.tune, method).space)
     rows = trial_rows(study, objectives, space)
     for row in rows:
@@ -514,32 +581,52 @@ def write_results(params: Params, method: str, study: optuna.Study, out_dir: Pat
     fields = ["number", "state", "worker", "seconds", *space, *objectives, "pareto", "reference", "chosen"]
     write_csv(rows, fields, out_dir / "trials.csv")
     write_csv([r for r in rows if r["pareto"]], fields, out_dir / "pareto.csv")
-    best = {"method": method, "weights": {k: float(chosen.params[k]) for k in space},
-            "objectives": dict(zip(objectives, map(float, chosen.values), strict=True)),
-            "directions": dict(zip(objectives, directions, strict=True)),
-            "selection": params.tune.selection, "trial": chosen.number,
-            "trials_finished": len(finished(study)), "pareto_size": len(front), "study": study.study_name,
-            "storage": url if params.tune.storage else "sqlite:///<out>/study.db",
-            "reference": reference_result(study, reference, objectives, front)}  # fmt: skip
+    best = {
+        "method": method,
+        "weights": {k: float(chosen.params[k]) for k in space},
+        "objectives": dict(zip(objectives, map(float, chosen.values), strict=True)),
+        "directions": dict(zip(objectives, directions, strict=True)),
+        "selection": params.tune.selection,
+        "trial": chosen.number,
+        "trials_finished": len(finished(study)),
+        "pareto_size": len(front),
+        "study": study.study_name,
+        "storage": url if params.tune.storage else "sqlite:///<out>/study.db",
+        "reference": reference_result(study, reference, objectives, front),
+    }
     write_text_atomic(out_dir / "best.yaml", yaml.dump(best, Dumper=YamlDumper, sort_keys=False))
     return best
 
 
-def reference_result(study: optuna.Study, reference: Mapping[str, float], objectives: Sequence[str],
-                     front: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]:  # fmt: skip
+def reference_result(
+    study: optuna.Study,
+    reference: Mapping[str, float],
+    objectives: Sequence[str],
+    front: Sequence[optuna.trial.FrozenTrial],
+) -> dict[str, Any]:
     """best.yaml's ``reference``: the reference weights, their completed trial, its values, whether it is on the front
     (trial and values None while no reference trial has completed)."""
-    ref_trial = next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                      if t.user_attrs.get("reference")), None)  # fmt: skip
+    ref_trial = next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("reference")
+        ),
+        None,
+    )
     if ref_trial is None:
         return {"weights": reference, "trial": None, "objectives": None, "on_front": False}
-    return {"weights": reference, "trial": ref_trial.number,
-            "objectives": dict(zip(objectives, map(float, ref_trial.values), strict=True)),
-            "on_front": any(t.number == ref_trial.number for t in front)}  # fmt: skip
+    return {
+        "weights": reference,
+        "trial": ref_trial.number,
+        "objectives": dict(zip(objectives, map(float, ref_trial.values), strict=True)),
+        "on_front": any(t.number == ref_trial.number for t in front),
+    }
 
 
-def log_trials(logger: tracking.RunLogger, study: optuna.Study, chosen: int, space: Sequence[str],
-               objectives: Sequence[str]) -> None:  # fmt: skip
+def log_trials(
+    logger: tracking.RunLogger, study: optuna.Study, chosen: int, space: Sequence[str], objectives: Sequence[str]
+) -> None:
     """One nested MLflow run per trial under the stage run: weights, objective values, state; ``best`` tag."""
     for t in study.get_trials(deepcopy=False):
         if "discarded" in t.user_attrs:
@@ -565,8 +652,12 @@ def log_trials(logger: tracking.RunLogger, study: optuna.Study, chosen: int, spa
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="tune a method's loss weights with Optuna (stage tune@<method>)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "tune",
+        help="tune a method's loss weights with Optuna (stage tune@<method>)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--method", required=True, choices=tuned_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--val-content", type=Path, default=Path("data/prepared/val/content"))
@@ -583,11 +674,28 @@ def main(args: argparse.Namespace) -> int:
         raise TuneError(f"--workers must be >= 1, got {args.workers}")
     params = load_params(args.params)
     others = set(tuned_methods()) - {args.method}
-    tree = {"profile": params.profile, "tune": params.tune.model_dump(mode="json", exclude=others),
-            "method": {args.method: getattr(params.methods, args.method).model_dump(mode="json")}}  # fmt: skip
-    with tracking.stage_run("tune", args.method, tree, uri=params.tracking.uri, experiment=params.tracking.experiment,
-                            max_step_points=params.tracking.max_step_points) as logger:  # fmt: skip
-        result = run(params, args.method, (args.val_content, args.val_style), (args.train_content, args.train_style),
-                     args.out, params_path=args.params, workers=args.workers, logger=logger)  # fmt: skip
+    tree = {
+        "profile": params.profile,
+        "tune": params.tune.model_dump(mode="json", exclude=others),
+        "method": {args.method: getattr(params.methods, args.method).model_dump(mode="json")},
+    }
+    with tracking.stage_run(
+        "tune",
+        args.method,
+        tree,
+        uri=params.tracking.uri,
+        experiment=params.tracking.experiment,
+        max_step_points=params.tracking.max_step_points,
+    ) as logger:
+        result = run(
+            params,
+            args.method,
+            (args.val_content, args.val_style),
+            (args.train_content, args.train_style),
+            args.out,
+            params_path=args.params,
+            workers=args.workers,
+            logger=logger,
+        )
     log.info("tune@%s: %s", args.method, json.dumps({k: v for k, v in result.items() if k != "best"}))
     return 0

@@ -84,8 +84,12 @@ def test_the_graph_covers_the_packages():
 
 
 def test_no_project_import_inside_a_function():
-    inside = [f"{MODULES[m].relative_to(REPO)}:{line} imports {t}" for m, found in GRAPH.items()
-              for t, in_function, line in found if in_function and project(t)]  # fmt: skip
+    inside = [
+        f"{MODULES[m].relative_to(REPO)}:{line} imports {t}"
+        for m, found in GRAPH.items()
+        for t, in_function, line in found
+        if in_function and project(t)
+    ]
     assert not inside, inside
 
 
@@ -168,8 +172,9 @@ class Toy:
     def __init__(self, params: ToyParams | None = None, *, encoder: Any = None) -> None:
         self.params = params or ToyParams()
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, callback: Callable[..., Any] | None = None,
-                **overrides: Any) -> torch.Tensor:  # fmt: skip
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, callback: Callable[..., Any] | None = None, **overrides: Any
+    ) -> torch.Tensor:
         p = self.params.replace(**overrides) if overrides else self.params
         mean = style.mean(dim=(2, 3), keepdim=True)
         if callback is not None:

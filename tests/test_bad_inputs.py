@@ -39,20 +39,46 @@ class Workspace:
         return path
 
     def stylize(self, content: Path, *extra: str) -> list[str]:
-        return ["stylize", "--method", "gatys", "--params", str(self.params), str(content), str(self.style), "-o",
-                str(self.earlier), "--set", "iterations=1", "--set", "image_size=32", *extra]  # fmt: skip
+        return [
+            "stylize",
+            "--method",
+            "gatys",
+            "--params",
+            str(self.params),
+            str(content),
+            str(self.style),
+            "-o",
+            str(self.earlier),
+            "--set",
+            "iterations=1",
+            "--set",
+            "image_size=32",
+            *extra,
+        ]
 
     def fetch_prepare(self) -> list[list[str]]:
-        return [["fetch", "--params", str(self.params), "--out", str(self.root / "raw")],
-                ["prepare", "--params", str(self.params), "--raw", str(self.root / "raw"), "--out",
-                 str(self.root / "prepared")]]  # fmt: skip
+        return [
+            ["fetch", "--params", str(self.params), "--out", str(self.root / "raw")],
+            [
+                "prepare",
+                "--params",
+                str(self.params),
+                "--raw",
+                str(self.root / "raw"),
+                "--out",
+                str(self.root / "prepared"),
+            ],
+        ]
 
 
 def digest(root: Path) -> dict[str, str]:
     if root.is_file():
         return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def rgb(_where: Path, size: tuple[int, int] = (40, 30), seed: int = 0) -> np.ndarray:
@@ -71,8 +97,9 @@ def ws(tmp_path, sample_copy, repo_root) -> Workspace:
     params.write_text(yaml.safe_dump(raw))
     earlier = tmp_path / "earlier.png"
     Image.fromarray(rgb(earlier, seed=9)).save(earlier)
-    w = Workspace(tmp_path, params, sample_copy, sample_copy / "content/content0.png",
-                  sample_copy / "style/style0.png", earlier)  # fmt: skip
+    w = Workspace(
+        tmp_path, params, sample_copy, sample_copy / "content/content0.png", sample_copy / "style/style0.png", earlier
+    )
     for argv in w.fetch_prepare():
         assert cli.main(argv) == 0
     return w
@@ -232,8 +259,21 @@ def bad_model(ws: Workspace) -> list[list[str]]:
     model = ws.root / "decoder.pt"
     model.write_bytes(b"PK\x03\x04 this is no checkpoint")
     ws.__dict__["bad"] = model
-    return [["stylize", "--method", "adain", "--params", str(ws.params), "--model", str(model), str(ws.content),
-             str(ws.style), "-o", str(ws.earlier)]]  # fmt: skip
+    return [
+        [
+            "stylize",
+            "--method",
+            "adain",
+            "--params",
+            str(ws.params),
+            "--model",
+            str(model),
+            str(ws.content),
+            str(ws.style),
+            "-o",
+            str(ws.earlier),
+        ]
+    ]
 
 
 def bad_best(ws: Workspace) -> list[list[str]]:

@@ -19,9 +19,31 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("method", ["adain", "contrastive"])
 def test_feedforward_bench_writes_fp32_and_bf16_side_by_side(method, tmp_path):
     out = tmp_path / f"{method}.json"
-    subprocess.run([sys.executable, str(ROOT / "bench/feedforward.py"), "--method", method, "--sizes", "64",
-                    "--train-iterations", "1", "--devices", "cpu", "--amp", "false", "true", "--channels-last",
-                    "false", "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/feedforward.py"),
+            "--method",
+            method,
+            "--sizes",
+            "64",
+            "--train-iterations",
+            "1",
+            "--devices",
+            "cpu",
+            "--amp",
+            "false",
+            "true",
+            "--channels-last",
+            "false",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     report = json.loads(out.read_text())
     assert report["benchmark"] == method
     fp32, bf16 = report["results"]
@@ -37,9 +59,31 @@ def test_feedforward_bench_writes_fp32_and_bf16_side_by_side(method, tmp_path):
 
 def test_gatys_bench_writes_fp32_and_bf16_side_by_side(tmp_path):
     out = tmp_path / "gatys.json"
-    subprocess.run([sys.executable, str(ROOT / "bench/gatys.py"), "--sizes", "64", "--optimizers", "lbfgs",
-                    "--iterations", "2", "--devices", "cpu", "--amp", "false", "true", "--channels-last", "true",
-                    "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/gatys.py"),
+            "--sizes",
+            "64",
+            "--optimizers",
+            "lbfgs",
+            "--iterations",
+            "2",
+            "--devices",
+            "cpu",
+            "--amp",
+            "false",
+            "true",
+            "--channels-last",
+            "true",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     rows = json.loads(out.read_text())["results"]
     assert [(r["amp"], r["channels_last"]) for r in rows] == [(False, True), (True, True)]
     assert all(r["seconds_per_iteration"] > 0 and r["final_loss"] > 0 for r in rows)
@@ -87,8 +131,12 @@ def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_d
     """Issue 17: preflight and each step land in gpu_check.json as they finish; killing the check midway leaves the
     steps done so far (the one in progress reads "running") and no step process behind."""
     report = tmp_path / "gpu_check.json"
-    proc = subprocess.Popen(_gpu_check(tmp_path, "--steps", "gatys", "train_contrastive"), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _gpu_check(tmp_path, "--steps", "gatys", "train_contrastive"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     steps: list[dict] = []
     while not (len(steps) == 3 and steps[2]["status"] == "running"):
@@ -103,8 +151,11 @@ def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_d
     assert not kept["finished"]
     assert kept["preflight"]["torch"]
     assert "missing" in kept["preflight"]
-    assert [(s["name"], s["status"]) for s in kept["steps"]] == [("preflight", "ok"), ("gatys", "ok"),
-                                                                 ("train_contrastive", "running")]  # fmt: skip
+    assert [(s["name"], s["status"]) for s in kept["steps"]] == [
+        ("preflight", "ok"),
+        ("gatys", "ok"),
+        ("train_contrastive", "running"),
+    ]
     rows = kept["steps"][1]["result"]["rows"]
     assert [r["precision"] for r in rows] == ["fp32", "bf16", "bf16+channels_last"]
     assert all(r["final_loss_fp32"] > 0 for r in rows)
@@ -113,8 +164,9 @@ def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_d
 
 
 def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
-    proc = subprocess.run([*_gpu_check(tmp_path), "--device", "cuda"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [*_gpu_check(tmp_path), "--device", "cuda"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     if report["preflight"]["cuda_available"] if "preflight" in report else False:
         pytest.skip("this machine has CUDA")
@@ -127,9 +179,28 @@ def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
 def test_startup_bench_times_help_import_and_a_one_off_stylize(tmp_path, make_image):
     out = tmp_path / "startup.json"
     content, style = make_image("content.png", (48, 32), seed=1), make_image("style.png", (40, 40), seed=2)
-    subprocess.run([sys.executable, str(ROOT / "bench/startup.py"), "--runs", "1", "--warmup", "0", "--top", "3",
-                    "--content", str(content), "--style", str(style), "--out", str(out)],
-                   check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/startup.py"),
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--top",
+            "3",
+            "--content",
+            str(content),
+            "--style",
+            str(style),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     report = json.loads(out.read_text())
     assert report["benchmark"] == "startup"
     assert report["git_sha"]

@@ -30,8 +30,15 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (Debian: apt-get install chromium)"),
 ]
 # Offline-safe flags: no background connections, no sandbox (CI runs as root).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 TUNED_GATYS_STYLE_WEIGHT = 1234.5  # params.yaml says 100: the report must show what stylize ran with
@@ -40,11 +47,20 @@ TUNED_GATYS_STYLE_WEIGHT = 1234.5  # params.yaml says 100: the report must show 
 def _write_tuning(folder: Path) -> Path:
     """A tune@gatys result as pipeline/tune.py writes it (best.yaml + trials.csv with the reference trial)."""
     folder.mkdir(parents=True)
-    best = {"method": "gatys", "weights": {"style_weight": TUNED_GATYS_STYLE_WEIGHT},
-            "objectives": {"content_loss": 2.0, "style_gram": 1.0}, "selection": "knee", "trial": 1,
-            "trials_finished": 2, "reference": {"weights": {"style_weight": 100.0}, "trial": 0,
-                                                "objectives": {"content_loss": 1.0, "style_gram": 3.0},
-                                                "on_front": True}}  # fmt: skip
+    best = {
+        "method": "gatys",
+        "weights": {"style_weight": TUNED_GATYS_STYLE_WEIGHT},
+        "objectives": {"content_loss": 2.0, "style_gram": 1.0},
+        "selection": "knee",
+        "trial": 1,
+        "trials_finished": 2,
+        "reference": {
+            "weights": {"style_weight": 100.0},
+            "trial": 0,
+            "objectives": {"content_loss": 1.0, "style_gram": 3.0},
+            "on_front": True,
+        },
+    }
     (folder / "best.yaml").write_text(yaml.safe_dump(best))
     (folder / "trials.csv").write_text(
         "number,state,worker,seconds,style_weight,content_loss,style_gram,pareto,chosen,reference\n"
@@ -61,9 +77,16 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["fetch"]["sample"]["dir"] = str(repo_root / "data" / "sample")
     params["methods"]["gatys"].update(iterations=2, image_size=64)
-    params["methods"]["adain"]["train"].update(iterations=2, batch_size=1, resize_short=48, crop=32,
-                                               checkpoint_every=2, log_every=1, sample_every=0,
-                                               init_from=str(repo_root / "models/pretrained/adain.pt"))  # fmt: skip
+    params["methods"]["adain"]["train"].update(
+        iterations=2,
+        batch_size=1,
+        resize_short=48,
+        crop=32,
+        checkpoint_every=2,
+        log_every=1,
+        sample_every=0,
+        init_from=str(repo_root / "models/pretrained/adain.pt"),
+    )
     params["evaluate"].update(lpips_download=False, bootstrap=200)
     params["tune"]["use_tuned"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -77,18 +100,80 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
         steps = [
             ["fetch", "--params", p, "--out", str(root / "raw")],
             ["prepare", "--params", p, "--raw", str(root / "raw"), "--out", str(root / "prepared")],
-            ["train", "--method", "adain", "--params", p, "--content", str(root / "prepared/train/content"),
-             "--style", str(root / "prepared/train/style"), "--out", str(root / "models/adain")],
-            ["stylize-stage", "--method", "gatys", "--params", p, "--tuned", str(best), "--content", test_c,
-             "--style", test_s, "--out", str(root / "outputs/gatys")],
-            ["stylize-stage", "--method", "adain", "--params", p, "--content", test_c, "--style", test_s,
-             "--model", str(root / "models/adain"), "--out", str(root / "outputs/adain")],
-            ["evaluate", "--params", p, "--outputs", str(root / "outputs"), "--content", test_c, "--style", test_s,
-             "--out", str(root / "reports/metrics")],
-            ["report", "--params", p, "--metrics", str(root / "reports/metrics"), "--outputs", str(root / "outputs"),
-             "--models", str(root / "models"), "--prepared", str(root / "prepared"), "--tuning",
-             str(root / "tuning"), "--out", str(root / "reports")],
-        ]  # fmt: skip
+            [
+                "train",
+                "--method",
+                "adain",
+                "--params",
+                p,
+                "--content",
+                str(root / "prepared/train/content"),
+                "--style",
+                str(root / "prepared/train/style"),
+                "--out",
+                str(root / "models/adain"),
+            ],
+            [
+                "stylize-stage",
+                "--method",
+                "gatys",
+                "--params",
+                p,
+                "--tuned",
+                str(best),
+                "--content",
+                test_c,
+                "--style",
+                test_s,
+                "--out",
+                str(root / "outputs/gatys"),
+            ],
+            [
+                "stylize-stage",
+                "--method",
+                "adain",
+                "--params",
+                p,
+                "--content",
+                test_c,
+                "--style",
+                test_s,
+                "--model",
+                str(root / "models/adain"),
+                "--out",
+                str(root / "outputs/adain"),
+            ],
+            [
+                "evaluate",
+                "--params",
+                p,
+                "--outputs",
+                str(root / "outputs"),
+                "--content",
+                test_c,
+                "--style",
+                test_s,
+                "--out",
+                str(root / "reports/metrics"),
+            ],
+            [
+                "report",
+                "--params",
+                p,
+                "--metrics",
+                str(root / "reports/metrics"),
+                "--outputs",
+                str(root / "outputs"),
+                "--models",
+                str(root / "models"),
+                "--prepared",
+                str(root / "prepared"),
+                "--tuning",
+                str(root / "tuning"),
+                "--out",
+                str(root / "reports"),
+            ],
+        ]
         for argv in steps:
             assert cli.main(argv) == 0, argv
     finally:
@@ -96,8 +181,12 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
-    return {"root": root, "store": Path(root / "mlflow.db"), "report": root / "reports" / "index.html",
-            "pretrained": repo_root / "models/pretrained/adain.pt"}  # fmt: skip
+    return {
+        "root": root,
+        "store": Path(root / "mlflow.db"),
+        "report": root / "reports" / "index.html",
+        "pretrained": repo_root / "models/pretrained/adain.pt",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +206,13 @@ def test_report_renders_with_table_and_images(pipeline_run, browser):
     rows = page.locator("table.comparison tbody tr")
     assert rows.count() == 2 + 4  # adain, gatys + identity, style_copy, grey, blur
     assert [rows.nth(i).locator("th").inner_text().split()[0] for i in range(6)] == [
-        "adain", "gatys", "identity", "style_copy", "grey", "blur"]  # fmt: skip
+        "adain",
+        "gatys",
+        "identity",
+        "style_copy",
+        "grey",
+        "blur",
+    ]
     assert page.locator("table.comparison tbody tr.reference").count() == 4
     images = page.evaluate(
         "Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}))"
@@ -172,9 +267,20 @@ def _experiment(base: str) -> dict:
     return requests.get(url, params={"experiment_name": "nst-bench"}, timeout=30).json()["experiment"]
 
 
-EXPECTED_RUNS = {"fetch", "prepare", "train@adain", "stylize@gatys", "stylize@adain", "evaluate@gatys",
-                 "evaluate@adain", "evaluate@identity", "evaluate@style_copy", "evaluate@grey", "evaluate@blur",
-                 "report"}  # fmt: skip
+EXPECTED_RUNS = {
+    "fetch",
+    "prepare",
+    "train@adain",
+    "stylize@gatys",
+    "stylize@adain",
+    "evaluate@gatys",
+    "evaluate@adain",
+    "evaluate@identity",
+    "evaluate@style_copy",
+    "evaluate@grey",
+    "evaluate@blur",
+    "report",
+}
 
 
 def test_mlflow_rest_lists_the_pipeline_runs(mlflow_server):

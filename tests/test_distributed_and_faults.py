@@ -48,8 +48,20 @@ def write_params(tmp_path: Path, method: str, **train) -> Path:
 
 
 def nst_train(params: Path, method: str, data, out: Path, *, nproc: int = 1, **popen) -> list[str]:
-    cmd = [str(NST), "train", "--method", method, "--params", str(params), "--content", str(data[0]),
-           "--style", str(data[1]), "--out", str(out)]  # fmt: skip
+    cmd = [
+        str(NST),
+        "train",
+        "--method",
+        method,
+        "--params",
+        str(params),
+        "--content",
+        str(data[0]),
+        "--style",
+        str(data[1]),
+        "--out",
+        str(out),
+    ]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd]
     return cmd
@@ -119,8 +131,13 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint_and_matches(tm
 
     out = tmp_path / "killed"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(nst_train(params, "adain", data, out), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        nst_train(params, "adain", data, out),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not any(int(p.name[5:13]) >= 8 for p in checkpoints(out / "checkpoints")):
         assert proc.poll() is None, "training ended before it could be killed"
@@ -145,8 +162,20 @@ def test_sigkill_during_stylize_keeps_the_finished_pairs(tmp_path, data):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
     out = tmp_path / "outputs" / "gatys"
-    cmd = [str(NST), "stylize-stage", "--method", "gatys", "--params", str(params), "--content", str(data[0]),
-           "--style", str(data[1]), "--out", str(out)]  # fmt: skip
+    cmd = [
+        str(NST),
+        "stylize-stage",
+        "--method",
+        "gatys",
+        "--params",
+        str(params),
+        "--content",
+        str(data[0]),
+        "--style",
+        str(data[1]),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

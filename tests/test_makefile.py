@@ -63,13 +63,24 @@ if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin" && ln -s "{self.venv_python}"
     def make(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "VENV"}}
         env["PATH"] = self.path
-        return subprocess.run([shutil.which("make") or "make", "--no-print-directory", "-C", str(ROOT), *args],
-                              env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        return subprocess.run(
+            [shutil.which("make") or "make", "--no-print-directory", "-C", str(ROOT), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def make_variable(name: str) -> list[str]:
-    done = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "--eval", "print-%: ; @echo $($*)",
-                           f"print-{name}"], capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-C", str(ROOT), "--eval", "print-%: ; @echo $($*)", f"print-{name}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return done.stdout.split()
 
 
@@ -128,8 +139,9 @@ def test_make_python_overrides_the_search_and_is_checked_too(fake):
     assert "is Python 3.10.13, outside requires-python" in done.stderr
 
 
-@pytest.mark.parametrize("version", ["3.10.14", "3.11.0", "3.11.7", "3.12.9", "3.13.0", "3.14.0", "3.14.1", "3.14.2",
-                                     "3.15.0", "4.0"])  # fmt: skip
+@pytest.mark.parametrize(
+    "version", ["3.10.14", "3.11.0", "3.11.7", "3.12.9", "3.13.0", "3.14.0", "3.14.1", "3.14.2", "3.15.0", "4.0"]
+)
 def test_the_makefiles_version_check_agrees_with_pep_440(fake, version):
     python = fake.python("python-x", version)
     done = fake.make("which-python", f"PYTHON={python}")

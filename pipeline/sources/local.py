@@ -64,8 +64,15 @@ def _warn_unattributed(folder: Path, names: list[str], total: int, license: str,
     """One warning per folder for the images without an ATTRIBUTION.md line: the count and the first few names."""
     listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
     missing = "" if (folder / "ATTRIBUTION.md").is_file() else " (there is no such file)"
-    log.warning("%d of %d images have no line in %s%s: %s; their licence is recorded as %r", len(names), total,
-                folder / "ATTRIBUTION.md", missing, listed, license)  # fmt: skip
+    log.warning(
+        "%d of %d images have no line in %s%s: %s; their licence is recorded as %r",
+        len(names),
+        total,
+        folder / "ATTRIBUTION.md",
+        missing,
+        listed,
+        license,
+    )
 
 
 def fetch_sample(sample_dir: str, raw_dir: Path, role: str) -> list[Record]:

@@ -86,8 +86,9 @@ def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> 
                 log.warning(
                     "streets: stopped after fetch.streets.max_requests = %d API requests with %d candidates; the "
                     "bbox holds more (a smaller bbox, or more requests, samples from all of it)",
-                    cfg.max_requests, len(found),
-                )  # fmt: skip
+                    cfg.max_requests,
+                    len(found),
+                )
                 return found
             answer = get_json(url, policy=policy, headers=headers)
             requests += 1
@@ -184,8 +185,11 @@ def fetch_streets(cfg: StreetsSource, dl: DownloadSection, raw_dir: Path, role: 
     if len(records) < cfg.photos:
         log.warning(
             "streets: %d of fetch.streets.photos = %d photos (%d candidates after the filters, %d failed)",
-            len(records), cfg.photos, len(order), failed,
-        )  # fmt: skip
+            len(records),
+            cfg.photos,
+            len(order),
+            failed,
+        )
     if not records:
         raise FetchError(f"fetch.streets: none of the {len(order)} chosen photos could be downloaded")
     records.sort(key=lambda r: r.id)

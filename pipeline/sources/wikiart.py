@@ -251,9 +251,16 @@ def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: 
             dest = raw_dir / role / f"{ident}{suffix}"
             write_bytes_atomic(dest, data)
             written[row] = make_record(
-                raw_dir, role, "wikiart", ident, dest, f"{urls[s]}#row={row}", cfg.license,
-                pick.labels[cfg.class_by], **pick.labels,
-            )  # fmt: skip
+                raw_dir,
+                role,
+                "wikiart",
+                ident,
+                dest,
+                f"{urls[s]}#row={row}",
+                cfg.license,
+                pick.labels[cfg.class_by],
+                **pick.labels,
+            )
         records.extend(rec for rec in written.values() if rec is not None)
     log.info("wikiart: %d paintings from %s@%s", len(records), cfg.repo, sha[:12])
     return records

@@ -31,8 +31,9 @@ ROWS = (*METHODS, *REFERENCE_ROWS)
 N_BOOT = 200
 
 
-def per_pair_frame(contents=("c1", "c2"), styles=("s1", "s2", "s3"), seed: int = 0, ssim_winner: str | None = None,
-                   methods=METHODS):  # fmt: skip
+def per_pair_frame(
+    contents=("c1", "c2"), styles=("s1", "s2", "s3"), seed: int = 0, ssim_winner: str | None = None, methods=METHODS
+):
     """Random scores for every method and reference row; ``ssim_winner`` gets a clearly higher SSIM, and
     color_hist is the same for every method (no method can be best on it)."""
     rng = np.random.default_rng(seed)
@@ -56,8 +57,14 @@ def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
     """What pipeline/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
     boot = {"n_boot": N_BOOT, "level": 0.95, "seed": 0}
     paired = paired_differences(per_pair, list(METRICS), **boot)
-    ranking = rank_methods(per_pair, {k: m.higher_is_better for k, m in METRICS.items()}, references=REFERENCE_ROWS,
-                           min_pairs=8, differences=paired, **boot)  # fmt: skip
+    ranking = rank_methods(
+        per_pair,
+        {k: m.higher_is_better for k, m in METRICS.items()},
+        references=REFERENCE_ROWS,
+        min_pairs=8,
+        differences=paired,
+        **boot,
+    )
     statistics = {
         "pairs": int(per_pair.groupby(["content", "style"]).ngroups),
         "methods_order": [*methods, *REFERENCE_ROWS],
@@ -73,16 +80,27 @@ def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
     }
     info = {**METRICS, **SUMMARY_METRICS}
     scoring = {
-        "metrics": {k: {"higher_is_better": m.higher_is_better, "compares_to": m.compares_to,
-                        "description": m.description, "network": m.network, "normalisation": m.normalisation}
-                    for k, m in info.items()},
+        "metrics": {
+            k: {
+                "higher_is_better": m.higher_is_better,
+                "compares_to": m.compares_to,
+                "description": m.description,
+                "network": m.network,
+                "normalisation": m.normalisation,
+            }
+            for k, m in info.items()
+        },
         "headline": list(HEADLINE),
         "references": list(REFERENCE_ROWS),
-        "scorer": {"style_encoder": "caffe", "encoder_sha256": "ab" * 32, "cfsd_encoder": "caffe",
-                   "cfsd_encoder_sha256": "cd" * 32},
+        "scorer": {
+            "style_encoder": "caffe",
+            "encoder_sha256": "ab" * 32,
+            "cfsd_encoder": "caffe",
+            "cfsd_encoder_sha256": "cd" * 32,
+        },
         "lpips": "n/a: no AlexNet weights",
         "fid": "n/a: the FID Inception weights are not installed",
-    }  # fmt: skip
+    }
     return {"statistics": statistics, "summary": summary, "paired": paired, "scoring": scoring}
 
 
@@ -214,15 +232,19 @@ def test_training_budget_text_and_under_trained_mark():
     assert "train_metrics.json missing" in unknown.text
     record = {"iterations": 160, "pretrained_iterations": 15_840, "init_from": "models/pretrained/adain.pt"}
     warm = rep.training_budget("adain", schedule, record, {"batch_size": 4, "crop": 96})
-    assert warm.text.startswith("15 840 pretrained (models/pretrained/adain.pt, its card beside it) + 160 fine-tuned "
-                                "= 16 000 of 160 000 iterations (10 %), fine-tune batch 4 vs 8")  # fmt: skip
+    assert warm.text.startswith(
+        "15 840 pretrained (models/pretrained/adain.pt, its card beside it) + 160 fine-tuned "
+        "= 16 000 of 160 000 iterations (10 %), fine-tune batch 4 vs 8"
+    )
     assert warm.fraction == 0.1
     assert not warm.under_trained
 
 
 def test_params_rows_mark_tuned_weights_only_when_applied():
-    tree = {"tune": {"use_tuned": True}, "methods": {"adain": {"style_weight": 12.5, "alpha": 1.0,
-                                                               "train": {"iterations": 160}}}}  # fmt: skip
+    tree = {
+        "tune": {"use_tuned": True},
+        "methods": {"adain": {"style_weight": 12.5, "alpha": 1.0, "train": {"iterations": 160}}},
+    }
     (row,) = rep.params_rows({"adain": tree}, {"adain": {"style_weight": 12.5}})
     assert ("style_weight", "12.5", True) in row.items
     assert ("train.iterations", "160", False) in row.items
@@ -235,11 +257,20 @@ def test_params_rows_mark_tuned_weights_only_when_applied():
 
 
 def test_tuning_table_shows_the_reference_trial():
-    best = {"method": "adain", "weights": {"style_weight": 12.5},
-            "objectives": {"content_loss": 2.0, "style_gram": 0.5}, "trial": 3, "trials_finished": 6,
-            "selection": "knee",
-            "reference": {"weights": {"style_weight": 10.0}, "trial": 0, "objectives": {"content_loss": 1.0,
-                          "style_gram": 0.7}, "on_front": True}}  # fmt: skip
+    best = {
+        "method": "adain",
+        "weights": {"style_weight": 12.5},
+        "objectives": {"content_loss": 2.0, "style_gram": 0.5},
+        "trial": 3,
+        "trials_finished": 6,
+        "selection": "knee",
+        "reference": {
+            "weights": {"style_weight": 10.0},
+            "trial": 0,
+            "objectives": {"content_loss": 1.0, "style_gram": 0.7},
+            "on_front": True,
+        },
+    }
     (row,) = rep.tuning_table({"adain": best})
     assert row["weights"] == "style_weight = 12.5"
     assert row["trial"] == "3 of 6 (knee)"
@@ -374,10 +405,17 @@ def test_tradeoff_plots_content_loss_against_style_gram(few):
 
 
 def trials_frame(weight: float, reference: bool = True) -> pd.DataFrame:
-    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
-                          "style_weight": [10.0, weight, 3.0, 50.0], "content_loss": [1.0, 2.0, None, 3.0],
-                          "style_gram": [3.0, 2.0, None, 2.5], "pareto": [1, 1, 0, 0],
-                          "chosen": [0, 1, 0, 0]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
+            "style_weight": [10.0, weight, 3.0, 50.0],
+            "content_loss": [1.0, 2.0, None, 3.0],
+            "style_gram": [3.0, 2.0, None, 2.5],
+            "pareto": [1, 1, 0, 0],
+            "chosen": [0, 1, 0, 0],
+        }
+    )
     if reference:
         frame["reference"] = [1, 0, 0, 0]
     return frame
@@ -390,8 +428,9 @@ def test_tuning_figure_marks_front_chosen_and_reference():
     assert list(ax.lines[0].get_xdata()) == [1.0, 2.0]  # the front, sorted by the first objective
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "reference weights" in labels
-    fig = rep.fig_tuning(trials_frame(12.5, reference=False).assign(method="adain"), ["content_loss", "style_gram"],
-                         ["adain"])  # fmt: skip
+    fig = rep.fig_tuning(
+        trials_frame(12.5, reference=False).assign(method="adain"), ["content_loss", "style_gram"], ["adain"]
+    )
     assert "reference weights" not in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
@@ -446,20 +485,33 @@ def write_fixture(root: Path, data: dict, effective: dict[str, dict] | None = No
                 path = outputs / method / f"{c}__{s}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
-        losses = {"pair": "c1__s1", "step": range(5), "total": np.linspace(5, 1, 5), "content": 1.0,
-                  "style": np.linspace(4, 0.5, 5), "tv": 0.0}  # fmt: skip
+        losses = {
+            "pair": "c1__s1",
+            "step": range(5),
+            "total": np.linspace(5, 1, 5),
+            "content": 1.0,
+            "style": np.linspace(4, 0.5, 5),
+            "tv": 0.0,
+        }
         pd.DataFrame(losses).to_csv(outputs / method / "losses.csv", index=False)
         tree = (effective or {}).get(method)
         if tree is not None:
             (outputs / method / "effective_params.yaml").write_text(yaml.safe_dump(tree))
-    return {"metrics": metrics, "outputs": outputs, "prepared": prepared, "tuning": root / "reports" / "tuning",
-            "out": root / "reports", "models": root / "models"}  # fmt: skip
+    return {
+        "metrics": metrics,
+        "outputs": outputs,
+        "prepared": prepared,
+        "tuning": root / "reports" / "tuning",
+        "out": root / "reports",
+        "models": root / "models",
+    }
 
 
 def build(paths: dict[str, Path], repo_root: Path) -> dict:
     params = load_params(repo_root / "params.yaml")
-    return stage.build(params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"],
-                       paths["models"])  # fmt: skip
+    return stage.build(
+        params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"], paths["models"]
+    )
 
 
 def section(index: str, name: str) -> str:
@@ -525,15 +577,28 @@ def test_effective_params_come_from_the_stylize_outputs_not_params_yaml(tmp_path
             section_["style_weight"] = 12.5
         if method == "gatys":
             section_["init"] = "<script>x</script>"  # escaped, never markup
-        effective[method] = {"profile": "sample", "encoder": {"weights": "caffe", "pool": "avg"},
-                             "tune": {"use_tuned": True}, "methods": {method: section_}}  # fmt: skip
+        effective[method] = {
+            "profile": "sample",
+            "encoder": {"weights": "caffe", "pool": "avg"},
+            "tune": {"use_tuned": True},
+            "methods": {method: section_},
+        }
     paths = write_fixture(tmp_path, few, effective)
     folder = paths["tuning"] / "adain"
     folder.mkdir(parents=True)
     trials_frame(12.5).to_csv(folder / "trials.csv", index=False)
-    (folder / "best.yaml").write_text(yaml.safe_dump({
-        "method": "adain", "weights": {"style_weight": 12.5}, "objectives": {"content_loss": 2.0, "style_gram": 2.0},
-        "trial": 1, "trials_finished": 4, "selection": "knee"}))  # fmt: skip
+    (folder / "best.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "method": "adain",
+                "weights": {"style_weight": 12.5},
+                "objectives": {"content_loss": 2.0, "style_gram": 2.0},
+                "trial": 1,
+                "trials_finished": 4,
+                "selection": "knee",
+            }
+        )
+    )
     info = build(paths, repo_root)
     assert "tuning" in info["figures"]
     ran = section((paths["out"] / "index.html").read_text(), "what-ran")
@@ -563,8 +628,10 @@ def test_training_budget_and_under_trained_badge(tmp_path, repo_root, few):
     build(paths, repo_root)
     index = (paths["out"] / "index.html").read_text()
     ran = section(index, "what-ran")
-    assert ("<b>adain</b>: 160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — pytorch-AdaIN train.py: "
-            "--max_iter 160000 --batch_size 8") in ran  # fmt: skip
+    assert (
+        "<b>adain</b>: 160 of 160 000 iterations (0.1 %), batch 4 vs 8, crop 96 vs 256 — pytorch-AdaIN train.py: "
+        "--max_iter 160000 --batch_size 8"
+    ) in ran
     assert "<b>contrastive</b>: 20 000 of 160 000 iterations (12 %), batch 12 vs 12, crop 256 vs 256" in ran
     assert "gatys</b>: " not in re.search(r'<ul class="budget">.*?</ul>', ran).group(0)  # not a trained method
     comparison = section(index, "comparison")

@@ -9,10 +9,15 @@ from methods import get_method, list_methods
 from methods.encoder import random_encoder
 
 SMALL = {
-    "gatys": {"iterations": 3, "image_size": None, "optimizer": "adam", "style_layers": ("relu1_1", "relu2_1"),
-              "content_layers": ("relu2_1",)},
+    "gatys": {
+        "iterations": 3,
+        "image_size": None,
+        "optimizer": "adam",
+        "style_layers": ("relu1_1", "relu2_1"),
+        "content_layers": ("relu2_1",),
+    },
     "adain": {},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")

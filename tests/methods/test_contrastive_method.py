@@ -33,8 +33,15 @@ def crops(seed: int, n: int = 4, crop: int = 32) -> RandomCrops:
 
 
 def config(**changes) -> TrainParams:
-    base = {"iterations": 6, "batch_size": 4, "lr": 1e-3, "lr_decay": 5e-5, "checkpoint_every": 2,
-            "keep_checkpoints": 2, "seed": 0}  # fmt: skip
+    base = {
+        "iterations": 6,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "lr_decay": 5e-5,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 2,
+        "seed": 0,
+    }
     return TrainParams(**{**base, **changes})
 
 
@@ -59,8 +66,15 @@ def test_alpha_zero_is_the_content_through_the_identity_path(encoder):
 def test_loss_terms_are_finite_weighted_and_sum_to_total(encoder):
     model = Contrastive(ContrastiveParams(gan_weight=0.0), encoder=encoder)
     terms = model.losses(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32))  # k = 3 -> 6 stylizations
-    assert set(terms) == {"content", "style", "identity_pixel", "identity_feature", "style_contrastive",
-                          "content_contrastive", "total"}  # fmt: skip
+    assert set(terms) == {
+        "content",
+        "style",
+        "identity_pixel",
+        "identity_feature",
+        "style_contrastive",
+        "content_contrastive",
+        "total",
+    }
     assert all(torch.isfinite(v) for v in terms.values())
     total = sum(v for k, v in terms.items() if k != "total")
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
@@ -108,8 +122,9 @@ def test_resume_equals_uninterrupted_for_every_module_and_optimiser(encoder, tmp
     train(straight, crops(0), crops(10), config(), tmp_path / "a", device=CPU, progress=False)
 
     interrupted = Contrastive(encoder=encoder)
-    assert train(interrupted, crops(0), crops(10), config(), tmp_path / "b", device=CPU, stop_after=3,
-                 progress=False) == 3  # fmt: skip
+    assert (
+        train(interrupted, crops(0), crops(10), config(), tmp_path / "b", device=CPU, stop_after=3, progress=False) == 3
+    )
     state, _ = load_latest(tmp_path / "b")
     assert set(state["modules"]) == {"transform", "decoder", "style_head", "content_head", "discriminator"}
     assert set(state["optimizers"]) == {"main", "adversary"}
@@ -126,8 +141,16 @@ def test_resume_equals_uninterrupted_for_every_module_and_optimiser(encoder, tmp
 
 def test_training_logs_generator_and_discriminator_terms(encoder, tmp_path):
     history = LossHistory()
-    train(Contrastive(encoder=encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU,
-          callbacks=history, progress=False)  # fmt: skip
+    train(
+        Contrastive(encoder=encoder),
+        crops(0),
+        crops(10),
+        config(iterations=2),
+        tmp_path,
+        device=CPU,
+        callbacks=history,
+        progress=False,
+    )
     seen = history.terms
     assert len(seen) == 2
     assert {"total", "gan", "style_contrastive", "d_real", "d_fake", "d_total"} <= set(seen[0])
@@ -196,8 +219,15 @@ def test_discriminator_scales_used_at_a_crop_size(encoder, crop, sides):
 def test_a_batch_larger_than_the_image_set_is_a_clear_error(encoder, tmp_path):
     """k contents x k styles need k distinct images of each (a duplicate would be its own InfoNCE negative)."""
     with pytest.raises(NstError, match="distinct style images"):
-        train(Contrastive(encoder=encoder), crops(0), crops(10, n=2), config(batch_size=6), tmp_path, device=CPU,
-              progress=False)  # fmt: skip
+        train(
+            Contrastive(encoder=encoder),
+            crops(0),
+            crops(10, n=2),
+            config(batch_size=6),
+            tmp_path,
+            device=CPU,
+            progress=False,
+        )
 
 
 def test_bf16_training_on_the_cpu_is_deterministic(encoder, tmp_path):
@@ -205,8 +235,16 @@ def test_bf16_training_on_the_cpu_is_deterministic(encoder, tmp_path):
     for name in ("a", "b"):
         model = Contrastive(encoder=encoder)
         history = LossHistory()
-        train(model, crops(0), crops(10), config(iterations=1, amp=True, channels_last=True), tmp_path / name,
-              device=CPU, callbacks=history, progress=False)  # fmt: skip
+        train(
+            model,
+            crops(0),
+            crops(10),
+            config(iterations=1, amp=True, channels_last=True),
+            tmp_path / name,
+            device=CPU,
+            callbacks=history,
+            progress=False,
+        )
         runs.append((history.terms, model.decoder.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.isfinite(torch.tensor(v)) for v in runs[0][0][-1].values())
@@ -220,8 +258,13 @@ def test_identity_stylization_keeps_the_content_after_short_training(tmp_path):
     Only the identity terms are on, at the reference's lr 1e-4: with every term on at lr 1e-3 the 60-step outcome
     depended on the CPU thread count (summation order; after/before 0.23 with 2 threads, 0.51 with 1). Here it is
     0.24 with 1 or 2 threads, against the bound 0.5."""
-    only_identity = ContrastiveParams(content_weight=0.0, style_weight=0.0, style_contrastive_weight=0.0,
-                                      content_contrastive_weight=0.0, gan_weight=0.0)  # fmt: skip
+    only_identity = ContrastiveParams(
+        content_weight=0.0,
+        style_weight=0.0,
+        style_contrastive_weight=0.0,
+        content_contrastive_weight=0.0,
+        gan_weight=0.0,
+    )
     model = Contrastive(only_identity, encoder=load_encoder("caffe", last_layer="relu5_1"))
     content_images = smooth_images(0)
     x = content_images[0][..., :32, :32]

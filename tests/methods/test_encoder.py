@@ -40,8 +40,13 @@ from methods.losses import mean_std_loss
 from pipeline.io import read_image, to_pil
 
 # The VGG-19 block structure, written out independently of methods.encoder.
-BLOCKS = [["1_1", "1_2"], ["2_1", "2_2"], ["3_1", "3_2", "3_3", "3_4"], ["4_1", "4_2", "4_3", "4_4"],
-          ["5_1", "5_2", "5_3", "5_4"]]  # fmt: skip
+BLOCKS = [
+    ["1_1", "1_2"],
+    ["2_1", "2_2"],
+    ["3_1", "3_2", "3_3", "3_4"],
+    ["4_1", "4_2", "4_3", "4_4"],
+    ["5_1", "5_2", "5_3", "5_4"],
+]
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +275,9 @@ def synthetic_images(n: int = 3, seed: int = 1) -> list[torch.Tensor]:
 
 
 def build(convs, pool="max", scales=None) -> VGGEncoder:
-    return VGGEncoder(convs, preprocessing="caffe", weights_source="test", weights_sha256="test", pool=pool,
-                      scales=scales)  # fmt: skip
+    return VGGEncoder(
+        convs, preprocessing="caffe", weights_source="test", weights_sha256="test", pool=pool, scales=scales
+    )
 
 
 def test_none_is_unchanged(caffe):

@@ -28,8 +28,15 @@ def crops(seed: int, n: int = 3, crop: int = 32) -> RandomCrops:
 
 
 def config(**changes) -> TrainParams:
-    base = {"iterations": 6, "batch_size": 2, "lr": 1e-3, "lr_decay": 5e-5, "checkpoint_every": 2,
-            "keep_checkpoints": 2, "seed": 0}  # fmt: skip
+    base = {
+        "iterations": 6,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "lr_decay": 5e-5,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 2,
+        "seed": 0,
+    }
     return TrainParams(**{**base, **changes})
 
 
@@ -80,8 +87,15 @@ def test_training_batches_are_distinct_in_contents_and_styles(encoder, tmp_path,
         return real(content, style)
 
     monkeypatch.setattr(m, "losses", spy)
-    train(m, RandomCrops(lambda i: images[i], 5, 32), RandomCrops(lambda i: images[i], 4, 32),
-          config(iterations=3, batch_size=4), tmp_path, device=CPU, progress=False)  # fmt: skip
+    train(
+        m,
+        RandomCrops(lambda i: images[i], 5, 32),
+        RandomCrops(lambda i: images[i], 4, 32),
+        config(iterations=3, batch_size=4),
+        tmp_path,
+        device=CPU,
+        progress=False,
+    )
     assert len(batches) == 3
     for contents, styles in batches:
         assert len(set(contents)) == 4
@@ -130,8 +144,16 @@ def test_the_adversary_steps_before_the_generator(tmp_path):
 
 def test_loss_falls(encoder, tmp_path):
     history = LossHistory()
-    train(model(encoder), crops(0), crops(10), config(iterations=40, checkpoint_every=100), tmp_path, device=CPU,
-          callbacks=history, progress=False)  # fmt: skip
+    train(
+        model(encoder),
+        crops(0),
+        crops(10),
+        config(iterations=40, checkpoint_every=100),
+        tmp_path,
+        device=CPU,
+        callbacks=history,
+        progress=False,
+    )
     totals = [t["total"] for t in history.terms]
     assert len(totals) == 40
     assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5
@@ -142,8 +164,9 @@ def test_resume_equals_uninterrupted(encoder, tmp_path):
     train(straight, crops(0), crops(10), config(), tmp_path / "a", device=CPU, progress=False)
 
     interrupted = model(encoder)
-    reached = train(interrupted, crops(0), crops(10), config(), tmp_path / "b", device=CPU, stop_after=3,
-                    progress=False)  # fmt: skip
+    reached = train(
+        interrupted, crops(0), crops(10), config(), tmp_path / "b", device=CPU, stop_after=3, progress=False
+    )
     assert reached == 3
     resumed = model(encoder, seed=123)  # a fresh process: different init, everything comes from the checkpoint
     assert train(resumed, crops(0), crops(10), config(), tmp_path / "b", device=CPU, resume=True, progress=False) == 6
@@ -183,8 +206,9 @@ def test_a_failed_save_never_replaces_the_last_good_checkpoint(encoder, tmp_path
 
     monkeypatch.setattr(training.torch, "save", dying_save)
     with pytest.raises(OSError, match="disk full"):
-        train(model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, resume=True,
-              progress=False)  # fmt: skip
+        train(
+            model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, resume=True, progress=False
+        )
     monkeypatch.setattr(training.torch, "save", real_save)
     assert [p.name for p in checkpoints(tmp_path)] == ["ckpt-00000002.pt"]
     assert checkpoints(tmp_path)[-1].read_bytes() == good
@@ -192,11 +216,21 @@ def test_a_failed_save_never_replaces_the_last_good_checkpoint(encoder, tmp_path
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(encoder, tmp_path):
-    train(model(encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU, fingerprint="a",
-          progress=False)  # fmt: skip
+    train(
+        model(encoder), crops(0), crops(10), config(iterations=2), tmp_path, device=CPU, fingerprint="a", progress=False
+    )
     with pytest.raises(CheckpointError, match="another configuration"):
-        train(model(encoder), crops(0), crops(10), config(iterations=4), tmp_path, device=CPU, fingerprint="b",
-              resume=True, progress=False)  # fmt: skip
+        train(
+            model(encoder),
+            crops(0),
+            crops(10),
+            config(iterations=4),
+            tmp_path,
+            device=CPU,
+            fingerprint="b",
+            resume=True,
+            progress=False,
+        )
 
 
 class Recorder(torch.nn.Module):
@@ -219,16 +253,30 @@ class Recorder(torch.nn.Module):
 def _rank_main(rank: int, world: int, init: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     model = Recorder()
-    train(model, crops(0), crops(10), config(iterations=3, batch_size=4, checkpoint_every=100), Path(out) / "ckpt",
-          device=CPU, progress=False)  # fmt: skip
+    train(
+        model,
+        crops(0),
+        crops(10),
+        config(iterations=3, batch_size=4, checkpoint_every=100),
+        Path(out) / "ckpt",
+        device=CPU,
+        progress=False,
+    )
     torch.save({"seen": model.seen, "scale": model.scale.detach()}, Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
 def test_each_rank_gets_its_slice_of_the_single_process_batch(tmp_path):
     single = Recorder()
-    train(single, crops(0), crops(10), config(iterations=3, batch_size=4, checkpoint_every=100), tmp_path / "s",
-          device=CPU, progress=False)  # fmt: skip
+    train(
+        single,
+        crops(0),
+        crops(10),
+        config(iterations=3, batch_size=4, checkpoint_every=100),
+        tmp_path / "s",
+        device=CPU,
+        progress=False,
+    )
     torch.multiprocessing.spawn(_rank_main, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for step, batch in enumerate(single.seen):
@@ -258,13 +306,23 @@ def test_the_whole_model_encoder_included_goes_to_the_training_device(method, tm
 
     monkeypatch.setattr(torch.nn.Module, "to", spy)
     n = 4 if method == "contrastive" else 3
-    train(net, crops(0, n=n), crops(10, n=n), config(iterations=1, batch_size=4, channels_last=True), tmp_path,
-          device=CPU, progress=False)  # fmt: skip
+    train(
+        net,
+        crops(0, n=n),
+        crops(10, n=n),
+        config(iterations=1, batch_size=4, channels_last=True),
+        tmp_path,
+        device=CPU,
+        progress=False,
+    )
     sent = {id(sub) for m in moved for sub in m.modules()}
     missing = [name for name, sub in net.named_modules() if name and id(sub) not in sent]
     assert not missing, f"never moved to the training device: {missing[:5]}"
-    flat = [name for name, t in [*net.named_parameters(), *net.named_buffers()]
-            if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last)]  # fmt: skip
+    flat = [
+        name
+        for name, t in [*net.named_parameters(), *net.named_buffers()]
+        if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last)
+    ]
     assert not flat, f"not in the training memory format: {flat[:5]}"
     assert any(name.startswith("encoder.") for name, _ in net.named_parameters())  # the encoder was checked too
 
@@ -311,8 +369,15 @@ def test_the_dataloader_yields_the_crops_of_the_single_process_draws(workers):
 def test_resume_with_prefetching_workers_equals_one_uninterrupted_process(tmp_path):
     """Workers draw ahead of training; a checkpoint must still hold the generator as of its own iteration."""
     straight = Recorder()
-    train(straight, crops(0), crops(10), config(iterations=8, checkpoint_every=3), tmp_path / "a", device=CPU,
-          progress=False)  # fmt: skip
+    train(
+        straight,
+        crops(0),
+        crops(10),
+        config(iterations=8, checkpoint_every=3),
+        tmp_path / "a",
+        device=CPU,
+        progress=False,
+    )
     first = Recorder()
     cfg = config(iterations=8, checkpoint_every=3, workers=2)
     assert train(first, crops(0), crops(10), cfg, tmp_path / "b", device=CPU, stop_after=4, progress=False) == 4
@@ -334,8 +399,16 @@ def test_loss_terms_are_read_back_every_log_every_steps(tmp_path, monkeypatch):
     real = training.terms_to_floats
     monkeypatch.setattr(training, "terms_to_floats", lambda steps: syncs.append(len(steps)) or real(steps))
     history = LossHistory()
-    train(Recorder(), crops(0), crops(10), config(iterations=10, checkpoint_every=10, log_every=4), tmp_path / "a",
-          device=CPU, callbacks=history, progress=False)  # fmt: skip
+    train(
+        Recorder(),
+        crops(0),
+        crops(10),
+        config(iterations=10, checkpoint_every=10, log_every=4),
+        tmp_path / "a",
+        device=CPU,
+        callbacks=history,
+        progress=False,
+    )
     assert history.steps == list(range(1, 11))
     assert syncs == [4, 4, 2, 0]  # iterations 4, 8, 10 (the checkpoint), then nothing left at the end
 
@@ -345,8 +418,15 @@ def test_loss_terms_are_read_back_every_log_every_steps(tmp_path, monkeypatch):
             return {"total": terms["total"] * (float("nan") if len(self.seen) == 6 else 1.0)}
 
     with pytest.raises(training.NstError, match="diverged at iteration 6"):
-        train(Diverging(), crops(0), crops(10), config(iterations=10, checkpoint_every=8, log_every=4),
-              tmp_path / "b", device=CPU, progress=False)  # fmt: skip
+        train(
+            Diverging(),
+            crops(0),
+            crops(10),
+            config(iterations=10, checkpoint_every=8, log_every=4),
+            tmp_path / "b",
+            device=CPU,
+            progress=False,
+        )
     assert not checkpoints(tmp_path / "b")
 
 
@@ -368,12 +448,26 @@ def test_callbacks_hear_losses_then_the_interval_hook_then_the_checkpoint_then_t
             events.append(("end", iteration, [p.name for p in checkpoints(tmp_path)]))
 
     cfg = config(iterations=6, checkpoint_every=4, keep_checkpoints=5, log_every=5)
-    assert train(Recorder(), crops(0), crops(10), cfg, tmp_path, device=CPU, stop_after=4, callbacks=Spy(),
-                 progress=False) == 4  # fmt: skip
-    assert events == [("losses", 1), ("losses", 2), ("losses", 3), ("interval", 3, []), ("losses", 4),
-                      ("end", 4, ["ckpt-00000004.pt"])]  # fmt: skip
+    assert (
+        train(Recorder(), crops(0), crops(10), cfg, tmp_path, device=CPU, stop_after=4, callbacks=Spy(), progress=False)
+        == 4
+    )
+    assert events == [
+        ("losses", 1),
+        ("losses", 2),
+        ("losses", 3),
+        ("interval", 3, []),
+        ("losses", 4),
+        ("end", 4, ["ckpt-00000004.pt"]),
+    ]
     events.clear()
-    assert train(Recorder(), crops(0), crops(10), cfg, tmp_path, device=CPU, resume=True, callbacks=Spy(),
-                 progress=False) == 6  # fmt: skip
-    assert events == [("losses", 5), ("losses", 6), ("interval", 6, ["ckpt-00000004.pt"]),
-                      ("end", 6, ["ckpt-00000004.pt", "ckpt-00000006.pt"])]  # fmt: skip
+    assert (
+        train(Recorder(), crops(0), crops(10), cfg, tmp_path, device=CPU, resume=True, callbacks=Spy(), progress=False)
+        == 6
+    )
+    assert events == [
+        ("losses", 5),
+        ("losses", 6),
+        ("interval", 6, ["ckpt-00000004.pt"]),
+        ("end", 6, ["ckpt-00000004.pt", "ckpt-00000006.pt"]),
+    ]

@@ -407,14 +407,19 @@ def test_each_method_picks_its_encoder_normalisation(tmp_path: Path) -> None:
     the raw one (neural-style's loss scales) unless it selects per_filter; one shared weights/pool section."""
     params = load_params(PARAMS)
     assert {m: encoder_settings(params, m)["normalise"] for m in ("gatys", "adain", "contrastive")} == {
-        "gatys": "none", "adain": "per_filter", "contrastive": "per_filter"}  # fmt: skip
+        "gatys": "none",
+        "adain": "per_filter",
+        "contrastive": "per_filter",
+    }
     assert encoder_settings(params, "adain")["weights"] == params.encoder.weights
-    changed = load_params(write_params(tmp_path, {"methods.gatys.encoder_normalise": "per_filter",
-                                                  "methods.adain.train.amp": True}))  # fmt: skip
+    changed = load_params(
+        write_params(tmp_path, {"methods.gatys.encoder_normalise": "per_filter", "methods.adain.train.amp": True})
+    )
     assert encoder_settings(changed, "gatys")["normalise"] == "per_filter"
     (tmp_path / "bad").mkdir()
-    bad = write_params(tmp_path / "bad", {"methods.adain.encoder_normalise": "per_layer",
-                                          "methods.contrastive.amp": "yes"})  # fmt: skip
+    bad = write_params(
+        tmp_path / "bad", {"methods.adain.encoder_normalise": "per_layer", "methods.contrastive.amp": "yes"}
+    )
     message = config_error(bad)
     assert "methods.adain.encoder_normalise" in message
     assert "methods.contrastive.amp" in message

@@ -166,9 +166,23 @@ def test_cli_logs_one_run_per_method(tmp_path, layout, repo_root, monkeypatch):
     raw["evaluate"].update(lpips_download=False, bootstrap=200)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
-    code = cli.main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--outputs", str(layout["outputs"]),
-                     "--content", str(layout["content"]), "--style", str(layout["style"]),
-                     "--out", str(tmp_path / "metrics"), "--lpips-weights", str(tmp_path / "nope.pth")])  # fmt: skip
+    code = cli.main(
+        [
+            "evaluate",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--outputs",
+            str(layout["outputs"]),
+            "--content",
+            str(layout["content"]),
+            "--style",
+            str(layout["style"]),
+            "--out",
+            str(tmp_path / "metrics"),
+            "--lpips-weights",
+            str(tmp_path / "nope.pth"),
+        ]
+    )
     assert code == 0
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
     exp = client.get_experiment_by_name(raw["tracking"]["experiment"])

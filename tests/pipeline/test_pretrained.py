@@ -23,9 +23,19 @@ def data(tmp_path: Path) -> tuple[Path, Path]:
 
 def small(params: Params, method: str, **update) -> Params:
     section = getattr(params.methods, method)
-    tcfg = section.train.model_copy(update={"iterations": 4, "batch_size": 2, "resize_short": 40, "crop": 32,
-                                            "checkpoint_every": 2, "sample_every": 0, "log_every": 1,
-                                            "init_from": None, **update})  # fmt: skip
+    tcfg = section.train.model_copy(
+        update={
+            "iterations": 4,
+            "batch_size": 2,
+            "resize_short": 40,
+            "crop": 32,
+            "checkpoint_every": 2,
+            "sample_every": 0,
+            "log_every": 1,
+            "init_from": None,
+            **update,
+        }
+    )
     methods = params.methods.model_copy(update={method: section.model_copy(update={"train": tcfg})})
     return params.model_copy(update={"methods": methods})
 
@@ -37,8 +47,16 @@ def pretrain_params(tmp_path: Path, repo_root: Path) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     for name in ("full.yaml",):
         (tmp_path / "profiles" / name).write_text((repo_root / "profiles" / name).read_text())
-    tiny = {"iterations": 4, "batch_size": 2, "resize_short": 40, "crop": 32, "checkpoint_every": 2, "log_every": 1,
-            "sample_every": 0, "init_from": None}  # fmt: skip
+    tiny = {
+        "iterations": 4,
+        "batch_size": 2,
+        "resize_short": 40,
+        "crop": 32,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "sample_every": 0,
+        "init_from": None,
+    }
     (tmp_path / "profiles" / "pretrain.yaml").write_text(yaml.safe_dump({"methods": {"adain": {"train": tiny}}}))
     return tmp_path / "params.yaml"
 
@@ -49,8 +67,23 @@ def test_export_then_warm_start_carries_the_weights_and_the_card(tmp_path, data,
     run_dir, out = tmp_path / "models" / "pretrain" / "adain", tmp_path / "models" / "pretrained" / "adain.pt"
     argv = ["--method", "adain", "--params", str(params_path), "--profile", "pretrain"]
     assert cli.main(["train", *argv, "--content", str(data[0]), "--style", str(data[1]), "--out", str(run_dir)]) == 0
-    assert cli.main(["pretrained", *argv, "--run", str(run_dir), "--out", str(out), "--content", str(data[0]),
-                     "--style", str(data[1])]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "pretrained",
+                *argv,
+                "--run",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--content",
+                str(data[0]),
+                "--style",
+                str(data[1]),
+            ]
+        )
+        == 0
+    )
 
     state = torch.load(out, map_location="cpu", weights_only=True)
     ckpt, _ = load_latest(run_dir / "checkpoints")
@@ -94,8 +127,9 @@ def test_fine_tune_starts_from_the_pretrained_weights(tmp_path, data, repo_root)
 
     ckpt, _ = load_latest(tmp_path / "a" / "checkpoints")
     export("adain", model.trainable(), model.encoder.weights_sha256, ckpt, tmp_path / "p.pt", {"iterations": 3})
-    warm = train.run(small(base, "adain", iterations=1, init_from=str(tmp_path / "p.pt")), "adain", *data,
-                     tmp_path / "b")  # fmt: skip
+    warm = train.run(
+        small(base, "adain", iterations=1, init_from=str(tmp_path / "p.pt")), "adain", *data, tmp_path / "b"
+    )
     fresh = train.run(small(base, "adain", iterations=1), "adain", *data, tmp_path / "c")
     first = [json.loads((tmp_path / d / "train_metrics.json").read_text()) for d in ("b", "c")]
     assert warm["pretrained_iterations"] == 3
@@ -112,8 +146,9 @@ def test_missing_file_trains_from_scratch_or_fails_as_configured(tmp_path, data,
     assert metrics["pretrained_iterations"] == 0
     assert "nowhere.pt not found; training from scratch" in caplog.text
     with pytest.raises(PretrainedError, match=r"init_from = .*nowhere\.pt.*no such file"):
-        train.run(small(base, "adain", iterations=1, init_from=missing, init_missing="error"), "adain", *data,
-                  tmp_path / "b")  # fmt: skip
+        train.run(
+            small(base, "adain", iterations=1, init_from=missing, init_missing="error"), "adain", *data, tmp_path / "b"
+        )
 
 
 def test_files_that_do_not_fit_are_refused_with_one_clear_error(tmp_path, repo_root):

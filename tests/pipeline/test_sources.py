@@ -462,19 +462,28 @@ def street_items() -> list[dict]:
     for s in range(DRIVES):
         for f in range(FRAMES):  # each drive runs east along its own street, a few metres between frames
             items.append(
-                {"id": f"10{s}{f}", "camera_type": "perspective", "sequence": f"seq{s}",
-                 "at": (west + (0.1 + 0.18 * f) * dx, south + (0.08 + 0.16 * s) * dy),
-                 "creator": {"username": f"driver{s}", "id": f"9{s}"}}
-            )  # fmt: skip
+                {
+                    "id": f"10{s}{f}",
+                    "camera_type": "perspective",
+                    "sequence": f"seq{s}",
+                    "at": (west + (0.1 + 0.18 * f) * dx, south + (0.08 + 0.16 * s) * dy),
+                    "creator": {"username": f"driver{s}", "id": f"9{s}"},
+                }
+            )
     items += [
         {"id": "2001", "camera_type": "equirectangular", "sequence": "pano0", "at": (west + dx / 3, south + dy / 3)},
         {"id": "2002", "camera_type": "spherical", "sequence": "pano0", "at": (west + 0.6 * dx, south + 0.6 * dy)},
         {"id": "2003", "camera_type": "fisheye", "sequence": "fish0", "at": (west + 0.7 * dx, south + 0.2 * dy)},
-        {"id": "3001", "camera_type": "perspective", "sequence": "seq9", "at": (west + 0.5 * dx, south + 0.9 * dy),
-         "thumb": False},  # no thumbnail (still processing)
+        {
+            "id": "3001",
+            "camera_type": "perspective",
+            "sequence": "seq9",
+            "at": (west + 0.5 * dx, south + 0.9 * dy),
+            "thumb": False,
+        },  # no thumbnail (still processing)
         {"id": "4001", "camera_type": "perspective", "sequence": "far", "at": (east + 0.01, north + 0.01)},
         {"id": "4002", "camera_type": "perspective", "sequence": "far", "at": (west - 0.01, south)},
-    ]  # fmt: skip
+    ]
     return items
 
 
@@ -534,9 +543,18 @@ def serve_mapillary(server, items: list[dict], *, paging: bool = False, expired:
 @pytest.fixture
 def streets_cfg(base_params: Params, local_server) -> StreetsSource:
     return base_params.fetch.streets.model_copy(
-        update={"api_url": local_server.url, "token_env": TOKEN_ENV, "bbox": BBOX, "image_field": "thumb_1024_url",
-                "photos": 8, "page_size": 2000, "max_requests": 50, "per_sequence": 2, "seed": 0}
-    )  # fmt: skip
+        update={
+            "api_url": local_server.url,
+            "token_env": TOKEN_ENV,
+            "bbox": BBOX,
+            "image_field": "thumb_1024_url",
+            "photos": 8,
+            "page_size": 2000,
+            "max_requests": 50,
+            "per_sequence": 2,
+            "seed": 0,
+        }
+    )
 
 
 @pytest.fixture
@@ -601,8 +619,10 @@ def test_streets_choice_is_seeded_and_ignores_the_answer_order(
     serve_mapillary(local_server, list(reversed(street_items())), paging=True)  # the same images, served otherwise
     cfg = with_(streets_cfg, page_size=7)
     assert chosen_ids(fetch_streets(cfg, download_cfg, tmp_path / "c", "content")) == first
-    others = {tuple(chosen_ids(fetch_streets(with_(streets_cfg, seed=s), download_cfg, tmp_path / f"s{s}", "content")))
-              for s in range(1, 5)}  # fmt: skip
+    others = {
+        tuple(chosen_ids(fetch_streets(with_(streets_cfg, seed=s), download_cfg, tmp_path / f"s{s}", "content")))
+        for s in range(1, 5)
+    }
     assert others - {tuple(first)}  # the seed matters
 
 

@@ -144,8 +144,21 @@ def test_stage_logs_to_mlflow(tmp_path, grid, repo_root, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     store = tmp_path / "store.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
-    code = cli.main(["stylize-stage", "--method", "gatys", "--params", str(tmp_path / "params.yaml"),
-                     "--content", str(grid[0]), "--style", str(grid[1]), "--out", str(tmp_path / "out")])  # fmt: skip
+    code = cli.main(
+        [
+            "stylize-stage",
+            "--method",
+            "gatys",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--content",
+            str(grid[0]),
+            "--style",
+            str(grid[1]),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiment = client.get_experiment_by_name(params["tracking"]["experiment"])
@@ -170,9 +183,21 @@ def test_stage_logs_to_mlflow(tmp_path, grid, repo_root, monkeypatch):
 
 def test_one_off_command(tmp_path, grid, repo_root, capsys):
     out = tmp_path / "one.png"
-    argv = ["stylize", "--method", "gatys", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"),
-            "-o", str(out), "--params", str(repo_root / "params.yaml"),
-            "--set", "iterations=2", "--set", "image_size=32"]  # fmt: skip
+    argv = [
+        "stylize",
+        "--method",
+        "gatys",
+        str(grid[0] / "street_b.png"),
+        str(grid[1] / "paint_y.png"),
+        "-o",
+        str(out),
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--set",
+        "iterations=2",
+        "--set",
+        "image_size=32",
+    ]
     assert cli.main(argv) == 0
     with Image.open(out) as img:
         assert img.size == (32, 45)
@@ -191,21 +216,42 @@ def test_one_off_command_works_from_a_folder_without_params_yaml(tmp_path, grid)
     """The real `nst stylize` in a folder with no params.yaml: the method's defaults, said once on stderr."""
     work = tmp_path / "elsewhere"
     work.mkdir()
-    proc = run_nst(["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", "one.png",
-                    "--set", "iterations=2", "--set", "image_size=32"], work)  # fmt: skip
+    proc = run_nst(
+        [
+            "stylize",
+            str(grid[0] / "street_b.png"),
+            str(grid[1] / "paint_y.png"),
+            "-o",
+            "one.png",
+            "--set",
+            "iterations=2",
+            "--set",
+            "image_size=32",
+        ],
+        work,
+    )
     assert proc.returncode == 0, proc.stderr
     with Image.open(work / "one.png") as img:
         assert img.size == (32, 45)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["out"] == "one.png"
     said = [line for line in proc.stderr.splitlines() if "params.yaml" in line]
-    assert said == [f"INFO pipeline.stylize: no params.yaml in {work}: using gatys's defaults "
-                    "(encoder caffe, pool max, device auto)"]  # fmt: skip
+    assert said == [
+        f"INFO pipeline.stylize: no params.yaml in {work}: using gatys's defaults "
+        "(encoder caffe, pool max, device auto)"
+    ]
     assert sorted(p.name for p in work.iterdir()) == ["one.png"]  # nothing else written where it ran
 
 
 def test_one_off_command_without_params_yaml_still_checks_overrides(tmp_path, grid):
-    argv = ["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", str(tmp_path / "x.png"),
-            "--set", "colour=1"]  # fmt: skip
+    argv = [
+        "stylize",
+        str(grid[0] / "street_b.png"),
+        str(grid[1] / "paint_y.png"),
+        "-o",
+        str(tmp_path / "x.png"),
+        "--set",
+        "colour=1",
+    ]
     for bad, message in (("colour=1", "--set: gatys: unknown key 'colour'"), ("iterations=many", "--set: ")):
         argv[-1] = bad
         proc = run_nst(argv, tmp_path)
@@ -216,8 +262,18 @@ def test_one_off_command_without_params_yaml_still_checks_overrides(tmp_path, gr
 
 
 def test_one_off_command_with_a_missing_explicit_params_file_is_an_error(tmp_path, grid):
-    proc = run_nst(["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", "x.png",
-                    "--params", "nowhere.yaml"], tmp_path)  # fmt: skip
+    proc = run_nst(
+        [
+            "stylize",
+            str(grid[0] / "street_b.png"),
+            str(grid[1] / "paint_y.png"),
+            "-o",
+            "x.png",
+            "--params",
+            "nowhere.yaml",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 2
     assert "nst stylize: error: nowhere.yaml: file not found" in proc.stderr
     assert "using gatys's defaults" not in proc.stderr
@@ -230,16 +286,35 @@ def test_one_off_command_reads_params_yaml_in_the_current_folder(tmp_path, grid,
     raw = yaml.safe_load((repo_root / "params.yaml").read_text(encoding="utf-8"))
     raw["encoder"]["weights"] = "no-such-weights.pt"  # proves this file is read (the defaults would use caffe)
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    proc = run_nst(["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", "one.png",
-                    "--set", "iterations=1"], work)  # fmt: skip
+    proc = run_nst(
+        [
+            "stylize",
+            str(grid[0] / "street_b.png"),
+            str(grid[1] / "paint_y.png"),
+            "-o",
+            "one.png",
+            "--set",
+            "iterations=1",
+        ],
+        work,
+    )
     assert proc.returncode == 2
     assert "no-such-weights.pt" in proc.stderr
     assert "defaults" not in proc.stderr
 
 
 def test_one_off_bad_override_names_the_key(tmp_path, grid, repo_root, capsys):
-    argv = ["stylize", str(grid[0] / "street_b.png"), str(grid[1] / "paint_y.png"), "-o", str(tmp_path / "x.png"),
-            "--params", str(repo_root / "params.yaml"), "--set", "colour=1"]  # fmt: skip
+    argv = [
+        "stylize",
+        str(grid[0] / "street_b.png"),
+        str(grid[1] / "paint_y.png"),
+        "-o",
+        str(tmp_path / "x.png"),
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--set",
+        "colour=1",
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "unknown key 'methods.gatys.colour'" in err

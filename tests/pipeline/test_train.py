@@ -86,13 +86,30 @@ def test_cli_logs_and_the_model_stylizes(tmp_path, data, params, repo_root, monk
     import yaml
 
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
-    raw["methods"]["adain"]["train"].update(iterations=4, batch_size=2, resize_short=40, crop=32, checkpoint_every=2,
-                                            sample_every=2, log_every=1)  # fmt: skip
+    raw["methods"]["adain"]["train"].update(
+        iterations=4, batch_size=2, resize_short=40, crop=32, checkpoint_every=2, sample_every=2, log_every=1
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
     out = tmp_path / "models" / "adain"
-    assert cli.main(["train", "--method", "adain", "--params", str(tmp_path / "params.yaml"), "--content",
-                     str(data[0]), "--style", str(data[1]), "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "train",
+                "--method",
+                "adain",
+                "--params",
+                str(tmp_path / "params.yaml"),
+                "--content",
+                str(data[0]),
+                "--style",
+                str(data[1]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
     exp = client.get_experiment_by_name(raw["tracking"]["experiment"])
     (run,) = client.search_runs([exp.experiment_id])
@@ -108,8 +125,22 @@ def test_cli_logs_and_the_model_stylizes(tmp_path, data, params, repo_root, monk
 
 
 def test_resume_flag_without_checkpoints_is_an_error(tmp_path, data, repo_root, capsys):
-    code = cli.main(["train", "--method", "adain", "--params", str(repo_root / "params.yaml"), "--content",
-                     str(data[0]), "--style", str(data[1]), "--out", str(tmp_path / "m"), "--resume"])  # fmt: skip
+    code = cli.main(
+        [
+            "train",
+            "--method",
+            "adain",
+            "--params",
+            str(repo_root / "params.yaml"),
+            "--content",
+            str(data[0]),
+            "--style",
+            str(data[1]),
+            "--out",
+            str(tmp_path / "m"),
+            "--resume",
+        ]
+    )
     assert code == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
@@ -118,18 +149,46 @@ def test_contrastive_trains_logs_every_term_and_stylizes_from_the_cli(tmp_path, 
     import yaml
 
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
-    raw["methods"]["contrastive"]["train"].update(iterations=3, batch_size=4, resize_short=40, crop=32,
-                                                  checkpoint_every=2, sample_every=3, log_every=1)  # fmt: skip
+    raw["methods"]["contrastive"]["train"].update(
+        iterations=3, batch_size=4, resize_short=40, crop=32, checkpoint_every=2, sample_every=3, log_every=1
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
     out = tmp_path / "models" / "contrastive"
-    assert cli.main(["train", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--content",
-                     str(data[0]), "--style", str(data[1]), "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "train",
+                "--method",
+                "contrastive",
+                "--params",
+                str(tmp_path / "params.yaml"),
+                "--content",
+                str(data[0]),
+                "--style",
+                str(data[1]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "generator.pt").is_file()
     with (out / "losses.csv").open() as fh:
         header = next(csv.reader(fh))
-    assert {"content", "style", "identity_pixel", "identity_feature", "style_contrastive", "content_contrastive",
-            "gan", "d_real", "d_fake", "d_total", "total"} <= set(header)  # fmt: skip
+    assert {
+        "content",
+        "style",
+        "identity_pixel",
+        "identity_feature",
+        "style_contrastive",
+        "content_contrastive",
+        "gan",
+        "d_real",
+        "d_fake",
+        "d_total",
+        "total",
+    } <= set(header)
     metrics = json.loads((out / "train_metrics.json").read_text())  # what the 32 px crops use of the discriminator
     assert (metrics["discriminator_scales"], metrics["discriminator_scales_used"]) == (3, 1)
     assert metrics["discriminator_input_px"] == [32]
@@ -141,8 +200,19 @@ def test_contrastive_trains_logs_every_term_and_stylizes_from_the_cli(tmp_path, 
     assert len(client.list_artifacts(run.info.run_id, "samples")) == 1
 
     result = tmp_path / "one.png"
-    argv = ["stylize", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--model", str(out),
-            str(data[0] / "img1.png"), str(data[1] / "img0.png"), "--out", str(result)]  # fmt: skip
+    argv = [
+        "stylize",
+        "--method",
+        "contrastive",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--model",
+        str(out),
+        str(data[0] / "img1.png"),
+        str(data[1] / "img0.png"),
+        "--out",
+        str(result),
+    ]
     assert cli.main(argv) == 0
     with Image.open(result) as img:
         assert img.size == (52, 44)
@@ -154,8 +224,9 @@ def test_contrastive_batch_size_must_pair_up(tmp_path, repo_root, capsys):
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["methods"]["contrastive"]["train"]["batch_size"] = 5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    code = cli.main(["train", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--out",
-                     str(tmp_path / "m")])  # fmt: skip
+    code = cli.main(
+        ["train", "--method", "contrastive", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "m")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "methods.contrastive" in err

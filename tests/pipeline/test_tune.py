@@ -51,8 +51,9 @@ def tiny_params(repo_root: Path, tmp_path: Path, **tune_changes) -> Path:
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["tune"].update({"heartbeat_s": 1, "grace_s": 3, **tune_changes})
     raw["tune"]["gatys"].update(trials=3, budget={"iterations": 2, "image_size": 32})
-    raw["tune"]["adain"].update(trials=3, budget={"train": {"iterations": 4, "batch_size": 2, "resize_short": 40,
-                                                             "crop": 32}}, prune_every=2)  # fmt: skip
+    raw["tune"]["adain"].update(
+        trials=3, budget={"train": {"iterations": 4, "batch_size": 2, "resize_short": 40, "crop": 32}}, prune_every=2
+    )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -129,8 +130,9 @@ def worker_killed_before_its_first_heartbeat(spec: dict) -> None:
 
 def new_study(params_path: Path, tmp_path: Path) -> tuple[str, str]:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(study_name="shared", storage=make_storage(url, load_params(params_path)),
-                        directions=["minimize", "minimize"])  # fmt: skip
+    optuna.create_study(
+        study_name="shared", storage=make_storage(url, load_params(params_path)), directions=["minimize", "minimize"]
+    )
     return url, "shared"
 
 
@@ -273,9 +275,12 @@ def test_tune_trained_method_reports_intermediates_and_can_prune(repo_root, tmp_
         assert "intermediate_2" in trial.user_attrs  # scored on val after 2 of 4 iterations
     # with prune_dominated_by = 1 a trial is pruned as soon as one other trial's intermediate point dominates it
     for trial in study.trials:
-        dominated = [o for o in study.trials if o.number < trial.number
-                     and dominates(o.user_attrs["intermediate_2"], trial.user_attrs["intermediate_2"],
-                                   ["minimize", "minimize"])]  # fmt: skip
+        dominated = [
+            o
+            for o in study.trials
+            if o.number < trial.number
+            and dominates(o.user_attrs["intermediate_2"], trial.user_attrs["intermediate_2"], ["minimize", "minimize"])
+        ]
         expected = optuna.trial.TrialState.PRUNED if dominated else optuna.trial.TrialState.COMPLETE
         assert trial.state == expected, trial.number
 
