@@ -62,7 +62,8 @@ which-python:
 
 # Re-resolve pyproject.toml's ranges in a fresh venv and pin the result (commit requirements.lock afterwards), on the
 # interpreter `make which-python` picks: resolve on the oldest supported Python (3.11), so that no pin needed only there
-# is missed, then `make lock-check` for the others.
+# is missed, then `make lock-check` for the others. `freeze --all` pins setuptools too (torch needs it; Python >= 3.12
+# venvs come without it), not pip itself.
 lock:
 	@rm -rf .lockenv && py=$$($(FIND_PYTHON)) && echo "$$py -m venv .lockenv" && "$$py" -m venv .lockenv
 	.lockenv/bin/python -m pip install --quiet --upgrade pip
@@ -70,7 +71,7 @@ lock:
 	{ echo "# Pinned environment for nst-bench (Linux x86_64; resolved on Python $$(.lockenv/bin/python -c 'import platform; print(platform.python_version())'), installs on every Python pyproject.toml's requires-python admits: \`make lock-check\`)."; \
 	  echo "# Every package \`pip install -e '.[dev]'\` resolves to; make setup, environment.yml and CI install exactly these (then the project itself). Regenerate: \`make lock\`."; \
 	  echo "# Generated $$(date -u +%Y-%m-%d) from pyproject.toml in a fresh venv."; \
-	  .lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^nst-bench'; } > requirements.lock.tmp
+	  .lockenv/bin/python -m pip freeze --all --exclude-editable | grep -v -e '^nst-bench' -e '^pip=='; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock && rm -rf .lockenv
 
 # Does every pin of requirements.lock install on each Python that requires-python admits (Linux x86-64, glibc 2.17 to
