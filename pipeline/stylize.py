@@ -81,15 +81,40 @@ def run(
     ``model``: the trained model (file or folder) of a feed-forward method.
     """
     device = pick_device(params.base.device)
+    grid = test_grid(content_dir, style_dir)
+    encoder = encoder if encoder is not None else method_encoder(params, method_name)
+    state = run_state(params, method_name, encoder, device, model)
+    start_folder(out_dir, state, method_name)
+    # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
+    declared = (*method_stage_params(method_name), "stylize")
+    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, declared))
+    shas = {p: sha256_file(p) for pair in grid for p in pair}
+    done = finished_pairs(out_dir, grid, shas, content_dir, style_dir)
+    if done:
+        log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))
+    method = method_from_params(params, method_name, encoder, model)
+    rows = stylize_missing(method, grid, done, shas, out_dir, device, params, logger)
+    if logger is not None:
+        log_summary(logger, rows, out_dir / "timing.csv")
+    return rows
+
+
+def test_grid(content_dir: Path, style_dir: Path) -> list[tuple[Path, Path]]:
+    """Every content x every style (sorted), with one clear error for an empty folder."""
     contents, styles = list_images(content_dir), list_images(style_dir)
     for role, found, folder in (("content", contents, content_dir), ("style", styles, style_dir)):
         if not found:
             raise NstError(f"{folder}: no {role} images to stylize")
-    encoder = encoder if encoder is not None else method_encoder(params, method_name)
-    config = getattr(params.methods, method_name).model_dump(mode="json")
-    state = {
+    return [(c, s) for c in contents for s in styles]
+
+
+def run_state(
+    params: Params, method_name: str, encoder: VGGEncoder | None, device: torch.device, model: Path | None
+) -> dict[str, Any]:
+    """Everything the outputs depend on besides the input images (``.stylize-state.json``): a change starts afresh."""
+    return {
         "method": method_name,
-        "config": config,
+        "config": getattr(params.methods, method_name).model_dump(mode="json"),
         "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
         "pool": params.encoder.pool,
         "device": device.type,
@@ -97,28 +122,31 @@ def run(
         "model_sha256": model_fingerprint(model),
         **method_provenance(method_name),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state_path, timing_path = out_dir / STATE_FILE, out_dir / "timing.csv"
-    losses_path = out_dir / "losses.csv"
-    previous = json.loads(state_path.read_text()) if state_path.is_file() else None
-    if previous != state:
-        if previous is not None:
-            log.info(
-                "stylize@%s: parameters, encoder, device or code changed since the last run; starting afresh",
-                method_name,
-            )
-        for stale in [*out_dir.glob("*.png"), timing_path, losses_path]:
-            stale.unlink(missing_ok=True)
-        write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-    # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
-    declared = (*method_stage_params(method_name), "stylize")
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, declared))
 
-    grid = [(c, s) for c in contents for s in styles]
+
+def start_folder(out_dir: Path, state: dict[str, Any], method_name: str) -> None:
+    """Create ``out_dir``; when its recorded state differs from ``state``, remove its outputs and record ``state``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / STATE_FILE
+    previous = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if previous == state:
+        return
+    if previous is not None:
+        log.info(
+            "stylize@%s: parameters, encoder, device or code changed since the last run; starting afresh", method_name
+        )
+    for stale in [*out_dir.glob("*.png"), out_dir / "timing.csv", out_dir / "losses.csv"]:
+        stale.unlink(missing_ok=True)
+    write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def finished_pairs(
+    out_dir: Path, grid: list[tuple[Path, Path]], shas: dict[Path, str], content_dir: Path, style_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """The timing rows of pairs already done with the same input images (their PNGs kept); other PNGs are removed."""
     expected = {f"{c.stem}__{s.stem}.png" for c, s in grid}
-    shas = {p: sha256_file(p) for p in {*contents, *styles}}
     done: dict[str, dict[str, Any]] = {}
-    for row in read_csv(timing_path):
+    for row in read_csv(out_dir / "timing.csv"):
         c, s = content_dir / f"{row['content']}", style_dir / f"{row['style']}"
         if (
             row["file"] in expected
@@ -130,16 +158,26 @@ def run(
     for stale in out_dir.glob("*.png"):
         if stale.name not in done:
             stale.unlink()
-    if done:
-        log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))
+    return done
 
-    method = method_from_params(params, method_name, encoder, model)
+
+def stylize_missing(
+    method: Method,
+    grid: list[tuple[Path, Path]],
+    done: dict[str, dict[str, Any]],
+    shas: dict[Path, str],
+    out_dir: Path,
+    device: torch.device,
+    params: Params,
+    logger: tracking.RunLogger | None,
+) -> list[dict[str, Any]]:
+    """Stylize the pairs not in ``done``, rewriting ``timing.csv`` and ``losses.csv`` after each; all timing rows."""
+    timing_path, losses_path = out_dir / "timing.csv", out_dir / "losses.csv"
     rows: list[dict[str, Any]] = list(done.values())
     done_pairs = {Path(name).stem for name in done}
     loss_rows = [r for r in read_csv(losses_path) if r["pair"] in done_pairs]
     grids_logged = 0
-    bar = tqdm(grid, desc=f"stylize@{method_name}", unit="pair", disable=None)
-    for content_path, style_path in bar:
+    for content_path, style_path in tqdm(grid, desc=f"stylize@{method.name}", unit="pair", disable=None):
         name = f"{content_path.stem}__{style_path.stem}.png"
         if name in done:
             continue
@@ -175,20 +213,23 @@ def run(
         write_csv(rows, TIMING_FIELDS, timing_path)
     if not losses_path.is_file():
         write_csv(loss_rows, LOSS_FIELDS, losses_path)
-    if logger is not None:
-        seconds = [float(r["seconds"]) for r in rows]
-        peaks = [float(r["peak_mem_mb"]) for r in rows]
-        logger.log_metrics(
-            {
-                "pairs": len(rows),
-                "seconds_mean": statistics.fmean(seconds),
-                "seconds_total": sum(seconds),
-                "peak_mem_mb_max": max(peaks),
-                "peak_mem_mb_mean": statistics.fmean(peaks),
-            }
-        )
-        logger.log_artifact(timing_path)
     return rows
+
+
+def log_summary(logger: tracking.RunLogger, rows: list[dict[str, Any]], timing_path: Path) -> None:
+    """Per-run means and totals of seconds and peak memory, and ``timing.csv``, to MLflow."""
+    seconds = [float(r["seconds"]) for r in rows]
+    peaks = [float(r["peak_mem_mb"]) for r in rows]
+    logger.log_metrics(
+        {
+            "pairs": len(rows),
+            "seconds_mean": statistics.fmean(seconds),
+            "seconds_total": sum(seconds),
+            "peak_mem_mb_max": max(peaks),
+            "peak_mem_mb_mean": statistics.fmean(peaks),
+        }
+    )
+    logger.log_artifact(timing_path)
 
 
 def stage_params(params: Params, method_name: str) -> dict[str, Any]:

@@ -19,13 +19,15 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
+# mlflow (about 1 s to import) is imported where a run is opened or logged to, so that a stage module (and a one-off
+# `nst stylize`, which logs nothing) starts without it.
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_CHARS = 6000  # MLflow's param value limit
@@ -97,11 +99,15 @@ class RunLogger:
         self._parent: Any = None  # this run, fetched once when it gets nested runs
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self._log_metric_batch([Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def log_step_series(self, prefix: str, history: list[dict[str, float]]) -> None:
         """Per-step loss terms as step metrics, thinned to at most ``max_step_points`` (see :func:`thin`)."""
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self._log_metric_batch(
             [
@@ -116,6 +122,8 @@ class RunLogger:
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
 
     def log_params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k[:250], v) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
@@ -235,6 +243,8 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
 
 def _experiment(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
     """A client and the experiment's id, creating the experiment when absent (under :func:`_store_lock`)."""
+    from mlflow.tracking import MlflowClient
+
     with _store_lock(tracking_uri):
         client = MlflowClient(tracking_uri=tracking_uri)
         exp = client.get_experiment_by_name(experiment)
@@ -289,7 +299,6 @@ __all__ = [
     "RunLogger",
     "flatten",
     "git_sha",
-    "mlflow",
     "package_versions",
     "params_hash",
     "resolve_uri",
