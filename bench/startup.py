@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.tracking import git_sha  # noqa: E402  (light: mlflow loads only when a run is opened)
 
 NST = "import sys; from pipeline.cli import main; sys.argv[0] = 'nst'; sys.exit(main())"  # the console script
 HEAVY = (
@@ -148,25 +150,6 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def git_sha() -> str:
-    """HEAD's sha, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (default 5)")
@@ -242,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "startup",
         results,
         args.out,
-        git_sha=git_sha(),
+        git_sha=git_sha(ROOT),
         python=sys.version.split()[0],
         cpu_count=os.cpu_count(),
         load_average_before=load_before,
