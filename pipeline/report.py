@@ -141,7 +141,7 @@ class TrainingRecord:
     """What a trained method's training run left: ``models/<m>/train_metrics.json`` and the ``train`` section of
     ``models/<m>/effective_params.yaml`` (None where absent)."""
 
-    schedule: Any  # the method's reference schedule (methods.feedforward.ReferenceSchedule)
+    schedule: Any  # the method's reference schedule (methods.registry.ReferenceSchedule)
     metrics: dict[str, Any] | None
     train: dict[str, Any] | None
 

@@ -21,7 +21,7 @@ from evaluation import report as rep
 from evaluation.metrics import METRICS, SUMMARY_METRICS
 from evaluation.references import REFERENCE_ROWS
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
-from methods.feedforward import ReferenceSchedule
+from methods.registry import ReferenceSchedule
 from pipeline import report as stage
 from pipeline.config import load_params
 
