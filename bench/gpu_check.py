@@ -189,14 +189,14 @@ _ENCODERS: dict[str, Any] = {}
 
 
 def _model(method: str, seed: int = 0):
-    from methods import get_method
     from methods.encoder import load_encoder
+    from methods.registry import get_spec
 
     last = {"adain": "relu4_1", "contrastive": "relu5_1"}[method]
     if last not in _ENCODERS:
         _ENCODERS[last] = load_encoder("caffe", last_layer=last, normalise="per_filter")
-    cls = get_method(method)
-    return cls(cls.params_type()().replace(seed=seed), encoder=_ENCODERS[last])
+    spec = get_spec(method)
+    return spec.load_class()(spec.params(seed=seed), encoder=_ENCODERS[last])
 
 
 def _time_steps(
