@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -239,5 +239,5 @@ def build_method(
         raise NstError(f"{name} needs a trained model: pass --model models/{name} (run the train@{name} stage first)")
     method = spec.load_class()(params, encoder=encoder)
     if model is not None:
-        method.load(model)  # type: ignore[attr-defined]
+        cast(TrainedMethod, method).load(model)
     return method

@@ -127,7 +127,6 @@ def run(
     device = distributed_device(params) if world > 1 else pick_device(params.base.device)
     encoder = load_encoder(**encoder_settings(params, method_name))
     model = build_model(params, method_name, encoder)
-    cfg = tcfg
     init = init_file(tcfg, method_name)
     init_sha = sha256_file(init) if init else None
     fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, (content_dir, style_dir), init_sha)
@@ -142,7 +141,7 @@ def run(
     info = model.train_info(tcfg.crop) if hasattr(model, "train_info") else {}
     if info:
         log.info("train@%s at %d px crops: %s", method_name, tcfg.crop, json.dumps(info))
-    precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
+    precision = Precision.resolve(tcfg.amp, tcfg.channels_last, device)
     sample = (content.sample(1, torch.Generator().manual_seed(1)), style.sample(1, torch.Generator().manual_seed(2)))
     callbacks = TrainLog(model, sample, device, logger, sample_every=tcfg.sample_every, log_every=tcfg.log_every)
     started = time.perf_counter()
@@ -150,7 +149,7 @@ def run(
         model,
         content,
         style,
-        cfg,
+        tcfg,
         ckpt_dir,
         device=device,
         resume=resumes,
@@ -165,7 +164,7 @@ def run(
     setting = {"device": device.type, "processes": world, "precision": precision.label, **info, **init_info}
     metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
     model_path = out_dir / str(spec.model_file)
-    if reached >= cfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
+    if reached >= tcfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
         model.save(
             out_dir,
             extra={

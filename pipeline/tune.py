@@ -328,14 +328,13 @@ class Objective:
         init = init_file(tcfg, self.method)
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
-        cfg = tcfg
-        hook = ScoreAndPrune(self, trial, model, cfg.iterations)
+            hook = ScoreAndPrune(self, trial, model, tcfg.iterations)
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
             train(
                 model,
                 *self._crops[key],
-                cfg,
+                tcfg,
                 ckpt,
                 device=self.device,
                 fingerprint=f"trial{trial.number}",
