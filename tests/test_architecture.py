@@ -2,7 +2,7 @@
 
 - ``methods`` imports neither ``pipeline`` nor ``evaluation``; ``evaluation`` does not import ``pipeline``; the
   project's modules import each other without cycles; stage modules (``nst`` subcommands) never import each other; only
-  ``pipeline/tracking.py`` imports mlflow; no project import sits inside a function.
+  ``pipeline/tracking.py`` imports mlflow and only ``pipeline/tune.py`` optuna; no project import inside a function.
 - The registry is the single list of methods: dvc.yaml's ``foreach`` lists equal its lists, and a toy method with its
   own params class is accepted by params.yaml validation, ``nst stylize`` and the derived lists.
 """
@@ -102,9 +102,11 @@ def test_layers_import_downwards_only():
     assert not wrong, wrong
 
 
-def test_only_tracking_imports_mlflow():
-    users = sorted({m for m, found in GRAPH.items() for t, _, _ in found if t.split(".")[0] == "mlflow"})
-    assert users == ["pipeline.tracking"]
+@pytest.mark.parametrize(("package", "only"), [("mlflow", "pipeline.tracking"), ("optuna", "pipeline.tune")])
+def test_one_module_imports_each_tool(package, only):
+    """DESIGN.md: only pipeline/tracking.py imports mlflow, only the tuning code imports optuna."""
+    users = sorted({m for m, found in GRAPH.items() for t, _, _ in found if t.split(".")[0] == package})
+    assert users == [only]
 
 
 def test_no_import_cycles():
