@@ -27,10 +27,15 @@ class ParamsError(NstError):
     """A method's parameters are invalid; the message names the method, the key and what is allowed."""
 
 
-class MethodParams(BaseModel):
-    """Base of every method's params class: no unknown keys, no type coercion, no NaN/inf, immutable."""
+# Every params.yaml section, the methods' and pipeline/config.py's alike: no unknown keys, no type coercion, no
+# NaN/inf, immutable.
+STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+class MethodParams(BaseModel):
+    """Base of every method's params class (:data:`STRICT`), with a validated :meth:`replace`."""
+
+    model_config = STRICT
 
     def replace(self, **changes: Any) -> MethodParams:
         """A validated copy with ``changes`` (nested sections replaced whole); bad keys or values raise ParamsError."""
@@ -160,9 +165,6 @@ class MethodSpec:
             return self.implementation
         module, _, attr = self.implementation.partition(":")
         return getattr(importlib.import_module(module), attr)
-
-    def default_params(self) -> Any:
-        return self.params()
 
     def parse(self, data: Mapping[str, Any]) -> Any:
         """The params class validated from ``data`` (absent keys take the defaults); :class:`ParamsError` otherwise."""

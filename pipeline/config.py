@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from evaluation.metric_info import METRICS
 from methods.errors import NstError
-from methods.registry import describe_errors, get_spec, list_methods, tuned_methods, unset_keys
+from methods.registry import STRICT, describe_errors, get_spec, list_methods, tuned_methods, unset_keys
 from methods.schemas.common import Fraction, Seed
 
 PROFILES_DIR = "profiles"
@@ -40,7 +40,7 @@ class ConfigError(NstError):
 class Strict(BaseModel):
     """Base for every config section: no unknown keys, no type coercion, no NaN/inf, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = STRICT
 
 
 PositiveInt = Annotated[int, Field(ge=1)]

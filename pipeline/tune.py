@@ -448,7 +448,7 @@ def trial_rows(study: optuna.Study, objectives: Sequence[str], space: Sequence[s
 def reference_weights(method: str, space: Mapping[str, Any]) -> dict[str, float]:
     """The method's reference values (its params class defaults: paper / reference code) of the tuned keys; each
     must lie inside its search range, so that the reference is a point of the space the study explores."""
-    defaults = get_spec(method).default_params()
+    defaults = get_spec(method).params()
     weights = {k: float(getattr(defaults, k)) for k in space}
     outside = [
         f"{k} = {v:g} not in [{space[k].low:g}, {space[k].high:g}]"
