@@ -78,7 +78,9 @@ class WikiArtSource(Strict):
     repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
     revision: Annotated[str, Field(min_length=1)]
     data_dir: str
-    shards: PositiveInt
+    shards: PositiveInt  # shards downloaded first
+    shard_order: Literal["spread", "first"]  # which: spread over the whole listing, or the first by name
+    max_shards: PositiveInt  # more, one at a time, while a listed class of class_by has < per_class rows
     class_by: Literal["style", "artist", "genre"]
     styles: list[str]
     artists: list[str]
@@ -86,6 +88,12 @@ class WikiArtSource(Strict):
     per_class: PositiveInt
     seed: Seed
     license: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _max_not_below_start(self) -> WikiArtSource:
+        if self.max_shards < self.shards:
+            raise ValueError(f"max_shards ({self.max_shards}) must be >= shards ({self.shards})")
+        return self
 
 
 class StreetsSource(Strict):

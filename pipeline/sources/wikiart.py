@@ -3,7 +3,10 @@
 Steps:
 1. resolve ``revision`` to a commit sha (``/api/datasets/<repo>/revision/<rev>``) and list the parquet shards with
    their LFS sha256 (``/api/datasets/<repo>/tree/<sha>/<data_dir>``);
-2. download the first ``shards`` of them (sorted by path) into the download cache, checksum-verified;
+2. download ``shards`` of them into the download cache, checksum-verified: spread evenly over the listing
+   (``shard_order: spread``; huggan/wikiart's rows seem grouped by artist, so its first shards miss whole styles) or
+   the first by path (``first``); then, while a class that ``class_by``'s own filter lists has fewer than
+   ``per_class`` matching rows, one more shard at a time in the same order, up to ``max_shards`` in all;
 3. find the class names of the label columns (artist, genre, style hold integers): from a shard's ``huggingface``
    schema metadata where it has them (``datasets`` >= 2.10 writes it), otherwise from the repository's
    ``dataset_infos.json`` at the same commit, laid out as ``{config: {"features": {column: {"names": [...]}}}}``
@@ -151,63 +154,111 @@ def _label(value: int | None, names: list[str] | None) -> str:
 
 @dataclass(frozen=True)
 class _Row:
-    shard: int
+    shard: int  # position in the download order
     row: int
     labels: dict[str, str]  # column -> name ("" when the shard has no such column)
 
 
-def _select(shard_files: list[Path], shard_paths: list[str], cfg: WikiArtSource, hub: _Hub) -> list[_Row]:
-    filters = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
-    by_class: dict[str, list[_Row]] = defaultdict(list)
-    unnamed: dict[str, str] = {}  # label column without names -> where they were sought
-    for s, path in enumerate(shard_files):
+def shard_order(n: int, start: int, how: str) -> list[int]:
+    """Every shard index of a listing of ``n`` in the order they are downloaded; the first ``start`` always are.
+
+    ``first``: by name. ``spread``: the first ``start`` are the centres of ``start`` equal strata of the listing
+    (``floor((i + 1/2) n / start)``), then each next one is the shard farthest from every shard taken so far (ties:
+    the lower index), so any prefix covers the listing evenly. A listing whose rows are grouped (huggan/wikiart's seem
+    ordered by artist) then yields every group's classes, which its first shards may not hold.
+    """
+    if how == "first":
+        return list(range(n))
+    start = min(start, n)
+    taken = sorted({(2 * i + 1) * n // (2 * start) for i in range(start)})
+    rest = [i for i in range(n) if i not in taken]
+    while rest:
+        nxt = max(rest, key=lambda i: (min(abs(i - t) for t in taken), -i))
+        taken.append(nxt)
+        rest.remove(nxt)
+    return taken
+
+
+class _Scan:
+    """The label columns of the downloaded shards, with the matching rows grouped by their class of ``class_by``."""
+
+    def __init__(self, cfg: WikiArtSource, hub: _Hub) -> None:
+        self.cfg, self.hub = cfg, hub
+        self.filters = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
+        self.by_class: dict[str, list[_Row]] = defaultdict(list)
+        self.unnamed: dict[str, str] = {}  # label column without names -> where they were sought
+        self.shards = 0
+
+    def add(self, path: Path, shard_path: str) -> None:
+        """Read one shard's label columns (integers, a few kB) and file its matching rows by class."""
+        cfg = self.cfg
         pf = pq.ParquetFile(path)
-        needed = sorted({cfg.class_by, *(k for k, v in filters.items() if v)})
+        needed = sorted({cfg.class_by, *(k for k, v in self.filters.items() if v)})
         missing = [c for c in needed if c not in pf.schema_arrow.names]
         if missing:
             raise FetchError(f"{path}: shard has no column(s) {', '.join(missing)} (columns: {pf.schema_arrow.names})")
-        names = hub.names_for(pf)
+        names = self.hub.names_for(pf)
         present = [c for c in LABEL_COLUMNS if c in pf.schema_arrow.names]
-        for col, wanted in filters.items():
+        for col, wanted in self.filters.items():
             if not wanted:
                 continue
             valid = names.get(col)
             if valid is None:
                 raise FetchError(
                     f"fetch.wikiart.{col}s selects {col}s by name, but no {col} names were found: "
-                    + hub.where_names_were_sought(shard_paths[s], col)
+                    + self.hub.where_names_were_sought(shard_path, col)
                 )
             unknown = [w for w in wanted if w not in valid]
             if unknown:
                 raise FetchError(
                     f"fetch.wikiart.{col}s: unknown {col} name(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
                 )
-        unnamed.update({c: hub.where_names_were_sought(shard_paths[s], c) for c in present if c not in names})
-        table = pf.read(columns=present)  # the label columns only: integers, a few kB per shard
+        self.unnamed.update({c: self.hub.where_names_were_sought(shard_path, c) for c in present if c not in names})
+        table = pf.read(columns=present)
         columns = {c: table.column(c).to_pylist() for c in present}
         for row in range(table.num_rows):
             labels = {c: _label(columns[c][row], names.get(c)) if c in columns else "" for c in LABEL_COLUMNS}
-            if all(not wanted or labels[col] in wanted for col, wanted in filters.items()):
-                by_class[labels[cfg.class_by]].append(_Row(s, row, labels))
-    for col, where in sorted(unnamed.items()):
-        log.warning("wikiart: no %s names (%s); the manifest records their numbers instead", col, where)
-    rng = random.Random(cfg.seed)
-    chosen: list[_Row] = []
-    for label in sorted(by_class):
-        rows = by_class[label]
-        if len(rows) < cfg.per_class:
-            log.warning("wikiart: class %s has only %d matching rows (per_class = %d)", label, len(rows), cfg.per_class)
-        chosen.extend(rng.sample(rows, min(cfg.per_class, len(rows))))
-    if not chosen:
-        raise FetchError(
-            f"fetch.wikiart: no rows match styles={cfg.styles} artists={cfg.artists} genres={cfg.genres} "
-            f"in {len(shard_files)} shard(s)"
-        )
-    return sorted(chosen, key=lambda r: (r.shard, r.row))
+            if all(not wanted or labels[col] in wanted for col, wanted in self.filters.items()):
+                self.by_class[labels[cfg.class_by]].append(_Row(self.shards, row, labels))
+        self.shards += 1
+
+    def short(self) -> dict[str, int]:
+        """The classes listed in ``class_by``'s own filter that have fewer than ``per_class`` rows so far, with their
+        counts. Without such a filter the classes are not known in advance, and none is short."""
+        counts = {c: len(self.by_class.get(c, ())) for c in self.filters[self.cfg.class_by]}
+        return {c: n for c, n in counts.items() if n < self.cfg.per_class}
+
+    def choose(self) -> list[_Row]:
+        """``per_class`` rows of every class, drawn with the seed; a warning for each class that has fewer."""
+        cfg = self.cfg
+        for col, where in sorted(self.unnamed.items()):
+            log.warning("wikiart: no %s names (%s); the manifest records their numbers instead", col, where)
+        rng = random.Random(cfg.seed)
+        chosen: list[_Row] = []
+        short = [(label, len(rows)) for label, rows in sorted(self.by_class.items()) if len(rows) < cfg.per_class]
+        short += [(label, 0) for label, n in sorted(self.short().items()) if n == 0]
+        for label, n in short:
+            log.warning(
+                "wikiart: class %s has only %d matching rows (per_class = %d) in %d shard(s); "
+                "raise fetch.wikiart.max_shards to search more of them",
+                label,
+                n,
+                cfg.per_class,
+                self.shards,
+            )
+        for label in sorted(self.by_class):
+            chosen.extend(rng.sample(self.by_class[label], min(cfg.per_class, len(self.by_class[label]))))
+        if not chosen:
+            raise FetchError(
+                f"fetch.wikiart: no rows match styles={cfg.styles} artists={cfg.artists} genres={cfg.genres} "
+                f"in {self.shards} shard(s)"
+            )
+        return sorted(chosen, key=lambda r: (r.shard, r.row))
 
 
 def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: str) -> list[Record]:
-    """Download the configured shards (cached, verified) and write the chosen paintings to ``raw_dir/role``."""
+    """Download shards (cached, verified) until every listed class has its rows, and write the chosen paintings to
+    ``raw_dir/role``."""
     policy = retry_policy(dl)
     endpoint = cfg.endpoint.rstrip("/")
     api = f"{endpoint}/api/datasets/{cfg.repo}"
@@ -216,23 +267,39 @@ def fetch_wikiart(cfg: WikiArtSource, dl: DownloadSection, raw_dir: Path, role: 
     if not sha:
         raise FetchError(f"fetch.wikiart: {api}/revision/{cfg.revision} gave no commit sha")
     hub = _Hub(endpoint, cfg.repo, sha, policy, Path(dl.cache_dir) / "wikiart" / safe_id(cfg.repo) / sha)
-    shards = sorted(
+    listing = sorted(
         (e for e in hub.tree(cfg.data_dir) if e.get("type") == "file" and str(e.get("path", "")).endswith(".parquet")),
         key=lambda e: e["path"],
-    )[: cfg.shards]
-    if not shards:
+    )
+    if not listing:
         raise FetchError(f"fetch.wikiart: no parquet files under {cfg.repo}@{sha}/{cfg.data_dir}")
+    scan = _Scan(cfg, hub)
+    shards: list[dict[str, Any]] = []  # listing entries in download order
     urls, files = [], []
-    for entry in shards:
+    for k, index in enumerate(shard_order(len(listing), cfg.shards, cfg.shard_order)[: cfg.max_shards]):
+        if k >= cfg.shards:
+            short = scan.short()
+            if not short:
+                break
+            log.info(
+                "wikiart: %s below per_class = %d in %d shard(s); one more",
+                ", ".join(f"{c} ({n})" for c, n in sorted(short.items())),
+                cfg.per_class,
+                k,
+            )
+        entry = listing[index]
         url = hub.resolve_url(entry["path"])
         checksum = (entry.get("lfs") or {}).get("oid") or (entry.get("lfs") or {}).get("sha256")
-        log.info("wikiart: shard %s", entry["path"])
+        log.info("wikiart: shard %s (%d of %d)", entry["path"], index + 1, len(listing))
         files.append(download(url, hub.cache / entry["path"], sha256=checksum, policy=policy))
         urls.append(url)
-    chosen = _select(files, [e["path"] for e in shards], cfg, hub)
+        shards.append(entry)
+        scan.add(files[-1], entry["path"])
+    chosen = scan.choose()
     records = []
     (raw_dir / role).mkdir(parents=True, exist_ok=True)
-    for s, path in enumerate(files):
+    for s in sorted(range(len(files)), key=lambda i: shards[i]["path"]):  # the manifest in shard-name order
+        path = files[s]
         rows = {c.row: c for c in chosen if c.shard == s}
         if not rows:
             continue

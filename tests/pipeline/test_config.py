@@ -199,6 +199,16 @@ SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0, "group_by": []}
             {"fetch.style.source": "streets"}, ["fetch.style.source = 'streets'", "not allowed"], id="streets-style"
         ),
         pytest.param(
+            {"fetch.wikiart.shards": 8, "fetch.wikiart.max_shards": 4},
+            ["fetch.wikiart", "max_shards (4) must be >= shards (8)"],
+            id="max-shards-below-shards",
+        ),
+        pytest.param(
+            {"fetch.wikiart.shard_order": "random"},
+            ["fetch.wikiart.shard_order = 'random'", "'spread'", "'first'"],
+            id="unknown-shard-order",
+        ),
+        pytest.param(
             {"fetch.content.source": "folder", "fetch.folder.content_dir": None},
             ["fetch.content.source = 'folder'", "fetch.folder.content_dir"],
             id="folder-without-dir",

@@ -7,8 +7,10 @@ import csv
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -27,7 +29,7 @@ from pipeline.download import DownloadError, retry_policy
 from pipeline.sources import FIELDS, FetchError, read_manifest, write_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample
 from pipeline.sources.streets import PUBLIC_URL, fetch_streets, search
-from pipeline.sources.wikiart import fetch_wikiart, infos_class_names
+from pipeline.sources.wikiart import fetch_wikiart, infos_class_names, shard_order
 
 
 def sha256(data: bytes) -> str:
@@ -140,6 +142,7 @@ def serve_hub(server, shards, *, infos: bytes | None = INFOS_BYTES) -> SimpleNam
         entries[1],
         {"type": "file", "oid": git_oid(b"abc"), "path": "data/README.md", "size": 3},
         entries[0],
+        *entries[3:],
     ]
     server.serve_json(f"{api}/tree/{SHA}/data", tree)
     root = [{"type": "directory", "oid": "2" * 40, "path": "data"}, {"type": "file", "path": ".gitattributes"}]
@@ -182,6 +185,8 @@ def wikiart_cfg(base_params: Params, local_server) -> WikiArtSource:
             "revision": "main",
             "data_dir": "data",
             "shards": 2,
+            "shard_order": "first",
+            "max_shards": 2,
             "class_by": "style",
             "styles": ["Impressionism", "Cubism"],
             "artists": [],
@@ -437,6 +442,108 @@ def test_wikiart_shard_with_a_wrong_checksum_is_rejected(tmp_path, hub, wikiart_
     assert (cache / SHARD_PATHS[0]).is_file()
     assert not (cache / SHARD_PATHS[1]).exists()
     assert not (cache / (SHARD_PATHS[1] + ".part")).exists()
+
+
+def test_shard_order_worked_by_hand():
+    assert shard_order(10, 3, "first") == list(range(10))
+    # strata centres floor((2i + 1) * 10 / 6) = 1, 5, 8; then 3 (2 from 1 and 5), then the ties at distance 1, lowest
+    assert shard_order(10, 3, "spread") == [1, 5, 8, 3, 0, 2, 4, 6, 7, 9]
+    assert shard_order(72, 8, "spread")[:8] == [4, 13, 22, 31, 40, 49, 58, 67]
+    assert shard_order(3, 5, "spread") == [0, 1, 2]  # more asked than listed: every shard, each once
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 72])
+@pytest.mark.parametrize("start", [1, 3, 8])
+def test_every_prefix_of_the_spread_order_covers_the_listing(n, start):
+    order = shard_order(n, start, "spread")
+    assert sorted(order) == list(range(n))
+    for k in range(min(start, n), n + 1):
+        taken = sorted(order[:k])
+        gaps = [taken[0] + 1, *(b - a for a, b in itertools.pairwise(taken)), n - taken[-1]]
+        # k shards leave no stretch of the listing longer than twice an even share untouched
+        assert max(gaps) <= 2 * math.ceil(n / k), (k, taken)
+
+
+# Six shards whose rows are grouped by style, as huggan/wikiart's seem grouped by artist.
+GROUPED_STYLES = ["Impressionism", "Impressionism", "Cubism", "Cubism", "Post_Impressionism", "Ukiyo_e"]
+GROUPED_PATHS = [f"data/train-0000{i}-of-00006.parquet" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def grouped_shards() -> dict[str, tuple[bytes, list[dict]]]:
+    out = {}
+    for i, path in enumerate(GROUPED_PATHS):
+        rows = [dict(r, style=STYLES.index(GROUPED_STYLES[i])) for r in build_shard(i, metadata=True)[1]]
+        table = pa.Table.from_pylist(
+            [{k: r[k] for k in ("image", "artist", "genre", "style")} for r in rows],
+            pa.schema(
+                [
+                    ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                    ("artist", pa.int64()),
+                    ("genre", pa.int64()),
+                    ("style", pa.int64()),
+                ],
+                metadata={b"huggingface": hf_metadata()},
+            ),
+        )
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        out[path] = (buf.getvalue(), rows)
+    return out
+
+
+def shard_indices(hub) -> list[int]:
+    return [GROUPED_PATHS.index(p.split(f"/resolve/{SHA}/")[1]) for p in hub.shard_requests()]
+
+
+def test_wikiart_spread_shards_and_tops_up_until_every_listed_style_has_its_rows(
+    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg, caplog
+):
+    hub = serve_hub(local_server, grouped_shards)
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Cubism"], shard_order="spread", shards=2, max_shards=6)
+    with caplog.at_level(logging.INFO, logger="pipeline.sources.wikiart"):
+        records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    # strata centres 1 and 4 (Impressionism, Post_Impressionism); Cubism short: 0 (farthest, lowest), then 2: enough
+    assert shard_indices(hub) == [1, 4, 0, 2]
+    assert Counter(r.label for r in records) == {"Impressionism": 2, "Cubism": 2}
+    assert all(r.style == STYLES[source_row(r.url, hub)["style"]] for r in records)
+    assert "Cubism (0) below per_class = 2 in 2 shard(s); one more" in caplog.text
+    assert "has only" not in caplog.text
+    # the manifest lists the records in shard-name order, whatever the download order
+    assert [r.url.split("#")[0] for r in records] == sorted(r.url.split("#")[0] for r in records)
+
+
+def test_wikiart_top_up_stops_at_max_shards_with_a_warning_naming_the_key(
+    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg, caplog
+):
+    hub = serve_hub(local_server, grouped_shards)
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Ukiyo_e"], shard_order="spread", shards=2, max_shards=5)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert shard_indices(hub) == [1, 4, 0, 2, 3]  # Ukiyo_e lives in shard 5 only
+    assert Counter(r.label for r in records) == {"Impressionism": 2}
+    assert "class Ukiyo_e has only 0 matching rows (per_class = 2) in 5 shard(s)" in caplog.text
+    assert "fetch.wikiart.max_shards" in caplog.text
+
+
+def test_wikiart_first_order_misses_the_styles_of_later_shards(
+    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg, caplog
+):
+    hub = serve_hub(local_server, grouped_shards)
+    cfg = with_(wikiart_cfg, styles=["Impressionism", "Ukiyo_e"], shard_order="first", shards=2, max_shards=2)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert shard_indices(hub) == [0, 1]
+    assert {r.label for r in records} == {"Impressionism"}
+    assert "class Ukiyo_e has only 0 matching rows" in caplog.text
+
+
+def test_wikiart_without_a_class_filter_never_tops_up(
+    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg
+):
+    hub = serve_hub(local_server, grouped_shards)
+    cfg = with_(wikiart_cfg, styles=[], shard_order="spread", shards=1, max_shards=6, per_class=50)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert shard_indices(hub) == [3]  # the one stratum's centre; no listed class can be short
+    assert Counter(r.label for r in records) == {"Cubism": ROWS_PER_SHARD}
 
 
 def test_wikiart_revision_without_sha(tmp_path, local_server, wikiart_cfg, download_cfg):
