@@ -155,10 +155,16 @@ class ResizeSection(Strict):
     upscale: bool
 
 
+class GridCap(Strict):
+    content: PositiveInt | None  # at most this many test images of the role; null = the whole test split
+    style: PositiveInt | None
+
+
 class SplitSection(Strict):
     train: Fraction
     val: Fraction
     test: Fraction
+    test_max: GridCap  # the test grid: beyond it, test images are kept out of every split ("spare")
     # manifest columns whose shared (non-empty) values keep images together in one split (pipeline/prepare.py)
     group_by: list[Literal["sequence", "artist"]]
 

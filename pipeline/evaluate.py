@@ -132,23 +132,29 @@ def distribution_scores(
     device: Any,
 ) -> tuple[dict[str, dict[str, float | None]], str]:
     """FID(outputs, style images) and ArtFID = (1 + mean LPIPS)(1 + FID) per method and reference row (StyleID's
-    protocol); all None, with the reason, when the Inception weights are absent."""
+    protocol); all None, with the reason, when the Inception weights are absent.
+
+    As StyleID's protocol, the style set holds one style image per output, the pair's own (README "Evaluation": the
+    style images are duplicated to match the stylized ones, util/copy_inputs.py; eval_artfid.py then reads both
+    folders whole). Images are streamed through the network one at a time: an 800-pair grid at 512 px would hold
+    gigabytes as a list."""
     inception = load_inception(params.evaluate.inception_weights)
     rows = [*methods, *REFERENCE_ROWS]
     if inception is None:
         return {m: dict.fromkeys(SUMMARY_METRICS) for m in rows}, "n/a: the FID Inception weights are not installed"
     inception.to(device)
     contents, styles = list_images(content_dir), list_images(style_dir)
-    style_images = [read_image(s).to(device) for s in styles]
+    style_images = [read_image(s).to(device) for s in styles]  # one per style: a few dozen images
+    per_pair_styles = [st for _ in contents for st in style_images]
     out: dict[str, dict[str, float | None]] = {}
     for method in rows:
         if method in REFERENCE_ROWS:
-            images = [reference_outputs(read_image(c).to(device), st)[method] for c in contents for st in style_images]
+            images = (reference_outputs(read_image(c).to(device), st)[method] for c in contents for st in style_images)
         else:
-            images = [
+            images = (
                 read_image(outputs / method / f"{c.stem}__{s.stem}.png").to(device) for c in contents for s in styles
-            ]
-        fid = fid_score(images, style_images, inception)
+            )
+        fid = fid_score(images, per_pair_styles, inception)
         lpips_mean = pd.to_numeric(per_pair.loc[per_pair["method"] == method, "lpips"]).mean()
         artfid = artfid_score(fid, float(lpips_mean)) if math.isfinite(fid) else math.nan
         out[method] = {"fid": _finite(fid), "artfid": _finite(artfid)}

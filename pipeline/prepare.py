@@ -12,6 +12,10 @@
   first image falls in when the images are cut into train/val/test by the fractions (largest-remainder rounding,
   at least one each). So no group spans two splits, and with single-image groups this is a plain shuffle-and-cut.
   Same inputs + seed -> same split.
+- Test grid: with ``split.test_max.<role>`` set, at most that many of the role's test images stay in the test split,
+  taken one group at a time (groups shuffled with ``Random(f"{seed}:{role}:test_max")``, then the first image of
+  each group, then the second, ...), so the grid spans as many capture drives or artists as it can. The others are
+  "spare": in no split, never written, so no group spans test and train.
 """
 
 from __future__ import annotations
@@ -132,6 +136,21 @@ def assign_splits(
     return {ident: SPLITS[s] for s in range(len(SPLITS)) for unit in dealt[s] for ident in unit}
 
 
+def cap_test(assignment: dict[str, str], groups: list[list[str]], cap: int | None, seed: int, role: str) -> set[str]:
+    """The test ids beyond ``cap`` (empty when ``cap`` is None or not exceeded): every group with a test image keeps
+    one before any keeps two, in a seeded order."""
+    units = [sorted(i for i in g if assignment[i] == "test") for g in sorted(sorted(g) for g in groups)]
+    units = [u for u in units if u]
+    if cap is None or sum(map(len, units)) <= cap:
+        return set()
+    rng = random.Random(f"{seed}:{role}:test_max")
+    rng.shuffle(units)
+    for unit in units:
+        rng.shuffle(unit)
+    kept = [unit[depth] for depth in range(max(map(len, units))) for unit in units if depth < len(unit)][:cap]
+    return {i for unit in units for i in unit} - set(kept)
+
+
 def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
     """Prepare ``raw_dir`` into ``out_dir`` (replaced atomically); return the stats written to stats.json."""
     cfg = params.prepare
@@ -198,17 +217,22 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
             if len(groups) < len(ids):
                 log.info("prepare: %d %s images in %d groups (%s)", len(ids), role, len(groups), cfg.split.group_by)
             assignment = assign_splits(ids, cfg.split, cfg.seed, role, groups)
+            cap = getattr(cfg.split.test_max, role)
+            spare = cap_test(assignment, groups, cap, cfg.seed, role)
             for row in usable:
                 split = assignment[str(row["id"])]
+                if row["id"] in spare:
+                    row.update(split="spare", reason=f"test image beyond prepare.split.test_max.{role} = {cap}")
+                    continue
                 dest = tmp / split / role / f"{row['id']}.png"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp / "_staging" / role / f"{row['id']}.png", dest)
                 row.update(split=split, file=dest.relative_to(tmp).as_posix())
-            per_split = Counter(assignment.values())
+            per_split = Counter(str(row["split"]) for row in usable)
             stats[role] = {
                 "usable": len(usable),
                 "skipped": skipped,
-                **{s: per_split.get(s, 0) for s in SPLITS},
+                **{s: per_split.get(s, 0) for s in (*SPLITS, "spare")},
             }
         shutil.rmtree(tmp / "_staging", ignore_errors=True)
         rows.sort(key=lambda r: (str(r["role"]), str(r["split"]), str(r["id"])))

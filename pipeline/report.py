@@ -393,6 +393,9 @@ def setup_lines(params: Params, inputs: Inputs, git_sha: str, created: str) -> l
         s = stats.get(role, {})
         source = getattr(params.fetch, role).source
         counts = f"{s.get('train', '?')} train / {s.get('val', '?')} val / {s.get('test', '?')} test"
+        if s.get("spare"):
+            cap = getattr(params.prepare.split.test_max, role)
+            counts += f" (+ {s['spare']} spare test images beyond `prepare.split.test_max.{role}: {cap}`, unused)"
         data.append(
             (
                 f"{role} images",

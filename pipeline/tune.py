@@ -287,7 +287,8 @@ class Objective:
         grid = [(c, s) for c in contents for s in styles]
         if self.tune.val_pairs is not None and len(grid) > self.tune.val_pairs:  # a seeded subset, same every trial
             grid = sorted(random.Random(params.tune.seed).sample(grid, self.tune.val_pairs))
-        self.pairs = [(read_image(c), read_image(s)) for c, s in grid]
+        images = {path: read_image(path) for path in sorted({path for pair in grid for path in pair})}  # each once
+        self.pairs = [(images[c], images[s]) for c, s in grid]
         self._crops: dict[tuple[int, int], Any] = {}
 
     def trial_params(self, trial: optuna.Trial) -> tuple[Params, dict[str, float]]:

@@ -679,3 +679,20 @@ def test_missing_inputs_are_named(tmp_path, repo_root):
     params = load_params(repo_root / "params.yaml")
     with pytest.raises(stage.ReportError, match=r"statistics\.json: not found"):
         stage.build(params, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path / "out")
+
+
+def test_spare_test_images_beyond_the_grid_are_stated(tmp_path, repo_root, few):
+    paths = write_fixture(tmp_path, few)
+    stats = {"content": {"usable": 9, "train": 5, "val": 1, "test": 2, "spare": 1}, "style": {"usable": 3, "test": 1}}
+    (paths["prepared"] / "stats.json").write_text(json.dumps(stats))
+    params = load_params(repo_root / "params.yaml")
+    split = params.prepare.split.model_copy(
+        update={"test_max": params.prepare.split.test_max.model_copy(update={"content": 2})}
+    )
+    params = params.model_copy(update={"prepare": params.prepare.model_copy(update={"split": split})})
+    stage.build(
+        params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"], paths["models"]
+    )
+    md = (paths["out"] / "report.md").read_text()
+    assert "5 train / 1 val / 2 test (+ 1 spare test images beyond `prepare.split.test_max.content: 2`, unused)" in md
+    assert "spare" not in md.split("style images", 1)[1].split("\n", 1)[0]  # the style line has none

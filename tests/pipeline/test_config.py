@@ -78,6 +78,23 @@ def test_unchanged_copy_loads_equal(tmp_path: Path) -> None:
     assert load_params(write_params(tmp_path)) == load_params(PARAMS)
 
 
+def test_full_profile_workloads_are_bounded(tmp_path: Path) -> None:
+    """What the full profile asks of one GPU, from its own numbers: the test grid per method and the val pairs a
+    tuning check scores (null would mean every val pair: about 200 x 240)."""
+    full = load_params(write_params(tmp_path, {"profile": "full"}, profiles=True))
+    photos = full.fetch.streets.photos
+    paintings = full.fetch.wikiart.per_class * len(full.fetch.wikiart.styles)
+    split = full.prepare.split
+    tests = [round(n * split.test) for n in (photos, paintings)]  # about 200 and 240
+    caps = [split.test_max.content, split.test_max.style]
+    grid = math.prod(min(n, c or n) for n, c in zip(tests, caps, strict=True))
+    assert grid == 20 * 40  # StyleID's 800-pair protocol, not 48 000
+    for method in ("gatys", "adain", "contrastive"):
+        val_pairs = getattr(full.tune, method).val_pairs
+        assert val_pairs is not None
+        assert val_pairs <= 64
+
+
 def test_full_profile_merges_the_overlay(tmp_path: Path) -> None:
     path = write_params(tmp_path, {"profile": "full"}, profiles=True)
     sample = load_params(PARAMS)
@@ -115,6 +132,9 @@ def test_sample_profile_ignores_profiles_folder(tmp_path: Path) -> None:
     assert load_params(path) == load_params(PARAMS)
 
 
+NO_CAP = {"content": None, "style": None}
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -123,7 +143,9 @@ def test_sample_profile_ignores_profiles_folder(tmp_path: Path) -> None:
         {"fetch.content.source": "folder", "fetch.folder.content_dir": "my/photos"},
         {"fetch.style.source": "folder", "fetch.folder.style_dir": "my/paintings"},
         {"fetch.download.backoff_s": 2},  # an int where a float is expected is fine
-        {"prepare.split": {"train": 0.6, "val": 0.2, "test": 0.2, "group_by": []}},  # sums to 1 within rounding
+        {
+            "prepare.split": {"train": 0.6, "val": 0.2, "test": 0.2, "group_by": [], "test_max": NO_CAP}
+        },  # sums to 1 within rounding
         {"prepare.split.group_by": ["sequence", "artist"]},
         {"prepare.resize.side_px": 16},  # lower bound inclusive
     ],
@@ -138,8 +160,8 @@ def test_valid_variants_load(tmp_path: Path, changes: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- invalid values
 
 
-SPLIT_SUMS_1_5 = {"train": 0.5, "val": 0.5, "test": 0.5, "group_by": []}
-SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0, "group_by": []}
+SPLIT_SUMS_1_5 = {"train": 0.5, "val": 0.5, "test": 0.5, "group_by": [], "test_max": NO_CAP}
+SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0, "group_by": [], "test_max": NO_CAP}
 
 
 @pytest.mark.parametrize(
@@ -202,6 +224,11 @@ SPLIT_ZERO = {"train": 0.75, "val": 0.25, "test": 0.0, "group_by": []}
             {"fetch.wikiart.shards": 8, "fetch.wikiart.max_shards": 4},
             ["fetch.wikiart", "max_shards (4) must be >= shards (8)"],
             id="max-shards-below-shards",
+        ),
+        pytest.param(
+            {"prepare.split.test_max.content": 0},
+            ["prepare.split.test_max.content = 0", "greater than or equal to 1"],
+            id="cap-0",
         ),
         pytest.param(
             {"fetch.wikiart.shard_order": "random"},

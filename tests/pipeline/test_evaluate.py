@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from scipy.linalg import sqrtm
 
 from evaluation.metrics import Scorer
 from evaluation.references import reference_outputs
@@ -208,3 +210,42 @@ def test_the_real_scorer_orders_the_reference_rows_sensibly(repo_root, params, t
     assert scores["blur"]["ssim"] > scores["grey"]["ssim"]
     for metric in ("style_gram", "style_meanstd", "color_hist"):
         assert scores["style_copy"][metric] < min(scores[k][metric] for k in ("identity", "grey", "blur"))
+
+
+class _ChannelStats(torch.nn.Module):
+    """A small real extractor standing in for the Inception network (whose weights are not obtainable here)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+
+def _frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Naive FID of two (N, D) feature sets: ||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2), ddof 1."""
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb - 2 * sqrtm(sa @ sb).real))
+
+
+def test_fid_pairs_each_output_with_its_own_style_image_as_styleid(layout, params, monkeypatch):
+    """StyleID duplicates the style images to match the stylized ones (README "Evaluation"), so the style set of a
+    2 x 2 grid is [s1, s2, s1, s2], not [s1, s2]; the outputs stream through the network in content-major order."""
+    monkeypatch.setattr(evaluate, "load_inception", lambda weights: _ChannelStats())
+    per_pair = pd.DataFrame({"method": ["noisy"] * 4 + ["copy"] * 4, "lpips": [0.5] * 4 + [0.25] * 4})
+    scores, status = evaluate.distribution_scores(
+        params, ["copy", "noisy"], layout["outputs"], layout["content"], layout["style"], per_pair, "cpu"
+    )
+    assert status == "available"
+    net = _ChannelStats()
+
+    def feats(paths):
+        return np.concatenate([net(read_image(p)).double().numpy() for p in paths])
+
+    styles = [layout["style"] / f"{s}.png" for s in STYLES]
+    per_pair_styles = feats([s for _ in CONTENTS for s in styles])
+    for method, lpips_mean in (("noisy", 0.5), ("copy", 0.25)):
+        outputs = feats([layout["outputs"] / method / f"{c}__{s}.png" for c in CONTENTS for s in STYLES])
+        expected = _frechet(outputs, per_pair_styles)
+        assert scores[method]["fid"] == pytest.approx(expected, rel=1e-6)
+        assert scores[method]["fid"] != pytest.approx(_frechet(outputs, feats(styles)), rel=1e-3)  # not each once
+        assert scores[method]["artfid"] == pytest.approx((1 + lpips_mean) * (1 + expected), rel=1e-6)
+    identity = feats([layout["content"] / f"{c}.png" for c in CONTENTS for _ in STYLES])  # reference rows too
+    assert scores["identity"]["fid"] == pytest.approx(_frechet(identity, per_pair_styles), rel=1e-6)

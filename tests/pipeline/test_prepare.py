@@ -14,11 +14,12 @@ from PIL import Image
 
 from methods.image import resize_to_edge
 from pipeline import fetch, prepare
-from pipeline.config import Params, SplitSection, load_params
-from pipeline.prepare import PrepareError, assign_splits, split_counts, split_groups
+from pipeline.config import GridCap, Params, SplitSection, load_params
+from pipeline.prepare import PrepareError, assign_splits, cap_test, split_counts, split_groups
 from pipeline.sources import FetchError, read_manifest, write_manifest
 
-HALVES = SplitSection(train=0.5, val=0.25, test=0.25, group_by=["sequence"])
+NO_CAP = GridCap(content=None, style=None)
+HALVES = SplitSection(train=0.5, val=0.25, test=0.25, group_by=["sequence"], test_max=NO_CAP)
 
 
 @pytest.fixture
@@ -51,10 +52,10 @@ def tree_digest(root: Path) -> dict[str, str]:
         (8, HALVES, (4, 2, 2)),  # exact
         (7, HALVES, (3, 2, 2)),  # 3.5/1.75/1.75: floors 3/1/1, remainders .5/.75/.75 -> val, test
         (3, HALVES, (1, 1, 1)),
-        (10, SplitSection(train=0.8, val=0.1, test=0.1, group_by=["sequence"]), (8, 1, 1)),
+        (10, SplitSection(train=0.8, val=0.1, test=0.1, group_by=["sequence"], test_max=NO_CAP), (8, 1, 1)),
         (
             5,
-            SplitSection(train=0.8, val=0.1, test=0.1, group_by=["sequence"]),
+            SplitSection(train=0.8, val=0.1, test=0.1, group_by=["sequence"], test_max=NO_CAP),
             (3, 1, 1),
         ),  # 4/0.5/0.5 -> 4/1/1 = 6 -> train gives one
     ],
@@ -65,7 +66,7 @@ def test_split_counts_by_hand(n, split, expected):
 
 def test_split_counts_invariants():
     for n in range(3, 60):
-        counts = split_counts(n, SplitSection(train=0.7, val=0.2, test=0.1, group_by=["sequence"]))
+        counts = split_counts(n, SplitSection(train=0.7, val=0.2, test=0.1, group_by=["sequence"], test_max=NO_CAP))
         assert sum(counts) == n
         assert min(counts) >= 1
 
@@ -90,8 +91,8 @@ def test_run_prepares_resizes_and_splits(tmp_path, params):
     fetch.run(params, tmp_path / "raw")
     stats = prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
     # 5 content: 2.5/1.25/1.25 -> 2/1/1 + the largest remainder (train) = 3/1/1; 4 style: exactly 2/1/1
-    assert stats["content"] == {"usable": 5, "skipped": 0, "train": 3, "val": 1, "test": 1}
-    assert stats["style"] == {"usable": 4, "skipped": 0, "train": 2, "val": 1, "test": 1}
+    assert stats["content"] == {"usable": 5, "skipped": 0, "train": 3, "val": 1, "test": 1, "spare": 0}
+    assert stats["style"] == {"usable": 4, "skipped": 0, "train": 2, "val": 1, "test": 1, "spare": 0}
     rows = read_rows(tmp_path / "prepared" / "manifest.csv")
     assert len(rows) == 9
     seen: dict[str, set[str]] = {"content": set(), "style": set()}
@@ -223,7 +224,7 @@ def test_grouped_splits_keep_groups_whole_and_fill_every_split():
             groups.append([f"f{k + j:03d}" for j in range(size)])
             k += size
         ids = [i for g in groups for i in g]
-        split = SplitSection(train=0.7, val=0.15, test=0.15, group_by=["sequence"])
+        split = SplitSection(train=0.7, val=0.15, test=0.15, group_by=["sequence"], test_max=NO_CAP)
         assignment = assign_splits(ids, split, seed, "content", groups)
         assert all(len({assignment[i] for i in g}) == 1 for g in groups)
         assert set(assignment.values()) == {"train", "val", "test"}
@@ -266,3 +267,46 @@ def test_prepare_groups_wikiart_paintings_by_artist_when_asked(tmp_path, params)
     assert rows[style_ids[0]] == rows[style_ids[1]]  # artist0's two paintings together
     assert len({rows[style_ids[0]], rows[style_ids[2]], rows[style_ids[3]]}) == 3
     assert stats["style"]["usable"] == 4
+
+
+def test_cap_test_keeps_one_image_per_group_before_a_second():
+    groups = [["a1", "a2", "a3"], ["b1"], ["c1", "c2"], ["t1", "t2"]]
+    assignment = {i: "test" for g in groups[:3] for i in g} | {"t1": "train", "t2": "train"}
+    assert cap_test(assignment, groups, None, 0, "content") == set()
+    assert cap_test(assignment, groups, 6, 0, "content") == set()  # 6 test images: nothing beyond the cap
+    for seed in range(6):
+        spare = cap_test(assignment, groups, 4, seed, "content")
+        kept = {i for i, s in assignment.items() if s == "test"} - spare
+        assert len(kept) == 4
+        assert len(spare) == 2
+        assert "b1" in kept
+        assert kept & {"a1", "a2", "a3"}
+        assert kept & {"c1", "c2"}
+        assert not spare & {"t1", "t2"}
+    three = cap_test(assignment, groups, 3, 0, "content")
+    assert {i[0] for i in {"a1", "a2", "a3", "b1", "c1", "c2"} - three} == {"a", "b", "c"}
+    assert cap_test(assignment, groups, 4, 0, "content") == cap_test(
+        assignment, list(reversed(groups)), 4, 0, "content"
+    )
+    assert len({frozenset(cap_test(assignment, groups, 4, s, "content")) for s in range(12)}) > 1  # seeded
+
+
+def test_test_max_keeps_the_grid_and_writes_no_spare_image(tmp_path, params):
+    fetch.run(params, tmp_path / "raw")
+    split = params.prepare.split.model_copy(
+        update={"train": 0.2, "val": 0.2, "test": 0.6, "test_max": GridCap(content=2, style=None)}
+    )
+    stats = prepare.run(with_prepare(params, split=split), tmp_path / "raw", tmp_path / "prepared")
+    # 5 contents: 1/1/3, one of the 3 test contents spare; 4 styles: 0.8/0.8/2.4 -> 1/1/2, uncapped
+    assert stats["content"] == {"usable": 5, "skipped": 0, "train": 1, "val": 1, "test": 2, "spare": 1}
+    assert stats["style"] == {"usable": 4, "skipped": 0, "train": 1, "val": 1, "test": 2, "spare": 0}
+    rows = read_rows(tmp_path / "prepared" / "manifest.csv")
+    spare = [r for r in rows if r["split"] == "spare"]
+    assert len(spare) == 1
+    assert spare[0]["role"] == "content"
+    assert spare[0]["file"] == ""
+    assert spare[0]["reason"] == "test image beyond prepare.split.test_max.content = 2"
+    written = {p.stem for p in (tmp_path / "prepared").rglob("*.png")}
+    assert spare[0]["id"] not in written
+    assert len(written) == 8
+    assert len(list((tmp_path / "prepared" / "test" / "content").iterdir())) == 2

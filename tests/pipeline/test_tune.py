@@ -15,6 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -344,3 +345,16 @@ def test_the_study_is_named_after_the_scorer_code_too(repo_root):
     shared = {"pipeline/builders.py", "pipeline/training_data.py", "pipeline/scoring.py", "pipeline/tuned.py"}
     assert {"pipeline/tune.py", "evaluation/metrics.py", *shared} <= names
     assert all(p.is_file() for p in tune.STUDY_CODE)
+
+
+def test_the_val_grid_reads_each_image_once(repo_root, tmp_path):
+    """A full-scale val split (about 200 contents x 240 styles) gives 48 000 pairs: holding two decoded copies per
+    pair would need hundreds of GB, so the pairs share one tensor per image."""
+    val = (write_images(tmp_path / "val/content", 3, 0), write_images(tmp_path / "val/style", 4, 10))
+    train = (write_images(tmp_path / "train/content", 2, 20), write_images(tmp_path / "train/style", 2, 30))
+    _, objective = tune._load_for_worker(tiny_params(repo_root, tmp_path), "adain", val, train, tmp_path / "work")
+    assert len(objective.pairs) == 12  # val_pairs: null = every val pair
+    assert len({id(t) for pair in objective.pairs for t in pair}) == 3 + 4
+    for i, (content, style) in enumerate(objective.pairs):  # content-major order, each image its own pixels
+        assert torch.equal(content, tune.read_image(val[0] / f"img{i // 4}.png"))
+        assert torch.equal(style, tune.read_image(val[1] / f"img{i % 4}.png"))
