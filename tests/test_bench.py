@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import fetch, prepare
+from pipeline.config import load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -219,3 +222,30 @@ def test_startup_bench_times_help_import_and_a_one_off_stylize(tmp_path, make_im
     assert len(imports["top_cumulative"]) == len(imports["top_packages_self"]) == 3
     assert isinstance(imports["heavy_imported"], list)
     assert isinstance(report["importtime"]["nst --help"]["heavy_imported"], list)
+
+
+def test_style_generalisation_scores_seen_and_unseen_styles_against_the_bounds(tmp_path):
+    """The sample prepared as `dvc repro` prepares it, then ghiasi (inference only: no model to train) on the test
+    contents with the train split's paintings and with the test split's."""
+    params = load_params(ROOT / "params.yaml")
+    fetch.run(params, tmp_path / "raw")
+    prepare.run(params, tmp_path / "raw", tmp_path / "prepared")
+    out = tmp_path / "gen.json"
+    args = ["--prepared", str(tmp_path / "prepared"), "--tuning", str(tmp_path / "none"), "--out", str(out)]
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench/style_generalisation.py"), *args, "--methods", "ghiasi"],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["styles"].split()[0], r["metric"], r["method"]) for r in rows] == [
+        (split, metric, "ghiasi") for split in ("train", "test") for metric in ("style_gram", "style_meanstd")
+    ]
+    n_test = len(list((tmp_path / "prepared/test/content").iterdir()))
+    for r in rows:
+        split = r["styles"].split()[0]
+        assert r["pairs"] == n_test * len(list((tmp_path / "prepared" / split / "style").iterdir()))
+        assert r["style_copy"] < r["half_gap_bound"] < r["identity"]
+        assert r["half_gap_bound"] == pytest.approx((r["identity"] + r["style_copy"]) / 2, abs=1e-4)
+        assert r["below_bound"] == (r["mean"] <= r["half_gap_bound"])
