@@ -79,7 +79,9 @@ def weights(path: Path, key: str = "decoder") -> dict[str, torch.Tensor]:
 
 
 def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, data):
-    params = write_params(tmp_path, "adain", iterations=4, batch_size=4, checkpoint_every=2)
+    # fp32: under bf16 autocast a rank's half batch rounds its activations differently from the whole batch (other
+    # kernel blocking), which is bf16's noise, not the split's (measured here: 37 % of the last two steps' move)
+    params = write_params(tmp_path, "adain", iterations=4, batch_size=4, checkpoint_every=2, amp=False)
     run(nst_train(params, "adain", data, tmp_path / "one"), tmp_path)
     ddp = run(nst_train(params, "adain", data, tmp_path / "two", nproc=2), tmp_path)
     single, double = weights(tmp_path / "one/decoder.pt"), weights(tmp_path / "two/decoder.pt")
