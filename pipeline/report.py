@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 THUMB_PX = 192
 SIDE_BY_SIDE_PAIRS = 3
+GRID_MAX = 8  # contents and styles shown in a method's image grid: the full profile's 20 x 40 would be 861 panels
 # Headline metrics when scoring.json does not list them: the aggregates (no per-layer style distances).
 DEFAULT_HEADLINE = tuple(k for k in METRICS if not any(k.startswith(f"style_{kind}_") for kind in rep.STYLE_KINDS))
 
@@ -302,6 +303,13 @@ def compute_tables(params: Params, inputs: Inputs, created: str, git_sha: str) -
     )
 
 
+def spread(items: list[Path], most: int) -> list[Path]:
+    """At most ``most`` of ``items``, evenly spaced over the list (all of them when there are no more)."""
+    if len(items) <= most:
+        return list(items)
+    return [items[(2 * i + 1) * len(items) // (2 * most)] for i in range(most)]
+
+
 def render_figures(inputs: Inputs, outputs: Path) -> dict[str, Figure]:
     """The report's figures by name, in the order the report shows them: metric distributions, the trade-off, style
     shares per layer, loss curves, speed and memory, the tuning fronts, an image grid per method, a few pairs side by
@@ -316,7 +324,10 @@ def render_figures(inputs: Inputs, outputs: Path) -> dict[str, Figure]:
     }
     if inputs.trials is not None:
         figures["tuning"] = rep.fig_tuning(inputs.trials, inputs.objectives, methods)
-    contents, styles = inputs.contents, inputs.styles
+    contents, styles = spread(inputs.contents, GRID_MAX), spread(inputs.styles, GRID_MAX)
+    shown = ""
+    if (len(contents), len(styles)) != (len(inputs.contents), len(inputs.styles)):
+        shown = f" ({len(contents)} of {len(inputs.contents)} contents, {len(styles)} of {len(inputs.styles)} styles)"
     content_thumbs = {p.stem: _thumb(p) for p in contents}
     style_thumbs = {p.stem: _thumb(p) for p in styles}
     for method in methods:
@@ -329,7 +340,7 @@ def render_figures(inputs: Inputs, outputs: Path) -> dict[str, Figure]:
             [s.stem for s in styles],
             content_thumbs,
             style_thumbs,
-            title=f"{method}: content (rows) x style (columns)"
+            title=f"{method}: content (rows) x style (columns){shown}"
             + (f"\n{rep.PRETRAINED}: {pretrained[method]}" if method in pretrained else ""),
         )
     pairs = [(c.stem, s.stem) for c in contents for s in styles][:SIDE_BY_SIDE_PAIRS]

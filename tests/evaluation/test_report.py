@@ -696,3 +696,25 @@ def test_spare_test_images_beyond_the_grid_are_stated(tmp_path, repo_root, few):
     md = (paths["out"] / "report.md").read_text()
     assert "5 train / 1 val / 2 test (+ 1 spare test images beyond `prepare.split.test_max.content: 2`, unused)" in md
     assert "spare" not in md.split("style images", 1)[1].split("\n", 1)[0]  # the style line has none
+
+
+def test_spread_picks_evenly_spaced_items():
+    assert stage.spread(list(range(40)), 8) == [2, 7, 12, 17, 22, 27, 32, 37]  # floor((2i + 1) 40 / 16)
+    assert stage.spread(list(range(20)), 8) == [1, 3, 6, 8, 11, 13, 16, 18]
+    assert stage.spread(list(range(5)), 8) == [0, 1, 2, 3, 4]
+
+
+def test_method_grids_show_at_most_grid_max_contents_and_styles(tmp_path, repo_root, few, monkeypatch):
+    paths = write_fixture(tmp_path, few)
+    params = load_params(repo_root / "params.yaml")
+    inputs = stage.load_inputs(
+        params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["models"]
+    )
+    assert (len(inputs.contents), len(inputs.styles)) == (2, 3)
+    full = stage.render_figures(inputs, paths["outputs"])["grid_gatys"]
+    monkeypatch.setattr(stage, "GRID_MAX", 1)
+    capped = stage.render_figures(inputs, paths["outputs"])["grid_gatys"]
+    assert len([ax for ax in full.axes if ax.images]) == 2 * 3 + 2 + 3  # outputs + content and style headers
+    assert len([ax for ax in capped.axes if ax.images]) == 1 + 1 + 1
+    assert "(1 of 2 contents, 1 of 3 styles)" in capped._suptitle.get_text()
+    assert " of " not in full._suptitle.get_text().split("\n")[0]
