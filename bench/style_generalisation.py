@@ -42,10 +42,10 @@ def score_set(
 ) -> dict[str, dict[str, float]]:
     """Mean of each style metric over contents x styles, per method and reference row."""
     values: dict[str, dict[str, list[float]]] = {}
+    style_images = [read_image(s) for s in styles]
     for c in contents:
         content = read_image(c)
-        for s in styles:
-            style = read_image(s)
+        for style in style_images:
             outputs = {name: m.stylize(content, style).float().clamp(0, 1) for name, m in methods.items()}
             outputs.update({r: out for r, out in reference_outputs(content, style).items() if r in REFERENCES})
             for name, out in outputs.items():

@@ -525,7 +525,11 @@ def fid_score(
     """
     if extractor is None:
         return math.nan
-    f_out, f_sty = image_features(outputs, extractor), image_features(styles, extractor)
+    return fid_from_features(image_features(outputs, extractor), image_features(styles, extractor))
+
+
+def fid_from_features(f_out: np.ndarray, f_sty: np.ndarray) -> float:
+    """FID of two (N, D) feature sets (:func:`image_features`); NaN when either has fewer than 2 rows."""
     if len(f_out) < 2 or len(f_sty) < 2:
         return math.nan
     return frechet_distance(*activation_statistics(f_out), *activation_statistics(f_sty))

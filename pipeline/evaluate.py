@@ -25,9 +25,11 @@ import argparse
 import json
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -36,7 +38,8 @@ from evaluation.metrics import (
     SUMMARY_METRICS,
     Scorer,
     artfid_score,
-    fid_score,
+    fid_from_features,
+    image_features,
     load_inception,
 )
 from evaluation.references import REFERENCE_ROWS, reference_outputs
@@ -122,6 +125,14 @@ def score_all(
     return pd.DataFrame(rows, columns=list(PAIR_FIELDS))
 
 
+def _reference_images(name: str, contents: list[Path], style_images: list[Any], device: Any) -> Iterator[Any]:
+    """The reference row ``name``'s output for every pair, content-major, each content read once."""
+    for c in contents:
+        content = read_image(c).to(device)
+        for style in style_images:
+            yield reference_outputs(content, style)[name]
+
+
 def distribution_scores(
     params: Params,
     methods: list[str],
@@ -136,8 +147,8 @@ def distribution_scores(
 
     As StyleID's protocol, the style set holds one style image per output, the pair's own (README "Evaluation": the
     style images are duplicated to match the stylized ones, util/copy_inputs.py; eval_artfid.py then reads both
-    folders whole). Images are streamed through the network one at a time: an 800-pair grid at 512 px would hold
-    gigabytes as a list."""
+    folders whole); a style's features are computed once and repeated. Images are streamed through the network one
+    at a time: an 800-pair grid at 512 px would hold gigabytes as a list."""
     inception = load_inception(params.evaluate.inception_weights)
     rows = [*methods, *REFERENCE_ROWS]
     if inception is None:
@@ -145,16 +156,16 @@ def distribution_scores(
     inception.to(device)
     contents, styles = list_images(content_dir), list_images(style_dir)
     style_images = [read_image(s).to(device) for s in styles]  # one per style: a few dozen images
-    per_pair_styles = [st for _ in contents for st in style_images]
+    per_pair_styles = np.tile(image_features(style_images, inception), (len(contents), 1))  # content-major, as pairs
     out: dict[str, dict[str, float | None]] = {}
     for method in rows:
         if method in REFERENCE_ROWS:
-            images = (reference_outputs(read_image(c).to(device), st)[method] for c in contents for st in style_images)
+            images = _reference_images(method, contents, style_images, device)
         else:
             images = (
                 read_image(outputs / method / f"{c.stem}__{s.stem}.png").to(device) for c in contents for s in styles
             )
-        fid = fid_score(images, per_pair_styles, inception)
+        fid = fid_from_features(image_features(images, inception), per_pair_styles)
         lpips_mean = pd.to_numeric(per_pair.loc[per_pair["method"] == method, "lpips"]).mean()
         artfid = artfid_score(fid, float(lpips_mean)) if math.isfinite(fid) else math.nan
         out[method] = {"fid": _finite(fid), "artfid": _finite(artfid)}

@@ -88,7 +88,7 @@ def run(
     # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
     declared = (*method_stage_params(method_name), "stylize")
     write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, declared))
-    shas = {p: sha256_file(p) for pair in grid for p in pair}
+    shas = {p: sha256_file(p) for p in {p for pair in grid for p in pair}}  # each image once, not once per pair
     done = finished_pairs(out_dir, grid, shas, content_dir, style_dir)
     if done:
         log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))

@@ -173,6 +173,14 @@ def naive_luma(rgb: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- FID
 
 
+class ChannelStats(torch.nn.Module):
+    """A tiny real extractor for FID wiring tests, in place of the Inception network (whose weights cannot be
+    obtained here): per-channel mean and std, 6 features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+
 def naive_frechet(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)), the trace term from the symmetric PSD matrix
     S1^(1/2) S2 S1^(1/2), which has the eigenvalues of S1 S2 (no non-symmetric square root)."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from reference_ports import (
+    ChannelStats,
     low_rank_frechet,
     naive_cfsd,
     naive_frechet,
@@ -237,17 +238,10 @@ def test_frechet_distance_adds_eps_when_the_root_is_not_finite(caplog):
     assert "singular" in caplog.text
 
 
-class _ChannelStats(torch.nn.Module):
-    """A tiny extractor for wiring tests: per-channel mean and std (6 features)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
-
-
 def test_fid_score_wiring_with_a_small_extractor():
     outputs = [rand(1, 3, 20, 24, seed=40 + i) * (0.5 + 0.1 * i) for i in range(8)]
     styles = [rand(1, 3, 30, 18, seed=60 + i) * (0.5 + 0.1 * i) for i in range(8)]  # sizes may differ
-    extractor = _ChannelStats()
+    extractor = ChannelStats()
     assert metrics.fid_score(outputs, outputs, extractor) == pytest.approx(0.0, abs=1e-6)
     feats_o = metrics.image_features(outputs, extractor)
     feats_s = metrics.image_features(styles, extractor)

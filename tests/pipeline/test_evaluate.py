@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from scipy.linalg import sqrtm
 
 from evaluation.metrics import Scorer
 from evaluation.references import reference_outputs
@@ -23,6 +21,7 @@ from methods.image import resize_to_edge
 from pipeline import cli, evaluate, scoring
 from pipeline.config import Params, load_params
 from pipeline.io import ImageError, list_images, read_image
+from tests.evaluation.reference_ports import ChannelStats, naive_frechet
 
 CONTENTS = {"c1": (40, 30), "c2": (34, 44)}
 STYLES = {"s1": (36, 36), "s2": (50, 28)}
@@ -212,29 +211,21 @@ def test_the_real_scorer_orders_the_reference_rows_sensibly(repo_root, params, t
         assert scores["style_copy"][metric] < min(scores[k][metric] for k in ("identity", "grey", "blur"))
 
 
-class _ChannelStats(torch.nn.Module):
-    """A small real extractor standing in for the Inception network (whose weights are not obtainable here)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
-
-
 def _frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Naive FID of two (N, D) feature sets: ||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2), ddof 1."""
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb - 2 * sqrtm(sa @ sb).real))
+    """Naive FID of two (N, D) feature sets (sample covariances, ddof 1)."""
+    return naive_frechet(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
 def test_fid_pairs_each_output_with_its_own_style_image_as_styleid(layout, params, monkeypatch):
     """StyleID duplicates the style images to match the stylized ones (README "Evaluation"), so the style set of a
     2 x 2 grid is [s1, s2, s1, s2], not [s1, s2]; the outputs stream through the network in content-major order."""
-    monkeypatch.setattr(evaluate, "load_inception", lambda weights: _ChannelStats())
+    monkeypatch.setattr(evaluate, "load_inception", lambda weights: ChannelStats())
     per_pair = pd.DataFrame({"method": ["noisy"] * 4 + ["copy"] * 4, "lpips": [0.5] * 4 + [0.25] * 4})
     scores, status = evaluate.distribution_scores(
         params, ["copy", "noisy"], layout["outputs"], layout["content"], layout["style"], per_pair, "cpu"
     )
     assert status == "available"
-    net = _ChannelStats()
+    net = ChannelStats()
 
     def feats(paths):
         return np.concatenate([net(read_image(p)).double().numpy() for p in paths])

@@ -81,10 +81,11 @@ def hf_metadata() -> bytes:
     return json.dumps({"info": {"features": features}}).encode()
 
 
-def build_shard(shard: int, *, metadata: bool) -> tuple[bytes, list[dict]]:
+def build_shard(shard: int, *, metadata: bool, style: str | None = None) -> tuple[bytes, list[dict]]:
     """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating); the label columns hold indices into
-    the real class-name lists. Without ``metadata``: written as huggan/wikiart's shards were (no class names, one
-    ``write_table`` call, so one row group whose images share a page); with it: in row groups of 5 rows."""
+    the real class-name lists (every row ``style`` when given). Without ``metadata``: written as huggan/wikiart's
+    shards were (no class names, one ``write_table`` call, so one row group whose images share a page); with it: in
+    row groups of 5 rows."""
     rows = []
     for i in range(ROWS_PER_SHARD):
         fmt = "PNG" if i % 2 == 0 else "JPEG"
@@ -95,7 +96,7 @@ def build_shard(shard: int, *, metadata: bool) -> tuple[bytes, list[dict]]:
                 "image": {"bytes": data, "path": f"img{shard}_{i}.{fmt.lower()}"},
                 "artist": ARTISTS.index(ROW_ARTISTS[i % 3]),
                 "genre": GENRES.index(ROW_GENRES[i % 2]),
-                "style": STYLES.index(ROW_STYLES[i % 4]),
+                "style": STYLES.index(style or ROW_STYLES[i % 4]),
                 "size": size,
                 "suffix": ".png" if fmt == "PNG" else ".jpg",
             }
@@ -471,25 +472,7 @@ GROUPED_PATHS = [f"data/train-0000{i}-of-00006.parquet" for i in range(6)]
 
 @pytest.fixture(scope="module")
 def grouped_shards() -> dict[str, tuple[bytes, list[dict]]]:
-    out = {}
-    for i, path in enumerate(GROUPED_PATHS):
-        rows = [dict(r, style=STYLES.index(GROUPED_STYLES[i])) for r in build_shard(i, metadata=True)[1]]
-        table = pa.Table.from_pylist(
-            [{k: r[k] for k in ("image", "artist", "genre", "style")} for r in rows],
-            pa.schema(
-                [
-                    ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-                    ("artist", pa.int64()),
-                    ("genre", pa.int64()),
-                    ("style", pa.int64()),
-                ],
-                metadata={b"huggingface": hf_metadata()},
-            ),
-        )
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        out[path] = (buf.getvalue(), rows)
-    return out
+    return {path: build_shard(i, metadata=True, style=GROUPED_STYLES[i]) for i, path in enumerate(GROUPED_PATHS)}
 
 
 def shard_indices(hub) -> list[int]:
