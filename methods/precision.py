@@ -19,41 +19,28 @@ import contextlib
 import functools
 import platform
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from methods.cpu import NATIVE_BF16_FLAGS, cpuinfo_flags
 from methods.errors import NstError
 
 Setting = bool | Literal["auto"]
 
-# Linux /proc/cpuinfo flags of native bf16 arithmetic (AVX512-BF16: Cooper Lake, Zen 4 and later; AMX: Sapphire
-# Rapids and later). oneDNN's `_is_mkldnn_bf16_supported` alone is also true on plain AVX512 CPUs, where bf16 is
-# emulated and slower than float32.
-_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
 
 @functools.cache
 def cpu_bf16_supported() -> bool:
-    """Whether this CPU runs bf16 natively and torch's oneDNN can use it (Linux flags; elsewhere: False)."""
+    """Whether this CPU runs bf16 natively and torch's oneDNN can use it (Linux flags; elsewhere: False).
+
+    oneDNN's ``_is_mkldnn_bf16_supported`` alone is also true on plain AVX512 CPUs, where bf16 is emulated and slower
+    than float32; it is false under ``ONEDNN_MAX_CPU_ISA=AVX2`` (what an AVX2-only CPU runs), so that cap gives fp32."""
     if platform.system() != "Linux" or not torch.backends.mkldnn.is_available():
         return False
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     if check is not None and not check():
         return False
-    return bool(_cpuinfo_flags() & set(_NATIVE_BF16_FLAGS))
+    return bool(cpuinfo_flags() & set(NATIVE_BF16_FLAGS))
 
 
 def device_bf16_supported(device: torch.device) -> bool:
@@ -106,3 +93,16 @@ class Precision:
     @property
     def label(self) -> str:
         return ("bf16" if self.bf16 else "fp32") + ("+channels_last" if self.channels_last else "")
+
+
+def runtime_label(method: Any, device: torch.device) -> str:
+    """What ``method`` computes in on ``device``, for timing.csv, MLflow and the report: a method's own ``runtime``
+    (one that runs on a runtime of its own, e.g. ghiasi's onnxruntime provider), else the precision its ``amp`` /
+    ``channels_last`` resolve to (:meth:`Precision.resolve`), else ``fp32``."""
+    own = getattr(method, "runtime", None)
+    if own:
+        return str(own)
+    p = getattr(method, "params", None)
+    if p is not None and hasattr(p, "amp") and hasattr(p, "channels_last"):
+        return Precision.resolve(p.amp, p.channels_last, device).label
+    return "fp32"

@@ -76,6 +76,20 @@ def _load_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+RUNTIME_COLUMNS = ("device", "precision", "cpu")
+
+
+def _runtime(outputs: Path, methods: list[str]) -> dict[str, dict[str, list[str]]]:
+    """What each method ran on: the distinct values of ``outputs/<m>/timing.csv``'s device, precision and cpu columns
+    (a column absent or blank: no values)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for method in methods:
+        path = outputs / method / "timing.csv"
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else pd.DataFrame()
+        out[method] = {c: sorted({v for v in frame[c] if v}) if c in frame.columns else [] for c in RUNTIME_COLUMNS}
+    return out
+
+
 def _thumb(path: Path) -> np.ndarray:
     return resize_to_edge(read_image(path), THUMB_PX)[0].permute(1, 2, 0).numpy()
 
@@ -170,6 +184,7 @@ class Inputs:
     contents: list[Path]  # the test contents
     styles: list[Path]  # the test styles
     losses: pd.DataFrame  # loss per step (:func:`_losses`)
+    runtime: dict[str, dict[str, list[str]]]  # method -> timing.csv's distinct device / precision / cpu values
 
 
 def _training(methods: list[str], models: Path | None, pretrained: Mapping[str, str]) -> dict[str, TrainingRecord]:
@@ -224,6 +239,7 @@ def load_inputs(
         best=best,
         objectives=_objectives(best, params),
         training=_training(methods, models, pretrained),
+        runtime=_runtime(outputs, methods),
         pretrained=pretrained,
         stats=_load_json(prepared / "stats.json") if (prepared / "stats.json").is_file() else {},
         contents=list_images(prepared / "test" / "content"),
@@ -428,7 +444,40 @@ def setup_lines(params: Params, inputs: Inputs, git_sha: str, created: str) -> l
     ]
     if encoder:
         lines.append(("method encoder", f"`{encoder.get('weights')}` ({encoder.get('pool')} pooling)"))
+    lines += compute_lines(inputs)
     lines += [("git", f"`{git_sha}`"), ("created", created)]
+    return lines
+
+
+def compute_lines(inputs: Inputs) -> list[tuple[str, str]]:
+    """The set-up's ``CPU`` line (the instruction-set facts that decided precision and kernels, methods/cpu.py) and
+    its ``precision`` line (each method's inference precision or runtime, and its training precision), from
+    timing.csv and train_metrics.json."""
+    cpus = sorted({c for r in inputs.runtime.values() for c in r.get("cpu", [])})
+    for record in inputs.training.values():
+        if record.metrics and record.metrics.get("cpu"):
+            cpus = sorted({*cpus, record.metrics["cpu"]})
+    parts = []
+    for method in inputs.methods:
+        r = inputs.runtime.get(method, {})
+        text = f"{method} {' / '.join(r.get('precision') or ['?'])}"
+        devices = r.get("device") or []
+        if devices and devices != ["cpu"]:
+            text += f" on {' / '.join(devices)}"
+        record = inputs.training.get(method)
+        trained = (record.metrics or {}).get("precision") if record is not None else None
+        if trained:
+            text += f" (trained in {trained})"
+        parts.append(text)
+    cpu_text = "; ".join(f"`{c}`" for c in cpus) if cpus else "not recorded (timing.csv has no cpu column)"
+    lines = [("CPU", cpu_text)]
+    lines.append(
+        (
+            "precision",
+            ", ".join(parts) + " (bytes reproduce on the same CPU family; across families numbers agree within the "
+            "README's stated tolerance)",
+        )
+    )
     return lines
 
 

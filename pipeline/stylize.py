@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from methods.cpu import cpu_facts, cpu_summary
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
+from methods.precision import runtime_label
 from methods.registry import Method, ParamsError, build_method, get_spec, list_methods
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
@@ -40,6 +42,8 @@ TIMING_FIELDS = (
     "seconds",
     "peak_mem_mb",
     "device",
+    "precision",
+    "cpu",
     "content_sha256",
     "style_sha256",
     "loss_content",
@@ -83,7 +87,9 @@ def run(
     device = pick_device(params.base.device)
     grid = test_grid(content_dir, style_dir)
     encoder = encoder if encoder is not None else method_encoder(params, method_name)
-    state = run_state(params, method_name, encoder, device, model)
+    method = method_from_params(params, method_name, encoder, model)
+    runtime = {"precision": runtime_label(method, device), "cpu": cpu_summary(cpu_facts())}
+    state = run_state(params, method_name, encoder, device, model, runtime)
     start_folder(out_dir, state, method_name)
     # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
     declared = (*method_stage_params(method_name), "stylize")
@@ -92,9 +98,9 @@ def run(
     done = finished_pairs(out_dir, grid, shas, content_dir, style_dir)
     if done:
         log.info("stylize@%s: %d of %d pairs already done; resuming", method_name, len(done), len(grid))
-    method = method_from_params(params, method_name, encoder, model)
-    rows = stylize_missing(method, grid, done, shas, out_dir, device, params, logger)
+    rows = stylize_missing(method, grid, done, shas, out_dir, device, params, logger, runtime)
     if logger is not None:
+        logger.set_tags({"precision": runtime["precision"]})
         log_summary(logger, rows, out_dir / "timing.csv")
     return rows
 
@@ -109,10 +115,18 @@ def test_grid(content_dir: Path, style_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def run_state(
-    params: Params, method_name: str, encoder: VGGEncoder | None, device: torch.device, model: Path | None
+    params: Params,
+    method_name: str,
+    encoder: VGGEncoder | None,
+    device: torch.device,
+    model: Path | None,
+    runtime: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Everything the outputs depend on besides the input images (``.stylize-state.json``): a change starts afresh."""
+    """Everything the outputs depend on besides the input images (``.stylize-state.json``): a change starts afresh.
+    ``runtime``: the precision and the CPU facts (:func:`methods.cpu.cpu_summary`) it runs with; another CPU family
+    computes other bytes, so it starts afresh too."""
     return {
+        **(runtime or {}),
         "method": method_name,
         "config": getattr(params.methods, method_name).model_dump(mode="json"),
         "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
@@ -170,8 +184,10 @@ def stylize_missing(
     device: torch.device,
     params: Params,
     logger: tracking.RunLogger | None,
+    runtime: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Stylize the pairs not in ``done``, rewriting ``timing.csv`` and ``losses.csv`` after each; all timing rows."""
+    """Stylize the pairs not in ``done``, rewriting ``timing.csv`` and ``losses.csv`` after each; all timing rows.
+    ``runtime``: the ``precision`` and ``cpu`` columns (what decided the numbers; blank where not given)."""
     timing_path, losses_path = out_dir / "timing.csv", out_dir / "losses.csv"
     rows: list[dict[str, Any]] = list(done.values())
     done_pairs = {Path(name).stem for name in done}
@@ -192,6 +208,8 @@ def stylize_missing(
                 "seconds": round(seconds, 4),
                 "peak_mem_mb": round(peak, 1),
                 "device": device.type,
+                "precision": (runtime or {}).get("precision", ""),
+                "cpu": (runtime or {}).get("cpu", ""),
                 "content_sha256": shas[content_path],
                 "style_sha256": shas[style_path],
                 **{f"loss_{k}": final.get(k, "") for k in ("content", "style", "tv", "total")},

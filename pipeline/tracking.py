@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from methods.cpu import cpu_facts
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # mlflow (about 1 s to import) is imported where a run is opened or logged to, so that a stage module (and a one-off
@@ -267,7 +269,8 @@ def stage_run(
     tags: Mapping[str, str] | None = None,
     max_step_points: int = 200,
 ) -> Iterator[RunLogger]:
-    """Open one MLflow run for ``stage`` (x ``method``), log the flattened params and standard tags.
+    """Open one MLflow run for ``stage`` (x ``method``), log the flattened params and standard tags (the key
+    packages' versions, the CPU facts that decide precision as ``cpu.*``, see methods/cpu.py).
 
     The run ends FINISHED on success and FAILED (re-raising) on error or interrupt.
     """
@@ -280,6 +283,7 @@ def stage_run(
         "params_hash": params_hash(params),
         "mlflow.runName": f"{stage}@{method}" if method else stage,
         **package_versions(),
+        **{f"cpu.{k}": v for k, v in cpu_facts().items()},
         **(tags or {}),
     }
     run = client.create_run(exp_id, tags=all_tags)

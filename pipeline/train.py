@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from methods.cpu import cpu_facts, cpu_summary
 from methods.encoder import load_encoder
 from methods.errors import NstError
 from methods.precision import Precision
@@ -161,7 +162,14 @@ def run(
     if rank != 0:  # rank 0 writes the outputs and logs
         return {"iterations": reached, "rank": rank}
     history = callbacks.rows()
-    setting = {"device": device.type, "processes": world, "precision": precision.label, **info, **init_info}
+    setting = {
+        "device": device.type,
+        "processes": world,
+        "precision": precision.label,
+        "cpu": cpu_summary(cpu_facts()),
+        **info,
+        **init_info,
+    }
     metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
     model_path = out_dir / str(spec.model_file)
     if reached >= tcfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
@@ -175,6 +183,7 @@ def run(
         )
     write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
     if logger is not None:
+        logger.set_tags({"precision": precision.label})
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if model_path.is_file():
             logger.log_artifact(model_path, "model")

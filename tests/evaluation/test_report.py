@@ -718,3 +718,31 @@ def test_method_grids_show_at_most_grid_max_contents_and_styles(tmp_path, repo_r
     assert len([ax for ax in capped.axes if ax.images]) == 1 + 1 + 1
     assert "(1 of 2 contents, 1 of 3 styles)" in capped._suptitle.get_text()
     assert " of " not in full._suptitle.get_text().split("\n")[0]
+
+
+def test_setup_names_the_cpu_and_each_methods_precision(tmp_path, repo_root, few):
+    """Issue 24: the set-up says which CPU facts decided precision and what each method ran in (timing.csv's
+    precision / cpu columns; a trained method's training precision from train_metrics.json)."""
+    paths = write_fixture(tmp_path, few)
+    cpu = "Test CPU 9000; ATen AVX2; flags none; bf16 none"
+    for method, precision in (("gatys", "fp32"), ("adain", "bf16+channels_last"), ("contrastive", "fp32")):
+        pd.DataFrame({"file": ["a.png", "b.png"], "device": "cpu", "precision": precision, "cpu": cpu}).to_csv(
+            paths["outputs"] / method / "timing.csv", index=False
+        )
+    folder = paths["models"] / "adain"
+    folder.mkdir(parents=True)
+    (folder / "train_metrics.json").write_text(json.dumps({"iterations": 4, "precision": "fp32", "cpu": cpu}))
+    build(paths, repo_root)
+    ran = section((paths["out"] / "index.html").read_text(), "what-ran")
+    assert f"<dt>CPU</dt><dd><code>{cpu}</code></dd>" in ran
+    assert "gatys fp32, adain bf16+channels_last (trained in fp32), contrastive fp32 (bytes reproduce" in ran
+    md = (paths["out"] / "report.md").read_text()
+    assert "adain bf16+channels_last (trained in fp32)" in md
+
+
+def test_setup_says_when_the_cpu_was_not_recorded(tmp_path, repo_root, few):
+    paths = write_fixture(tmp_path, few)
+    build(paths, repo_root)
+    ran = section((paths["out"] / "index.html").read_text(), "what-ran")
+    assert "<dt>CPU</dt><dd>not recorded (timing.csv has no cpu column)</dd>" in ran
+    assert "gatys ?, adain ?, contrastive ?" in ran

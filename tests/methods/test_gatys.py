@@ -187,15 +187,6 @@ def test_precision_settings_resolve_per_device(monkeypatch):
         precision.Precision.resolve("yes", "auto", cpu)  # type: ignore[arg-type]
 
 
-def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
-    from methods import precision
-
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
-    assert "avx512_bf16" in precision._cpuinfo_flags(info)
-    assert precision._cpuinfo_flags(tmp_path / "missing") == set()
-
-
 def test_loss_terms_rescore_an_image_in_float32(encoder):
     """loss_terms evaluates the objective stylize optimises, in float32 NCHW whatever the method's precision: at the
     content start it equals stylize's first evaluation, and the content term of the content image itself is 0."""

@@ -16,6 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from methods.cpu import cpu_facts, cpu_summary
 from methods.encoder import load_encoder, random_encoder
 from pipeline import cli, stylize, tuned
 from pipeline.config import Params, load_params
@@ -179,6 +180,13 @@ def test_stage_logs_to_mlflow(tmp_path, grid, repo_root, monkeypatch):
     assert len(grids) == 4
     assert "grids/street_a__paint_x.png" in grids
     assert "timing.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    # issue 24: what decided the numbers, on the run and in every timing row
+    assert tags["precision"] == "fp32"  # gatys: amp false in params.yaml
+    assert tags["cpu.bf16"] in ("native", "none")
+    assert tags["cpu.isa"] != "unknown"  # torch is imported by now
+    rows = list(csv.DictReader((tmp_path / "out" / "timing.csv").open()))
+    assert {r["precision"] for r in rows} == {"fp32"}
+    assert {r["cpu"] for r in rows} == {cpu_summary(cpu_facts())}
 
 
 def test_one_off_command(tmp_path, grid, repo_root, capsys):

@@ -54,6 +54,8 @@ def test_every_run_records_the_installed_versions_of_the_key_packages():
     assert tags["version.optuna"] == importlib.metadata.version("optuna")
     assert {f"version.{name}" for name in tracking.KEY_PACKAGES} <= set(tags)
     assert tags["version.python"].count(".") == 2
+    assert {"cpu.model", "cpu.flags", "cpu.bf16", "cpu.isa", "cpu.forced"} <= set(tags)
+    assert tags["cpu.bf16"] in ("native", "none")
 
 
 def _open_run_at(uri: str, start_at: float) -> None:
