@@ -25,6 +25,7 @@ from reference_ports import (
     naive_ssim,
     port_patch_simi,
 )
+from tolerances import conv_stack_tol, mse_rtol
 
 from evaluation import metrics
 from evaluation.summary import bootstrap_ci, summarize
@@ -401,9 +402,15 @@ def test_scorer_with_a_separate_content_encoder(encoder, cfsd_encoder):
     shared = metrics.Scorer(encoder, encoder, cfsd_encoder, None).score(output, content, style)
     separate = metrics.Scorer(encoder, other, cfsd_encoder, None).score(output, content, style)
     for name in metrics.METRICS:
-        if name != "lpips":
-            assert separate[name] == pytest.approx(shared[name], rel=1e-5, abs=1e-7), name
-    assert shared["content_loss"] == pytest.approx(metrics.content_loss(output, content, encoder).item(), rel=1e-6)
+        if name not in ("lpips", "content_loss"):  # the same inputs through the same kernels: identical
+            assert separate[name] == shared[name], name
+    # content_loss: the shared branch encodes output and content one at a time, content_loss() both in one batch of
+    # 2, which may run other kernels: relu4_2 is 10 convs deep, the widest fan_in 512 x 3 x 3
+    fo, fc = (encoder(t, [metrics.CONTENT_LAYER])[metrics.CONTENT_LAYER] for t in (output, content))
+    scale = float(torch.maximum(fo.abs().max(), fc.abs().max()))
+    rtol = mse_rtol(conv_stack_tol(depth=10, fan_in=512 * 9), scale, fo - fc)
+    assert separate["content_loss"] == pytest.approx(shared["content_loss"], rel=rtol)
+    assert shared["content_loss"] == pytest.approx(metrics.content_loss(output, content, encoder).item(), rel=rtol)
 
 
 def test_size_mismatch_is_an_error(encoder):
