@@ -74,7 +74,7 @@ class FolderSource(Strict):
 
 
 class WikiArtSource(Strict):
-    endpoint: Annotated[str, Field(pattern=r"^https?://")]
+    endpoint: Annotated[str, Field(pattern=r"^https?://")] | None  # null: $HF_ENDPOINT, else https://huggingface.co
     repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
     revision: Annotated[str, Field(min_length=1)]
     data_dir: str
@@ -86,6 +86,9 @@ class WikiArtSource(Strict):
     artists: list[str]
     genres: list[str]
     per_class: PositiveInt
+    # a listed class with fewer than per_class rows in the shards read: a warning up to this fraction of per_class
+    # short, one error beyond it
+    shortfall_tolerance: Fraction
     seed: Seed
     license: Annotated[str, Field(min_length=1)]
 
