@@ -779,6 +779,15 @@ def fig_image_grid(
 
 # ------------------------------------------------------------------------------------------------ text
 
+TITLE = "nst-bench: method comparison"
+# profile -> (title, subtitle): a rehearsal's report must never be read as results (profiles/rehearsal.yaml).
+REHEARSAL_TITLE = "nst-bench REHEARSAL: not results"
+REHEARSAL_SUBTITLE = (
+    "A rehearsal of the full profile (profiles/rehearsal.yaml: the full profile with only sizes shrunk) against "
+    "loopback fakes of the Hugging Face Hub and Mapillary serving generated images: it shows that every stage runs, "
+    "not how the methods compare. Nothing here is a result."
+)
+
 SUBTITLE = (
     "Every method's outputs on the test pairs (content photo x painting), scored by one fixed scorer and "
     "set against reference rows that bound each metric. What each number measures, and what it does not, "
@@ -968,6 +977,7 @@ class ReportView:
     read: list[ReadItem]
     caveats: list[str]  # texts with `code` spans
     subtitle: str = SUBTITLE
+    title: str = TITLE
 
 
 def md_cell(text: Any) -> str:

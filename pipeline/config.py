@@ -7,7 +7,9 @@ allowed. Nothing here rewrites params.yaml.
 Profiles: ``profile: sample`` (committed; the embedded sample on a 2-core CPU) uses params.yaml as it is.
 ``profile: full`` deep-merges ``profiles/full.yaml`` (next to params.yaml) over it: WikiArt + street sources,
 paper-scale sizes and schedules, CUDA. ``profile: pretrain`` merges ``profiles/pretrain.yaml``: the embedded sample
-with the feed-forward methods' longer schedule that produced ``models/pretrained/`` (``make pretrain``). The profile
+with the feed-forward methods' longer schedule that produced ``models/pretrained/`` (``make pretrain``).
+``profile: rehearsal`` merges ``profiles/full.yaml`` then ``profiles/rehearsal.yaml`` (sizes only): the full profile
+in minutes on a CPU, against loopback fakes of its services (``make rehearse``). The profile
 files are DVC params of the stages, and each stage writes the effective parameters it ran with next to its outputs.
 """
 
@@ -30,7 +32,11 @@ from methods.registry import STRICT, describe_errors, get_spec, list_methods, tu
 from methods.schemas.common import Fraction, Seed
 
 PROFILES_DIR = "profiles"
-PROFILES = ("sample", "full", "pretrain")  # pretrain: the longer schedule behind models/pretrained/
+PROFILES = ("sample", "full", "pretrain", "rehearsal")  # pretrain: the longer schedule behind models/pretrained/
+# A profile merged over another profile rather than over params.yaml alone: the rehearsal is the full profile with
+# only sizes shrunk (profiles/rehearsal.yaml holds nothing else; tests/test_rehearsal.py checks it), so no switch that
+# selects a code path can drift between the two.
+PROFILE_BASES = {"rehearsal": "full"}
 
 
 class ConfigError(NstError):
@@ -283,7 +289,7 @@ class TuneSection(Strict):
 
 
 class Params(Strict):
-    profile: Literal["sample", "full", "pretrain"]
+    profile: Literal["sample", "full", "pretrain", "rehearsal"]
     base: BaseSection
     encoder: EncoderSection
     tracking: TrackingSection
@@ -386,6 +392,14 @@ def validate(data: dict[str, Any], source: str) -> Params:
     return params
 
 
+def profile_chain(profile: str) -> list[str]:
+    """The profile files merged over params.yaml for ``profile``, in order: ``rehearsal`` -> ``[full, rehearsal]``."""
+    chain = [profile]
+    while chain[0] in PROFILE_BASES:
+        chain.insert(0, PROFILE_BASES[chain[0]])
+    return chain
+
+
 def effective_dict(path: str | Path = "params.yaml", profile: str | None = None) -> dict[str, Any]:
     """The params mapping after applying the selected profile (``profile`` overrides the file's; not yet validated)."""
     path = Path(path)
@@ -394,12 +408,13 @@ def effective_dict(path: str | Path = "params.yaml", profile: str | None = None)
     if profile != "sample":
         if profile not in PROFILES:
             raise ConfigError(f"{path}: profile = {profile!r}: must be one of {', '.join(map(repr, PROFILES))}")
-        overlay_path = path.parent / PROFILES_DIR / f"{profile}.yaml"
-        overlay = read_yaml(overlay_path)
-        try:
-            data = deep_merge(data, overlay)
-        except ConfigError as exc:
-            raise ConfigError(f"{overlay_path}: {exc}") from None
+        for name in profile_chain(profile):
+            overlay_path = path.parent / PROFILES_DIR / f"{name}.yaml"
+            overlay = read_yaml(overlay_path)
+            try:
+                data = deep_merge(data, overlay)
+            except ConfigError as exc:
+                raise ConfigError(f"{overlay_path}: {exc}") from None
     data["profile"] = profile
     return data
 
@@ -412,7 +427,8 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     """
     path = Path(path)
     data = effective_dict(path, profile)
-    source = str(path) if data.get("profile", "sample") == "sample" else f"{path} + profiles/{data['profile']}.yaml"
+    chain = [] if data.get("profile", "sample") == "sample" else profile_chain(data["profile"])
+    source = " + ".join([str(path), *(f"profiles/{name}.yaml" for name in chain)])
     return validate(data, source)
 
 

@@ -746,3 +746,21 @@ def test_setup_says_when_the_cpu_was_not_recorded(tmp_path, repo_root, few):
     ran = section((paths["out"] / "index.html").read_text(), "what-ran")
     assert "<dt>CPU</dt><dd>not recorded (timing.csv has no cpu column)</dd>" in ran
     assert "gatys ?, adain ?, contrastive ?" in ran
+
+
+def test_a_rehearsal_report_says_so_in_its_title(tmp_path, repo_root, few):
+    """Issue 25: a rehearsal report (profile: rehearsal) can never be read as results; a real one keeps its title."""
+    paths = write_fixture(tmp_path, few)
+    params = load_params(repo_root / "params.yaml").model_copy(update={"profile": "rehearsal"})
+    stage.build(
+        params, paths["metrics"], paths["outputs"], paths["prepared"], paths["tuning"], paths["out"], paths["models"]
+    )
+    index = (paths["out"] / "index.html").read_text()
+    assert f"<title>{rep.REHEARSAL_TITLE}</title>" in index
+    assert f"<h1>{rep.REHEARSAL_TITLE}</h1>" in index
+    assert "Nothing here is a result." in index
+    assert (paths["out"] / "report.md").read_text().startswith(f"# {rep.REHEARSAL_TITLE}\n")
+    build(paths, repo_root)  # profile: sample
+    index = (paths["out"] / "index.html").read_text()
+    assert "<h1>nst-bench: method comparison</h1>" in index
+    assert "REHEARSAL" not in index
