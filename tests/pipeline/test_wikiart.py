@@ -1,5 +1,5 @@
-"""The WikiArt source against a Hugging-Face-shaped HTTP server on 127.0.0.1: parquet shards, class names, the
-shard order and top-up."""
+"""The WikiArt source, the real fetch code (huggingface_hub + pyarrow) against the loopback Hub of tests/fakes/hub.py:
+paginated listings, the /resolve/ redirect, gzip, one 429, checksums, the cache, the spread + top-up, the targets."""
 
 from __future__ import annotations
 
@@ -10,30 +10,29 @@ import json
 import logging
 import math
 import re
+import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
-import pyarrow as pa
+import httpx2
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from huggingface_hub import get_session
 
 from pipeline.config import DownloadSection, Params, WikiArtSource, load_params
 from pipeline.download import DownloadError
 from pipeline.sources import FetchError
-from pipeline.sources.wikiart import fetch_wikiart, infos_class_names, shard_order
+from pipeline.sources.wikiart import bounded_hub_client, fetch_wikiart, infos_class_names, read_images, shard_order
+from tests.fakes.hub import ARTISTS, DEFAULT_SHA, GENRES, INFOS_BYTES, STYLES, FakeHub, wikiart_shards
+
+SHA = DEFAULT_SHA
+REPO = "huggan/wikiart"
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def encode_image(size: tuple[int, int], colour: tuple[int, int, int], fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format=fmt)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -48,395 +47,281 @@ def download_cfg(base_params: Params, tmp_path: Path) -> DownloadSection:
     )
 
 
-# ----------------------------------------------------------------------------------------- wikiart
-
-REPO = "test-org/wikiart-mini"
-SHA = "0123456789abcdef0123456789abcdef01234567"
-# huggan/wikiart's dataset_infos.json as the Hub serves it (one line, config "huggan--wikiart"), with its real class
-# names: 129 artists, 11 genres, 27 styles. Its shards carry no class names of their own.
-INFOS_BYTES = (Path(__file__).parent / "fixtures" / "huggan_wikiart_dataset_infos.json").read_bytes()
-FEATURES = json.loads(INFOS_BYTES)["huggan--wikiart"]["features"]
-ARTISTS, GENRES, STYLES = (FEATURES[c]["names"] for c in ("artist", "genre", "style"))
-SHARD_PATHS = [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
-ROWS_PER_SHARD = 12
-ROW_STYLES = ["Impressionism", "Cubism", "Post_Impressionism", "Ukiyo_e"]  # row i has ROW_STYLES[i % 4], ...
-ROW_ARTISTS = ["claude-monet", "vincent-van-gogh", "pablo-picasso"]
-ROW_GENRES = ["landscape", "portrait"]
-
-
-def git_oid(data: bytes) -> str:
-    """The git blob id a Hugging Face tree listing gives for a file that is not in LFS."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def hf_metadata() -> bytes:
-    """The schema metadata ``datasets`` >= 2.10 writes into each parquet shard."""
-    features = {"image": {"_type": "Image"}, **{c: FEATURES[c] for c in ("artist", "genre", "style")}}
-    return json.dumps({"info": {"features": features}}).encode()
-
-
-def build_shard(shard: int, *, metadata: bool, style: str | None = None) -> tuple[bytes, list[dict]]:
-    """A parquet shard of ROWS_PER_SHARD tiny images (PNG and JPEG alternating); the label columns hold indices into
-    the real class-name lists (every row ``style`` when given). Without ``metadata``: written as huggan/wikiart's
-    shards were (no class names, one ``write_table`` call, so one row group whose images share a page); with it: in
-    row groups of 5 rows."""
-    rows = []
-    for i in range(ROWS_PER_SHARD):
-        fmt = "PNG" if i % 2 == 0 else "JPEG"
-        size = (8 + i, 6 + shard)
-        data = encode_image(size, (40 * shard, 20 * i, 200 - 10 * i), fmt)
-        rows.append(
-            {
-                "image": {"bytes": data, "path": f"img{shard}_{i}.{fmt.lower()}"},
-                "artist": ARTISTS.index(ROW_ARTISTS[i % 3]),
-                "genre": GENRES.index(ROW_GENRES[i % 2]),
-                "style": STYLES.index(style or ROW_STYLES[i % 4]),
-                "size": size,
-                "suffix": ".png" if fmt == "PNG" else ".jpg",
-            }
-        )
-    schema = pa.schema(
-        [
-            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-            ("artist", pa.int64()),
-            ("genre", pa.int64()),
-            ("style", pa.int64()),
-        ],
-        metadata={b"huggingface": hf_metadata()} if metadata else None,
-    )
-    table = pa.Table.from_pylist([{k: r[k] for k in ("image", "artist", "genre", "style")} for r in rows], schema)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, **({"row_group_size": 5} if metadata else {}))
-    return buf.getvalue(), rows
+@pytest.fixture(scope="module")
+def shards():
+    """12 shards of 1,100 rows in huggan/wikiart's layout (rows grouped by artist, styles spread unevenly)."""
+    return wikiart_shards()
 
 
 @pytest.fixture(scope="module")
-def shards() -> dict[str, tuple[bytes, list[dict]]]:
-    return {path: build_shard(i, metadata=False) for i, path in enumerate(SHARD_PATHS)}
-
-
-@pytest.fixture(scope="module")
-def shards_with_metadata() -> dict[str, tuple[bytes, list[dict]]]:
-    return {path: build_shard(i, metadata=True) for i, path in enumerate(SHARD_PATHS)}
-
-
-def serve_hub(server, shards, *, infos: bytes | None = INFOS_BYTES) -> SimpleNamespace:
-    """The Hugging Face endpoints fetch_wikiart uses, serving ``shards`` (and ``infos`` as dataset_infos.json, unless
-    None) at commit SHA, as the Hub does: ``/resolve/`` of an LFS file answers 302 to a CDN URL, and the CDN (like the
-    Hub itself) gzips its answers unless the request asks for ``Accept-Encoding: identity``."""
-    api = f"/api/datasets/{REPO}"
-    server.serve_json(f"{api}/revision/main", {"id": REPO, "sha": SHA})
-    entries = [
-        {"type": "file", "oid": git_oid(b), "path": p, "size": len(b), "lfs": {"oid": sha256(b), "size": len(b)}}
-        for p, (b, _) in shards.items()
-    ]
-    # Unsorted, with a folder and a non-parquet file that must be ignored.
-    tree = [
-        entries[2],
-        {"type": "directory", "oid": "1" * 40, "path": "data/extra.parquet"},
-        entries[1],
-        {"type": "file", "oid": git_oid(b"abc"), "path": "data/README.md", "size": 3},
-        entries[0],
-        *entries[3:],
-    ]
-    server.serve_json(f"{api}/tree/{SHA}/data", tree)
-    root = [{"type": "directory", "oid": "2" * 40, "path": "data"}, {"type": "file", "path": ".gitattributes"}]
-    if infos is not None:
-        root.append({"type": "file", "oid": git_oid(infos), "size": len(infos), "path": "dataset_infos.json"})
-        server.serve_like_a_cdn(f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json", infos)
-    server.serve_json(f"{api}/tree/{SHA}", root)
-    for path, (data, _) in shards.items():
-        server.redirect(f"/datasets/{REPO}/resolve/{SHA}/{path}", f"{server.url}/cdn/{sha256(data)}?Expires=1")
-        server.serve_like_a_cdn(f"/cdn/{sha256(data)}", data)
-
-    def corrupt(path: str) -> None:
-        if path.endswith(".parquet"):
-            data = shards[path][0]
-            server.serve_like_a_cdn(f"/cdn/{sha256(data)}", data[:-10] + b"\x00" * 10)
-        else:
-            server.serve_like_a_cdn(f"/datasets/{REPO}/resolve/{SHA}/{path}", infos[:-10] + b"\x00" * 10)
-
-    return SimpleNamespace(
-        server=server,
-        shards=shards,
-        resolve_prefix=f"{server.url}/datasets/{REPO}/resolve/{SHA}/",
-        corrupt=corrupt,
-        shard_requests=lambda: [r.path for r in server.requests() if "/resolve/" in r.path and ".parquet" in r.path],
-        infos_requests=lambda: [r.path for r in server.requests() if r.path.endswith("/dataset_infos.json")],
-    )
+def small_shards():
+    """3 shards of 24 rows: enough for the class-name and selection tests."""
+    return wikiart_shards(3, 24, seed=1)
 
 
 @pytest.fixture
-def hub(local_server, shards):
-    return serve_hub(local_server, shards)
+def hub(shards):
+    with FakeHub(shards, rate_limit=None) as running:
+        yield running
 
 
 @pytest.fixture
-def wikiart_cfg(base_params: Params, local_server) -> WikiArtSource:
-    return base_params.fetch.wikiart.model_copy(
-        update={
-            "endpoint": local_server.url + "/",
-            "repo": REPO,
-            "revision": "main",
-            "data_dir": "data",
-            "shards": 2,
-            "shard_order": "first",
-            "max_shards": 2,
-            "class_by": "style",
-            "styles": ["Impressionism", "Cubism"],
-            "artists": [],
-            "genres": [],
-            "per_class": 2,
-            "seed": 0,
-        }
-    )
+def small_hub(small_shards):
+    with FakeHub(small_shards, rate_limit=None) as running:
+        yield running
 
 
-def with_(cfg, **changes):
-    return cfg.model_copy(update=changes)
+def config(base: Params, hub: FakeHub, **changes) -> WikiArtSource:
+    settings = {
+        "endpoint": hub.url,
+        "repo": REPO,
+        "revision": "main",
+        "data_dir": "data",
+        "shards": 2,
+        "shard_order": "first",
+        "max_shards": 2,
+        "class_by": "style",
+        "styles": [],
+        "artists": [],
+        "genres": [],
+        "per_class": 2,
+        "shortfall_tolerance": 0.1,
+        "seed": 0,
+    }
+    return base.fetch.wikiart.model_copy(update={**settings, **changes})
 
 
-def source_row(url: str, hub, shards=None) -> dict:
-    """The fixture row a record's url points at (``<resolve prefix><shard path>#row=<n>``)."""
-    assert url.startswith(hub.resolve_prefix), url
-    path, _, row = url.removeprefix(hub.resolve_prefix).partition("#row=")
-    return (shards or hub.shards)[path][1][int(row)]
+def rows_of(data: bytes) -> list[dict]:
+    """A shard's rows as pyarrow reads them whole (the independent reference)."""
+    return pq.read_table(io.BytesIO(data)).to_pylist()
+
+
+def source_row(url: str, hub: FakeHub) -> dict:
+    """The row a record's url points at (``<endpoint>/datasets/<repo>/resolve/<sha>/<shard>#row=<n>``)."""
+    prefix = f"{hub.url}/datasets/{REPO}/resolve/{SHA}/"
+    assert url.startswith(prefix), url
+    path, _, row = url.removeprefix(prefix).partition("#row=")
+    return rows_of(hub.files[path].data)[int(row)]
 
 
 def names_of(row: dict) -> dict[str, str]:
     return {"artist": ARTISTS[row["artist"]], "genre": GENRES[row["genre"]], "style": STYLES[row["style"]]}
 
 
-def matching_rows(shards, cfg: WikiArtSource) -> Counter:
-    """How many rows of the first ``cfg.shards`` shards pass the filters, per class label."""
+def expected_downloads(shards, cfg: WikiArtSource) -> list[str]:
+    """The shards a spread + top-up fetch takes, worked out from the shards' own style counts."""
+    paths = sorted(shards)
+    order = shard_order(len(paths), cfg.shards, cfg.shard_order)[: cfg.max_shards]
     counts: Counter = Counter()
-    for path in SHARD_PATHS[: cfg.shards]:
-        for r in shards[path][1]:
-            labels = names_of(r)
-            wanted = {"style": cfg.styles, "artist": cfg.artists, "genre": cfg.genres}
-            if all(not w or labels[k] in w for k, w in wanted.items()):
-                counts[labels[cfg.class_by]] += 1
-    return counts
+    taken = []
+    for k, index in enumerate(order):
+        if k >= cfg.shards and all(counts[s] >= cfg.per_class for s in cfg.styles):
+            break
+        taken.append(paths[index])
+        counts.update(shards[paths[index]].style_counts())
+    return taken
 
 
-def test_wikiart_picks_per_class_rows_of_the_filtered_styles(tmp_path, hub, shards, wikiart_cfg, download_cfg):
+# ----------------------------------------------------------------------------------------- the fake's own shapes
+
+
+def test_the_fake_shards_are_laid_out_as_huggan_wikiart(shards):
+    assert len(shards) == 12
+    for path, shard in shards.items():
+        meta = pq.ParquetFile(io.BytesIO(shard.data)).metadata
+        assert meta.num_rows == 1100
+        assert meta.num_row_groups == 1
+        image = next(meta.row_group(0).column(i) for i in range(meta.num_columns))
+        assert image.path_in_schema == "image.bytes"
+        # dictionary pages first, then the writer's fallback to plain pages, as in the real ~1,130-row shards
+        assert {"RLE_DICTIONARY", "PLAIN"} <= set(image.encodings), path
+        assert str(pq.read_schema(io.BytesIO(shard.data)).field("image").type) == "struct<bytes: binary, path: string>"
+    artists = [a for s in shards.values() for a in s.artists]
+    blocks = sum(1 for a, b in itertools.pairwise(artists) if a != b) + 1
+    assert blocks == len(set(artists))  # rows grouped by artist: each artist is one block
+    per_shard = [shards[p].style_counts()["Ukiyo_e"] for p in sorted(shards)]
+    assert sum(1 for n in per_shard if n) == 1  # the rare style lives in one shard only
+
+
+# ----------------------------------------------------------------------------------------- the protocol
+
+
+def test_fetch_follows_the_pages_the_redirect_and_gzip_and_writes_the_rows_unchanged(
+    tmp_path, hub, base_params, download_cfg
+):
+    cfg = config(base_params, hub, styles=["Impressionism"], shards=2, max_shards=2, per_class=5)
     raw = tmp_path / "raw"
-    records = fetch_wikiart(wikiart_cfg, download_cfg, raw, "style")
+    records = fetch_wikiart(cfg, download_cfg, raw, "style")
 
-    assert Counter(r.label for r in records) == {"Impressionism": 2, "Cubism": 2}
-    assert len({r.id for r in records}) == len(records)
-    for rec in records:
-        written = (raw / rec.file).read_bytes()
-        row = source_row(rec.url, hub)
-        assert rec.role == "style"
-        assert rec.source == "wikiart"
-        assert rec.file.startswith("style/")
-        assert rec.file.endswith(row["suffix"])
-        assert f"/resolve/{SHA}/" in rec.url
-        assert "#row=" in rec.url
-        assert rec.label == STYLES[row["style"]]
-        assert (rec.artist, rec.genre, rec.style) == (ARTISTS[row["artist"]], GENRES[row["genre"]], rec.label)
-        assert written == row["image"]["bytes"]  # the image bytes unchanged
-        assert rec.sha256 == sha256(written)
-        assert (rec.width, rec.height) == row["size"]
-        assert rec.license == wikiart_cfg.license == "Data files © Original Authors"  # the dataset card's words
-    assert sorted(p.name for p in (raw / "style").iterdir()) == sorted(Path(r.file).name for r in records)
+    # 12 shards at 5 per page: three pages, the later two reached through the Link header's cursor
+    tree = [r for r in hub.seen("tree") if r.path.endswith("/data")]
+    assert [r.query.get("cursor") for r in tree] == [None, ["5"], ["10"]]
+    # every /resolve/ of a shard answered 302 (metadata from its headers), the body came from the CDN path, gzipped
+    assert {r.status for r in hub.seen("resolve") if r.path.endswith(".parquet")} == {302}
+    cdn = hub.seen("cdn", "GET")
+    assert cdn
+    assert all(r.encoding == "gzip" and r.status == 200 for r in cdn)
+    assert hub.shard_downloads() == ["data/train-00000-of-00012.parquet", "data/train-00001-of-00012.parquet"]
 
-    # Only the first two shards (sorted by path) were downloaded, once each, into the cache by commit sha.
-    assert hub.shard_requests() == [f"/datasets/{REPO}/resolve/{SHA}/{p}" for p in SHARD_PATHS[:2]]
-    assert hub.server.count(f"/api/datasets/{REPO}/revision/main") == 1
-    cached = sorted(
-        p.relative_to(download_cfg.cache_dir).as_posix() for p in Path(download_cfg.cache_dir).rglob("*.parquet")
-    )
-    assert cached == [f"wikiart/test-org_wikiart-mini/{SHA}/{p}" for p in SHARD_PATHS[:2]]
-
-
-def test_wikiart_shards_come_through_the_redirect_uncompressed(tmp_path, hub, shards, wikiart_cfg, download_cfg):
-    fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
-    cdn = [r for r in hub.server.requests() if r.path.startswith("/cdn/")]
-    assert sorted(r.path for r in cdn) == sorted(f"/cdn/{sha256(shards[p][0])}" for p in SHARD_PATHS[:2])
-    assert all(r.headers["accept-encoding"] == "identity" for r in cdn)
-    cache = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA
-    assert all((cache / p).read_bytes() == shards[p][0] for p in SHARD_PATHS[:2])
-
-
-def test_wikiart_rate_limited_download_waits_as_asked(tmp_path, hub, shards, wikiart_cfg, download_cfg):
-    resolve = f"/datasets/{REPO}/resolve/{SHA}/{SHARD_PATHS[1]}"
-    redirect = hub.server.Reply(302, b"", {"Location": f"{hub.server.url}/cdn/{sha256(shards[SHARD_PATHS[1]][0])}"})
-    hub.server.route(resolve, hub.server.sequence(hub.server.Reply(429, b"", {"Retry-After": "1"}), redirect))
-    start = time.monotonic()
-    records = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")  # download_cfg.backoff_s = 0
-    assert time.monotonic() - start >= 1.0  # the second try came after the second the server asked for
-    assert len(records) == 4
-    assert hub.server.count(resolve) == 2
-
-
-def test_wikiart_rate_limit_longer_than_the_bound_is_a_clear_error(tmp_path, hub, wikiart_cfg, download_cfg):
-    resolve = f"/datasets/{REPO}/resolve/{SHA}/{SHARD_PATHS[0]}"
-    hub.server.route(resolve, lambda req: hub.server.Reply(429, b"", {"Retry-After": "3600"}))
-    start = time.monotonic()
-    with pytest.raises(DownloadError, match=r"wait 3600 s .* fetch\.download\.max_retry_after_s = 300 s"):
-        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
-    assert time.monotonic() - start < 5
-    assert hub.server.count(resolve) == 1
-
-
-def test_wikiart_names_from_dataset_infos_select_the_right_rows(tmp_path, hub, shards, wikiart_cfg, download_cfg):
-    """The shards hold only label numbers (as huggan/wikiart's do): the names come from dataset_infos.json."""
-    assert all(b"huggingface" not in (pq.read_schema(io.BytesIO(b)).metadata or {}) for b, _ in shards.values())
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Post_Impressionism"], per_class=3)
-    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-
-    assert Counter(r.label for r in records) == {"Impressionism": 3, "Post_Impressionism": 3}
+    assert Counter(r.label for r in records) == {"Impressionism": 5}
     for rec in records:
         row = source_row(rec.url, hub)
+        assert (raw / rec.file).read_bytes() == row["image"]["bytes"]  # the image bytes unchanged
+        assert rec.sha256 == sha256(row["image"]["bytes"])
         assert {"artist": rec.artist, "genre": rec.genre, "style": rec.style} == names_of(row)
-        assert rec.label == rec.style
-    cached = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA / "dataset_infos.json"
-    assert cached.read_bytes() == INFOS_BYTES
-    assert hub.infos_requests() == [f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"]  # pinned, fetched once
-
-    again = fetch_wikiart(cfg, download_cfg, tmp_path / "raw2", "style")
-    assert [r.url for r in again] == [r.url for r in records]
-    assert len(hub.infos_requests()) == 1  # the cached copy was verified against its git blob id, not fetched again
-
-
-def test_wikiart_names_from_shard_metadata_need_no_dataset_infos(
-    tmp_path, local_server, shards_with_metadata, wikiart_cfg, download_cfg
-):
-    hub = serve_hub(local_server, shards_with_metadata, infos=None)
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Post_Impressionism"], per_class=3)
-    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    assert Counter(r.label for r in records) == {"Impressionism": 3, "Post_Impressionism": 3}
-    assert all(
-        {"artist": r.artist, "genre": r.genre, "style": r.style} == names_of(source_row(r.url, hub)) for r in records
-    )
-    assert hub.infos_requests() == []
-    assert local_server.count(f"/api/datasets/{REPO}/tree/{SHA}") == 0
+        assert (rec.width, rec.height) == (64, 48)
+        assert rec.file.endswith(".jpg")
+        assert rec.license == "Data files © Original Authors"
+    # the downloaded files are the served ones, byte for byte, in huggingface_hub's cache under the commit
+    snapshot = Path(download_cfg.cache_dir) / "huggingface" / "datasets--huggan--wikiart" / "snapshots" / SHA
+    for path in hub.shard_downloads():
+        assert (snapshot / path).read_bytes() == hub.files[path].data
 
 
-@pytest.mark.parametrize("infos", ["absent", "no style names"])
-def test_wikiart_filter_without_class_names_is_one_clear_error(
-    tmp_path, local_server, shards, wikiart_cfg, download_cfg, infos
-):
-    doc = json.loads(INFOS_BYTES)
-    del doc["huggan--wikiart"]["features"]["style"]
-    serve_hub(local_server, shards, infos=None if infos == "absent" else json.dumps(doc).encode())
-    with pytest.raises(FetchError) as info:
-        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
-    message = str(info.value)
-    assert message.startswith("fetch.wikiart.styles selects styles by name, but no style names were found: ")
-    assert f"{SHARD_PATHS[0]} has no 'huggingface' schema metadata" in message
-    if infos == "absent":
-        assert f"{REPO}@{SHA[:12]} has no dataset_infos.json" in message
-    else:
-        assert (
-            f'{REPO}@{SHA[:12]}/dataset_infos.json has no ["huggan--wikiart"]["features"]["style"]["names"]' in message
-        )
-
-
-def test_wikiart_without_filters_or_names_records_the_numbers(
-    tmp_path, local_server, shards, wikiart_cfg, download_cfg, caplog
-):
-    serve_hub(local_server, shards, infos=None)
-    cfg = with_(wikiart_cfg, styles=[], per_class=1)
-    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    assert sorted(r.label for r in records) == sorted(str(STYLES.index(s)) for s in ROW_STYLES)
-    assert all(r.artist.isdigit() and r.genre.isdigit() for r in records)
-    assert "no style names" in caplog.text
-    assert "the manifest records their numbers instead" in caplog.text
-
-
-def test_wikiart_dataset_infos_with_a_wrong_blob_id_is_rejected(tmp_path, hub, wikiart_cfg, download_cfg):
-    hub.corrupt("dataset_infos.json")
-    with pytest.raises(DownloadError, match="git blob id mismatch"):
-        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
-    assert not list(Path(download_cfg.cache_dir).rglob("dataset_infos.json*"))
-
-
-@pytest.mark.parametrize(
-    ("configs", "expected"),
-    [
-        (["whatever"], "whatever"),  # the only one
-        (["default", "test-org--wikiart-mini"], "test-org--wikiart-mini"),  # how push_to_hub named it
-        (["other", "default"], "default"),
-    ],
-)
-def test_dataset_infos_config_choice(configs, expected):
-    doc = {c: {"features": {"style": {"names": [c]}}} for c in configs}
-    assert infos_class_names(doc, REPO, "f.json") == (expected, {"style": [expected]})
-
-
-def test_dataset_infos_errors_name_the_file_and_key():
-    with pytest.raises(FetchError, match=r"f\.json: several configs \(a, b\) and none named 'test-org--wikiart-mini'"):
-        infos_class_names({"a": {}, "b": {}}, REPO, "f.json")
-    with pytest.raises(FetchError, match=re.escape('f.json: no ["a"]["features"] object')):
-        infos_class_names({"a": {"features": []}}, REPO, "f.json")
-    with pytest.raises(FetchError, match=r"f\.json: expected an object of configs"):
-        infos_class_names([], REPO, "f.json")
-
-
-def test_wikiart_same_seed_same_files_and_cache_hit(tmp_path, hub, wikiart_cfg, download_cfg):
-    first = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw1", "style")
-    downloads = len(hub.shard_requests())
-    assert downloads == 2
-    second = fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw2", "style")
+def test_a_second_fetch_downloads_nothing(tmp_path, hub, base_params, download_cfg):
+    cfg = config(base_params, hub, styles=["Impressionism"], per_class=3)
+    first = fetch_wikiart(cfg, download_cfg, tmp_path / "raw1", "style")
+    before = len(hub.requests)
+    second = fetch_wikiart(cfg, download_cfg, tmp_path / "raw2", "style")
+    again = hub.requests[before:]
     assert [(r.id, r.url, r.sha256) for r in second] == [(r.id, r.url, r.sha256) for r in first]
-    assert len(hub.shard_requests()) == downloads  # the cached shards were verified, not downloaded again
+    assert {(r.method, r.path.split("/")[5]) for r in again} == {("GET", "revision"), ("GET", "tree")}
+    assert not [r for r in again if r.path.startswith("/cdn/") or "/resolve/" in r.path]
 
 
-def test_wikiart_seed_changes_the_choice(tmp_path, hub, wikiart_cfg, download_cfg):
-    # 6 matching rows per style, 2 chosen: 15 x 15 possible choices. A selection that ignored the seed would give
-    # one choice for all eight seeds.
-    choices = {
-        seed: frozenset(
-            r.url for r in fetch_wikiart(with_(wikiart_cfg, seed=seed), download_cfg, tmp_path / f"r{seed}", "style")
-        )
-        for seed in range(8)
-    }
-    assert len(set(choices.values())) > 1
-    assert all(len(c) == 4 for c in choices.values())
+def test_one_429_is_waited_out_as_retry_after_asks(tmp_path, shards, base_params, download_cfg):
+    with FakeHub(shards, rate_limit="cdn", retry_after=1) as hub:
+        cfg = config(base_params, hub, styles=["Impressionism"], per_class=3, shards=1, max_shards=1)
+        start = time.monotonic()
+        records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+        waited = time.monotonic() - start
+        statuses = [r.status for r in hub.seen("cdn", "GET")]
+    assert statuses == [429, 200]
+    assert waited >= 1.0  # the second try came after the second the server asked for
+    assert len(records) == 3
 
 
-def test_wikiart_per_class_above_the_available_rows_takes_all(tmp_path, hub, shards, wikiart_cfg, download_cfg, caplog):
-    cfg = with_(wikiart_cfg, per_class=50)
-    expected = matching_rows(shards, cfg)
-    assert expected == {"Impressionism": 6, "Cubism": 6}
-    by_seed = [
-        sorted(r.url for r in fetch_wikiart(with_(cfg, seed=seed), download_cfg, tmp_path / f"r{seed}", "style"))
-        for seed in (0, 1)
-    ]
-    assert by_seed[0] == by_seed[1]  # every matching row, whatever the seed
-    assert len(by_seed[0]) == sum(expected.values())
-    assert "has only 6 matching rows" in caplog.text
+def test_a_retry_after_beyond_the_bound_is_one_clear_error(tmp_path, shards, base_params, download_cfg):
+    with FakeHub(shards, rate_limit="cdn", retry_after=3600) as hub:
+        cfg = config(base_params, hub, styles=["Impressionism"], shards=1, max_shards=1)
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"wait 3600 s .* fetch\.download\.max_retry_after_s = 300 s"):
+            fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert time.monotonic() - start < 5
 
 
-def test_wikiart_artist_filter(tmp_path, hub, shards, wikiart_cfg, download_cfg):
-    cfg = with_(wikiart_cfg, styles=[], artists=["claude-monet"], per_class=1)
-    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    expected = matching_rows(shards, cfg)
-    assert Counter(r.label for r in records) == {label: min(1, n) for label, n in expected.items()}
-    assert all(r.artist == "claude-monet" == ARTISTS[source_row(r.url, hub)["artist"]] for r in records)
-
-
-def test_wikiart_unknown_style_lists_the_valid_names(tmp_path, hub, wikiart_cfg, download_cfg):
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Rococco"])
-    with pytest.raises(FetchError, match="unknown style name") as info:
+def test_a_corrupted_shard_on_the_server_is_rejected(tmp_path, hub, base_params, download_cfg):
+    bad = "data/train-00001-of-00012.parquet"
+    hub.corrupt(bad)
+    cfg = config(base_params, hub, styles=["Impressionism"])
+    with pytest.raises(DownloadError, match=f"{re.escape(bad)}: sha256 mismatch .*file discarded"):
         fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    cache = Path(download_cfg.cache_dir) / "huggingface" / "datasets--huggan--wikiart"
+    kept = sorted(p.name for p in (cache / "blobs").iterdir() if len(p.name) == 64)  # LFS blobs: by sha256
+    assert kept == [sha256(hub.files["data/train-00000-of-00012.parquet"].data)]  # the good one stays
+    assert not (cache / "snapshots" / SHA / bad).exists()
+
+
+def test_a_damaged_cached_shard_is_downloaded_again(tmp_path, hub, base_params, download_cfg):
+    cfg = config(base_params, hub, styles=["Impressionism"], shards=1, max_shards=1)
+    fetch_wikiart(cfg, download_cfg, tmp_path / "raw1", "style")
+    path = "data/train-00000-of-00012.parquet"
+    blob = (
+        Path(download_cfg.cache_dir)
+        / "huggingface"
+        / "datasets--huggan--wikiart"
+        / "blobs"
+        / sha256(hub.files[path].data)
+    )
+    blob.write_bytes(blob.read_bytes()[:-10] + b"\0" * 10)
+    fetch_wikiart(cfg, download_cfg, tmp_path / "raw2", "style")
+    assert hub.shard_downloads() == [path, path]
+    assert blob.read_bytes() == hub.files[path].data
+
+
+def test_every_request_gets_a_time_limit():
+    """huggingface_hub lists trees with no timeout; within the fetch the client bounds every request."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts, never answers
+    try:
+        with bounded_hub_client(0.5, 300.0):
+            start = time.monotonic()
+            with pytest.raises(httpx2.TimeoutException):
+                get_session().get(f"http://127.0.0.1:{silent.getsockname()[1]}/api/x", timeout=None)
+        assert time.monotonic() - start < 5
+    finally:
+        silent.close()
+
+
+# ----------------------------------------------------------------------------------------- spread, top-up, targets
+
+
+def test_spread_shards_then_top_up_until_every_listed_style_has_its_rows(tmp_path, hub, shards, base_params, caplog):
+    dl = base_params.fetch.download.model_copy(update={"cache_dir": str(tmp_path / "cache")})
+    cfg = config(
+        base_params, hub, styles=["Impressionism", "Baroque", "Cubism"], shard_order="spread", shards=3, max_shards=12
+    )
+    cfg = cfg.model_copy(update={"per_class": 200})
+    with caplog.at_level(logging.INFO, logger="pipeline.sources.wikiart"):
+        records = fetch_wikiart(cfg, dl, tmp_path / "raw", "style")
+    expected = expected_downloads(shards, cfg)
+    assert len(expected) > cfg.shards  # the top-up ran ...
+    assert len(expected) < cfg.max_shards  # ... and stopped once every style had its rows
+    assert hub.shard_downloads() == expected
+    assert Counter(r.label for r in records) == {"Impressionism": 200, "Baroque": 200, "Cubism": 200}
+    assert "below per_class = 200" in caplog.text
+    assert "has only" not in caplog.text
+    # the manifest lists the records in shard-name order, whatever the download order
+    assert [r.url.split("#")[0] for r in records] == sorted(r.url.split("#")[0] for r in records)
+
+
+def test_a_shortfall_beyond_the_tolerance_is_one_error_naming_style_rows_and_shards(
+    tmp_path, hub, shards, base_params, download_cfg
+):
+    cfg = config(base_params, hub, styles=["Impressionism", "Ukiyo_e"], shard_order="spread", shards=2, max_shards=4)
+    cfg = cfg.model_copy(update={"per_class": 300})  # Ukiyo_e: 264 rows in one shard, 12 % short
+    with pytest.raises(FetchError) as info:
+        fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    read = expected_downloads(shards, cfg)
+    assert len(read) == 4
+    found = sum(shards[p].style_counts()["Ukiyo_e"] for p in read)
     message = str(info.value)
-    assert "Rococco" in message
-    assert all(name in message for name in STYLES)
-    assert not (tmp_path / "raw" / "style").exists() or not any((tmp_path / "raw" / "style").iterdir())
+    assert f"style Ukiyo_e has {found} matching rows" in message
+    assert "in the 4 of 12 shard(s) read" in message
+    assert all(Path(p).stem in message for p in read)
+    assert "Impressionism" not in message.split("cannot be met:")[1].split(" in the ")[0]
+    assert "shortfall_tolerance = 0.1" in message
+    assert "fetch.wikiart.max_shards" in message
+    assert not (tmp_path / "raw" / "style").exists()  # nothing written
 
 
-def test_wikiart_shard_with_a_wrong_checksum_is_rejected(tmp_path, hub, wikiart_cfg, download_cfg):
-    hub.corrupt(SHARD_PATHS[1])
-    with pytest.raises(DownloadError, match="sha256"):
-        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
-    cache = Path(download_cfg.cache_dir) / "wikiart" / "test-org_wikiart-mini" / SHA
-    assert (cache / SHARD_PATHS[0]).is_file()
-    assert not (cache / SHARD_PATHS[1]).exists()
-    assert not (cache / (SHARD_PATHS[1] + ".part")).exists()
+def test_a_shortfall_within_the_tolerance_only_warns(tmp_path, hub, shards, base_params, download_cfg, caplog):
+    path = sorted(shards)[9]  # the one shard holding Ukiyo_e
+    have = shards[path].style_counts()["Ukiyo_e"]
+    per_class = math.floor(have / 0.95)  # about 5 % short
+    cfg = config(base_params, hub, styles=["Ukiyo_e"], shards=12, max_shards=12, per_class=per_class)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert Counter(r.label for r in records) == {"Ukiyo_e": have}  # every row there is
+    assert f"class Ukiyo_e has only {have} matching rows (per_class = {per_class}) in 12 shard(s)" in caplog.text
+    assert "within fetch.wikiart.shortfall_tolerance = 0.1" in caplog.text
+    tolerant = cfg.model_copy(update={"shortfall_tolerance": 0.0})
+    with pytest.raises(FetchError, match=f"Ukiyo_e has {have} matching rows"):
+        fetch_wikiart(tolerant, download_cfg, tmp_path / "raw2", "style")
+
+
+def test_first_order_misses_the_styles_of_later_shards(tmp_path, hub, base_params, download_cfg):
+    cfg = config(base_params, hub, styles=["Impressionism", "Ukiyo_e"], shards=2, max_shards=2, per_class=5)
+    with pytest.raises(FetchError, match=r"style Ukiyo_e has 0 matching rows \(100% short\)"):
+        fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert hub.shard_downloads() == ["data/train-00000-of-00012.parquet", "data/train-00001-of-00012.parquet"]
+
+
+def test_without_a_class_filter_the_fetch_never_tops_up(tmp_path, hub, shards, base_params, download_cfg):
+    cfg = config(base_params, hub, shard_order="spread", shards=1, max_shards=12, per_class=5)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert hub.shard_downloads() == ["data/train-00006-of-00012.parquet"]  # the one stratum's centre
+    assert Counter(r.label for r in records) == dict.fromkeys(shards[sorted(shards)[6]].style_counts(), 5)
 
 
 def test_shard_order_worked_by_hand():
@@ -459,71 +344,169 @@ def test_every_prefix_of_the_spread_order_covers_the_listing(n, start):
         assert max(gaps) <= 2 * math.ceil(n / k), (k, taken)
 
 
-# Six shards whose rows are grouped by style, as huggan/wikiart's seem grouped by artist.
-GROUPED_STYLES = ["Impressionism", "Impressionism", "Cubism", "Cubism", "Post_Impressionism", "Ukiyo_e"]
-GROUPED_PATHS = [f"data/train-0000{i}-of-00006.parquet" for i in range(6)]
+def test_read_images_takes_only_the_wanted_rows_of_a_dictionary_then_plain_shard(tmp_path, shards):
+    path = tmp_path / "shard.parquet"
+    data = shards["data/train-00003-of-00012.parquet"].data
+    path.write_bytes(data)
+    wanted = [0, 15, 16, 1023, 1024, 1099]  # batch edges and both sides of the dictionary -> plain fallback
+    reference = rows_of(data)
+    assert list(read_images(path, reversed(wanted))) == [(r, reference[r]["image"]["bytes"]) for r in wanted]
+    assert list(read_images(path, [])) == []
 
 
-@pytest.fixture(scope="module")
-def grouped_shards() -> dict[str, tuple[bytes, list[dict]]]:
-    return {path: build_shard(i, metadata=True, style=GROUPED_STYLES[i]) for i, path in enumerate(GROUPED_PATHS)}
+# ----------------------------------------------------------------------------------------- class names, selection
 
 
-def shard_indices(hub) -> list[int]:
-    return [GROUPED_PATHS.index(p.split(f"/resolve/{SHA}/")[1]) for p in hub.shard_requests()]
+def test_names_from_dataset_infos_select_the_right_rows(tmp_path, small_hub, base_params, download_cfg):
+    """The shards hold only label numbers (as huggan/wikiart's do): the names come from dataset_infos.json."""
+    assert all(
+        b"huggingface" not in (pq.read_schema(io.BytesIO(s.data)).metadata or {}) for s in small_hub.files.values()
+    )
+    cfg = config(base_params, small_hub, styles=["Impressionism", "Realism"], shards=3, max_shards=3, per_class=3)
+    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert Counter(r.label for r in records) == {"Impressionism": 3, "Realism": 3}
+    assert all(
+        {"artist": r.artist, "genre": r.genre, "style": r.style} == names_of(source_row(r.url, small_hub))
+        for r in records
+    )
+    infos = [r for r in small_hub.seen("resolve", "GET") if r.path.endswith("/dataset_infos.json")]
+    assert len(infos) == 1
+    assert infos[0].encoding == "gzip"
+    cached = Path(download_cfg.cache_dir) / "huggingface" / "datasets--huggan--wikiart" / "snapshots" / SHA
+    assert (cached / "dataset_infos.json").read_bytes() == INFOS_BYTES
 
 
-def test_wikiart_spread_shards_and_tops_up_until_every_listed_style_has_its_rows(
-    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg, caplog
-):
-    hub = serve_hub(local_server, grouped_shards)
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Cubism"], shard_order="spread", shards=2, max_shards=6)
-    with caplog.at_level(logging.INFO, logger="pipeline.sources.wikiart"):
+def test_names_from_shard_metadata_need_no_dataset_infos(tmp_path, base_params, download_cfg):
+    with FakeHub(wikiart_shards(3, 24, seed=1, metadata=True), infos=None, rate_limit=None) as hub:
+        cfg = config(base_params, hub, styles=["Impressionism", "Realism"], shards=3, max_shards=3, per_class=3)
         records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    # strata centres 1 and 4 (Impressionism, Post_Impressionism); Cubism short: 0 (farthest, lowest), then 2: enough
-    assert shard_indices(hub) == [1, 4, 0, 2]
-    assert Counter(r.label for r in records) == {"Impressionism": 2, "Cubism": 2}
-    assert all(r.style == STYLES[source_row(r.url, hub)["style"]] for r in records)
-    assert "Cubism (0) below per_class = 2 in 2 shard(s); one more" in caplog.text
-    assert "has only" not in caplog.text
-    # the manifest lists the records in shard-name order, whatever the download order
-    assert [r.url.split("#")[0] for r in records] == sorted(r.url.split("#")[0] for r in records)
+        assert Counter(r.label for r in records) == {"Impressionism": 3, "Realism": 3}
+        assert all(r.style == STYLES[source_row(r.url, hub)["style"]] for r in records)
+        assert [r for r in hub.seen("tree") if not r.path.endswith("/data")] == []  # the root was never listed
 
 
-def test_wikiart_top_up_stops_at_max_shards_with_a_warning_naming_the_key(
-    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg, caplog
+@pytest.mark.parametrize("infos", ["absent", "no style names"])
+def test_a_filter_without_class_names_is_one_clear_error(tmp_path, small_shards, base_params, download_cfg, infos):
+    doc = json.loads(INFOS_BYTES)
+    del doc["huggan--wikiart"]["features"]["style"]
+    served = None if infos == "absent" else json.dumps(doc).encode()
+    with FakeHub(small_shards, infos=served, rate_limit=None) as hub:
+        cfg = config(base_params, hub, styles=["Impressionism"])
+        with pytest.raises(FetchError) as info:
+            fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    message = str(info.value)
+    assert message.startswith("fetch.wikiart.styles selects styles by name, but no style names were found: ")
+    assert "data/train-00000-of-00003.parquet has no 'huggingface' schema metadata" in message
+    if infos == "absent":
+        assert f"{REPO}@{SHA[:12]} has no dataset_infos.json" in message
+    else:
+        assert (
+            f'{REPO}@{SHA[:12]}/dataset_infos.json has no ["huggan--wikiart"]["features"]["style"]["names"]' in message
+        )
+
+
+def test_without_filters_or_names_the_manifest_records_the_numbers(
+    tmp_path, small_shards, base_params, download_cfg, caplog
 ):
-    hub = serve_hub(local_server, grouped_shards)
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Ukiyo_e"], shard_order="spread", shards=2, max_shards=5)
+    with FakeHub(small_shards, infos=None, rate_limit=None) as hub:
+        records = fetch_wikiart(config(base_params, hub, per_class=1), download_cfg, tmp_path / "raw", "style")
+    first_two = [s for p in sorted(small_shards)[:2] for s in small_shards[p].styles]
+    assert sorted(r.label for r in records) == sorted(str(STYLES.index(s)) for s in set(first_two))
+    assert all(r.artist.isdigit() and r.genre.isdigit() for r in records)
+    assert "the manifest records their numbers instead" in caplog.text
+
+
+def test_a_dataset_infos_with_a_wrong_blob_id_is_rejected(tmp_path, small_hub, base_params, download_cfg):
+    small_hub.corrupt("dataset_infos.json")
+    with pytest.raises(DownloadError, match=r"dataset_infos\.json: git blob id mismatch"):
+        fetch_wikiart(config(base_params, small_hub, styles=["Realism"]), download_cfg, tmp_path / "raw", "style")
+    assert not list(Path(download_cfg.cache_dir).rglob("dataset_infos.json"))
+
+
+@pytest.mark.parametrize(
+    ("configs", "expected"),
+    [
+        (["whatever"], "whatever"),  # the only one
+        (["default", "huggan--wikiart"], "huggan--wikiart"),  # how push_to_hub named it
+        (["other", "default"], "default"),
+    ],
+)
+def test_dataset_infos_config_choice(configs, expected):
+    doc = {c: {"features": {"style": {"names": [c]}}} for c in configs}
+    assert infos_class_names(doc, REPO, "f.json") == (expected, {"style": [expected]})
+
+
+def test_dataset_infos_errors_name_the_file_and_key():
+    with pytest.raises(FetchError, match=r"f\.json: several configs \(a, b\) and none named 'huggan--wikiart'"):
+        infos_class_names({"a": {}, "b": {}}, REPO, "f.json")
+    with pytest.raises(FetchError, match=re.escape('f.json: no ["a"]["features"] object')):
+        infos_class_names({"a": {"features": []}}, REPO, "f.json")
+    with pytest.raises(FetchError, match=r"f\.json: expected an object of configs"):
+        infos_class_names([], REPO, "f.json")
+
+
+def test_the_seed_changes_the_choice_and_the_same_seed_repeats_it(tmp_path, small_hub, base_params, download_cfg):
+    cfg = config(base_params, small_hub, styles=["Impressionism"], shards=3, max_shards=3, per_class=2)
+    choices = {
+        seed: tuple(
+            r.url
+            for r in fetch_wikiart(cfg.model_copy(update={"seed": seed}), download_cfg, tmp_path / f"r{seed}", "style")
+        )
+        for seed in range(6)
+    }
+    assert len(set(choices.values())) > 1
+    again = fetch_wikiart(cfg, download_cfg, tmp_path / "again", "style")
+    assert tuple(r.url for r in again) == choices[0]
+
+
+def test_an_artist_filter(tmp_path, small_hub, small_shards, base_params, download_cfg):
+    artist = small_shards["data/train-00000-of-00003.parquet"].artists[0]
+    cfg = config(base_params, small_hub, artists=[artist], per_class=100, shortfall_tolerance=1.0)
     records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    assert shard_indices(hub) == [1, 4, 0, 2, 3]  # Ukiyo_e lives in shard 5 only
-    assert Counter(r.label for r in records) == {"Impressionism": 2}
-    assert "class Ukiyo_e has only 0 matching rows (per_class = 2) in 5 shard(s)" in caplog.text
-    assert "fetch.wikiart.max_shards" in caplog.text
+    assert records
+    assert all(r.artist == artist == ARTISTS[source_row(r.url, small_hub)["artist"]] for r in records)
+    first_two = [sh for p in sorted(small_shards)[:2] for sh in [small_shards[p]]]
+    assert len(records) == sum(a == artist for s in first_two for a in s.artists)
 
 
-def test_wikiart_first_order_misses_the_styles_of_later_shards(
-    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg, caplog
+def test_an_unknown_style_lists_the_valid_names(tmp_path, small_hub, base_params, download_cfg):
+    cfg = config(base_params, small_hub, styles=["Impressionism", "Rococco"])
+    with pytest.raises(FetchError, match="unknown style name") as info:
+        fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
+    assert "Rococco" in str(info.value)
+    assert all(name in str(info.value) for name in STYLES)
+
+
+def test_an_unknown_revision_and_a_revision_without_sha(tmp_path, small_hub, base_params, download_cfg):
+    with pytest.raises(FetchError, match="revision 'v9' of huggan/wikiart"):
+        fetch_wikiart(config(base_params, small_hub, revision="v9"), download_cfg, tmp_path / "raw", "style")
+    small_hub.sha = ""
+    with pytest.raises(FetchError, match="gave no commit sha"):
+        fetch_wikiart(config(base_params, small_hub), download_cfg, tmp_path / "raw", "style")
+
+
+def test_a_branch_is_resolved_once_and_pinned(tmp_path, small_hub, base_params, download_cfg, caplog):
+    records = fetch_wikiart(config(base_params, small_hub, styles=["Realism"]), download_cfg, tmp_path / "raw", "style")
+    assert all(f"/resolve/{SHA}/" in r.url for r in records)
+    assert len(small_hub.seen("revision")) == 1
+    assert all(SHA in r.path for r in small_hub.requests if "/revision/" not in r.path and "/cdn/" not in r.path)
+    assert f"resolved to commit {SHA}" in caplog.text
+
+
+def test_the_endpoint_comes_from_hf_endpoint_when_params_leave_it_null(
+    tmp_path, small_hub, base_params, download_cfg, monkeypatch
 ):
-    hub = serve_hub(local_server, grouped_shards)
-    cfg = with_(wikiart_cfg, styles=["Impressionism", "Ukiyo_e"], shard_order="first", shards=2, max_shards=2)
+    monkeypatch.setenv("HF_ENDPOINT", small_hub.url)
+    cfg = config(base_params, small_hub, styles=["Realism"]).model_copy(update={"endpoint": None})
     records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    assert shard_indices(hub) == [0, 1]
-    assert {r.label for r in records} == {"Impressionism"}
-    assert "class Ukiyo_e has only 0 matching rows" in caplog.text
+    assert records
+    assert all(r.url.startswith(small_hub.url) for r in records)
 
 
-def test_wikiart_without_a_class_filter_never_tops_up(
-    tmp_path, local_server, grouped_shards, wikiart_cfg, download_cfg
-):
-    hub = serve_hub(local_server, grouped_shards)
-    cfg = with_(wikiart_cfg, styles=[], shard_order="spread", shards=1, max_shards=6, per_class=50)
-    records = fetch_wikiart(cfg, download_cfg, tmp_path / "raw", "style")
-    assert shard_indices(hub) == [3]  # the one stratum's centre; no listed class can be short
-    assert Counter(r.label for r in records) == {"Cubism": ROWS_PER_SHARD}
-
-
-def test_wikiart_revision_without_sha(tmp_path, local_server, wikiart_cfg, download_cfg):
-    local_server.serve_json(f"/api/datasets/{REPO}/revision/main", {"error": "Revision not found"})
-    with pytest.raises(FetchError, match="no commit sha"):
-        fetch_wikiart(wikiart_cfg, download_cfg, tmp_path / "raw", "style")
+def test_the_fake_hub_stops_and_frees_its_port(small_shards):
+    hub = FakeHub(small_shards).start()
+    port = hub.port
+    hub.stop()
+    assert not [t for t in threading.enumerate() if t.name == "fake-hub"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free again
