@@ -55,6 +55,7 @@ def np64(x: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ style
 
 
+@pytest.mark.float_sensitive
 def test_style_distances_match_naive_loops_per_layer(encoder):
     x, s = rand(1, 3, 32, 40, seed=5), rand(1, 3, 48, 44, seed=6)  # the style may have another size
     got = metrics.style_distances(x, s, encoder)
@@ -72,6 +73,7 @@ def test_style_distances_match_naive_loops_per_layer(encoder):
     assert list(got) == [name for name in metrics.METRICS if name.startswith("style_")]
 
 
+@pytest.mark.float_sensitive
 def test_style_distances_zero_for_the_style_itself_and_batch_broadcast(encoder):
     s = rand(1, 3, 32, 32, seed=7)
     zero = metrics.style_distances(s, s, encoder)
@@ -129,6 +131,7 @@ def test_rgb_uv_histogram_squashes_larger_images_to_a_square_as_the_reference():
 # ------------------------------------------------------------------------------------------------ SSIM
 
 
+@pytest.mark.float_sensitive
 def test_ssim_matches_a_naive_loop_and_piq_without_downsampling():
     x, y = rand(2, 3, 18, 16, seed=1), rand(2, 3, 18, 16, seed=2)
     y = (0.6 * x + 0.4 * y).clamp(0, 1)  # correlated, so SSIM is far from 0
@@ -160,6 +163,7 @@ def test_ssim_lum_is_ssim_of_bt601_luma():
 # ------------------------------------------------------------------------------------------------ content, CFSD
 
 
+@pytest.mark.float_sensitive
 def test_content_loss_is_feature_mse(encoder):
     x, y = rand(1, 3, 32, 32, seed=3), rand(1, 3, 32, 32, seed=4)
     fx, fy = encoder(x, ["relu4_2"])["relu4_2"], encoder(y, ["relu4_2"])["relu4_2"]
@@ -168,6 +172,7 @@ def test_content_loss_is_feature_mse(encoder):
     torch.testing.assert_close(metrics.content_loss(x, x, encoder), torch.zeros(1))
 
 
+@pytest.mark.float_sensitive
 def test_cfsd_matches_the_styleid_port_and_a_position_loop(cfsd_encoder):
     out, con = rand(2, 3, 16, 20, seed=9), rand(2, 3, 16, 20, seed=10)
     ours = metrics.cfsd(out, con, cfsd_encoder)
@@ -330,6 +335,7 @@ def test_unreadable_inception_weights_give_none(tmp_path, caplog):
 # ------------------------------------------------------------------------------------------------ LPIPS
 
 
+@pytest.mark.float_sensitive
 def test_lpips_wiring_matches_the_package(tmp_path):
     torch.manual_seed(0)
     reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
@@ -396,6 +402,7 @@ def test_scorer_identity_style_copy_and_nan_lpips(encoder, cfsd_encoder):
     assert scorer.networks()["cfsd"] == cfsd_encoder.weights_source
 
 
+@pytest.mark.float_sensitive
 def test_scorer_with_a_separate_content_encoder(encoder, cfsd_encoder):
     other = random_encoder(seed=0)  # same weights, another object: the two-pass branch
     output, content, style = rand(1, 3, 32, 32, seed=15), rand(1, 3, 32, 32, seed=16), rand(1, 3, 24, 28, seed=17)

