@@ -110,7 +110,7 @@ def test_full_profile_merges_the_overlay(tmp_path: Path) -> None:
     # Keys the overlay does not mention keep the params.yaml values.
     assert full.prepare.max_pixels == sample.prepare.max_pixels
     assert full.prepare.resize.upscale == sample.prepare.resize.upscale
-    assert full.fetch.wikiart.styles == sample.fetch.wikiart.styles
+    assert full.fetch.wikiart.class_by == sample.fetch.wikiart.class_by
     assert full.fetch.download.backoff_s == sample.fetch.download.backoff_s
 
     # Every key: the overlay value where the overlay has one, otherwise the params.yaml value.
