@@ -1,17 +1,24 @@
-"""Benchmark: peak memory of fetching WikiArt paintings out of a large parquet shard -> JSON.
+"""Benchmark: peak memory of fetching WikiArt paintings out of one real-layout parquet shard -> JSON.
 
-    python bench/fetch_memory.py                          # a ~200 MB shard; the streaming reader, then pyarrow's
-    python bench/fetch_memory.py --readers streaming --size-mb 500 --out bench/results/fetch_memory_500.json
+    python bench/fetch_memory.py                          # one 1,131-row shard of ~460 kB images (~0.52 GB)
+    python bench/fetch_memory.py --readers batches --rows 300 --out bench/results/fetch_memory_small.json
 
-Builds, in a temporary folder, one shard laid out as huggan/wikiart's (an Image struct column of distinct JPEGs of
-``--image-kb`` each plus integer artist/genre/style labels, no class names in the schema, written by pyarrow in one
-call as ``datasets``' push_to_hub did, so the first 1024 images share one dictionary page) and the repository's
-``dataset_infos.json``; serves both from a local HTTP server (a child process) shaped like the Hugging Face Hub API;
+Builds, in a temporary folder, one shard laid out as huggan/wikiart's (``--rows`` rows, 1,131 by default: 81,444 rows
+/ 72 shards; an Image struct column ``{bytes, path}`` of distinct JPEGs of ``--image-kb`` each, 460 by default:
+shard 0 at commit d559852d holds 521,983,739 bytes in 1,132 rows; integer artist/genre/style labels, no class names
+in the schema; written by pyarrow in one call as ``datasets``' push_to_hub did, so the first 1024 images share one
+dictionary page and the rest are plain pages) and the repository's ``dataset_infos.json``; serves both from a local
+HTTP server (a child process) that answers what ``huggingface_hub`` asks (revision, tree listing, ``/resolve/`` HEAD
+with ``X-Repo-Commit`` / ``X-Linked-Etag`` / ``X-Linked-Size`` and a 302 to a CDN path on another origin, the body);
 then, in a fresh child process per reader, runs ``pipeline.sources.wikiart.fetch_wikiart`` on it (download, checksum,
 class names, selection, image extraction) and reports that process's resident memory: before the fetch (the imports:
 no torch on the fetch path), the peak during it, and the difference, plus Arrow's peak allocation and the wall time.
-Readers: ``streaming`` is the code as it runs (pipeline/sources/parquet_cells.py); ``pyarrow`` swaps in its fallback
-(pyarrow record batches, whole pages in memory) for every row group, to show what the streaming reader saves.
+Readers: ``batches`` is the code as it runs (``read_images``: the ``image.bytes`` column in batches of 16 rows, row
+group by row group); ``row_group`` swaps in ``ParquetFile.read_row_group`` (each needed row group's image column
+whole), to show what the batches save.
+
+Measured before the switch to pyarrow (commit fe0d1f2, the hand-written page reader ``parquet_cells.py``, 1,131 rows,
+556 MB): peak RSS 105.8 MB, +12.6 MB for the fetch; its pyarrow fallback (whole pages): 1,240.6 MB, +1,147.5 MB.
 """
 
 from __future__ import annotations
@@ -43,8 +50,9 @@ STYLES = ["Impressionism", "Cubism", "Post_Impressionism", "Ukiyo_e", "Baroque",
 # ----------------------------------------------------------------------------------------- the shard
 
 
-def build_repo(folder: Path, size_mb: float, image_kb: int) -> dict:
-    """Write the shard and dataset_infos.json under ``folder``; return what the Hub API serves (path -> file)."""
+def build_repo(folder: Path, rows: int, image_kb: int) -> dict:
+    """Write the shard and dataset_infos.json under ``folder``; return the routes the server answers and the shard's
+    facts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
@@ -61,7 +69,6 @@ def build_repo(folder: Path, size_mb: float, image_kb: int) -> dict:
                 break
             side = int(side * 1.25)
         bases.append(buf.getvalue())
-    rows = max(8, round(size_mb * 1e6 / len(bases[0])))
     images = [{"bytes": bases[i % 4] + i.to_bytes(4, "little"), "path": f"{i}.jpg"} for i in range(rows)]
     infos = (ROOT / "tests/pipeline/fixtures/huggan_wikiart_dataset_infos.json").read_bytes()
     names = json.loads(infos)["huggan--wikiart"]["features"]["style"]["names"]
@@ -83,27 +90,43 @@ def build_repo(folder: Path, size_mb: float, image_kb: int) -> dict:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     size = shard.stat().st_size
-    lfs = {"oid": digest.hexdigest(), "size": size}
-    blob = hashlib.sha1(b"blob %d\0" % len(infos) + infos, usedforsecurity=False).hexdigest()
+    infos_oid = hashlib.sha1(b"blob %d\0" % len(infos) + infos, usedforsecurity=False).hexdigest()
+    shard_entry = {"type": "file", "oid": "0" * 40, "size": size, "path": SHARD}
+    shard_entry["lfs"] = {"oid": digest.hexdigest(), "size": size, "pointerSize": 134}
     api = f"/api/datasets/{REPO}"
     listings = {
         f"{api}/revision/main": {"id": REPO, "sha": SHA},
-        f"{api}/tree/{SHA}/data": [{"type": "file", "path": SHARD, "size": size, "lfs": lfs}],
-        f"{api}/tree/{SHA}": [{"type": "file", "path": "dataset_infos.json", "size": len(infos), "oid": blob}],
+        f"{api}/tree/{SHA}/data": [shard_entry],
+        f"{api}/tree/{SHA}": [{"type": "file", "path": "dataset_infos.json", "size": len(infos), "oid": infos_oid}],
     }
-    routes = {}
+    routes: dict[str, dict] = {}
     for path, doc in listings.items():
         target = folder / (hashlib.sha1(path.encode(), usedforsecurity=False).hexdigest() + ".json")
         target.write_text(json.dumps(doc))
-        routes[path] = str(target)
-    routes[f"/datasets/{REPO}/resolve/{SHA}/{SHARD}"] = str(shard)
-    routes[f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"] = str(folder / "dataset_infos.json")
+        routes[path] = {"file": str(target)}
+    hub = {"X-Repo-Commit": SHA}
+    routes[f"/datasets/{REPO}/resolve/{SHA}/{SHARD}"] = {
+        "status": 302,
+        "cdn": "/cdn/shard",  # on another origin (localhost), as the Hub's CDN is
+        "headers": {**hub, "X-Linked-Etag": f'"{digest.hexdigest()}"', "X-Linked-Size": str(size)},
+    }
+    routes["/cdn/shard"] = {"file": str(shard)}
+    routes[f"/datasets/{REPO}/resolve/{SHA}/dataset_infos.json"] = {
+        "file": str(folder / "dataset_infos.json"),
+        "headers": {**hub, "ETag": f'"{infos_oid}"'},
+    }
     meta = pq.ParquetFile(shard).metadata
+    image = meta.row_group(0).column(0)
     return {
         "routes": routes,
         "rows": rows,
         "bytes": size,
         "row_groups": meta.num_row_groups,
+        # the image column's dictionary page (the first 1024 images) and the data pages after it (the plain rest)
+        "image_dictionary_mb": round((image.data_page_offset - image.dictionary_page_offset) / 1e6, 1),
+        "image_data_pages_mb": round(
+            (image.total_compressed_size - image.data_page_offset + image.dictionary_page_offset) / 1e6, 1
+        ),
         "image_bytes_mean": round(sum(len(b) for b in bases) / len(bases)),
     }
 
@@ -112,21 +135,39 @@ def build_repo(folder: Path, size_mb: float, image_kb: int) -> dict:
 
 
 def serve(routes_file: Path) -> None:
-    """Serve the routes (exact path -> file) on 127.0.0.1, streaming the files; print the port, then run forever."""
+    """Serve the routes (exact path -> file or redirect, with headers) on 127.0.0.1, streaming the files; print the
+    port, then run forever."""
     routes = json.loads(routes_file.read_text())
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = routes.get(self.path.split("?")[0])
-            if path is None:
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self, body: bool) -> None:
+            route = routes.get(self.path.split("?")[0])
+            if route is None:
                 self.send_error(404)
                 return
-            self.send_response(200)
+            self.send_response(route.get("status", 200))
+            for key, value in route.get("headers", {}).items():
+                self.send_header(key, value)
+            if "cdn" in route:
+                self.send_header("Location", f"http://localhost:{self.server.server_address[1]}{route['cdn']}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            path = route["file"]
             self.send_header("Content-Length", str(os.path.getsize(path)))
             self.end_headers()
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    self.wfile.write(chunk)
+            if body:
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        self.wfile.write(chunk)
+
+        def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -153,20 +194,21 @@ def measure_fetch(port: int, work: Path, per_class: int, reader: str) -> dict:
     from pipeline.config import load_params
     from pipeline.sources import wikiart
 
-    if reader == "pyarrow":  # every row group through the fallback: pyarrow record batches (whole pages)
-        from pipeline.sources import parquet_cells
+    if reader == "row_group":  # each needed row group's image column read whole
 
-        def whole_pages(path, column, rows):
+        def whole_groups(path, rows, shard=""):
             import pyarrow.parquet as pq
 
             wanted, row0, pf = sorted(set(rows)), 0, pq.ParquetFile(path)
-            for rg in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(rg).num_rows
+            for group in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(group).num_rows
                 hits = [r for r in wanted if row0 <= r < row0 + n]
-                yield from parquet_cells._pyarrow_cells(Path(path), rg, column, hits, row0)
+                if hits:
+                    cells = pf.read_row_group(group, columns=[wikiart.IMAGE_COLUMN]).column(0).combine_chunks()
+                    yield from zip(hits, cells.field("bytes").take([r - row0 for r in hits]).to_pylist(), strict=True)
                 row0 += n
 
-        wikiart.read_cells = whole_pages
+        wikiart.read_images = whole_groups
     params = load_params(ROOT / "params.yaml")
     cfg = params.fetch.wikiart.model_copy(
         update={
@@ -175,6 +217,7 @@ def measure_fetch(port: int, work: Path, per_class: int, reader: str) -> dict:
             "revision": "main",
             "data_dir": "data",
             "shards": 1,
+            "max_shards": 1,
             "class_by": "style",
             "styles": STYLES,
             "artists": [],
@@ -208,10 +251,10 @@ def measure_fetch(port: int, work: Path, per_class: int, reader: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=float, default=200.0, help="shard size (default 200)")
-    parser.add_argument("--image-kb", type=int, default=450, help="bytes per image (huggan/wikiart: ~460 kB)")
+    parser.add_argument("--rows", type=int, default=1131, help="rows in the shard (huggan/wikiart: 81,444 / 72)")
+    parser.add_argument("--image-kb", type=int, default=460, help="kB per image (huggan/wikiart: 521,983,739 / 1,132)")
     parser.add_argument("--per-class", type=int, default=20, help="paintings per style (6 styles)")
-    parser.add_argument("--readers", nargs="+", choices=["streaming", "pyarrow"], default=["streaming", "pyarrow"])
+    parser.add_argument("--readers", nargs="+", choices=["batches", "row_group"], default=["batches", "row_group"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/fetch_memory.json")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # child: the HTTP server
     parser.add_argument("--fetch", nargs=2, metavar=("PORT", "WORK"), help=argparse.SUPPRESS)  # child: the fetch
@@ -227,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="nst-fetch-memory-") as tmp:
         work = Path(tmp)
-        shard = build_repo(work, args.size_mb, args.image_kb)
+        shard = build_repo(work, args.rows, args.image_kb)
         (work / "routes.json").write_text(json.dumps(shard.pop("routes")))
-        env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "TQDM_DISABLE": "1"}
+        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "TQDM_DISABLE": "1"}
+        env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         server = subprocess.Popen(
             [sys.executable, __file__, "--serve", str(work / "routes.json")], stdout=subprocess.PIPE, text=True, env=env
         )
