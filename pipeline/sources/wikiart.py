@@ -338,9 +338,10 @@ def read_images(path: Path, rows: Iterable[int], shard: str = "") -> Iterator[tu
     """``(row, image bytes)`` for each of ``rows`` (0-based over the whole file), in row order.
 
     Only the ``image.bytes`` column is read, row group by row group, in batches of :data:`BATCH_ROWS` rows, and only
-    the row groups holding a wanted row; a batch keeps its wanted cells only. pyarrow still decodes a dictionary page
-    whole: huggan/wikiart's writer dictionary-encoded each shard's first 1024 images (one page of ~0.45 GB) before
-    falling back to plain pages, so that page bounds the memory (bench/fetch_memory.py).
+    the row groups holding a wanted row; a batch keeps its wanted cells only. pyarrow still reads and decodes a
+    dictionary page whole: huggan/wikiart's writer dictionary-encoded each shard's first 1024 images (one page of
+    ~0.5 GB) before falling back to plain pages, so that page, held as read and as decoded, bounds the memory:
+    about 1.2 GB peak for a real-layout shard (bench/results/fetch_memory.json).
     """
     wanted = sorted(set(rows))
     pf = _open_parquet(path, shard or path.name)
