@@ -329,7 +329,7 @@ class Objective:
         init = init_file(tcfg, self.method)
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
-            hook = ScoreAndPrune(self, trial, model, tcfg.iterations)
+        hook = ScoreAndPrune(self, trial, model, tcfg.iterations)  # from scratch (init_from: null) too
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
             train(

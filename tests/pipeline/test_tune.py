@@ -286,6 +286,30 @@ def test_tune_trained_method_reports_intermediates_and_can_prune(repo_root, tmp_
         assert trial.state == expected, trial.number
 
 
+@pytest.mark.parametrize("method", ["adain", "contrastive"])
+def test_tune_trained_method_from_scratch(repo_root, tmp_path, dirs, method):
+    """``train.init_from: null`` (the full profile's setting for both feed-forward methods): every trial trains from
+    scratch and still scores and prunes at ``prune_every`` (the hook was built only for a warm start, and the first
+    trial raised UnboundLocalError)."""
+    raw = yaml.safe_load(tiny_params(repo_root, tmp_path).read_text())
+    raw["methods"][method]["train"]["init_from"] = None
+    budget = {"train": {"iterations": 2, "batch_size": 4, "resize_short": 40, "crop": 32}}
+    raw["tune"][method].update(trials=2, budget=budget, prune_every=1)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(raw))
+    params = load_params(params_path)
+    assert getattr(params.methods, method).train.init_from is None
+    out = tmp_path / "tuning" / method
+    result = tune.run(params, method, *dirs, out, params_path=params_path)
+    assert result["trials_finished"] == 2
+    study = optuna.load_study(study_name=result["best"]["study"], storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 2
+    for trial in study.trials:
+        assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        assert len(trial.user_attrs["intermediate_1"]) == 2  # scored on val after 1 of 2 iterations: the hook ran
+    assert (out / "best.yaml").is_file()
+
+
 def test_cli_tune_with_two_workers(repo_root, tmp_path, dirs, monkeypatch):
     params_path = tiny_params(repo_root, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
