@@ -7,7 +7,7 @@ import itertools
 import json
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,28 +15,59 @@ import torch
 
 from methods.precision import Precision, device_bf16_supported
 
+# Why a benchmark leaves out a bf16 variant where the device would only emulate it (issue 24): oneDNN runs bf16 on a CPU
+# without AVX512-BF16 / AMX-BF16 by converting to float32 and back, slower than float32 itself (methods/precision.py),
+# so such a timing describes no setting anyone would choose there; ``amp: auto`` trains in float32 on that CPU.
+BF16_SKIPPED = {
+    "cpu": "skipped: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 timings mislead",
+    "cuda": "skipped: this GPU has no bf16 (torch.cuda.is_bf16_supported() is false)",
+}
+
+
+def bf16_skip_reason(device: torch.device, force: bool = False) -> str | None:
+    """Why bf16 variants on ``device`` are not timed (:data:`BF16_SKIPPED`), or None where bf16 is native or forced."""
+    if force or device_bf16_supported(device):
+        return None
+    return BF16_SKIPPED.get(device.type, f"skipped: no bf16 on {device.type}")
+
 
 def add_precision_args(parser: argparse.ArgumentParser) -> None:
-    """--devices, --amp and --channels-last, as every benchmark takes them."""
+    """--devices, --amp, --channels-last and --force-bf16, as every benchmark takes them."""
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument(
         "--amp",
         nargs="+",
         choices=["false", "true"],
-        default=None,
-        help="bf16 autocast off / on (default: both where the device runs bf16 natively, else off)",
+        default=["false", "true"],
+        help="bf16 autocast off / on (bf16 only where the device runs it natively, unless --force-bf16)",
     )
     parser.add_argument("--channels-last", nargs="+", choices=["false", "true"], default=["false", "true"])
+    parser.add_argument(
+        "--force-bf16",
+        action="store_true",
+        help="time bf16 also where it is emulated (a CPU without AVX512-BF16 / AMX): slow, and not what it would run",
+    )
 
 
-def precision_grid(args: argparse.Namespace) -> Iterator[tuple[torch.device, Precision]]:
-    """Every (device, precision) the arguments of :func:`add_precision_args` ask for, fp32 NCHW first per device."""
+def precision_grid(args: argparse.Namespace) -> tuple[list[tuple[torch.device, Precision]], list[dict]]:
+    """Every (device, precision) the arguments of :func:`add_precision_args` ask for, fp32 NCHW first per device, and
+    the variants left out, each as ``{"device", "precision", "skipped": reason}`` (:func:`bf16_skip_reason`)."""
+    variants, skipped = [], []
     for name in args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
         device = torch.device(name)
-        native = [True] if device_bf16_supported(device) else []
-        amps = [a == "true" for a in args.amp] if args.amp else [False, *native]
-        for amp, cl in itertools.product(amps, [c == "true" for c in args.channels_last]):
-            yield device, Precision(amp, cl, device.type)
+        reason = bf16_skip_reason(device, args.force_bf16)
+        for amp, cl in itertools.product([a == "true" for a in args.amp], [c == "true" for c in args.channels_last]):
+            precision = Precision(amp, cl, device.type)
+            if amp and reason:
+                skipped.append({"device": device.type, "precision": precision.label, "skipped": reason})
+            else:
+                variants.append((device, precision))
+    return variants, skipped
+
+
+def bf16_native(devices: Iterable[torch.device]) -> dict[str, bool]:
+    """Per device type: does it run bf16 natively (what decides whether bf16 rows are timed)."""
+    return {d.type: device_bf16_supported(d) for d in devices}
 
 
 # Every timing: warm-up calls first (cuDNN autotuning, allocator growth, oneDNN primitive caches), then at least

@@ -9,10 +9,11 @@ Training: the shared training step (methods/training.py ``train_step``: the gene
 for the contrastive method) on random crops, real caffe VGG-19. Batch: the paper's on CUDA (AdaIN 8, contrastive 12 =
 6 x 6), small on CPU (2, and 4 = 2 x 2). Inference: one content + one style image of the given size. Every timing
 (bench/_report.py ``timed``): warm-up calls, then ``--train-iterations`` (>= 20 by default) timed calls, between CUDA
-events on a GPU. Precision variants side by side from one run: float32 and bf16 autocast (where the device runs bf16
-natively: CUDA, CPUs with AVX512-BF16 / AMX; or as asked with --amp), each NCHW and channels_last (--channels-last);
-every row also gives its speed relative to the float32 NCHW row. Untrained weights (speed does not depend on them);
-the per-filter-normalised encoder the methods train on.
+events on a GPU. Precision variants side by side from one run: float32 and bf16 autocast (--amp), each NCHW and
+channels_last (--channels-last); every row also gives its speed relative to the float32 NCHW row. bf16 is timed only
+where the device runs it natively (CUDA, CPUs with AVX512-BF16 / AMX) unless --force-bf16: elsewhere the report's
+``skipped`` list says which variants were left out and why (bench/_report.py ``BF16_SKIPPED``). Untrained weights (speed
+does not depend on them); the per-filter-normalised encoder the methods train on.
 
 Input pipeline (``--data``, ``--data-only``): milliseconds the training loop waits per step for its content and style
 crops (a step's batch, size = crop, images resized to a short side of --resize, default 2 x crop as the paper's
@@ -39,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _report import MIN_TIMED, add_precision_args, precision_grid, timed, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
+from _report import MIN_TIMED, WARMUP, add_precision_args, bf16_native, precision_grid, timed, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
 
 from methods import get_method  # noqa: E402
 from methods.encoder import load_encoder  # noqa: E402
@@ -54,7 +55,7 @@ BATCH = {"adain": {"cuda": 8, "cpu": 2}, "contrastive": {"cuda": 12, "cpu": 4}} 
 LAST_LAYER = {"adain": "relu4_1", "contrastive": "relu5_1"}
 
 
-def bench(model: torch.nn.Module, size: int, precision: Precision, iters: int, batch: int) -> dict:
+def bench(model: torch.nn.Module, size: int, precision: Precision, iters: int, batch: int, warmup: int) -> dict:
     device = torch.device(precision.device_type)
     gen = torch.Generator().manual_seed(0)
     model.to(device).to(memory_format=torch.contiguous_format)  # undo an earlier variant's channels_last
@@ -68,11 +69,11 @@ def bench(model: torch.nn.Module, size: int, precision: Precision, iters: int, b
         train_step(model, content, style, optimizers, adversary, precision.autocast())  # type: ignore[arg-type]
 
     with measure(device) as train_usage:
-        train_time = timed(step, device, iters)
+        train_time = timed(step, device, iters, warmup)
     one_c, one_s = content[:1], style[:1]
     toggles = {"amp": precision.bf16, "channels_last": precision.channels_last}
     with measure(device) as infer_usage:
-        infer_time = timed(lambda: model.stylize(one_c, one_s, **toggles), device, iters)
+        infer_time = timed(lambda: model.stylize(one_c, one_s, **toggles), device, iters, warmup)
     return {
         "size_px": size,
         "device": device.type,
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=sorted(BATCH), default="adain")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--train-iterations", type=int, default=MIN_TIMED, help="timed iterations (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="untimed calls first (0: a smoke run, no timing)")
     add_precision_args(parser)
     parser.add_argument("--batch", type=int, default=None, help="default: the device's (see the docstring)")
     parser.add_argument("--data", action="store_true", help="also time the input pipeline (see the docstring)")
@@ -209,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         encoder=load_encoder("caffe", last_layer=LAST_LAYER[args.method], normalise="per_filter")
     )
     results, data = [], []
-    devices = dict.fromkeys(device for device, _ in precision_grid(args))
-    for device, precision in [] if args.data_only else precision_grid(args):
+    variants, skipped = precision_grid(args)
+    devices = dict.fromkeys(device for device, _ in variants)
+    for device, precision in [] if args.data_only else variants:
         for size in args.sizes:
             batch = args.batch or BATCH[args.method]["cuda" if device.type == "cuda" else "cpu"]
-            row = bench(model, size, precision, args.train_iterations, batch)
+            row = bench(model, size, precision, args.train_iterations, batch, args.warmup)
             print(json.dumps(row), flush=True)
             results.append(row)
     add_speedups(results, ("train_iterations_per_second", "inference_images_per_second"))
@@ -226,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                     data += data_rows(
                         model, size, resize, batch, device, args.train_iterations, args.workers, Path(work)
                     )
-    extra = {"input_pipeline": data} if data else {}
+    extra: dict = {"bf16_native": bf16_native(devices), "skipped": [] if args.data_only else skipped}
+    if data:
+        extra["input_pipeline"] = data
     write_report(args.method, results, args.out or ROOT / f"bench/results/{args.method}.json", **extra)
     return 0
 

@@ -3,13 +3,14 @@
     python bench/gatys.py                      # CPU (and CUDA when present), 128/256/512 px, L-BFGS and Adam
     python bench/gatys.py --sizes 256 --iterations 10 --out bench/results/gatys.json
 
-Real caffe VGG-19, the sample's first test content and style images (or seeded noise when absent), the default
-Gatys layers and weights. L-BFGS iterations include their line-search evaluations; both the per-iteration and the
+Real caffe VGG-19, the sample's first test content and style images (or seeded noise when absent), the default Gatys
+layers and weights. L-BFGS iterations include their line-search evaluations; both the per-iteration and the
 per-evaluation times are reported. Precision variants side by side from one run: float32 and bf16 autocast of the
-encoder passes (where the device runs bf16 natively: CUDA, CPUs with AVX512-BF16 / AMX; or as asked with --amp), each
-NCHW and channels_last, with each row's speed-up and final-loss difference against the float32 NCHW row; the final
-image's loss is also rescored in float32 NCHW (``final_loss_fp32``), so a bf16 row's loss is comparable. A one-iteration
-run warms up each variant first. The report is rewritten after every row: an interrupted run keeps the rows it has.
+encoder passes (--amp; bf16 only where the device runs it natively, CUDA or CPUs with AVX512-BF16 / AMX, unless
+--force-bf16: the report's ``skipped`` list says what was left out and why), each NCHW and channels_last, with each
+row's speed-up and final-loss difference against the float32 NCHW row; the final image's loss is also rescored in
+float32 NCHW (``final_loss_fp32``), so a bf16 row's loss is comparable. A one-iteration run warms up each variant first.
+The report is rewritten after every row: an interrupted run keeps the rows it has.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _report import add_precision_args, precision_grid, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
+from _report import add_precision_args, bf16_native, precision_grid, write_report  # noqa: E402 (bench/ is on sys.path as the script's folder)
 
 from methods.encoder import load_encoder  # noqa: E402
 from methods.gatys import Gatys, GatysParams  # noqa: E402
@@ -109,15 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gatys.json")
     args = parser.parse_args(argv)
     method = Gatys(GatysParams(), encoder=load_encoder("caffe"))
-    results = []
-    for _device, precision in precision_grid(args):
+    variants, skipped = precision_grid(args)
+    extra = {"bf16_native": bf16_native(dict.fromkeys(d for d, _ in variants)), "skipped": skipped}
+    results: list[dict] = []
+    write_report("gatys", results, args.out, **extra)  # the skipped variants even before the first row
+    for _device, precision in variants:
         for size in args.sizes:
             for optimizer in args.optimizers:
                 row = bench_one(method, size, optimizer, args.iterations, precision)
                 print(json.dumps(row), flush=True)
                 results.append(row)
                 add_comparison(results)
-                write_report("gatys", results, args.out)
+                write_report("gatys", results, args.out, **extra)
     return 0
 
 
