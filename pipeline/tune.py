@@ -47,6 +47,7 @@ import yaml
 
 from evaluation.metrics import Scorer
 from methods.encoder import VGGEncoder, load_encoder
+from methods.precision import Precision
 from methods.pretrained import warm_start
 from methods.registry import get_spec, tuned_methods
 from methods.training import TrainCallbacks, train
@@ -669,6 +670,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def trial_precision(params: Params, method: str) -> str:
+    """The precision a trial computes in (an MLflow tag): a trained method's training precision, else the method's
+    own (``amp`` / ``channels_last`` resolved on ``base.device``, methods/precision.py)."""
+    section = getattr(params.methods, method)
+    p = getattr(section, "train", section)
+    device = pick_device(params.base.device)
+    if hasattr(p, "amp") and hasattr(p, "channels_last"):
+        return Precision.resolve(p.amp, p.channels_last, device).label
+    return "fp32"
+
+
 def main(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise TuneError(f"--workers must be >= 1, got {args.workers}")
@@ -685,6 +697,7 @@ def main(args: argparse.Namespace) -> int:
         tree,
         uri=params.tracking.uri,
         experiment=params.tracking.experiment,
+        tags={"precision": trial_precision(params, args.method)},
         max_step_points=params.tracking.max_step_points,
     ) as logger:
         result = run(

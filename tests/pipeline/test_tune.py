@@ -382,3 +382,18 @@ def test_the_val_grid_reads_each_image_once(repo_root, tmp_path):
     for i, (content, style) in enumerate(objective.pairs):  # content-major order, each image its own pixels
         assert torch.equal(content, tune.read_image(val[0] / f"img{i // 4}.png"))
         assert torch.equal(style, tune.read_image(val[1] / f"img{i % 4}.png"))
+
+
+def test_the_tune_run_is_tagged_with_the_precision_its_trials_compute_in(repo_root):
+    """Issue 24: a trained method's trials train in its train section's precision; Gatys optimises in its own."""
+    params = load_params(repo_root / "params.yaml")
+    assert tune.trial_precision(params, "gatys") == "fp32"  # amp: false in params.yaml
+
+    def with_train_amp(amp: bool):
+        adain = params.methods.adain
+        train = adain.train.model_copy(update={"amp": amp})
+        methods = params.methods.model_copy(update={"adain": adain.model_copy(update={"train": train})})
+        return params.model_copy(update={"methods": methods, "base": params.base.model_copy(update={"device": "cpu"})})
+
+    assert tune.trial_precision(with_train_amp(True), "adain") == "bf16+channels_last"  # channels_last auto: with bf16
+    assert tune.trial_precision(with_train_amp(False), "adain") == "fp32"
