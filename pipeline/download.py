@@ -36,19 +36,23 @@ _USER_AGENT = "nst-bench/0.1 (+https://github.com/; research benchmark)"
 
 class DownloadError(NstError):
     """A download failed for good (after retries, a non-retryable status, or a checksum mismatch). ``status`` is
-    the HTTP status of a non-retryable answer (None for other failures)."""
+    the HTTP status of the last answer: a non-retryable one, or the 429/5xx the retries ended on (None when no answer
+    came: timeouts, connection failures; and for checksum failures). ``body``: the start of a non-retryable answer's
+    body (an API's error document), else ""."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.body = body
 
 
 class _Retryable(Exception):
     """A transient failure: worth another attempt, after ``retry_after`` seconds when the server said so."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -104,14 +108,16 @@ def with_retries(
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
             asked = getattr(exc, "retry_after", None)
+            status = getattr(exc, "status", None)
             if asked is not None and asked > policy.max_retry_after_s:
                 raise DownloadError(
                     f"{what}: {exc}, and the server asks to wait {asked:.0f} s before retrying (Retry-After), more "
                     f"than fetch.download.max_retry_after_s = {policy.max_retry_after_s:g} s; try again later or "
-                    "raise that bound"
+                    "raise that bound",
+                    status,
                 ) from exc
             if attempt == policy.retries:
-                raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}") from exc
+                raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}", status) from exc
             wait = asked if asked is not None else policy.backoff_s * 2**attempt
             log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, exc, wait)
             sleep(wait)
@@ -120,9 +126,10 @@ def with_retries(
 
 def _check_status(response: requests.Response, url: str) -> None:
     if response.status_code in RETRYABLE_STATUS:
-        raise _Retryable(f"HTTP {response.status_code}", retry_after_s(response.headers))
+        raise _Retryable(f"HTTP {response.status_code}", retry_after_s(response.headers), response.status_code)
     if response.status_code >= 400:
-        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}", response.status_code)
+        body = response.text[:4096]  # an error document is small; a CDN's error page too
+        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}", response.status_code, body)
 
 
 def get_json(

@@ -8,12 +8,19 @@ it never appears in logged URLs or the manifest (an ``access_token`` in a paging
 Selection, seeded and independent of the order the API answers in:
 1. Candidates: every image the ``images`` search finds inside ``bbox``. One answer holds at most ``page_size`` images;
    a ``paging.next`` link is followed when the answer has one, and a full answer without one means the box may hold
-   more, so it is split into quadrants that are searched in turn (at most ``max_requests`` requests in all).
+   more, so it is split into quadrants that are searched in turn. A box whose search keeps failing (no answer within
+   ``fetch.download.timeout_s``, or a 5xx, through all of ``fetch.download.retries``: a box too dense for the API to
+   answer in time) is split too. At most ``max_requests`` searches in all (each with its retries); the budget spent
+   with a failed box's area unsearched is one error naming the box, its failure and the key.
 2. Only ``camera_type == "perspective"`` photos stay: spherical / equirectangular panoramas arrive as flattened
    360-degree thumbnails, fisheye frames as circles; neither is a street photo to stylize.
 3. At most ``per_sequence`` photos of one sequence (one capture drive; consecutive frames are near-duplicates), drawn
    with the seed; then a seeded shuffle of what is left, downloaded in that order until ``photos`` succeed.
 Each photo's sequence id goes into the manifest, and ``prepare`` keeps a sequence within one split.
+
+The API's refusals are one error each, at once: a 401 (or Graph API code 190/104) names the token's variable, a 400
+the ``fetch.streets`` key behind the parameter its message names. A 429 is waited out as its ``Retry-After`` asks,
+within ``fetch.download.max_retry_after_s``.
 
 Thumbnail URLs are signed and expire: a 403 or 410 for one asks the API for that image's current URL once and tries
 again; a photo that still fails is skipped with a warning and the next one in the shuffled order taken instead.
@@ -21,9 +28,12 @@ again; a photo that still fails is skipped with a warning and the next one in th
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import random
+import re
 import shutil
 from collections import Counter, defaultdict, deque
 from pathlib import Path
@@ -70,19 +80,98 @@ def _sequence(item: dict[str, Any]) -> str:
     return str(seq) if seq else ""
 
 
+def _bbox_text(box: Box) -> str:
+    return ",".join(f"{v:.8f}".rstrip("0").rstrip(".") for v in box)  # 1e-8 degrees: about a millimetre
+
+
+# The images search's parameters, as a Graph API error message names them, and the fetch.streets keys they come from.
+_PARAMETER_KEYS = {"bbox": "bbox", "limit": "page_size", "fields": "image_field", "field": "image_field"}
+
+
+def _graph_error(exc: DownloadError) -> str:
+    """``HTTP <status>, <type> <code>: <message>`` from a Graph API error document ({"error": {"message", "type",
+    "code", "fbtrace_id"}}), or the HTTP status and the start of the body when it is not one."""
+    try:
+        error = json.loads(exc.body).get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    if isinstance(error, dict) and error.get("message"):
+        return f"HTTP {exc.status}, {error.get('type', 'error')} {error.get('code', '?')}: {error['message']}"
+    return f"HTTP {exc.status}" + (f": {exc.body.strip()[:200]}" if exc.body.strip() else "")
+
+
+def _refused(exc: DownloadError, cfg: StreetsSource, what: str) -> FetchError:
+    """One clear error for an API answer that no retry or split can change (4xx other than 429)."""
+    detail = _graph_error(exc)
+    code = None
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        code = int(json.loads(exc.body)["error"]["code"])
+    if exc.status == 401 or code in (102, 104, 190):  # Graph API: 190 invalid/expired token, 104 none, 102 session
+        return FetchError(
+            f"fetch.streets: Mapillary refused the access token in ${cfg.token_env} ({detail}); create a client token "
+            "at https://www.mapillary.com/dashboard/developers and export it in that variable"
+        )
+    if exc.status == 400:
+        keys = sorted({f"fetch.streets.{k}" for p, k in _PARAMETER_KEYS.items() if re.search(rf"\b{p}\b", detail)})
+        keys = keys or [f"fetch.streets.{k}" for k in ("bbox", "page_size", "image_field")]
+        return FetchError(f"fetch.streets: Mapillary rejected {what} ({detail}); check {' / '.join(keys)}")
+    return FetchError(f"fetch.streets: Mapillary refused {what} ({detail})")
+
+
+def _split_or_raise(exc: DownloadError, cfg: StreetsSource, box: Box, url: str) -> str:
+    """Why the search of ``box`` failed, when splitting the box may help (no answer in time, a 5xx, through all the
+    retries); one :class:`FetchError` when it cannot: a refusal (4xx), a 429 that outlasted the retries, a box too
+    small to split."""
+    if exc.status == 429:  # still rate-limited after the retries: a split would only ask more often
+        raise FetchError(f"fetch.streets: Mapillary is rate-limiting the search: {exc}") from exc
+    if exc.status is not None and exc.status < 500:
+        raise _refused(exc, cfg, f"the images search of box [{_bbox_text(box)}]") from exc
+    why = str(exc).removeprefix(f"{url}: ")
+    if box[2] - box[0] <= MIN_BOX_DEG or box[3] - box[1] <= MIN_BOX_DEG:
+        raise FetchError(
+            f"fetch.streets: the search of box [{_bbox_text(box)}] failed ({why}) and the box is too small to split "
+            f"further (under {MIN_BOX_DEG:g} degrees): the API is failing, not the box's density"
+        ) from exc
+    return why
+
+
 def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> dict[str, dict[str, Any]]:
-    """Every image the API finds inside ``cfg.bbox`` (id -> item), as far as ``cfg.max_requests`` requests reach."""
+    """Every image the API finds inside ``cfg.bbox`` (id -> item), as far as ``cfg.max_requests`` searches reach.
+
+    A box is split into quadrants, searched in turn, when its answer is full (``page_size`` images and no
+    ``paging.next``: it may hold more) and when its search keeps failing (a timeout, a connection failure or a 5xx
+    through all of ``fetch.download.retries``: a box too dense for the API to answer in time). Each search counts once
+    against ``max_requests``, its retries included. Running out of requests with full boxes unsearched is a warning
+    (the candidates are a sample of the bbox); with a failed box's area unsearched, or a failing box too small to split,
+    it is one :class:`FetchError` naming the box, the failures and the key. A 401/400 (token, parameters) is one
+    :class:`FetchError` at once; a 429 is waited out as its ``Retry-After`` asks (``fetch.download``).
+    """
     fields = f"id,{cfg.image_field},camera_type,sequence,creator"
     found: dict[str, dict[str, Any]] = {}
-    boxes: deque[Box] = deque([tuple(cfg.bbox)])  # type: ignore[arg-type]
+    # (box, None) or, for a quadrant of a box whose search failed, (box, (that box, why it failed))
+    boxes: deque[tuple[Box, tuple[Box, str] | None]] = deque([(tuple(cfg.bbox), None)])  # type: ignore[arg-type]
+    failures: list[str] = []
     requests = 0
+
+    def out_of_budget(box: Box, why: str, pending: int) -> FetchError:
+        return FetchError(
+            f"fetch.streets: the search of box [{_bbox_text(box)}] failed ({why}) and fetch.streets.max_requests = "
+            f"{cfg.max_requests} is spent with {pending} box(es) of its area unsearched ({len(failures)} failed "
+            f"search(es) in all, {requests} request(s), {len(found)} candidates so far); raise "
+            "fetch.streets.max_requests, or take a smaller fetch.streets.bbox"
+        )
+
     while boxes:
-        box = boxes.popleft()
-        bbox = ",".join(f"{v:.8f}".rstrip("0").rstrip(".") for v in box)  # 1e-8 degrees: about a millimetre
-        url: str | None = f"{cfg.api_url.rstrip('/')}/images?fields={fields}&bbox={bbox}&limit={cfg.page_size}"
+        box, because = boxes.popleft()
+        url: str | None = (
+            f"{cfg.api_url.rstrip('/')}/images?fields={fields}&bbox={_bbox_text(box)}&limit={cfg.page_size}"
+        )
         full = False
         while url:
             if requests == cfg.max_requests:
+                unsearched = [w for _, w in [(box, because), *boxes] if w is not None]
+                if unsearched:
+                    raise out_of_budget(*unsearched[0], sum(w == unsearched[0] for w in unsearched))
                 log.warning(
                     "streets: stopped after fetch.streets.max_requests = %d API requests with %d candidates; the "
                     "bbox holds more (a smaller bbox, or more requests, samples from all of it)",
@@ -90,8 +179,19 @@ def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> 
                     len(found),
                 )
                 return found
-            answer = get_json(url, policy=policy, headers=headers)
             requests += 1
+            try:
+                answer = get_json(url, policy=policy, headers=headers)
+            except DownloadError as exc:
+                why = _split_or_raise(exc, cfg, box, url)
+                failures.append(why)
+                if requests + 4 > cfg.max_requests:
+                    raise out_of_budget(box, why, 4) from exc
+                log.warning(
+                    "streets: the search of box [%s] failed (%s); searching its quadrants", _bbox_text(box), why
+                )
+                boxes.extend((quadrant, (box, why)) for quadrant in _quadrants(box))
+                break
             items = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(items, list):
                 raise FetchError(f"fetch.streets: unexpected answer from {cfg.api_url}/images (no 'data' list)")
@@ -100,8 +200,13 @@ def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> 
             url = _without_token(following) if isinstance(following, str) and following else None
             full = url is None and len(items) >= cfg.page_size
         if full and box[2] - box[0] > MIN_BOX_DEG:  # the answer may have been cut at page_size: look closer
-            boxes.extend(_quadrants(box))
-    log.info("streets: %d candidate images in %d API request(s)", len(found), requests)
+            boxes.extend((quadrant, None) for quadrant in _quadrants(box))
+    log.info(
+        "streets: %d candidate images in %d API request(s)%s",
+        len(found),
+        requests,
+        f"; {len(failures)} failed search(es) split into quadrants" if failures else "",
+    )
     return found
 
 

@@ -1,300 +1,31 @@
-"""The fetch sources against real files and a real HTTP server on 127.0.0.1: Mapillary street photos, local
-folders, and the fetch stage end to end (WikiArt: tests/pipeline/test_wikiart.py)."""
+"""The local fetch sources against real files, and the fetch stage end to end (WikiArt:
+tests/pipeline/test_wikiart.py; Mapillary street photos, and prepare's sequence-grouped split of them:
+tests/pipeline/test_streets.py)."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
-import io
-import json
 import logging
 import re
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
-from urllib.parse import urlencode
 
 import pytest
-from PIL import Image
 
-from pipeline import fetch, prepare
-from pipeline.config import DownloadSection, Params, StreetsSource, load_params
-from pipeline.download import retry_policy
-from pipeline.sources import FIELDS, FetchError, read_manifest, write_manifest
+from pipeline import fetch
+from pipeline.config import Params, load_params
+from pipeline.sources import FIELDS, FetchError, read_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample
-from pipeline.sources.streets import PUBLIC_URL, fetch_streets, search
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_image(size: tuple[int, int], colour: tuple[int, int, int], fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def base_params(repo_root: Path) -> Params:
     return load_params(repo_root / "params.yaml")
-
-
-@pytest.fixture
-def download_cfg(base_params: Params, tmp_path: Path) -> DownloadSection:
-    return base_params.fetch.download.model_copy(
-        update={"cache_dir": str(tmp_path / "cache"), "retries": 1, "backoff_s": 0.0, "timeout_s": 5.0}
-    )
-
-
-def with_(cfg, **changes):
-    return cfg.model_copy(update=changes)
-
-
-# ----------------------------------------------------------------------------------------- streets
-
-TOKEN = "MLY|1234|s3cr3t-t0ken"
-TOKEN_ENV = "NST_TEST_MAPILLARY_TOKEN"
-BBOX = [4.695, 50.872, 4.712, 50.884]
-DRIVES, FRAMES = 6, 5  # capture drives (sequences) of consecutive perspective frames
-
-
-def street_items() -> list[dict]:
-    """What Mapillary holds in and around BBOX: six drives of five frames each, three 360-degree or fisheye captures
-    (to be dropped), a frame without a thumbnail, and frames just outside the box (never returned)."""
-    west, south, east, north = BBOX
-    dx, dy = east - west, north - south
-    items = []
-    for s in range(DRIVES):
-        for f in range(FRAMES):  # each drive runs east along its own street, a few metres between frames
-            items.append(
-                {
-                    "id": f"10{s}{f}",
-                    "camera_type": "perspective",
-                    "sequence": f"seq{s}",
-                    "at": (west + (0.1 + 0.18 * f) * dx, south + (0.08 + 0.16 * s) * dy),
-                    "creator": {"username": f"driver{s}", "id": f"9{s}"},
-                }
-            )
-    items += [
-        {"id": "2001", "camera_type": "equirectangular", "sequence": "pano0", "at": (west + dx / 3, south + dy / 3)},
-        {"id": "2002", "camera_type": "spherical", "sequence": "pano0", "at": (west + 0.6 * dx, south + 0.6 * dy)},
-        {"id": "2003", "camera_type": "fisheye", "sequence": "fish0", "at": (west + 0.7 * dx, south + 0.2 * dy)},
-        {
-            "id": "3001",
-            "camera_type": "perspective",
-            "sequence": "seq9",
-            "at": (west + 0.5 * dx, south + 0.9 * dy),
-            "thumb": False,
-        },  # no thumbnail (still processing)
-        {"id": "4001", "camera_type": "perspective", "sequence": "far", "at": (east + 0.01, north + 0.01)},
-        {"id": "4002", "camera_type": "perspective", "sequence": "far", "at": (west - 0.01, south)},
-    ]
-    return items
-
-
-def serve_mapillary(server, items: list[dict], *, paging: bool = False, expired: dict[str, str] | None = None):
-    """A Graph API v4 images search over ``items`` as the service behaves: only the requested fields; the images in
-    the bbox in an order of its own, cut at ``limit``; with ``paging``, a ``paging.next`` link (carrying an
-    access_token, as Graph API links do) instead of the cut. ``/<id>?fields=...`` answers one image. Thumbnail links
-    are signed (``?sig=v1``); ``expired`` maps an id to "once" (its v1 link answers 403; the API hands out a working
-    v2) or "always" (every link answers 410)."""
-    expired = expired or {}
-    photos = {
-        it["id"]: encode_image((96 + int(it["id"]) % 7, 72), (int(it["id"]) % 250, 80, 160), "JPEG") for it in items
-    }
-
-    def public(item: dict, fields: list[str], version: str) -> dict:
-        full = {**item, "thumb_1024_url": f"{server.url}/img/{item['id']}.jpg?sig={version}"}
-        if item.get("thumb") is False:
-            del full["thumb_1024_url"]
-        return {k: full[k] for k in ["id", *fields] if k in full}
-
-    def images(req):
-        fields = req.query["fields"][0].split(",")
-        limit = int(req.query["limit"][0])
-        west, south, east, north = (float(v) for v in req.query["bbox"][0].split(","))
-        inside = [it for it in items if west <= it["at"][0] <= east and south <= it["at"][1] <= north]
-        inside.sort(key=lambda it: it["id"][::-1])  # the service's own order, not the ids'
-        start = int(req.query.get("after", ["0"])[0])
-        page = inside[start : start + limit] if paging else inside[:limit]
-        answer: dict = {"data": [public(it, fields, "v1") for it in page]}
-        if paging and start + limit < len(inside):
-            query = {k: v[0] for k, v in req.query.items()} | {"after": start + limit, "access_token": "MLY|leaked"}
-            answer["paging"] = {"next": f"{server.url}/images?{urlencode(query)}"}
-        return server.json_reply(answer)
-
-    def entity(item):
-        return lambda req: server.json_reply(public(item, req.query["fields"][0].split(","), "v2"))
-
-    def thumbnail(item):
-        def route(req):
-            state = expired.get(item["id"])
-            if state == "always":
-                return server.Reply(410, b"URL signature expired")
-            if state == "once" and req.query.get("sig") == ["v1"]:
-                return server.Reply(403, b"URL signature expired")
-            return server.bytes_reply(photos[item["id"]], req)
-
-        return route
-
-    server.route("/images", images)
-    for item in items:
-        server.route(f"/{item['id']}", entity(item))
-        server.route(f"/img/{item['id']}.jpg", thumbnail(item))
-    by_id = {it["id"]: it for it in items}
-    return SimpleNamespace(server=server, photos=photos, by_id=by_id)
-
-
-@pytest.fixture
-def streets_cfg(base_params: Params, local_server) -> StreetsSource:
-    return base_params.fetch.streets.model_copy(
-        update={
-            "api_url": local_server.url,
-            "token_env": TOKEN_ENV,
-            "bbox": BBOX,
-            "image_field": "thumb_1024_url",
-            "photos": 8,
-            "page_size": 2000,
-            "max_requests": 50,
-            "per_sequence": 2,
-            "seed": 0,
-        }
-    )
-
-
-@pytest.fixture
-def mapillary(local_server, monkeypatch):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    return serve_mapillary(local_server, street_items())
-
-
-def chosen_ids(records) -> list[str]:
-    return sorted(r.id.removeprefix("mapillary-") for r in records)
-
-
-def test_streets_sends_the_token_in_the_header_only_and_credits_creators(
-    tmp_path, mapillary, streets_cfg, download_cfg
-):
-    raw = tmp_path / "raw"
-    records = fetch_streets(streets_cfg, download_cfg, raw, "content")
-
-    [api] = mapillary.server.requests("/images")  # 34 images in the box, under page_size: one request
-    assert api.headers["authorization"] == f"OAuth {TOKEN}"
-    assert api.query["fields"] == ["id,thumb_1024_url,camera_type,sequence,creator"]
-    assert [float(v) for v in api.query["bbox"][0].split(",")] == BBOX
-    assert api.query["limit"] == ["2000"]
-    image_requests = [r for r in mapillary.server.requests() if r.path.startswith("/img/")]
-    assert len(image_requests) == len(records) == streets_cfg.photos
-    assert all("authorization" not in r.headers for r in image_requests)  # the token stays with the API
-    assert all(TOKEN not in r.path and TOKEN not in json.dumps(r.query) for r in mapillary.server.requests())
-
-    for rec in records:
-        item = mapillary.by_id[rec.id.removeprefix("mapillary-")]
-        assert rec.role == "content"
-        assert rec.source == "streets"
-        assert rec.url == PUBLIC_URL.format(id=item["id"])
-        assert rec.license == f"{streets_cfg.license}; photo by {item['creator']['username']}"
-        assert rec.sequence == item["sequence"]
-        assert (raw / rec.file).read_bytes() == mapillary.photos[item["id"]]
-        assert rec.sha256 == sha256(mapillary.photos[item["id"]])
-
-    manifest = tmp_path / "manifest.csv"
-    write_manifest(records, manifest)
-    assert TOKEN not in manifest.read_text(encoding="utf-8")
-    assert "s3cr3t" not in manifest.read_text(encoding="utf-8")
-    assert all(TOKEN not in str(v) for rec in records for v in dataclasses.astuple(rec))
-
-
-def test_streets_drops_panoramas_and_caps_each_sequence(tmp_path, mapillary, streets_cfg, download_cfg):
-    cfg = with_(streets_cfg, photos=50)  # more than there are: every drive gives per_sequence frames
-    records = fetch_streets(cfg, download_cfg, tmp_path / "raw", "content")
-    items = [mapillary.by_id[i] for i in chosen_ids(records)]
-    assert {it["camera_type"] for it in items} == {"perspective"}  # no equirectangular, spherical or fisheye
-    assert Counter(it["sequence"] for it in items) == {f"seq{s}": 2 for s in range(DRIVES)}
-    assert not any(it["id"].startswith(("3", "4")) for it in items)  # no thumbnail / outside the bbox
-
-
-def test_streets_choice_is_seeded_and_ignores_the_answer_order(
-    tmp_path, local_server, streets_cfg, download_cfg, monkeypatch
-):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    serve_mapillary(local_server, street_items())
-    first = chosen_ids(fetch_streets(streets_cfg, download_cfg, tmp_path / "a", "content"))
-    assert chosen_ids(fetch_streets(streets_cfg, download_cfg, tmp_path / "b", "content")) == first
-    serve_mapillary(local_server, list(reversed(street_items())), paging=True)  # the same images, served otherwise
-    cfg = with_(streets_cfg, page_size=7)
-    assert chosen_ids(fetch_streets(cfg, download_cfg, tmp_path / "c", "content")) == first
-    others = {
-        tuple(chosen_ids(fetch_streets(with_(streets_cfg, seed=s), download_cfg, tmp_path / f"s{s}", "content")))
-        for s in range(1, 5)
-    }
-    assert others - {tuple(first)}  # the seed matters
-
-
-def test_streets_splits_a_full_answer_into_quadrants(mapillary, streets_cfg, download_cfg):
-    cfg = with_(streets_cfg, page_size=10)  # the box holds 34: the first answer is cut at 10
-    found = search(cfg, {"Authorization": f"OAuth {TOKEN}"}, retry_policy(download_cfg))
-    inside = {i for i, it in mapillary.by_id.items() if not i.startswith("4")}
-    assert set(found) == inside  # every image in the box, none outside
-    boxes = [[float(v) for v in r.query["bbox"][0].split(",")] for r in mapillary.server.requests("/images")]
-    assert boxes[0] == BBOX
-    assert len(boxes) > 1
-    assert all(BBOX[0] <= b[0] < b[2] <= BBOX[2] and BBOX[1] <= b[1] < b[3] <= BBOX[3] for b in boxes)
-
-
-def test_streets_follows_paging_links_without_the_token_in_them(local_server, streets_cfg, download_cfg, monkeypatch):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    fake = serve_mapillary(local_server, street_items(), paging=True)
-    found = search(with_(streets_cfg, page_size=10), {"Authorization": f"OAuth {TOKEN}"}, retry_policy(download_cfg))
-    assert set(found) == {i for i in fake.by_id if not i.startswith("4")}
-    requests = local_server.requests("/images")
-    assert [r.query.get("after") for r in requests] == [None, ["10"], ["20"], ["30"]]
-    assert all("access_token" not in r.query and r.headers["authorization"] == f"OAuth {TOKEN}" for r in requests)
-
-
-def test_streets_max_requests_bounds_the_search(mapillary, streets_cfg, download_cfg, caplog):
-    cfg = with_(streets_cfg, page_size=5, max_requests=3)
-    found = search(cfg, {"Authorization": f"OAuth {TOKEN}"}, retry_policy(download_cfg))
-    assert mapillary.server.count("/images") == 3
-    assert 5 <= len(found) <= 15
-    assert "fetch.streets.max_requests = 3" in caplog.text
-
-
-def test_an_expired_thumbnail_link_is_refreshed_once(
-    tmp_path, local_server, streets_cfg, download_cfg, monkeypatch, caplog
-):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    plain = serve_mapillary(local_server, street_items())
-    order = chosen_ids(fetch_streets(streets_cfg, download_cfg, tmp_path / "a", "content"))
-    stale, gone = order[0], order[1]
-    seen = len(local_server.requests(f"/img/{stale}.jpg"))
-    fake = serve_mapillary(local_server, street_items(), expired={stale: "once", gone: "always"})
-    fresh_cache = download_cfg.model_copy(update={"cache_dir": str(tmp_path / "fresh-cache")})
-    records = fetch_streets(streets_cfg, fresh_cache, tmp_path / "b", "content")
-    ids = chosen_ids(records)
-    assert len(ids) == streets_cfg.photos
-    assert stale in ids  # downloaded from the fresh link
-    assert gone not in ids  # still expired after one refresh: skipped, the next candidate taken instead
-    assert (tmp_path / "b" / "content" / f"mapillary-{stale}.jpg").read_bytes() == plain.photos[stale]
-    assert [r.query["sig"] for r in local_server.requests(f"/img/{stale}.jpg")[seen:]] == [["v1"], ["v2"]]
-    assert local_server.count(f"/{stale}") == 1  # the API was asked once for the fresh link
-    assert local_server.count(f"/{gone}") == 1
-    assert local_server.requests(f"/{stale}")[0].headers["authorization"] == f"OAuth {TOKEN}"
-    assert f"image {gone} skipped" in caplog.text
-    assert fake.by_id[stale]["camera_type"] == "perspective"
-
-
-@pytest.mark.parametrize("value", [None, "   "])
-def test_streets_without_a_token_names_the_variable(tmp_path, mapillary, streets_cfg, download_cfg, monkeypatch, value):
-    if value is None:
-        monkeypatch.delenv(TOKEN_ENV, raising=False)
-    else:
-        monkeypatch.setenv(TOKEN_ENV, value)
-    with pytest.raises(FetchError, match=TOKEN_ENV):
-        fetch_streets(streets_cfg, download_cfg, tmp_path / "raw", "content")
-    assert mapillary.server.count() == 0
 
 
 # ----------------------------------------------------------------------------------------- local folders
@@ -437,38 +168,3 @@ def test_fetch_run_writes_the_manifest_and_keeps_it_on_failure(tmp_path, sample_
         fetch.run(sample_params, out)
     assert tree(out) == before  # the previous output survives a failed run untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]  # no temporary folders left behind
-
-
-def test_prepare_keeps_each_sequence_in_one_split(tmp_path, sample_params, mapillary, streets_cfg, download_cfg):
-    fetch_cfg = sample_params.fetch.model_copy(
-        update={
-            "content": sample_params.fetch.content.model_copy(update={"source": "streets"}),
-            "streets": with_(streets_cfg, photos=12),  # 2 frames of each of the 6 drives
-            "download": download_cfg,
-        }
-    )
-    params = sample_params.model_copy(update={"fetch": fetch_cfg})
-    fetch.run(params, tmp_path / "raw")
-    sequence = {r.id: r.sequence for r in read_manifest(tmp_path / "raw" / "manifest.csv") if r.role == "content"}
-    assert Counter(sequence.values()) == {f"seq{s}": 2 for s in range(DRIVES)}
-
-    def splits_per_sequence(p) -> dict[str, set[str]]:
-        prepare.run(p, tmp_path / "raw", tmp_path / "prepared")
-        with (tmp_path / "prepared" / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r["role"] == "content"]
-        assert len(rows) == 12
-        assert all(r["status"] == "ok" for r in rows)
-        out: dict[str, set[str]] = {}
-        for r in rows:
-            out.setdefault(sequence[r["id"]], set()).add(r["split"])
-        return out
-
-    grouped = splits_per_sequence(params)
-    assert all(len(s) == 1 for s in grouped.values()), grouped  # no drive in two splits
-    assert set().union(*grouped.values()) == {"train", "val", "test"}
-    # The same photos split image by image would put a drive's frames on both sides (the test can fail):
-    split = params.prepare.split.model_copy(update={"group_by": []})
-    ungrouped = splits_per_sequence(
-        params.model_copy(update={"prepare": params.prepare.model_copy(update={"split": split})})
-    )
-    assert any(len(s) > 1 for s in ungrouped.values())
