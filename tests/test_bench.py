@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import gpu_check
 from methods.precision import cpu_bf16_supported
 from pipeline import fetch, prepare
 from pipeline.config import load_params
@@ -109,6 +111,25 @@ def test_fetch_memory_bench_writes_the_fetch_memory(tmp_path):
     assert 0 < row["arrow_peak_mb"] < 2 * row["shard_bytes"] / 1e6 + 16
 
 
+# A --tiny check's deadline in these tests: generous, so that only behaviour is asserted (each step's limit is its share
+# of it; the whole run takes about 3 minutes on a 2-core CPU, every step well inside its share); the check itself stops
+# by then, so every wait below is bounded by it.
+TINY_DEADLINE_S = 900
+GPU_CHECK_STEPS = ["train_adain", "train_contrastive", "resume", "gatys", "data_vs_compute"]
+PIPELINE_STAGES = [
+    "fetch",
+    "prepare",
+    "train@adain",
+    "train@contrastive",
+    "stylize@gatys",
+    "stylize@adain",
+    "stylize@contrastive",
+    "stylize@ghiasi",
+    "evaluate",
+    "report",
+]
+
+
 def _gpu_check(tmp_path: Path, *args: str) -> list[str]:
     return [
         sys.executable,
@@ -116,57 +137,156 @@ def _gpu_check(tmp_path: Path, *args: str) -> list[str]:
         "--device",
         "cpu",
         "--tiny",
+        "--deadline-s",
+        str(TINY_DEADLINE_S),
         "--out",
         str(tmp_path),
         *args,
     ]
 
 
-def _still_running(marker: str) -> list[int]:
-    """Processes whose command line holds ``marker`` (a test's own tmp path)."""
+def _still_running(*markers: str) -> list[int]:
+    """Processes whose command line holds any of ``markers`` (a test's own tmp path, a check's scratch folder)."""
     found = []
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(proc.name))
+            if proc.name.isdigit():
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+                if any(m in cmdline for m in markers):
+                    found.append(int(proc.name))
     return found
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the check's children die with it through a Linux prctl")
-def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_done(tmp_path):
-    """Issue 17: preflight and each step land in gpu_check.json as they finish; killing the check midway leaves the
-    steps done so far (the one in progress reads "running") and no step process behind."""
+def _start_and_wait_for(tmp_path: Path, cpu: str, steps: list[str], running: str) -> tuple[subprocess.Popen, dict]:
+    """Start a --tiny check of ``steps`` and wait until gpu_check.json says ``running`` is in progress (bounded by the
+    check's own deadline: it ends by then)."""
     report = tmp_path / "gpu_check.json"
     proc = subprocess.Popen(
-        _gpu_check(tmp_path, "--steps", "gatys", "train_contrastive"),
+        _gpu_check(tmp_path, "--steps", *steps),
         cwd=ROOT,
+        env=_cpu_env(cpu),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    steps: list[dict] = []
-    while not (len(steps) == 3 and steps[2]["status"] == "running"):
-        assert proc.poll() is None, "gpu_check ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-        with contextlib.suppress(OSError, ValueError):
-            steps = json.loads(report.read_text())["steps"]
+    seen: dict = {}
+    try:
+        while [(s["name"], s["status"]) for s in seen.get("steps", [])][-1:] != [(running, "running")]:
+            assert proc.poll() is None, f"gpu_check ended before {running} started: {seen}"
+            time.sleep(0.2)
+            with contextlib.suppress(OSError, ValueError):
+                seen = json.loads(report.read_text())
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, seen
+
+
+@pytest.mark.timeout(TINY_DEADLINE_S + 120)
+@pytest.mark.skipif(sys.platform != "linux", reason="the check's children die with it through a Linux prctl")
+def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_done(tmp_path):
+    """Issue 17: preflight and each step land in gpu_check.json as they finish; SIGKILLing the check midway leaves the
+    steps done so far (the one in progress reads "running"), no step process behind and nothing but gpu_check.json in
+    --out (issue 25: scratch lives outside it). Run as an AVX2-only CPU runs (issue 24): the bf16 variants are skipped,
+    and the JSON says why."""
+    proc, _ = _start_and_wait_for(tmp_path, "avx2", ["gatys", "train_contrastive"], "train_contrastive")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kept = json.loads(report.read_text())
+    kept = json.loads((tmp_path / "gpu_check.json").read_text())
+    scratch = Path(kept["scratch"])
+    try:
+        assert not kept["finished"]
+        assert kept["preflight"]["torch"]
+        assert "missing" in kept["preflight"]
+        assert [(s["name"], s["status"]) for s in kept["steps"]] == [
+            ("preflight", "ok"),
+            ("gatys", "ok"),
+            ("train_contrastive", "running"),
+        ]
+        gatys = kept["steps"][1]
+        assert 0 < gatys["seconds"] <= gatys["limit_s"] < TINY_DEADLINE_S
+        rows = gatys["result"]["rows"]
+        # fp32 NCHW, then profiles/full.yaml's own Gatys setting (fp32 + channels_last); no emulated bf16
+        assert [(r["precision"], r["setting"]) for r in rows] == [
+            ("fp32", "fp32 NCHW"),
+            ("fp32+channels_last", "profiles/full.yaml methods.gatys"),
+        ]
+        assert all(r["final_loss_fp32"] > 0 for r in rows)
+        assert [(s["precision"], s["skipped"]) for s in gatys["result"]["skipped"]] == [
+            ("bf16", BF16_NOTE),
+            ("bf16+channels_last", BF16_NOTE),
+        ]
+        assert gatys["result"]["tf32"]["cudnn.allow_tf32"] is False  # --tf32 off: "fp32" is IEEE float32
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
+        assert tmp_path not in scratch.parents
+        time.sleep(0.5)
+        assert not _still_running(str(tmp_path), str(scratch)), "a step process outlived the killed check"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # what the next run would do (remove_stale_scratch)
+
+
+@pytest.mark.timeout(TINY_DEADLINE_S + 120)
+@pytest.mark.skipif(sys.platform != "linux", reason="the check's children die with it through a Linux prctl")
+def test_gpu_check_stopped_by_sigterm_keeps_the_steps_done_and_removes_its_scratch(tmp_path):
+    proc, _ = _start_and_wait_for(tmp_path, "default", ["data_vs_compute", "train_adain"], "train_adain")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1
+    kept = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert kept["interrupted"] == "SIGTERM"
     assert not kept["finished"]
-    assert kept["preflight"]["torch"]
-    assert "missing" in kept["preflight"]
     assert [(s["name"], s["status"]) for s in kept["steps"]] == [
         ("preflight", "ok"),
-        ("gatys", "ok"),
-        ("train_contrastive", "running"),
+        ("data_vs_compute", "ok"),
+        ("train_adain", "interrupted"),
     ]
-    rows = kept["steps"][1]["result"]["rows"]
-    assert [r["precision"] for r in rows] == ["fp32", "bf16", "bf16+channels_last"]
-    assert all(r["final_loss_fp32"] > 0 for r in rows)
-    time.sleep(0.5)
-    assert not _still_running(str(tmp_path)), "a step process outlived the killed check"
+    assert kept["steps"][1]["result"]["rows"]
+    assert kept["scratch_removed"]
+    assert not Path(kept["scratch"]).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
+    assert not _still_running(str(tmp_path), kept["scratch"]), "a step process outlived the stopped check"
+
+
+@pytest.mark.timeout(TINY_DEADLINE_S + 120)
+def test_tiny_gpu_check_runs_every_step_within_its_deadline(tmp_path):
+    """Issue 25: `bench/gpu_check.py --device cpu --tiny` runs every step and pipeline stage, each within its share of
+    one deadline, writes one JSON entry per step, and leaves nothing but gpu_check.json in --out."""
+    proc = subprocess.run(_gpu_check(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=TINY_DEADLINE_S + 60)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    failed = {s["name"]: s.get("error", "")[-500:] for s in report["steps"] if s["status"] != "ok"}
+    assert proc.returncode == 0, failed
+    assert report["finished"]
+    assert report["deadline_s"] == TINY_DEADLINE_S
+    assert report["seconds"] <= TINY_DEADLINE_S
+    assert [s["name"] for s in report["steps"]] == [
+        "preflight",
+        *GPU_CHECK_STEPS,
+        *(f"pipeline:{s}" for s in PIPELINE_STAGES),
+    ]
+    assert report["summary"] == {"ok": len(report["steps"]), "failed": 0, "skipped": 0, "interrupted": 0}
+    steps = {s["name"]: s for s in report["steps"]}
+    for name, step in list(steps.items())[1:]:
+        assert 0 < step["seconds"] <= step["limit_s"], name
+        assert step["result"]["tf32"]["cuda.matmul.allow_tf32"] is False, name
+    starts = [s["started_s"] for s in report["steps"][1:]]
+    assert starts == sorted(starts)
+    assert sum(s["limit_s"] for s in report["steps"][1:]) > TINY_DEADLINE_S / 2  # shares of what was left, not fixed
+    pre = report["preflight"]
+    assert pre["tf32"]["requested"] == "off"
+    assert pre["shm"]["path"] == "/dev/shm"
+    assert "available" in pre["onnxruntime"]
+    assert pre["onnxruntime"]["ghiasi"]["provider"] in pre["onnxruntime"]["available"]
+    assert pre["cpu"]["bf16_native"] == cpu_bf16_supported()
+    bf16 = cpu_bf16_supported()
+    want = ["fp32", "fp32+channels_last", *(["bf16", "bf16+channels_last"] if bf16 else [])]
+    for name in ("train_adain", "train_contrastive", "gatys"):
+        assert [r["precision"] for r in steps[name]["result"]["rows"]] == want, name
+        assert len(steps[name]["result"]["skipped"]) == (0 if bf16 else 2), name
+    ghiasi = steps["pipeline:stylize@ghiasi"]["result"]
+    assert ghiasi["pairs"] > 0
+    assert ghiasi["precision"] == [f"onnxruntime {pre['onnxruntime']['ghiasi']['provider']}"]
+    assert report["scratch_removed"]
+    assert not Path(report["scratch"]).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
 
 
 def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
@@ -180,6 +300,29 @@ def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
     assert report["finished"]
     assert report["steps"] == [{**report["steps"][0], "name": "preflight", "status": "failed"}]
     assert "no CUDA device" in report["steps"][0]["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
+    assert not Path(report["scratch"]).exists()
+
+
+def test_stale_scratch_of_a_killed_check_is_removed_and_a_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"nst-gpu-check-{dead.pid}-abc"
+    alive = tmp_path / f"nst-gpu-check-{os.getpid()}-def"
+    other = tmp_path / "nst-gpu-check-notapid"
+    for folder in (gone, alive, other):
+        (folder / "repo").mkdir(parents=True)
+    assert gpu_check.remove_stale_scratch(tmp_path) == [str(gone)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_every_step_has_a_weight_and_the_gpu_estimates_fit_the_default_deadline():
+    """bench/gpu_check.py states a weight for every step and stage, and its GPU estimates (the weights) add up to less
+    than the default deadline, so each step's share is more than its estimate."""
+    stages = [f"pipeline:{s}" for s in PIPELINE_STAGES]
+    assert set(gpu_check.WEIGHTS) == {*GPU_CHECK_STEPS, *stages}
+    gpu_total = sum(w for w, _ in gpu_check.WEIGHTS.values())
+    assert gpu_total <= gpu_check.DEFAULT_DEADLINE_S - gpu_check.RESERVE_S  # every estimate fits the deadline
 
 
 def test_startup_bench_times_help_import_and_a_one_off_stylize(tmp_path, make_image):
