@@ -39,7 +39,7 @@ stderr) and its ``result``, which records the TF32 state it ran with. Steps:
   precision facts (methods/cpu.py); ``/dev/shm`` size (the DataLoader's workers pass batches through it: the full
   profile's 4 workers x prefetch 4); the TF32 setting (``--tf32``, default off: "fp32" means IEEE float32, not TF32
   convolutions) and state; onnxruntime's available providers and the one ghiasi's networks run on; which of the needed
-  modules import (and from where), the carried wheels and any of their requirements the machine does not meet.
+  modules import (and from where), the carried wheels and their requirements the machine does not meet.
   Runs in this process.
 - ``train_adain`` / ``train_contrastive``: the shared training step (methods/training.py) at 256 px crops of 512 px
   images, batch 8 (AdaIN) and 12 = 6 x 6 (contrastive), fed by the real input pipeline (DataLoader, ``workers`` as
@@ -696,17 +696,19 @@ def _run(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str]) -> tupl
     return "ok", "", seconds, _json_lines(proc.stdout)
 
 
-def _unmet_requirements(dists: list[str]) -> list[str]:
-    """Requirements of the carried distributions that the installed packages do not meet (name, wanted, found), as
-    pip would resolve them: unconditional ones and those whose environment marker holds (no extras)."""
+def _unmet_requirements(dists: list[str]) -> dict[str, list[str]]:
+    """Requirements of the carried distributions that the installed packages do not meet, as pip would resolve them
+    (unconditional ones and those whose environment marker holds; no extras): ``conflicts``, installed at a version
+    outside the range (the image's copy would be the wrong one), and ``absent``, not installed at all (harmless when
+    no step imports it: ``missing`` lists the modules the steps need)."""
     from packaging.requirements import Requirement
 
-    unmet = []
+    unmet: dict[str, list[str]] = {"conflicts": [], "absent": []}
     for dist in dists:
         try:
             requires = importlib.metadata.requires(dist) or []
         except importlib.metadata.PackageNotFoundError:
-            unmet.append(f"{dist}: not installed")
+            unmet["absent"].append(f"{dist} (carried, not installed)")
             continue
         for text in requires:
             req = Requirement(text)
@@ -715,9 +717,10 @@ def _unmet_requirements(dists: list[str]) -> list[str]:
             try:
                 found = importlib.metadata.version(req.name)
             except importlib.metadata.PackageNotFoundError:
-                found = None
-            if found is None or not req.specifier.contains(found, prereleases=True):
-                unmet.append(f"{dist} needs {req.name}{req.specifier}, found {found or 'nothing'}")
+                unmet["absent"].append(f"{req.name}{req.specifier} (for {dist})")
+                continue
+            if not req.specifier.contains(found, prereleases=True):
+                unmet["conflicts"].append(f"{dist} needs {req.name}{req.specifier}, found {found}")
     return unmet
 
 
@@ -791,7 +794,7 @@ def preflight(device: str, tf32: bool) -> dict[str, Any]:
     info["missing"] = [m for m, v in modules.items() if not v["found"]]
     pins = (line.split("#")[0].strip() for line in WHEELS.read_text().splitlines())
     info["wheels"] = [pin for pin in pins if pin]
-    info["wheel_requirements_unmet"] = _unmet_requirements([pin.split("==")[0] for pin in info["wheels"]])
+    info["wheel_requirements"] = _unmet_requirements([pin.split("==")[0] for pin in info["wheels"]])
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda, but torch sees no CUDA device")
     return info

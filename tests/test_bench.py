@@ -4,6 +4,7 @@ bench/gpu_check.py writes its JSON step by step."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -302,6 +303,51 @@ def test_gpu_check_without_cuda_fails_its_preflight_and_says_so(tmp_path):
     assert "no CUDA device" in report["steps"][0]["error"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
     assert not Path(report["scratch"]).exists()
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def test_carried_wheels_are_pinned_as_the_lock_and_leave_out_what_the_gpu_image_has():
+    """bench/gpu_wheels.txt pins requirements.lock's versions, and none of the packages it drops because the device
+    image has them (issue 25: carried copies shadow the image's) has crept back."""
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            lock[_canonical(name)] = version.strip()
+    pins = [line.split("#")[0].strip() for line in (ROOT / "bench/gpu_wheels.txt").read_text().splitlines()]
+    pins = [pin.partition("==") for pin in pins if pin]
+    assert pins
+    for name, _, version in pins:
+        assert lock.get(_canonical(name)) == version, name
+    on_the_image = {"anyio", "certifi", "charset-normalizer", "click", "cloudpickle", "colorama", "idna", "psutil"}
+    on_the_image |= {"pyyaml", "requests", "tqdm", "urllib3", "zipp", "tabulate", "annotated-doc"}
+    assert not on_the_image & {_canonical(name) for name, _, _ in pins}
+
+
+def test_wheel_requirements_split_conflicts_from_absent_packages(monkeypatch):
+    """The preflight's check of the carried wheels' requirements against what is installed, on made-up metadata."""
+    requires = {"carried": ["old>=2", "gone>=1", "winonly; sys_platform == 'win32'", "fine<9", "opt; extra == 'x'"]}
+    versions = {"old": "1.5", "fine": "8.1"}
+
+    def version(name):
+        if name not in versions:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    def reqs(name):
+        if name not in requires:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return requires[name]
+
+    monkeypatch.setattr(gpu_check.importlib.metadata, "requires", reqs)
+    monkeypatch.setattr(gpu_check.importlib.metadata, "version", version)
+    assert gpu_check._unmet_requirements(["carried", "missing"]) == {
+        "conflicts": ["carried needs old>=2, found 1.5"],
+        "absent": ["gone>=1 (for carried)", "missing (carried, not installed)"],
+    }
 
 
 def test_stale_scratch_of_a_killed_check_is_removed_and_a_live_ones_kept(tmp_path):
