@@ -106,17 +106,29 @@ pretrain: setup
 	  nst pretrained --method $$m --run models/pretrain/$$m --out models/pretrained/$$m.pt || exit 1; \
 	done
 
-# The wheels bench/gpu_check.py needs on the GPU machine beyond its own packages (bench/gpu_wheels.txt: Python 3.12,
-# manylinux x86-64, no dependencies resolved: the list is the closure) into .gpu-wheels/ (git-ignored); the check's
-# docstring says how to install them there without an index.
+# The wheels bench/gpu_check.py needs on the GPU machine beyond its image's own packages (bench/gpu_wheels.txt: Python
+# 3.12, manylinux x86-64, no dependencies resolved: the list is the closure) into .gpu-wheels/ (git-ignored); the check's
+# docstring says how to install them there without an index. Prints the carry's size and fails when the wheels pass
+# GPU_WHEELS_MAX_MIB (issue 25's budget) or, with the working tree that every call sends beside them (tracked and
+# untracked-not-ignored files), DEVICE_CALL_MAX_MIB (the device tool's limit per call: /work/.library/device/README.md).
 GPU_WHEEL_PLATFORMS := $(foreach n,2_17 2_24 2_27 2_28 2_31 2_34 2_35,--platform manylinux_$(n)_x86_64) \
 	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+GPU_WHEELS_MAX_MIB := 48
+DEVICE_CALL_MAX_MIB := 64
 gpu-wheels: setup
 	rm -rf .gpu-wheels.tmp
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  $(GPU_WHEEL_PLATFORMS) -d .gpu-wheels.tmp -r bench/gpu_wheels.txt
 	rm -rf .gpu-wheels && mv .gpu-wheels.tmp .gpu-wheels
-	@du -sh .gpu-wheels
+	@n=$$(ls .gpu-wheels/*.whl | wc -l); wheels=$$(cat .gpu-wheels/*.whl | wc -c); \
+	tree=$$(git ls-files -z --cached --others --exclude-standard 2>/dev/null | du -cb --files0-from=- 2>/dev/null \
+	  | tail -1 | cut -f1); \
+	awk -v n=$$n -v w=$$wheels -v t=$${tree:-0} -v wmax=$(GPU_WHEELS_MAX_MIB) -v cmax=$(DEVICE_CALL_MAX_MIB) 'BEGIN { \
+	  m = 1048576; \
+	  printf "gpu-wheels: the carry is %d wheels, %.1f MiB (at most %d MiB); with the working tree each call sends (%.1f MiB): %.1f of %d MiB\n", \
+	    n, w / m, wmax, t / m, (w + t) / m, cmax; \
+	  if (w > wmax * m) { printf "gpu-wheels: the wheels pass %d MiB: carry fewer (bench/gpu_wheels.txt)\n", wmax > "/dev/stderr"; exit 1 } \
+	  if (w + t > cmax * m) { printf "gpu-wheels: wheels + working tree pass the %d MiB a call may send\n", cmax > "/dev/stderr"; exit 1 } }'
 
 plots: setup
 	nst plots --out reports/dvc_plots
