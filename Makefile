@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint setup clean plots lock lock-check which-python pretrain gpu-wheels
+.PHONY: run test lint setup clean plots lock lock-check which-python pretrain gpu-wheels rehearse
 
 # Shell code that prints the chosen interpreter's path (stdout) and "using <path> (Python X.Y.Z)" (stderr), or lists
 # what it looked for and fails. A candidate's version is what `<it> --version` prints (a pyenv shim for a version that
@@ -97,6 +97,11 @@ run: setup
 
 test: setup
 	python -m pytest
+
+# The full profile rehearsed end to end on this machine: a copy of the repository, loopback fakes of the Hub and
+# Mapillary, `dvc repro` with profile: rehearsal (profiles/rehearsal.yaml), each stage's time (tests/rehearse.py).
+rehearse: setup
+	python tests/rehearse.py
 
 # Pretrain the feed-forward methods on the sample's train split (profiles/pretrain.yaml; resumes when interrupted) and
 # export them as models/pretrained/<method>.pt + card, which the sample profile warm-starts from. Commit the results.

@@ -97,8 +97,15 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
 def with_retries(
     what: str, attempt_fn: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
 ) -> T:
-    """Run ``attempt_fn`` until it succeeds, retrying transient errors ``policy.retries`` times."""
-    for attempt in range(policy.retries + 1):
+    """Run ``attempt_fn`` until it succeeds, retrying transient errors ``policy.retries`` times.
+
+    A rate-limit answer that says when to come back (a 429/503 with ``Retry-After`` within ``max_retry_after_s``) is
+    waited out without spending one of those retries — the server asked for patience, nothing failed — up to
+    ``retries + 1`` such waits in all (so at most ``(retries + 1) * max_retry_after_s`` of them). Otherwise a 429
+    that lands on the last of a search's retries (found by the rehearsal: a dense Mapillary box timing out twice,
+    then rate-limited) would end the whole fetch."""
+    failures = limited = 0
+    while True:
         try:
             return attempt_fn()
         except (
@@ -116,12 +123,18 @@ def with_retries(
                     "raise that bound",
                     status,
                 ) from exc
-            if attempt == policy.retries:
-                raise DownloadError(f"{what}: failed after {attempt + 1} attempt(s): {exc}", status) from exc
-            wait = asked if asked is not None else policy.backoff_s * 2**attempt
-            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, exc, wait)
+            attempts = failures + limited + 1
+            if asked is not None and limited <= policy.retries:
+                limited += 1
+                log.warning("%s: attempt %d rate-limited (%s); waiting %.1f s as asked", what, attempts, exc, asked)
+                sleep(asked)
+                continue
+            if failures == policy.retries:
+                raise DownloadError(f"{what}: failed after {attempts} attempt(s): {exc}", status) from exc
+            wait = asked if asked is not None else policy.backoff_s * 2**failures
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempts, exc, wait)
+            failures += 1
             sleep(wait)
-    raise AssertionError("unreachable")
 
 
 def _check_status(response: requests.Response, url: str) -> None:

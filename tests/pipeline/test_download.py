@@ -379,3 +379,48 @@ def test_get_json_404_is_not_retried(local_server):
     with pytest.raises(DownloadError, match="HTTP 404"):
         get_json(f"{local_server.url}/nothing", policy=FAST, sleep=no_sleep)
     assert local_server.count("/nothing") == 1
+
+
+def _scripted(answers: list):
+    """An attempt function that raises the scripted transient errors in turn, then returns "ok"."""
+    from pipeline.download import _Retryable
+
+    calls = []
+
+    def attempt():
+        calls.append(len(calls))
+        if len(calls) <= len(answers):
+            status, retry_after = answers[len(calls) - 1]
+            raise _Retryable(f"HTTP {status}", retry_after, status)
+        return "ok"
+
+    return attempt, calls
+
+
+def test_a_rate_limit_on_the_last_retry_is_waited_out_not_fatal():
+    """The rehearsal's find: a dense box timing out twice, then a 429 with Retry-After, ended the whole fetch
+    (retries: 2). A rate limit that says when to come back is waited out without spending a retry."""
+    from pipeline.download import with_retries
+
+    attempt, calls = _scripted([(504, None), (504, None), (429, 1.0)])
+    waits: list[float] = []
+    policy = RetryPolicy(retries=2, backoff_s=0.1, timeout_s=1.0, max_retry_after_s=10.0)
+    assert with_retries("search", attempt, policy, sleep=waits.append) == "ok"
+    assert len(calls) == 4
+    assert waits == [0.1, 0.2, 1.0]  # two backoffs, then the wait the 429 asked for
+
+
+def test_rate_limit_waits_are_bounded_and_failures_still_count():
+    from pipeline.download import with_retries
+
+    attempt, calls = _scripted([(429, 2.0)] * 100)
+    waits: list[float] = []
+    policy = RetryPolicy(retries=2, backoff_s=0.1, timeout_s=1.0, max_retry_after_s=10.0)
+    with pytest.raises(DownloadError, match=r"failed after 6 attempt\(s\): HTTP 429") as info:
+        with_retries("search", attempt, policy, sleep=waits.append)
+    assert info.value.status == 429
+    assert waits == [2.0] * 5  # retries + 1 = 3 free waits, then the 2 retries (each waiting as asked)
+    attempt, calls = _scripted([(503, None)] * 100)
+    with pytest.raises(DownloadError, match=r"failed after 3 attempt\(s\)"):
+        with_retries("search", attempt, policy, sleep=lambda s: None)
+    assert len(calls) == 3
