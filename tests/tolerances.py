@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -43,14 +44,15 @@ def gamma_prob(n: int, lam: float = LAMBDA, u: float = U32) -> float:
     return math.expm1(lam * math.sqrt(n) * u + n * u * u / (1 - u))
 
 
-def sum_rtol(n: int, lam: float = LAMBDA) -> float:
+def sum_rtol(n: int, lam: float = LAMBDA, sides: int = 2) -> float:
     """|s1 - s2| / sum |x_i| for two float32 evaluations of one sum of ``n`` terms in two orders (two kernels).
 
     Each is within ``gamma_prob(n) * sum |x_i|`` of the exact sum (Higham sec. 3.1 with Higham & Mary's constant), so
     the two are within twice that. For terms of one sign (a mean of squares, a Gram diagonal) ``sum |x_i|`` is the
-    value itself and this is a plain relative tolerance.
+    value itself and this is a plain relative tolerance. ``sides=1``: a float32 result against a float64 reference,
+    which carries only the float32 side's error.
     """
-    return 2.0 * gamma_prob(n, lam)
+    return sides * gamma_prob(n, lam)
 
 
 def conv_stack_tol(depth: int, fan_in: int, lam: float = LAMBDA) -> float:
@@ -66,19 +68,35 @@ def conv_stack_tol(depth: int, fan_in: int, lam: float = LAMBDA) -> float:
     return depth * sum_rtol(fan_in + 1, lam)
 
 
-def mse_rtol(feats_tol: float, feats_scale: float, diff: torch.Tensor, lam: float = LAMBDA) -> float:
+def mse_rtol(feats_tol: float, feats_scale: float, diff: torch.Tensor, lam: float = LAMBDA, sides: int = 2) -> float:
     """Relative tolerance of ``mean(d^2)``, ``d = f_x - f_y``, when each feature is within ``feats_tol * feats_scale``.
 
     With ``|delta d_i| <= e = 2 feats_tol feats_scale`` (both features' errors), ``delta sum(d^2) = sum(2 d_i delta
     d_i + delta d_i^2)``. The ``delta d_i`` are rounding errors of independent sign, so the first sum adds like a
     random walk: ``|sum 2 d_i delta d_i| <= lambda 2 e sqrt(sum d_i^2)`` (Hoeffding's inequality, the tool of
     Higham & Mary 2019, sec. 2), against ``sum 2 |d_i| e`` in the worst case. Plus the mean's own sum of ``N``
-    non-negative terms, :func:`sum_rtol` ``(N)``.
+    non-negative terms, :func:`sum_rtol` ``(N)`` (``sides`` as there).
     """
     e = 2.0 * feats_tol * feats_scale
     d2 = diff.detach().double().pow(2)
     total = float(d2.sum())
-    return (lam * 2.0 * e * math.sqrt(total) + d2.numel() * e * e) / total + sum_rtol(d2.numel(), lam)
+    return (lam * 2.0 * e * math.sqrt(total) + d2.numel() * e * e) / total + sum_rtol(d2.numel(), lam, sides)
+
+
+def propagated_error(
+    fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], errors: Sequence[torch.Tensor | float]
+) -> float:
+    """First-order bound on ``|fn(x + dx) - fn(x)|`` when every ``|dx_k| <= errors[k]`` elementwise, ``fn`` scalar:
+    ``sum_k sum |d fn / d x_k| * errors[k]`` (Higham sec. 3.5 and 3.7: an input's error times the result's
+    sensitivity to it), the gradient taken in float64 at ``inputs``. Worst case over the signs of the ``dx``: the
+    elementwise bounds passed in are the probabilistic ones already, and neighbouring errors are correlated (two Gram
+    entries share a row of features), so they are not assumed to cancel a second time.
+    """
+    xs = [x.detach().double().requires_grad_(True) for x in inputs]
+    grads = torch.autograd.grad(fn(*xs), xs)
+    return float(
+        sum((g.abs() * torch.as_tensor(e, dtype=torch.float64)).sum() for g, e in zip(grads, errors, strict=True))
+    )
 
 
 def assert_close_scaled(
