@@ -71,11 +71,13 @@ def test_feedforward_bench_times_bf16_only_where_native_and_says_why_not(method,
     assert rows[0]["train_iterations_per_second_vs_fp32"] == 1.0
 
 
-@pytest.mark.parametrize("cpu", ["default", "avx2"])
-def test_gatys_bench_times_bf16_only_where_native_and_says_why_not(cpu, tmp_path):
+@pytest.mark.parametrize(("cpu", "force"), [("default", False), ("avx2", False), ("avx2", True)])
+def test_gatys_bench_times_bf16_only_where_native_and_says_why_not(cpu, force, tmp_path):
+    """As the feed-forward bench; --force-bf16 times the emulated bf16 all the same."""
     out = tmp_path / "gatys.json"
     args = ["--sizes", "64", "--optimizers", "lbfgs", "--iterations", "1", "--devices", "cpu"]
     args += ["--amp", "false", "true", "--channels-last", "true", "--out", str(out)]
+    args += ["--force-bf16"] if force else []
     subprocess.run(
         [sys.executable, str(ROOT / "bench/gatys.py"), *args],
         check=True,
@@ -85,7 +87,8 @@ def test_gatys_bench_times_bf16_only_where_native_and_says_why_not(cpu, tmp_path
         timeout=300,
     )
     report = json.loads(out.read_text())
-    bf16 = _bf16_expected(cpu)
+    bf16 = force or _bf16_expected(cpu)
+    assert report["bf16_native"] == {"cpu": _bf16_expected(cpu)}
     rows = report["results"]
     assert [(r["amp"], r["channels_last"]) for r in rows] == [(False, True), *([(True, True)] if bf16 else [])]
     assert all(r["seconds_per_iteration"] > 0 and r["final_loss"] > 0 for r in rows)
