@@ -794,7 +794,10 @@ def preflight(device: str, tf32: bool) -> dict[str, Any]:
     info["missing"] = [m for m, v in modules.items() if not v["found"]]
     pins = (line.split("#")[0].strip() for line in WHEELS.read_text().splitlines())
     info["wheels"] = [pin for pin in pins if pin]
-    info["wheel_requirements"] = _unmet_requirements([pin.split("==")[0] for pin in info["wheels"]])
+    try:
+        info["wheel_requirements"] = _unmet_requirements([pin.split("==")[0] for pin in info["wheels"]])
+    except ImportError as exc:  # packaging: on the GPU image and in requirements.lock, but a report must not fail
+        info["wheel_requirements"] = {"error": str(exc)}
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda, but torch sees no CUDA device")
     return info
