@@ -3,7 +3,10 @@ runs every stage of dvc.yaml under it against loopback fakes of the Hub and Mapi
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +101,26 @@ def test_a_non_size_key_in_the_rehearsal_is_caught(tmp_path, key, value):
     node[key[-1]] = value
     path.write_text(yaml.safe_dump(doc))
     assert drift(tmp_path / "params.yaml") == [".".join(key)]
+
+
+@pytest.mark.slow
+def test_the_rehearsal_runs_the_full_profiles_code_paths_up_to_tuning_from_scratch(tmp_path):
+    """A shortened rehearsal (`make rehearse` runs every stage): fetch through both loopback services, prepare with the
+    sequence-grouped split and the test cap, and tune@adain from scratch (train.init_from: null; before issue 25's fix
+    its first trial raised UnboundLocalError)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import rehearse
+
+    summary = rehearse.rehearse(tmp_path, timeout_s=900, stop_after="tune@adain")
+    assert summary["returncode"] == 0, summary
+    assert list(summary["stages"]) == ["fetch", "prepare", "tune@adain"]
+    repo = Path(summary["repo"])
+    manifest = list(csv.DictReader((repo / "data/raw/manifest.csv").open()))
+    assert {(r["role"], r["source"]) for r in manifest} == {("content", "streets"), ("style", "wikiart")}
+    stats = json.loads((repo / "data/prepared/stats.json").read_text())
+    assert stats["content"]["spare"] > 0  # the test cap chose among more test photos than it keeps
+    assert stats["content"]["test"] == 3
+    effective = yaml.safe_load((repo / "reports/tuning/adain/best.yaml").read_text())
+    assert effective["weights"]
+    trials = list(csv.DictReader((repo / "reports/tuning/adain/trials.csv").open()))
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
