@@ -288,6 +288,7 @@ def test_tiny_gpu_check_runs_every_step_within_its_deadline(tmp_path):
     ghiasi = steps["pipeline:stylize@ghiasi"]["result"]
     assert ghiasi["pairs"] > 0
     assert ghiasi["precision"] == [f"onnxruntime {pre['onnxruntime']['ghiasi']['provider']}"]
+    assert ghiasi["device"] == [pre["onnxruntime"]["ghiasi"]["device"]]  # the provider's device, not the stage's
     assert report["scratch_removed"]
     assert not Path(report["scratch"]).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
