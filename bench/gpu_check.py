@@ -803,8 +803,9 @@ def preflight(device: str, tf32: bool) -> dict[str, Any]:
     return info
 
 
-def pipeline_workspace(work: Path, device: str, tiny: bool) -> Path:
-    """A scratch copy of the repository whose params.yaml runs a short sample pipeline on ``device``."""
+def pipeline_workspace(work: Path, device: str, tiny: bool, tf32: bool = False) -> Path:
+    """A scratch copy of the repository whose params.yaml runs a short sample pipeline on ``device`` (``base.tf32``:
+    ``tf32``, which the stages set from it)."""
     import yaml
 
     repo = work / "repo"
@@ -837,6 +838,7 @@ def pipeline_workspace(work: Path, device: str, tiny: bool) -> Path:
                 child.unlink()
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["base"]["device"] = device
+    raw["base"]["tf32"] = tf32  # the stages set TF32 from it (pipeline/resources.py pick_device), as --tf32 asks
     raw["evaluate"]["lpips_download"] = False  # no network there: LPIPS is n/a unless its weights are on disk
     raw["methods"]["gatys"]["iterations"] = 5 if tiny else 30
     for method in ("adain", "contrastive"):
@@ -1129,7 +1131,7 @@ def run_steps(
         else:
             stage = name.removeprefix("pipeline:")
             if repo is None:
-                repo = pipeline_workspace(scratch, args.device, args.tiny)
+                repo = pipeline_workspace(scratch, args.device, args.tiny, args.tf32 == "on")
             stage_env = {
                 **env,
                 "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]),

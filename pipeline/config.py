@@ -55,6 +55,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 class BaseSection(Strict):
     seed: Seed
     device: Literal["auto", "cpu", "cuda"]
+    tf32: bool  # CUDA only: TF32 matmuls and convolutions (pipeline/resources.py pick_device)
 
 
 class EncoderSection(Strict):

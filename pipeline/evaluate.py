@@ -182,7 +182,7 @@ def run(
     notes: dict[str, str] = {}
     if scorer is None:
         scorer, notes = build_scorer(params)
-    device = pick_device(params.base.device)
+    device = pick_device(params.base.device, params.base.tf32)
     per_pair = score_all(scorer, methods, outputs, content_dir, style_dir, device)
     for col in ("seconds", "peak_mem_mb"):
         per_pair[col] = pd.to_numeric(per_pair[col], errors="coerce")

@@ -14,13 +14,26 @@ import torch
 from methods.errors import NstError
 
 
-def pick_device(setting: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+def pick_device(setting: str, tf32: bool = False) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error.
+
+    On CUDA, TF32 (10-bit mantissa matmuls and convolutions) is set explicitly from ``tf32`` (``base.tf32``): PyTorch's
+    own default runs convolutions in TF32 and matmuls in IEEE float32, so an unset "fp32" would be half of each."""
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif setting == "cuda" and not torch.cuda.is_available():
         raise NstError("base.device = 'cuda' but no CUDA device is available (use auto or cpu)")
-    return torch.device(setting)
+    else:
+        device = torch.device(setting)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    return device
+
+
+def tf32_label(device: torch.device, tf32: bool) -> str:
+    """What a precision label adds on ``device``: `` (TF32 on|off)`` on CUDA, nothing elsewhere (no TF32 there)."""
+    return f" (TF32 {'on' if tf32 else 'off'})" if device.type == "cuda" else ""
 
 
 @dataclass

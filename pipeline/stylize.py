@@ -30,7 +30,7 @@ from pipeline import tracking
 from pipeline.builders import method_encoder, method_from_params, method_provenance, model_fingerprint
 from pipeline.config import ConfigError, Params, dump_params, load_params, method_stage_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
-from pipeline.resources import measure, pick_device
+from pipeline.resources import measure, pick_device, tf32_label
 from pipeline.tuned import apply_tuned, override_method, parse_overrides
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,14 @@ def run(
 
     ``model``: the trained model (file or folder) of a feed-forward method.
     """
-    device = pick_device(params.base.device)
+    device = pick_device(params.base.device, params.base.tf32)
     grid = test_grid(content_dir, style_dir)
     encoder = encoder if encoder is not None else method_encoder(params, method_name)
     method = method_from_params(params, method_name, encoder, model)
-    runtime = {"precision": runtime_label(method, device), "cpu": cpu_summary(cpu_facts())}
+    precision = runtime_label(method, device)
+    if not getattr(method, "runtime", None):  # a method on a runtime of its own says what it ran in itself
+        precision += tf32_label(device, params.base.tf32)
+    runtime = {"precision": precision, "cpu": cpu_summary(cpu_facts())}
     state = run_state(params, method_name, encoder, device, model, runtime)
     start_folder(out_dir, state, method_name)
     # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
@@ -347,7 +350,7 @@ def main_one(args: argparse.Namespace) -> int:
         method = build_method(args.method, method_params, encoder=encoder, model=args.model)
     else:
         params = override_method(load_params(path), args.method, overrides)
-        device = pick_device(params.base.device)
+        device = pick_device(params.base.device, params.base.tf32)
         encoder = method_encoder(params, args.method)
         method = method_from_params(params, args.method, encoder, args.model)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)

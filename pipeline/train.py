@@ -45,7 +45,7 @@ from pipeline.io import (
     write_csv,
     write_text_atomic,
 )
-from pipeline.resources import pick_device
+from pipeline.resources import pick_device, tf32_label
 from pipeline.training_data import crops
 from pipeline.tuned import apply_tuned
 
@@ -125,7 +125,7 @@ def run(
         raise NstError(f"{method_name} is not a trained method (trained: {', '.join(trained_methods())})")
     tcfg = getattr(params.methods, method_name).train
     rank, world = dist_info()
-    device = distributed_device(params) if world > 1 else pick_device(params.base.device)
+    device = distributed_device(params) if world > 1 else pick_device(params.base.device, params.base.tf32)
     encoder = load_encoder(**encoder_settings(params, method_name))
     model = build_model(params, method_name, encoder)
     init = init_file(tcfg, method_name)
@@ -165,7 +165,7 @@ def run(
     setting = {
         "device": device.type,
         "processes": world,
-        "precision": precision.label,
+        "precision": precision.label + tf32_label(device, params.base.tf32),
         "cpu": cpu_summary(cpu_facts()),
         **info,
         **init_info,
@@ -183,7 +183,7 @@ def run(
         )
     write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
     if logger is not None:
-        logger.set_tags({"precision": precision.label})
+        logger.set_tags({"precision": metrics["precision"]})
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
         if model_path.is_file():
             logger.log_artifact(model_path, "model")
@@ -319,6 +319,7 @@ def distributed_device(params: Params) -> torch.device:
     if params.base.device != "cpu" and torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
+        pick_device("cuda", params.base.tf32)  # sets TF32 as base.tf32 says
         return torch.device("cuda", local)
     if params.base.device == "cuda":
         raise NstError("base.device is cuda but CUDA is not available")

@@ -57,7 +57,7 @@ from pipeline.builders import build_model, init_file, method_from_params
 from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.pareto import directions_for, select, times_dominated
-from pipeline.resources import pick_device
+from pipeline.resources import pick_device, tf32_label
 from pipeline.scoring import build_scorer
 from pipeline.training_data import crops
 from pipeline.tuned import TuneError, section_with
@@ -278,7 +278,7 @@ class Objective:
         self.tune = getattr(params.tune, method)
         self.objectives = list(params.tune.objectives)
         self.directions = directions_for(self.objectives)
-        self.device = pick_device(params.base.device)
+        self.device = pick_device(params.base.device, params.base.tf32)
         self.encoder, self.scorer = encoder, scorer.to(self.device)
         self.train_dirs, self.work_dir = train_dirs, work_dir
         contents, styles = list_images(val[0]), list_images(val[1])
@@ -675,10 +675,9 @@ def trial_precision(params: Params, method: str) -> str:
     own (``amp`` / ``channels_last`` resolved on ``base.device``, methods/precision.py)."""
     section = getattr(params.methods, method)
     p = getattr(section, "train", section)
-    device = pick_device(params.base.device)
-    if hasattr(p, "amp") and hasattr(p, "channels_last"):
-        return Precision.resolve(p.amp, p.channels_last, device).label
-    return "fp32"
+    device = pick_device(params.base.device, params.base.tf32)
+    label = Precision.resolve(p.amp, p.channels_last, device).label if hasattr(p, "amp") else "fp32"
+    return label + tf32_label(device, params.base.tf32)
 
 
 def main(args: argparse.Namespace) -> int:
