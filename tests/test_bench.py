@@ -120,18 +120,7 @@ def test_fetch_memory_bench_writes_the_fetch_memory(tmp_path):
 # by then, so every wait below is bounded by it.
 TINY_DEADLINE_S = 900
 GPU_CHECK_STEPS = ["train_adain", "train_contrastive", "resume", "gatys", "data_vs_compute"]
-PIPELINE_STAGES = [
-    "fetch",
-    "prepare",
-    "train@adain",
-    "train@contrastive",
-    "stylize@gatys",
-    "stylize@adain",
-    "stylize@contrastive",
-    "stylize@ghiasi",
-    "evaluate",
-    "report",
-]
+PIPELINE_STAGES = list(gpu_check.SAMPLE_STAGES)  # the slice's stages, as the check names them
 
 
 def _gpu_check(tmp_path: Path, *args: str) -> list[str]:

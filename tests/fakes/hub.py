@@ -50,6 +50,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from fakes.server import LoopbackServer
+
 INFOS_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "fixtures" / "huggan_wikiart_dataset_infos.json"
 INFOS_BYTES = INFOS_PATH.read_bytes()
 FEATURES = json.loads(INFOS_BYTES)["huggan--wikiart"]["features"]
@@ -182,7 +184,7 @@ class _File:
 
 
 @dataclass
-class FakeHub:
+class FakeHub(LoopbackServer):
     """The fake Hub serving one dataset repository at one commit (module doc).
 
     ``files`` maps repository paths to bytes (or :class:`Shard`); ``.parquet`` files are served as LFS files.
@@ -215,39 +217,8 @@ class FakeHub:
 
     # ------------------------------------------------------------------------------------------ life cycle
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "FakeHub not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def cdn(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    def start(self) -> FakeHub:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
     # ------------------------------------------------------------------------------------------ for tests
 

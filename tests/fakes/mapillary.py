@@ -54,6 +54,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from PIL import Image
 
+from fakes.server import LoopbackServer
+
 Box = tuple[float, float, float, float]  # west, south, east, north
 LEUVEN: Box = (4.695, 50.872, 4.712, 50.884)  # params.yaml's fetch.streets.bbox (central Leuven)
 FIELDS = frozenset(
@@ -159,7 +161,7 @@ class GraphError(Exception):
 
 
 @dataclass
-class FakeMapillary:
+class FakeMapillary(LoopbackServer):
     """The fake Graph API over ``photos`` (None: :func:`street_scene`); see the module doc for each knob."""
 
     photos: list[Photo] | None = None
@@ -193,43 +195,16 @@ class FakeMapillary:
 
     # ------------------------------------------------------------------------------------------ life cycle
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "FakeMapillary not started"
-        return self._server.server_address[1]
+    poll_interval_s = 0.05  # a stop wakes stalled requests at once; the server should follow as fast
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
-    @property
-    def cdn(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    def start(self) -> FakeMapillary:
+    def before_start(self) -> None:
         self._stopping.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-mapillary", daemon=True
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
+    def before_stop(self) -> None:
         self._stopping.set()  # wakes a stalled dense-box request
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeMapillary:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------------------------------ for tests
 
