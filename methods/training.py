@@ -447,7 +447,8 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> int:
-    """Train ``model`` up to ``cfg.iterations``; returns the iteration reached.
+    """Train ``model`` up to :func:`scheduled_iterations` (``cfg.iterations``, or its fp32 budget); returns the
+    iteration reached.
 
     Args:
         checkpoint_dir: ``ckpt-<iteration>.pt`` files are written here every ``cfg.checkpoint_every`` iterations and
@@ -465,14 +466,23 @@ def train(
     run.make_checkpoint_dir()
     if resume:
         run.resume()
-    end = cfg.iterations if stop_after is None else min(cfg.iterations, run.start + stop_after)
+    end = run.iterations if stop_after is None else min(run.iterations, run.start + stop_after)
     plans = StepPlans(content, style, run.gen, run.start + 1, end, n_content, n_style, run.rank, run.world)
     reached = run.iterate(plans, end, progress)
-    if end == run.start == 0 and cfg.iterations == 0:  # an empty schedule still leaves its (initial) checkpoint
+    if end == run.start == 0 and run.iterations == 0:  # an empty schedule still leaves its (initial) checkpoint
         run.save(0, run.gen.get_state())
     if run.rank == 0:
         run.callbacks.on_end(reached)
     return reached
+
+
+def scheduled_iterations(cfg: TrainParams, precision: Precision) -> int:
+    """The iterations a run trains for: ``cfg.iterations``, or ``min(iterations, fp32_iterations)`` when
+    ``precision`` computes in fp32 and ``fp32_iterations`` is set (the embedded sample's budget on a CPU without
+    native bf16: methods/schemas/train.py)."""
+    if precision.bf16 or cfg.fp32_iterations is None:
+        return cfg.iterations
+    return min(cfg.iterations, cfg.fp32_iterations)
 
 
 def batch_shares(model: TrainableModel, cfg: TrainParams, n_content: int, n_style: int) -> tuple[int, int]:
@@ -522,6 +532,13 @@ class _Training:
         self.precision = Precision.resolve(cfg.amp, cfg.channels_last, device)
         log.info("training precision on %s: %s", device.type, self.precision.label)
         self.autocast = self.precision.autocast()
+        self.iterations = scheduled_iterations(cfg, self.precision)
+        if self.iterations != cfg.iterations:
+            log.info(
+                "training in fp32 (no native bf16): %d of %d iterations (fp32_iterations)",
+                self.iterations,
+                cfg.iterations,
+            )
 
     def to_device(self) -> None:
         """The whole model (its frozen encoder included; issue 17: it stayed on the CPU), then every trained module in
@@ -568,7 +585,7 @@ class _Training:
         """Run the iterations ``plans`` hands out (up to ``end``), then read back the last losses; returns the
         iteration reached."""
         self.bar = bar = tqdm(
-            total=self.cfg.iterations,
+            total=self.iterations,
             initial=self.start,
             desc="train",
             unit="it",

@@ -33,6 +33,7 @@ from methods.training import (
     checkpoints,
     dist_info,
     load_latest,
+    scheduled_iterations,
     train,
 )
 from methods.utils import code_fingerprint, sha256_file
@@ -166,13 +167,15 @@ def run(
         "device": device.type,
         "processes": world,
         "precision": precision.label + tf32_label(device, params.base.tf32),
+        "scheduled_iterations": scheduled_iterations(tcfg, precision),  # iterations, or its fp32 budget
         "cpu": cpu_summary(cpu_facts()),
         **info,
         **init_info,
     }
     metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
     model_path = out_dir / str(spec.model_file)
-    if reached >= tcfg.iterations and (history or not model_path.is_file()):  # complete, and trained now (or unsaved)
+    # complete (its schedule: iterations, or the fp32 budget), and trained now (or unsaved)
+    if reached >= scheduled_iterations(tcfg, precision) and (history or not model_path.is_file()):
         model.save(
             out_dir,
             extra={

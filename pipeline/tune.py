@@ -50,7 +50,7 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.precision import Precision
 from methods.pretrained import warm_start
 from methods.registry import get_spec, tuned_methods
-from methods.training import TrainCallbacks, train
+from methods.training import TrainCallbacks, scheduled_iterations, train
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
 from pipeline.builders import build_model, init_file, method_from_params
@@ -330,7 +330,8 @@ class Objective:
         init = init_file(tcfg, self.method)
         if init is not None:  # trials fine-tune from the pretrained weights, as the train stage will
             warm_start(self.method, model.trainable(), self.encoder.weights_sha256, init)
-        hook = ScoreAndPrune(self, trial, model, tcfg.iterations)  # from scratch (init_from: null) too
+        planned = scheduled_iterations(tcfg, Precision.resolve(tcfg.amp, tcfg.channels_last, self.device))
+        hook = ScoreAndPrune(self, trial, model, planned)  # from scratch (init_from: null) too
         ckpt = Path(tempfile.mkdtemp(prefix=f"trial{trial.number}-", dir=self.work_dir))
         try:
             train(

@@ -20,6 +20,11 @@ class TrainParams(MethodParams):
     init_from: str | None = None  # a pretrained file (nst pretrained) to start from; None: from scratch (the papers)
     init_missing: Literal["scratch", "error"] = "error"  # what a missing init_from file means
     iterations: Annotated[int, Field(ge=0, le=10_000_000)] = 160_000  # train.py --max_iter 160000
+    # The budget where training computes in fp32 because bf16 is not native (amp "auto" on a CPU without AVX512-BF16 /
+    # AMX): min(iterations, fp32_iterations). None: iterations, as the references (which train in fp32) and every
+    # full-scale profile. For the embedded sample on a 2-core CPU, where fp32 trains 1.75-2.3x slower (bench/results)
+    # and the quick start must stay within minutes; train_metrics.json and the report say what ran.
+    fp32_iterations: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8  # train.py --batch_size 8
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4  # train.py --lr 1e-4 (Adam)
     lr_decay: Annotated[float, Field(ge=0.0)] = 5e-5  # train.py --lr_decay 5e-5: lr / (1 + decay * iteration)

@@ -471,3 +471,33 @@ def test_callbacks_hear_losses_then_the_interval_hook_then_the_checkpoint_then_t
         ("interval", 6, ["ckpt-00000004.pt"]),
         ("end", 6, ["ckpt-00000004.pt", "ckpt-00000006.pt"]),
     ]
+
+
+def test_the_fp32_budget_applies_only_where_training_computes_in_fp32():
+    """Issue 24: the embedded sample trains min(iterations, fp32_iterations) where bf16 is not native (amp auto ->
+    fp32), its whole schedule in bf16, and always the whole schedule without an fp32 budget (the references, full)."""
+    from methods.precision import Precision
+    from methods.training import scheduled_iterations
+
+    fp32, bf16 = Precision(False, False, "cpu"), Precision(True, True, "cpu")
+    assert scheduled_iterations(config(iterations=160, fp32_iterations=64), fp32) == 64
+    assert scheduled_iterations(config(iterations=160, fp32_iterations=64), bf16) == 160
+    assert scheduled_iterations(config(iterations=160), fp32) == 160
+    assert scheduled_iterations(config(iterations=3, fp32_iterations=64), fp32) == 3  # never more than the schedule
+
+
+def test_training_in_fp32_stops_at_the_fp32_budget(encoder, tmp_path):
+    history = LossHistory()
+    reached = train(
+        model(encoder),
+        crops(0),
+        crops(10),
+        config(iterations=6, fp32_iterations=2, amp=False, checkpoint_every=100),
+        tmp_path,
+        device=CPU,
+        callbacks=history,
+        progress=False,
+    )
+    assert reached == 2
+    assert len(history.terms) == 2
+    assert [p.name for p in sorted(tmp_path.glob("ckpt-*.pt"))] == ["ckpt-00000002.pt"]
