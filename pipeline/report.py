@@ -316,11 +316,7 @@ def compute_tables(params: Params, inputs: Inputs, created: str, git_sha: str) -
         setup=setup_lines(params, inputs, git_sha, created),
         read=rep.read_items(inputs.columns, scoring),
         caveats=rep.caveats(scoring, list(budgets.values()), statistics.get("pairs"), inputs.pretrained),
-        **(
-            {"title": rep.REHEARSAL_TITLE, "subtitle": rep.REHEARSAL_SUBTITLE}
-            if params.profile == "rehearsal"
-            else {}
-        ),
+        **({"title": rep.REHEARSAL_TITLE, "subtitle": rep.REHEARSAL_SUBTITLE} if params.profile == "rehearsal" else {}),
     )
 
 
