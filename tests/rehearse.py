@@ -174,6 +174,7 @@ def rehearse(work: Path, timeout_s: float = 1200.0, stop_after: str | None = Non
         "seconds": round(time.monotonic() - started, 1),
         "stages": {name: round(s, 1) for name, s in times.items()},
         "missing": [s for s in expected if s not in times],
+        "failed_at": next(reversed(times), None) if rc != 0 else None,  # the stage dvc was running when it stopped
         "title": _report_title(repo),
         "repo": str(repo),
     }
@@ -220,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'total':<22} {summary['seconds']:8.1f}")
     ok = summary["returncode"] == 0 and not summary["missing"]
     if not ok:
-        print(f"rehearsal FAILED: dvc repro exit {summary['returncode']}; stages not run: {summary['missing']}")
+        print(
+            f"rehearsal FAILED at {summary['failed_at']}: dvc repro exit {summary['returncode']}; stages not run: "
+            f"{summary['missing']}"
+        )
     return 0 if ok else 1
 
 
