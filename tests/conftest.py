@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,23 @@ def sample_copy(tmp_path: Path, repo_root: Path, make_image) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """One empty MLflow sqlite store with its tables created and migrated, made once per session: creating them
+    takes about 1.3 s (alembic's migrations), which every test that logs (or starts a stage that logs) paid again;
+    a copy of this file takes milliseconds (issue 24: measured with tests/pipeline/test_stylize.py)."""
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{store}").search_experiments()  # creates and migrates the tables
+    return store
+
+
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(tmp_path_factory, monkeypatch):
-    """Every test logs to its own throwaway sqlite store, never to the repository's mlflow.db."""
+def _isolated_mlflow(tmp_path_factory, monkeypatch, _mlflow_template):
+    """Every test logs to its own throwaway sqlite store (a copy of the migrated empty template), never to the
+    repository's mlflow.db."""
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copyfile(_mlflow_template, store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

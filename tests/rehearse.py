@@ -90,9 +90,9 @@ def point_at(repo: Path, hub: str, mapillary: str) -> None:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[tuple[FakeHub, FakeMapillary]]:
+def services(stall_s: float = MAPILLARY_STALL_S) -> Iterator[tuple[FakeHub, FakeMapillary]]:
     shards = wikiart_shards(HUB_SHARDS, HUB_ROWS, image_size=HUB_IMAGE)
-    with FakeHub(dict(shards.items())) as hub, FakeMapillary(token=TOKEN, stall_s=MAPILLARY_STALL_S) as mapillary:
+    with FakeHub(dict(shards.items())) as hub, FakeMapillary(token=TOKEN, stall_s=stall_s) as mapillary:
         yield hub, mapillary
 
 
@@ -149,11 +149,15 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def rehearse(work: Path, timeout_s: float = 1200.0, stop_after: str | None = None) -> dict:
-    """The whole rehearsal in ``work`` (created); returns its summary (also written to ``work/rehearsal.json``)."""
+def rehearse(
+    work: Path, timeout_s: float = 1200.0, stop_after: str | None = None, stall_s: float = MAPILLARY_STALL_S
+) -> dict:
+    """The whole rehearsal in ``work`` (created); returns its summary (also written to ``work/rehearsal.json``).
+    ``stall_s``: how long the fake Mapillary holds its dense box's searches (past the 5 s timeout by default; shorter,
+    the box answers 504 after the stall instead, and is split just the same)."""
     repo = copy_repository(work / "repo")
     started = time.monotonic()
-    with services() as (hub, mapillary):
+    with services(stall_s) as (hub, mapillary):
         point_at(repo, hub.url, mapillary.url)
         env = {
             **os.environ,
