@@ -14,10 +14,13 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from pipeline.config import Params, load_params
 
 
 @dataclass(frozen=True)
@@ -186,3 +189,9 @@ def local_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def base_params(repo_root: Path) -> Params:
+    """params.yaml as committed (the sources' tests derive their configurations from it)."""
+    return load_params(repo_root / "params.yaml")

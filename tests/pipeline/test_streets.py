@@ -82,11 +82,6 @@ def serve(monkeypatch):
         fake.stop()
 
 
-@pytest.fixture(scope="module")
-def base_params(repo_root: Path) -> Params:
-    return load_params(repo_root / "params.yaml")
-
-
 @pytest.fixture
 def download_cfg(base_params: Params, tmp_path: Path) -> DownloadSection:
     return base_params.fetch.download.model_copy(

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import get_session
 
-from pipeline.config import DownloadSection, Params, WikiArtSource, load_params
+from pipeline.config import DownloadSection, Params, WikiArtSource
 from pipeline.download import DownloadError
 from pipeline.sources import FetchError
 from pipeline.sources.wikiart import bounded_hub_client, fetch_wikiart, infos_class_names, read_images, shard_order
@@ -33,11 +33,6 @@ REPO = "huggan/wikiart"
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def base_params(repo_root: Path) -> Params:
-    return load_params(repo_root / "params.yaml")
 
 
 @pytest.fixture
