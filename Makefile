@@ -95,8 +95,11 @@ lock-check:
 run: setup
 	dvc repro
 
+# Two pytest workers (pytest-xdist), one file per worker at a time (module fixtures built once): the suite is mostly
+# one process at a time, so on a 2-core machine this uses the second core (AVX2-only CPU: 21 min 20 s -> see README).
+TEST_WORKERS ?= 2
 test: setup
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The full profile rehearsed end to end on this machine: a copy of the repository, loopback fakes of the Hub and
 # Mapillary, `dvc repro` with profile: rehearsal (profiles/rehearsal.yaml), each stage's time (tests/rehearse.py).

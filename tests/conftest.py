@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Under pytest-xdist (`make test`: 2 workers on 2 cores) each worker and what it starts gets one OpenMP/torch thread:
+# two workers with two spinning OpenMP threads each on two cores are several times slower than one each (the same
+# effect bench/gpu_check.py measures on a busy CPU). Set before torch is imported by any test module.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLOW_TIMEOUT_S = 1200  # tests marked slow (real `dvc repro`, servers, several processes); the rest: pyproject's timeout
