@@ -15,6 +15,15 @@ STYLE_KINDS = ("gram", "meanstd")
 # StyleID image_metrics.py:90: layer "11" of torchvision's vgg19().features, i.e. relu3_1 (0 conv1_1 ... 10 conv3_1).
 CFSD_LAYER = "relu3_1"
 CFSD_CHUNK = 1024  # rows of the N x N similarity matrix computed at once (memory bound only; the value is exact)
+# Caffe -> torchvision feature range. The caffe network reads x_c = 255 x - m (BGR, m the mean pixel), torchvision's
+# x_t = (x - mu) / sigma with sigma = IMAGENET_STD; since m / 255 matches mu to 0.003, x_c ~= 255 sigma x_t, and a
+# ReLU network trained on inputs k times larger has features about k times larger (positive homogeneity; biases
+# aside). CFSD's softmax is not scale-free: on raw caffe features 83.6 % of a photo's rows have max > 0.99 (issue 26).
+# So caffe features are multiplied by 1 / (255 * mean(IMAGENET_STD)) = 1 / 57.63 before the similarity.
+IMAGENET_STD_MEAN = (0.229 + 0.224 + 0.225) / 3  # torchvision ImageNet normalisation (methods/encoder.py IMAGENET_STD)
+CFSD_CAFFE_SCALE = 1.0 / (255.0 * IMAGENET_STD_MEAN)
+CFSD_SATURATED_MAX = 0.99  # a softmax row whose largest probability exceeds this counts as saturated (issue 26)
+CFSD_SATURATED_LIMIT = 0.01  # more saturated rows than this fraction (output and content rows): cfsd is n/a
 
 # RGB-uv histogram, StyleID eval_histogan.py (the HistoGAN block RGBuvHistBlock, as StyleID configures it):
 HIST_EPS = 1e-6  # eval_histogan.py:29 EPS
@@ -143,8 +152,10 @@ METRICS: dict[str, MetricInfo] = {
             "cfsd",
             False,
             "content",
-            "KL between relu3_1 patch self-similarity distributions, vs content",
-            "VGG-19 torchvision (ImageNet) if present else caffe",
+            "KL between relu3_1 patch self-similarity distributions, vs content (StyleID's formula); n/a for an "
+            "image whose softmax rows saturate (more than 1 % with max > 0.99)",
+            "VGG-19 torchvision (ImageNet) if present else caffe (features scaled by 1/57.63 to torchvision's "
+            "range; caffe values are not comparable to published ones)",
             "features / C (no L2 normalisation), row softmax, KL summed over positions ('batchmean', one "
             "image per batch), full resolution",
         ),

@@ -52,8 +52,11 @@ from torch import Tensor, nn
 from evaluation.metric_info import (  # noqa: F401  (re-exported: the scorer's names live with its metadata)
     ALEXNET_FILE,
     ALEXNET_URL,
+    CFSD_CAFFE_SCALE,
     CFSD_CHUNK,
     CFSD_LAYER,
+    CFSD_SATURATED_LIMIT,
+    CFSD_SATURATED_MAX,
     CONTENT_LAYER,
     FID_EPS,
     HIST_BINS,
@@ -280,7 +283,41 @@ def ssim_lum(output: Tensor, content: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------- CFSD
 
 
+def cfsd_feature_scale(encoder: VGGEncoder) -> float:
+    """The factor CFSD multiplies ``encoder``'s features by: :data:`CFSD_CAFFE_SCALE` (1 / 57.63) for an encoder
+    that reads caffe input (BGR, 0..255), which brings its features to torchvision's range; 1 for torchvision input
+    (StyleID's network: its numbers are unchanged)."""
+    return CFSD_CAFFE_SCALE if encoder.preprocessing == "caffe" else 1.0
+
+
 @torch.no_grad()
+def cfsd_terms(output: Tensor, content: Tensor, encoder: VGGEncoder, chunk: int = CFSD_CHUNK) -> tuple[Tensor, Tensor]:
+    """CFSD (see :func:`cfsd`) and the fraction of saturated softmax rows, both (B,).
+
+    A row is saturated when its largest probability exceeds :data:`CFSD_SATURATED_MAX` (0.99): the softmax then
+    sees one neighbour only, and the KL of such rows measures the features' scale, not the image's structure. The
+    fraction counts the output's and the content's N rows together (2N rows per image).
+    """
+    _check_pair(output, content, "content")
+    if chunk < 1:
+        raise NstError(f"cfsd chunk must be >= 1, got {chunk}")
+    feats = encoder(torch.cat([output, content]).float(), [CFSD_LAYER])[CFSD_LAYER].float()
+    b, c = output.shape[0], feats.shape[1]
+    flat = feats.flatten(2).transpose(1, 2) * (cfsd_feature_scale(encoder) / c)  # (2B, N, C)
+    f_out, f_con = flat[:b], flat[b:]
+    total = torch.zeros(b, dtype=torch.float64, device=feats.device)
+    saturated = torch.zeros(b, dtype=torch.float64, device=feats.device)
+    for start in range(0, flat.shape[1], chunk):
+        sim_out = torch.bmm(f_out[:, start : start + chunk], f_out.transpose(1, 2))  # rows of S_output
+        sim_con = torch.bmm(f_con[:, start : start + chunk], f_con.transpose(1, 2))
+        log_p_out = torch.log_softmax(sim_out.double(), dim=-1)  # kl_div's input (log-probabilities)
+        log_p_con = torch.log_softmax(sim_con.double(), dim=-1)  # kl_div's target
+        total += (log_p_con.exp() * (log_p_con - log_p_out)).sum(dim=(1, 2))
+        limit = math.log(CFSD_SATURATED_MAX)
+        saturated += (log_p_out.amax(dim=-1) > limit).sum(dim=1) + (log_p_con.amax(dim=-1) > limit).sum(dim=1)
+    return total.float(), (saturated / (2 * flat.shape[1])).float()
+
+
 def cfsd(output: Tensor, content: Tensor, encoder: VGGEncoder, chunk: int = CFSD_CHUNK) -> Tensor:
     """Content feature structural distance exactly as StyleID's PatchSimi computes it: (B,), 0 for identical images.
 
@@ -298,23 +335,11 @@ def cfsd(output: Tensor, content: Tensor, encoder: VGGEncoder, chunk: int = CFSD
     ``S`` is computed in float32 as the reference, the softmax and KL in float64: the rows are nearly uniform
     (entries ~1/N), and in float32 the log-normaliser's rounding (~1e-6 per row) is a sizeable part of each row's
     KL; the reference's own float32 value carries that error, ours is the exact value of its formula.
-    The reference encoder is torchvision's ImageNet VGG-19; values are comparable to StyleID's only with it.
+    The reference encoder is torchvision's ImageNet VGG-19; values are comparable to StyleID's only with it. On the
+    caffe network the features are first brought to torchvision's range (:func:`cfsd_feature_scale`, the constant
+    derived at :data:`CFSD_CAFFE_SCALE`): unscaled, the softmax rows saturate and a flat grey image scores best.
     """
-    _check_pair(output, content, "content")
-    if chunk < 1:
-        raise NstError(f"cfsd chunk must be >= 1, got {chunk}")
-    feats = encoder(torch.cat([output, content]).float(), [CFSD_LAYER])[CFSD_LAYER].float()
-    b, c = output.shape[0], feats.shape[1]
-    flat = feats.flatten(2).transpose(1, 2) / c  # (2B, N, C)
-    f_out, f_con = flat[:b], flat[b:]
-    total = torch.zeros(b, dtype=torch.float64, device=feats.device)
-    for start in range(0, flat.shape[1], chunk):
-        sim_out = torch.bmm(f_out[:, start : start + chunk], f_out.transpose(1, 2))  # rows of S_output
-        sim_con = torch.bmm(f_con[:, start : start + chunk], f_con.transpose(1, 2))
-        log_p_out = torch.log_softmax(sim_out.double(), dim=-1)  # kl_div's input (log-probabilities)
-        log_p_con = torch.log_softmax(sim_con.double(), dim=-1)  # kl_div's target
-        total += (log_p_con.exp() * (log_p_con - log_p_out)).sum(dim=(1, 2))
-    return total.float()
+    return cfsd_terms(output, content, encoder, chunk)[0]
 
 
 # --------------------------------------------------------------------------------------------------- LPIPS
@@ -591,10 +616,18 @@ class Scorer:
 
     @torch.no_grad()
     def score(
-        self, output: Tensor, content: Tensor, style: Tensor, only: Collection[str] | None = None
+        self,
+        output: Tensor,
+        content: Tensor,
+        style: Tensor,
+        only: Collection[str] | None = None,
+        diagnostics: dict[str, float] | None = None,
     ) -> dict[str, float]:
         """Per-pair metrics for one triple (batch 1): ``{name: value}`` in :data:`METRICS` order; ``only``: just
-        these metrics (tuning needs two objectives, not CFSD and the rest), computed exactly as in the full set."""
+        these metrics (tuning needs two objectives, not CFSD and the rest), computed exactly as in the full set.
+        ``diagnostics``, when given, receives ``cfsd_saturated`` (the fraction of saturated softmax rows, see
+        :func:`cfsd_terms`) whenever cfsd is computed; cfsd is NaN when that fraction exceeds
+        :data:`CFSD_SATURATED_LIMIT` (its value would measure the features' scale, not the image)."""
         if output.shape[0] != 1:
             raise NstError("Scorer.score takes one triple (batch 1)")
         _check_pair(output, content, "content")
@@ -614,12 +647,18 @@ class Scorer:
             ),
             "ssim": lambda: ssim(output, content),
             "ssim_lum": lambda: ssim_lum(output, content),
-            "cfsd": lambda: cfsd(output, content, self.cfsd_encoder),
+            "cfsd": lambda: self._cfsd(output, content, diagnostics),
         }
         for name, fn in cheap.items():
             if name in wanted:
                 values[name] = fn()
         return {name: float(values[name][0]) for name in wanted}
+
+    def _cfsd(self, output: Tensor, content: Tensor, diagnostics: dict[str, float] | None) -> Tensor:
+        value, saturated = cfsd_terms(output, content, self.cfsd_encoder)
+        if diagnostics is not None:
+            diagnostics["cfsd_saturated"] = float(saturated[0])
+        return torch.where(saturated > CFSD_SATURATED_LIMIT, torch.full_like(value, math.nan), value)
 
     def _vgg_scores(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, Tensor]:
         """content_loss and every style distance (one pass of the output when the two encoders are one)."""

@@ -38,6 +38,7 @@ from evaluation.summary import NO_CLEAR_BEST, NOTHING_TO_COMPARE, RANKED, TOO_FE
 NA = "n/a"
 UNDER_TRAINED_BELOW = 0.10  # a trained method below this fraction of its reference schedule's iterations
 UNDER_TRAINED = "under-trained"
+UNDER_OPTIMISED = "under-optimised"  # an image-optimisation method (Gatys) below UNDER_TRAINED_BELOW of its iterations
 # An external converged reference (a method class with a ``pretrained`` citation, e.g. ghiasi): its authors trained it;
 # this benchmark neither trains nor tunes it. Shown as a badge, in the figures' titles and in the caveats.
 PRETRAINED = "pretrained by its authors"
@@ -49,7 +50,8 @@ STYLE_KINDS = ("gram", "meanstd")
 # and described in one place: evaluation.references).
 HOW_TO_READ = {
     "content_loss": "Mean squared difference between the VGG-19 relu4_2 activations of the output and of the content "
-    "photo (per-filter-normalised caffe weights): how far the output's mid-level features moved from the photo's. "
+    "photo (raw caffe weights, as Gatys et al. define their content loss; the style columns use the "
+    "per-filter-normalised network): how far the output's mid-level features moved from the photo's. "
     "0 for identity; blur shows what losing fine detail costs, grey and style_copy what keeping nothing of the "
     "photo costs. Any change counts, wanted (stylisation) or not, so it measures distance from the photo, not "
     "whether the scene is still recognisable.",
@@ -78,7 +80,10 @@ HOW_TO_READ = {
     "cfsd": "Content feature structural distance (StyleID): KL divergence between the relu3_1 patch "
     "self-similarity distributions of output and content photo, i.e. whether the same patches resemble each other "
     "(the spatial layout). 0 for identity; less sensitive to colour and texture than content_loss, but not blind "
-    "to them; grey and style_copy show outputs without the photo's layout.",
+    "to them; grey and style_copy show outputs without the photo's layout. StyleID computes it on torchvision's "
+    "VGG-19; on the caffe network the features are first scaled by 1/57.6 to torchvision's range (unscaled, most "
+    "softmax rows saturate and a flat grey image scores best), so caffe values are not comparable to published "
+    "ones; an image whose rows still saturate (over 1 %) is n/a.",
     "fid": "Frechet Inception Distance between the set of a method's outputs and the set of test paintings "
     "(Inception-v3 pool3 features): how close the outputs' feature distribution is to the paintings'. Strongly "
     "biased with few images: compare rows of this report only. style_copy is the low end. n/a without the "
@@ -131,13 +136,35 @@ def arrow(metric: str, scoring: Mapping[str, Any] | None = None) -> str:
 # ------------------------------------------------------------------------------------------------ tables
 
 
+# Marks on a comparison cell: the symbol and its words (the legend under the table and the cell's tooltip).
+OWN_OBJECTIVE = "own"
+BELOW_REFERENCE = "below"
+MARKS = {
+    OWN_OBJECTIVE: ("◆", "optimised by this method: not evidence"),
+    BELOW_REFERENCE: ("▼", "worse than a degraded-photo reference row"),
+}
+# Content metrics on which a method can do worse than a degraded photo (reference rows grey and blur keep none or only
+# the coarse structure of the photo): a method below them has lost more of the photo than they have.
+DEGRADED_REFERENCES = ("grey", "blur")
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: the main text (a mean) and a detail (its CI, or a raw value) shown smaller."""
+    """One table cell: the main text (a mean) and a detail (its CI, or a raw value) shown smaller; ``marks``:
+    ``{kind: why}`` for :data:`MARKS` (own objective, worse than a degraded reference)."""
 
     main: str
     detail: str = ""
     best: bool = False
+    marks: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def symbols(self) -> str:
+        return "".join(MARKS[k][0] for k in MARKS if k in self.marks)
+
+    @property
+    def tooltip(self) -> str:
+        return "; ".join(f"{MARKS[k][1]} ({self.marks[k]})" for k in MARKS if k in self.marks)
 
     @property
     def text(self) -> str:
@@ -214,29 +241,78 @@ def _stat_cell(stat: Mapping[str, Any] | None, digits: int = 4) -> Cell:
     return Cell(fmt(stat["mean"], digits), ci)
 
 
+def below_references(
+    statistics: Mapping[str, Any], columns: Sequence[str], scoring: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, str]]:
+    """``{method: {metric: why}}`` where a competing method's mean on a content metric is worse than the mean of a
+    degraded-photo reference row (:data:`DEGRADED_REFERENCES`): e.g. "worse than grey (0.31 vs 0.35)"."""
+    stats = statistics.get("methods", {})
+    out: dict[str, dict[str, str]] = {}
+    for col in columns:
+        info = (scoring or {}).get("metrics", {}).get(col) or METRICS.get(col)
+        compares = info.get("compares_to") if isinstance(info, Mapping) else getattr(info, "compares_to", None)
+        if compares != "content":
+            continue
+        up = higher_is_better(col, scoring)
+        for method in competitors(statistics):
+            mine = (stats.get(method, {}).get(col) or {}).get("mean")
+            worse = []
+            for ref in DEGRADED_REFERENCES:
+                theirs = (stats.get(ref, {}).get(col) or {}).get("mean")
+                if mine is not None and theirs is not None and (mine < theirs if up else mine > theirs):
+                    worse.append(f"worse than {ref}: {fmt(mine)} vs {fmt(theirs)}")
+            if worse:
+                out.setdefault(method, {})[col] = "; ".join(worse)
+    return out
+
+
+MARK_EXPLAINED = {
+    OWN_OBJECTIVE: "the metric shares network, layers and statistic with what this method minimises (its image "
+    "optimisation, its training loss, or the metrics its weights were tuned on), so a good score there is expected by "
+    "construction; hover a mark for the shared term (scoring.json lists them under own_objectives)",
+    BELOW_REFERENCE: "on this content metric the method is worse than a degraded photo (grey: no structure at all; "
+    "blur: coarse structure only)",
+}
+
+
+def mark_legend(rows: Sequence[TableRow]) -> list[str]:
+    """One line per mark that appears in ``rows``: "◆ optimised by this method: not evidence — <why>"."""
+    used = {k for row in rows for cell in row.cells.values() for k in cell.marks}
+    return [f"{MARKS[k][0]} {MARKS[k][1]}: {MARK_EXPLAINED[k]}." for k in MARKS if k in used]
+
+
 def comparison_rows(
     statistics: Mapping[str, Any],
     summary: Mapping[str, Any],
     columns: Sequence[str],
     badges: Mapping[str, Sequence[str]] | None = None,
+    scoring: Mapping[str, Any] | None = None,
 ) -> list[TableRow]:
     """One row per competing method then per reference row: "mean [ci_low, ci_high]" from statistics.json for the
-    per-pair metrics and costs, summary.json's single value for FID/ArtFID; the ★ from the ranking (:func:`starred`).
+    per-pair metrics and costs, summary.json's single value for FID/ArtFID; the ★ from the ranking (:func:`starred`);
+    marks for a method's own objective (scoring.json's ``own_objectives``) and for a content metric on which it is
+    worse than a degraded reference row (:func:`below_references`).
     """
     stats = statistics.get("methods", {})
     refs = set(references_of(statistics))
     best = starred(statistics)
+    own = (scoring or {}).get("own_objectives") or {}
+    below = below_references(statistics, columns, scoring)
     rows = []
     for method in row_order(statistics):
         cells = {}
         for col in columns:
+            marks = {}
+            if col in (own.get(method) or {}):
+                marks[OWN_OBJECTIVE] = own[method][col]
+            if col in (below.get(method) or {}):
+                marks[BELOW_REFERENCE] = below[method][col]
             if col in SUMMARY_COLUMNS:
-                cells[col] = Cell(fmt((summary.get(method) or {}).get(col)))
+                cells[col] = Cell(fmt((summary.get(method) or {}).get(col)), marks=marks)
                 continue
             cell = _stat_cell(stats[method].get(col), 3 if col == "seconds" else 4)
-            if best.get(col) == method and cell.main != NA:
-                cell = Cell(cell.main, cell.detail, best=True)
-            cells[col] = cell
+            is_best = best.get(col) == method and cell.main != NA
+            cells[col] = Cell(cell.main, cell.detail, best=is_best, marks=marks)
         rows.append(TableRow(method, cells, reference=method in refs, badges=list((badges or {}).get(method, ()))))
     return rows
 
@@ -416,6 +492,13 @@ class Budget:
     method: str
     text: str
     fraction: float | None
+    badge: str = UNDER_TRAINED  # the comparison table's badge when under_trained
+    verb: str = "trained"
+
+    @property
+    def title(self) -> str:
+        """The badge's tooltip: "trained 160 of 160 000 iterations ..."."""
+        return f"{self.verb} {self.text}"
 
     @property
     def under_trained(self) -> bool:
@@ -453,6 +536,26 @@ def training_budget(
     else:
         text = f"{fmt_int(total)} of {fmt_int(schedule.iterations)} iterations ({fmt_percent(fraction)}), {tail}"
     return Budget(method, text, fraction)
+
+
+def optimisation_budget(
+    method: str, effective: Mapping[str, Any] | None, reference_iterations: int, reference_init: str, source: str
+) -> Budget:
+    """An optimisation method's budget (Gatys): "30 of 1 000 iterations (3.0 %), initialised from the content photo
+    (reference: noise) — <source>", from its effective parameters against the reference optimisation's. Starting
+    from the photo instead of noise keeps the photo's structure at any iteration count, which flatters the content
+    metrics (SSIM above all) of a short run."""
+    p = effective or {}
+    iterations, init = p.get("iterations"), p.get("init", "?")
+    if iterations is None:
+        return Budget(method, f"no effective parameters for {method}; reference {fmt_int(reference_iterations)}", None)
+    fraction = int(iterations) / reference_iterations
+    start = {"content": "the content photo", "style": "the painting", "noise": "noise"}.get(str(init), str(init))
+    text = (
+        f"{fmt_int(int(iterations))} of {fmt_int(reference_iterations)} iterations ({fmt_percent(fraction)}), "
+        f"initialised from {start} (reference: {reference_init}) — {source}"
+    )
+    return Budget(method, text, fraction, badge=UNDER_OPTIMISED, verb="optimised")
 
 
 def pretrained_text(method: str, citation: str) -> str:
@@ -849,12 +952,23 @@ def scorer_lines(scoring: Mapping[str, Any]) -> list[tuple[str, str]]:
     """What the scorer ran with (scoring.json): encoders with their sha256, LPIPS and FID availability. Text between
     backticks is code."""
     scorer = scoring.get("scorer") or {}
+    cfsd_info = scoring.get("cfsd") or {}
+    scale = cfsd_info.get("feature_scale")
+    cfsd_scale = "" if scale in (None, 1.0) else f", features x {float(scale):.4g} (caffe -> torchvision range)"
     return [
         (
-            "style / content encoder",
+            "style encoder (style distances)",
             f"`{scorer.get('style_encoder', '?')}`, sha256 `{scorer.get('encoder_sha256', '?')}`",
         ),
-        ("CFSD encoder", f"`{scorer.get('cfsd_encoder', '?')}`, sha256 `{scorer.get('cfsd_encoder_sha256', '?')}`"),
+        (
+            "content encoder (content_loss)",
+            f"`{scorer.get('content_encoder', scorer.get('style_encoder', '?'))}`, sha256 "
+            f"`{scorer.get('content_encoder_sha256', scorer.get('encoder_sha256', '?'))}`",
+        ),
+        (
+            "CFSD encoder",
+            f"`{scorer.get('cfsd_encoder', '?')}`, sha256 `{scorer.get('cfsd_encoder_sha256', '?')}`{cfsd_scale}",
+        ),
         ("LPIPS", scoring.get("lpips", "?")),
         ("FID / ArtFID", scoring.get("fid", "?")),
     ]
@@ -908,10 +1022,42 @@ def caveats(
         "CPU is the process's resident set size, on CUDA the allocator's peak."
     )
     notes.append(
-        "content_loss is on the scale of the scorer's per-filter-normalised caffe VGG-19 and the style "
-        "distances are relative (0 to 1) on it: compare them between rows of this report, not with numbers "
+        "content_loss is on the scale of the scorer's raw caffe VGG-19 and the style distances are relative "
+        "(0 to 1) on its per-filter-normalised version: compare them between rows of this report, not with numbers "
         "from papers."
     )
+    boost = (scoring.get("scorer") or {}).get("style_filter_boost") or {}
+    if boost:
+        layer = max(boost, key=lambda k: boost[k])
+        notes.append(
+            f"The style distances run on a network whose filters are rescaled to mean activation 1 on a small image "
+            f"set (methods/vgg19_caffe_per_filter.json): a filter nearly silent on those images is boosted up to "
+            f"{boost[layer]:.0f}x the layer's median filter (at {layer}), so a few filters can dominate a style "
+            "distance. Read the per-layer tables before concluding from an aggregate."
+        )
+    cfsd_info = scoring.get("cfsd") or {}
+    scale = cfsd_info.get("feature_scale")
+    if scale is not None and float(scale) != 1.0:
+        n_a = cfsd_info.get("n_a") or []
+        notes.append(
+            f"cfsd ran on the caffe VGG-19 with its features scaled by {float(scale):.4g} (1/{1 / float(scale):.1f}) "
+            "to torchvision's range; StyleID's published values use torchvision's VGG-19, so compare cfsd between "
+            f"rows of this report only. Largest saturated-row fraction: "
+            f"{fmt_percent(float(cfsd_info.get('max_saturated_fraction') or 0.0))}"
+            + (f"; {len(n_a)} image(s) n/a (over 1 % of rows saturated)." if n_a else ".")
+        )
+    own = scoring.get("own_objectives") or {}
+    if own:
+        notes.append(
+            "Cells marked ◆ are scores on the method's own objective (see the legend under the comparison): "
+            + "; ".join(
+                f"{m}: {', '.join(f'`{k}`' for k in cells if '_relu' not in k)}"
+                for m, cells in own.items()
+                if any("_relu" not in k for k in cells)
+            )
+            + " (and the per-layer columns of the shared layers). They show the method did what it was built to do, "
+            "not that it stylizes better."
+        )
     return notes
 
 
@@ -976,6 +1122,7 @@ class ReportView:
     setup: list[tuple[str, str]]  # (name, text with `code` spans)
     read: list[ReadItem]
     caveats: list[str]  # texts with `code` spans
+    legend: list[str] = field(default_factory=list)  # the marks used in the comparison table (:func:`mark_legend`)
     subtitle: str = SUBTITLE
     title: str = TITLE
 

@@ -27,10 +27,7 @@ from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
 from methods.precision import Precision
-from methods.schemas.adain import MODEL_FILE, AdaINParams
-
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # paper sec. 6
-CONTENT_LAYER = "relu4_1"  # paper sec. 5: AdaIN at relu4_1
+from methods.schemas.adain import CONTENT_LAYER, MODEL_FILE, STYLE_LAYERS, AdaINParams
 
 
 def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:

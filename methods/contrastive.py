@@ -46,9 +46,8 @@ from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
 from methods.precision import Precision
-from methods.schemas.contrastive import MODEL_FILE, ContrastiveParams
+from methods.schemas.contrastive import CONTENT_LAYERS, LAYERS, MODEL_FILE, ContrastiveParams
 
-LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encode_with_intermediate
 STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
 CONTENT_EMBED_LAYER = "relu4_1"  # net.py: content_feature_contrastive(g_t_feats[3])
 
@@ -347,8 +346,7 @@ class Contrastive(nn.Module):
 
         p = self.params
         loss_c = sum(
-            content_loss(mean_variance_norm(g_feats[n]), mean_variance_norm(pair_c[n].float()))
-            for n in ("relu4_1", "relu5_1")
+            content_loss(mean_variance_norm(g_feats[n]), mean_variance_norm(pair_c[n].float())) for n in CONTENT_LAYERS
         ).mean()
         loss_s = mean_std_loss(g_feats, {n: f.float() for n, f in pair_s.items()}).mean()
         id_pixel = 2 * mse_per_item(identity.float(), inputs.float()).mean()

@@ -207,6 +207,14 @@ class VGGEncoder(nn.Module):
         self.normalisation: Normalisation = "none" if scales is None else "per_filter"
         self.scales_sha256: str | None = None if scales is None else scales.sha256
         self.dead_filters: dict[str, list[int]] = {} if scales is None else {k: list(v) for k, v in scales.dead.items()}
+        # How much the normalisation boosts a layer's most-boosted filter against the layer's typical one: the median
+        # of the live filters' mean activations over the smallest (a filter nearly silent on the scale images gets
+        # a large 1/s). Large values mean a few filters can dominate a Gram or mean/std distance on this network.
+        self.filter_boost: dict[str, float] = {}
+        for name, values in ({} if scales is None else scales.scales).items():
+            live = [float(v) for i, v in enumerate(values) if i not in set(scales.dead.get(name, ()))]  # type: ignore[union-attr]
+            if live:
+                self.filter_boost[name] = float(torch.tensor(live).median()) / min(live)
         if scales is None:
             self.weights_source, self.weights_sha256 = weights_source, weights_sha256
         else:

@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from methods.errors import NstError
+from methods.objectives import Objective
 
 
 class ParamsError(NstError):
@@ -41,6 +42,10 @@ class MethodParams(BaseModel):
         """A validated copy with ``changes`` (nested sections replaced whole); bad keys or values raise ParamsError."""
         where = next((n for n, spec in _REGISTRY.items() if spec.params is type(self)), type(self).__name__)
         return parse_params(type(self), {**self.model_dump(), **changes}, where=where)
+
+    def objectives(self) -> tuple[Objective, ...]:
+        """The loss terms this method minimises (methods/objectives.py), derived from these params; () for none."""
+        return ()
 
 
 def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str) -> list[str]:

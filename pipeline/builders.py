@@ -7,6 +7,7 @@ in pipeline/scoring.py, so that a method's stages do not depend on the evaluatio
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.pretrained import PretrainedError
+from methods.pretrained import read as read_pretrained
 from methods.registry import Method, build_method, get_spec, trained_methods
 from methods.schemas.train import TrainParams
 from methods.utils import sha256_file
@@ -33,6 +35,38 @@ def method_provenance(name: str) -> dict[str, str]:
     """What a pretrained method runs besides its code and params (package version, weight files' sha256); else {}."""
     provenance = getattr(get_spec(name).load_class(), "provenance", None)
     return dict(provenance()) if provenance is not None else {}
+
+
+def trained_model_note(name: str, model: Path | None) -> str | None:
+    """One line on what a trained method's model has seen, for ``nst stylize`` (None for other methods): the
+    images and iterations it was trained on, from its training record (``train_metrics.json``, and the pretrained
+    file it was warm-started from) or a pretrained file's card, and where a converged network is instead."""
+    spec = get_spec(name)
+    if not spec.trains or model is None:
+        return None
+    card: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    try:
+        if model.is_dir() and (model / "train_metrics.json").is_file():
+            record = json.loads((model / "train_metrics.json").read_text(encoding="utf-8"))
+            init = record.get("init_from")
+            if init and Path(init).is_file():
+                card = dict(read_pretrained(Path(init)).get("card", {}))
+        elif model.is_file():
+            card = dict(read_pretrained(model).get("card", {}))
+    except (OSError, ValueError, NstError) as exc:
+        log.debug("no training record for %s: %s", model, exc)
+    data = card.get("data") or {}
+    contents, styles = len(data.get("content") or []), len(data.get("style") or [])
+    iterations = record.get("total_iterations") or card.get("iterations")
+    reference = spec.reference_schedule.iterations if spec.reference_schedule is not None else None
+    seen = f"{contents + styles} images ({contents} photos, {styles} paintings)" if contents or styles else "few images"
+    budget = f" for {iterations:,} of the reference's {reference:,} iterations" if iterations and reference else ""
+    return (
+        f"{name}: this model was trained by nst-bench on {seen}{budget}; on unseen photos and paintings expect a "
+        "washed-out or one-palette result. For a converged arbitrary-style network use --method ghiasi "
+        "(Ghiasi et al. 2017, pretrained by its authors)."
+    )
 
 
 def model_fingerprint(model: Path | None) -> str | None:

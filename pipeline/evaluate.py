@@ -25,7 +25,7 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,23 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from evaluation.metrics import (
+    CFSD_SATURATED_LIMIT,
+    CFSD_SATURATED_MAX,
     METRICS,
+    STYLE_LAYERS,
     SUMMARY_METRICS,
     Scorer,
     artfid_score,
+    cfsd_feature_scale,
     fid_from_features,
     image_features,
     load_inception,
 )
+from evaluation.objectives import own_objectives
 from evaluation.references import REFERENCE_ROWS, reference_outputs
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
 from methods.errors import NstError
+from methods.registry import list_methods, tuned_methods
 from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.io import list_images, read_csv, read_image, write_csv, write_text_atomic
@@ -71,9 +77,16 @@ def find_methods(outputs: Path) -> list[str]:
 
 
 def score_all(
-    scorer: Scorer, methods: list[str], outputs: Path, content_dir: Path, style_dir: Path, device: Any
+    scorer: Scorer,
+    methods: list[str],
+    outputs: Path,
+    content_dir: Path,
+    style_dir: Path,
+    device: Any,
+    saturation: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Score every method's grid plus the reference rows; raises EvaluateError naming the first bad file."""
+    """Score every method's grid plus the reference rows; raises EvaluateError naming the first bad file.
+    ``saturation``, when given, receives CFSD's saturated-row fraction per ``<method>/<content>__<style>.png``."""
     contents, styles = list_images(content_dir), list_images(style_dir)
     if not contents or not styles:
         raise EvaluateError(f"{content_dir} / {style_dir}: no test images")
@@ -110,12 +123,16 @@ def score_all(
             candidates.update(reference_outputs(content, style))
             for method, output in candidates.items():
                 timing = timings.get(method, {}).get(name, {})
+                found: dict[str, float] = {}
+                scores = scorer.score(output, content, style, diagnostics=found)
+                if saturation is not None and "cfsd_saturated" in found:
+                    saturation[f"{method}/{name}"] = found["cfsd_saturated"]
                 rows.append(
                     {
                         "method": method,
                         "content": c.name,
                         "style": s.name,
-                        **scorer.score(output, content, style),
+                        **scores,
                         "seconds": timing.get("seconds", ""),
                         "peak_mem_mb": timing.get("peak_mem_mb", ""),
                     }
@@ -183,7 +200,8 @@ def run(
     if scorer is None:
         scorer, notes = build_scorer(params)
     device = pick_device(params.base.device, params.base.tf32)
-    per_pair = score_all(scorer, methods, outputs, content_dir, style_dir, device)
+    saturation: dict[str, float] = {}
+    per_pair = score_all(scorer, methods, outputs, content_dir, style_dir, device, saturation)
     for col in ("seconds", "peak_mem_mb"):
         per_pair[col] = pd.to_numeric(per_pair[col], errors="coerce")
     cfg = params.evaluate
@@ -234,9 +252,17 @@ def run(
             "content_encoder_sha256": scorer.content_encoder.weights_sha256,
             "cfsd_encoder": scorer.cfsd_encoder.weights_source,
             "cfsd_encoder_sha256": scorer.cfsd_encoder.weights_sha256,
+            # per style layer: the per-filter normalisation's largest boost against the layer's median filter
+            "style_filter_boost": {
+                layer: round(scorer.style_encoder.filter_boost[layer.replace("relu", "conv")], 1)
+                for layer in STYLE_LAYERS
+                if layer.replace("relu", "conv") in getattr(scorer.style_encoder, "filter_boost", {})
+            },
         },
         "lpips": "available" if scorer.lpips_model is not None else f"n/a: {notes.get('lpips', 'no LPIPS model')}",
         "fid": fid_note,
+        "cfsd": cfsd_record(scorer, saturation),
+        "own_objectives": method_objectives(params, methods),
     }
     write_csv(per_pair.to_dict("records"), PAIR_FIELDS, out_dir / "per_pair.csv")
     paired_rows = [
@@ -247,6 +273,29 @@ def run(
     write_text_atomic(out_dir / "statistics.json", json.dumps(statistics, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return {**statistics, "summary": summary, "scoring": scoring}
+
+
+def method_objectives(params: Params, methods: list[str]) -> dict[str, dict[str, str]]:
+    """Per scored method, the metrics that are its own objective (evaluation/objectives.py), from its params in
+    ``methods.<m>``, ``encoder.weights`` and, for a tuned method whose tuned weights are used, ``tune.objectives``."""
+    known = [m for m in methods if m in list_methods()]
+    terms = {m: getattr(params.methods, m).objectives() for m in known}
+    tuned = {m: params.tune.objectives for m in known if params.tune.use_tuned and m in tuned_methods()}
+    return own_objectives(terms, tuned, method_vgg_weights=params.encoder.weights)
+
+
+def cfsd_record(scorer: Scorer, saturation: Mapping[str, float]) -> dict[str, Any]:
+    """scoring.json's CFSD entry: the feature scale used, the saturated-row fraction per image, and the images whose
+    CFSD is n/a because more than :data:`CFSD_SATURATED_LIMIT` of their rows saturate (issue 26)."""
+    over = sorted(k for k, v in saturation.items() if v > CFSD_SATURATED_LIMIT)
+    return {
+        "feature_scale": cfsd_feature_scale(scorer.cfsd_encoder),
+        "saturated_row_max": CFSD_SATURATED_MAX,
+        "saturated_fraction_limit": CFSD_SATURATED_LIMIT,
+        "max_saturated_fraction": max(saturation.values(), default=None),
+        "n_a": over,
+        "saturated_fraction": {k: round(v, 6) for k, v in sorted(saturation.items())},
+    }
 
 
 def _finite(x: float) -> float | None:

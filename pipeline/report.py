@@ -32,7 +32,7 @@ from evaluation import report as rep
 from evaluation.metrics import METRICS
 from methods.errors import NstError
 from methods.image import resize_to_edge
-from methods.registry import get_spec
+from methods.registry import get_spec, list_methods
 from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.io import atomic_dir, list_images, read_image, write_text_atomic
@@ -248,6 +248,10 @@ def load_inputs(
     )
 
 
+# Where an optimisation method's reference budget (its params class's defaults of iterations and init) comes from.
+OPTIMISATION_REFERENCE = {"gatys": "jcjohnson/neural-style -num_iterations 1000 -init random; Gatys et al. 2016 sec. 3"}
+
+
 def _budgets(inputs: Inputs) -> dict[str, rep.Budget]:
     """Each trained method's training budget against its reference schedule; a pretrained method says so."""
     out = {}
@@ -258,6 +262,16 @@ def _budgets(inputs: Inputs) -> dict[str, rep.Budget]:
         elif method in inputs.training:
             record = inputs.training[method]
             out[method] = rep.training_budget(method, record.schedule, record.metrics, record.train)
+        elif method in list_methods() and {"iterations", "init"} <= set(get_spec(method).params.model_fields):
+            # an image-optimisation method (Gatys): its params class's defaults are the reference optimisation
+            fields = get_spec(method).params.model_fields
+            out[method] = rep.optimisation_budget(
+                method,
+                ((inputs.effective.get(method) or {}).get("methods") or {}).get(method),
+                int(fields["iterations"].default),
+                str(fields["init"].default),
+                OPTIMISATION_REFERENCE.get(method, f"methods.{method} defaults"),
+            )
     return out
 
 
@@ -291,18 +305,20 @@ def compute_tables(params: Params, inputs: Inputs, created: str, git_sha: str) -
     tuned_weights = {m: (inputs.best[m].get("weights") or {}) for m in inputs.methods if m in inputs.best}
     params_rows = rep.params_rows(inputs.effective, tuned_weights)
     budgets = _budgets(inputs)
-    badges = {m: [rep.UNDER_TRAINED] for m, b in budgets.items() if b.under_trained}
-    badge_titles = {m: {rep.UNDER_TRAINED: f"trained {b.text}"} for m, b in budgets.items() if b.under_trained}
+    badges = {m: [b.badge] for m, b in budgets.items() if b.under_trained}
+    badge_titles = {m: {b.badge: b.title} for m, b in budgets.items() if b.under_trained}
     for m, citation in inputs.pretrained.items():
         badges.setdefault(m, []).append(rep.PRETRAINED)
         badge_titles.setdefault(m, {})[rep.PRETRAINED] = citation
     paired = rep.paired_rows(inputs.paired, inputs.headline, inputs.methods, scoring)
+    rows = rep.comparison_rows(statistics, inputs.summary, inputs.columns, badges, scoring)
     return rep.ReportView(
         created=created,
         ci_level=statistics.get("ci_level") or 0.95,
         pairs=statistics.get("pairs"),
         references=rep.references_of(statistics),
-        rows=rep.comparison_rows(statistics, inputs.summary, inputs.columns, badges),
+        rows=rows,
+        legend=rep.mark_legend(rows),
         titles=rep.column_titles(inputs.columns, scoring),
         notes=rep.ranking_notes(statistics, inputs.columns),
         badge_titles=badge_titles,

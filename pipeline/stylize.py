@@ -27,7 +27,13 @@ from methods.precision import runtime_label
 from methods.registry import Method, ParamsError, build_method, get_spec, list_methods
 from methods.utils import code_fingerprint, sha256_file
 from pipeline import tracking
-from pipeline.builders import method_encoder, method_from_params, method_provenance, model_fingerprint
+from pipeline.builders import (
+    method_encoder,
+    method_from_params,
+    method_provenance,
+    model_fingerprint,
+    trained_model_note,
+)
 from pipeline.config import ConfigError, Params, dump_params, load_params, method_stage_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device, tf32_label
@@ -353,6 +359,9 @@ def main_one(args: argparse.Namespace) -> int:
         device = pick_device(params.base.device, params.base.tf32)
         encoder = method_encoder(params, args.method)
         method = method_from_params(params, args.method, encoder, args.model)
+    note = trained_model_note(args.method, args.model)
+    if note is not None:
+        log.warning(note)
     _, _, output, seconds, peak, history = stylize_pair(method, args.content, args.style, device)
     write_image(output, args.out)
     final = history[-1] if history else {}

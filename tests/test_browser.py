@@ -251,6 +251,21 @@ def test_report_renders_with_table_and_images(pipeline_run, browser):
     badge = rows.nth(0).locator("span.badge")
     assert badge.is_visible()
     assert badge.inner_text() == "under-trained"
+    # Gatys's budget: its iterations against neural-style's 1,000 and its initialisation, a badge in the table
+    gatys_budget = page.locator("#what-ran ul.budget li", has_text="gatys").inner_text()
+    assert "of 1 000 iterations (" in gatys_budget
+    assert "(reference: noise)" in gatys_budget
+    assert rows.nth(1).locator("span.badge").inner_text() == "under-optimised"
+    # own objectives: Gatys's content_loss and style_gram cells carry the mark, whose tooltip says why
+    headers = [h.strip() for h in page.locator("table.comparison thead th").all_inner_texts()]
+    col = {h.split()[0]: i for i, h in enumerate(headers)}
+    for metric in ("content_loss", "style_gram"):
+        mark = rows.nth(1).locator("td").nth(col[metric] - 1).locator("span.mark")
+        assert mark.is_visible()
+        assert "◆" in mark.inner_text()
+        assert "optimised by this method: not evidence" in mark.get_attribute("title")
+    assert rows.nth(0).locator("td").nth(col["style_meanstd"] - 1).locator("span.mark").count() == 1  # adain
+    assert "◆ optimised by this method: not evidence" in page.locator("#comparison").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     page.close()

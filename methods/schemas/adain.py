@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from methods.objectives import MEANSTD, VGG19, Objective
 from methods.registry import MethodParams, MethodSpec, ReferenceSchedule, register
 from methods.schemas.common import EncoderNormalise, Fraction, Seed, Setting, Weight
 from methods.schemas.train import TrainParams
 
 MODEL_FILE = "decoder.pt"
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # paper sec. 6
+CONTENT_LAYER = "relu4_1"  # paper sec. 5: AdaIN at relu4_1
 
 
 class AdaINParams(MethodParams):
@@ -25,6 +28,14 @@ class AdaINParams(MethodParams):
     amp: Setting = False  # inference precision (methods/precision.py); the reference runs float32
     channels_last: Setting = False
     train: TrainParams = Field(default_factory=TrainParams)  # pytorch-AdaIN train.py's schedule
+
+    def objectives(self) -> tuple[Objective, ...]:
+        """Paper eq. 11-12: content MSE to the AdaIN target at relu4_1 (no metric compares with that target), mean/std
+        style loss on relu1_1..relu4_1."""
+        return (
+            Objective("feature_mse_adain_target", (CONTENT_LAYER,), VGG19, "trained", "content"),
+            Objective(MEANSTD, STYLE_LAYERS, VGG19, "trained", "style"),
+        )
 
 
 SPEC = register(

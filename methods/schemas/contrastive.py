@@ -9,11 +9,14 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from methods.objectives import MEANSTD, VGG19, Objective
 from methods.registry import MethodParams, MethodSpec, ReferenceSchedule, register
 from methods.schemas.common import EncoderNormalise, Fraction, Seed, Setting, Weight
 from methods.schemas.train import TrainParams
 
 MODEL_FILE = "generator.pt"
+LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # net.py encode_with_intermediate
+CONTENT_LAYERS = ("relu4_1", "relu5_1")  # net.py: loss_c on normalised relu4_1 and relu5_1 features (paper eq. 9)
 
 
 class ContrastiveParams(MethodParams):
@@ -49,6 +52,15 @@ class ContrastiveParams(MethodParams):
         if self.train.crop < 32:
             raise ValueError(f"train.crop ({self.train.crop}) must be >= 32 px (the discriminator's smallest input)")
         return self
+
+    def objectives(self) -> tuple[Objective, ...]:
+        """Paper eq. 9's content term (MSE of mean/variance-normalised relu4_1 and relu5_1 features: no metric
+        normalises so) and its mean/std style term on relu1_1..relu5_1; identity, contrastive and GAN terms compare
+        other images or learned heads, which no metric shares."""
+        return (
+            Objective("feature_mse_normalised", CONTENT_LAYERS, VGG19, "trained", "content"),
+            Objective(MEANSTD, LAYERS, VGG19, "trained", "style"),
+        )
 
 
 SPEC = register(

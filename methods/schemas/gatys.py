@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from methods.objectives import FEATURE_MSE, GRAM, VGG19, Objective
 from methods.registry import MethodParams, MethodSpec, register
 from methods.schemas.common import EncoderNormalise, Layers, Seed, Setting, Weight
 
@@ -45,6 +46,13 @@ class GatysParams(MethodParams):
         if self.lr is not None:
             return self.lr
         return 1.0 if self.optimizer == "lbfgs" else 10.0 / 255.0
+
+    def objectives(self) -> tuple[Objective, ...]:
+        """Gatys et al. 2016 eq. 7: content MSE on ``content_layers``, Gram style loss on ``style_layers``."""
+        return (
+            Objective(FEATURE_MSE, self.content_layers, VGG19, "optimised", "content"),
+            Objective(GRAM, self.style_layers, VGG19, "optimised", "style"),
+        )
 
 
 SPEC = register(MethodSpec(name="gatys", params=GatysParams, implementation="methods.gatys:Gatys", tuned=True))

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from methods.objectives import GHIASI_STYLE_PREDICTOR, STYLE_EMBEDDING, STYLE_VECTOR, Objective
 from methods.registry import MethodParams, MethodSpec, register
 from methods.schemas.common import Fraction
 
@@ -26,6 +27,11 @@ class GhiasiParams(MethodParams):
     preserve_color: bool = False
     # onnxruntime intra-op threads; 0 = onnxruntime's default (core.py StyleTransfer(threads=None)).
     threads: Annotated[int, Field(ge=0, le=1024)] = 0
+
+    def objectives(self) -> tuple[Objective, ...]:
+        """Not trained here, but it stylizes from its style predictor's vector of the painting: a metric on that
+        network's embedding is not independent of it."""
+        return (Objective(STYLE_EMBEDDING, (STYLE_VECTOR,), GHIASI_STYLE_PREDICTOR, "uses", "style-prediction"),)
 
 
 SPEC = register(

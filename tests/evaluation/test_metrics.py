@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from unittest import mock
 
 import lpips
@@ -317,14 +318,78 @@ def test_cfsd_zero_for_identical_direction_and_structure(cfsd_encoder, encoder):
     x, noise = rand(1, 3, 40, 48, seed=7), rand(1, 3, 40, 48, seed=8)
     assert metrics.cfsd(x, x, cfsd_encoder).item() == pytest.approx(0.0, abs=1e-7)
     assert metrics.cfsd(noise, x, cfsd_encoder).item() > 1e-6
-    # KL(content || output), not the reverse: visible where the rows are peaked (caffe input scale, 0..255)
+    # KL(content || output), not the reverse: visible where the rows are peaked (unscaled caffe features, input
+    # 0..255); on a caffe encoder cfsd first brings the features to torchvision's range (x CFSD_CAFFE_SCALE)
     small, other = rand(1, 3, 16, 16, seed=7), rand(1, 3, 16, 16, seed=8)
     fo, fc = (encoder(t, ["relu3_1"])["relu3_1"] for t in (other, small))
     forward, reverse = naive_cfsd(np64(fo[0]), np64(fc[0])), naive_cfsd(np64(fc[0]), np64(fo[0]))
     assert forward != pytest.approx(reverse, rel=0.05)
-    assert metrics.cfsd(other, small, encoder).item() == pytest.approx(forward, rel=1e-4)
+    with mock.patch.object(metrics, "CFSD_CAFFE_SCALE", 1.0):
+        assert metrics.cfsd(other, small, encoder).item() == pytest.approx(forward, rel=1e-4)
+    scaled = naive_cfsd(np64(fo[0] * metrics.CFSD_CAFFE_SCALE), np64(fc[0] * metrics.CFSD_CAFFE_SCALE))
+    assert metrics.cfsd(other, small, encoder).item() == pytest.approx(scaled, rel=1e-4)
     # a structure-preserving change (slight darkening) scores lower than unrelated noise
     assert metrics.cfsd((x * 0.9).clamp(0, 1), x, cfsd_encoder) < metrics.cfsd(noise, x, cfsd_encoder)
+
+
+def test_cfsd_caffe_scale_is_255_times_the_imagenet_std():
+    from methods.encoder import IMAGENET_STD
+
+    # derivation in evaluation/metric_info.py: caffe input = 255 * sigma * torchvision input, sigma averaged
+    assert pytest.approx(1 / (255 * float(np.mean(IMAGENET_STD))), rel=1e-12) == metrics.CFSD_CAFFE_SCALE
+    assert pytest.approx(57.63, abs=0.01) == 1 / metrics.CFSD_CAFFE_SCALE
+    assert metrics.cfsd_feature_scale(random_encoder(seed=0)) == metrics.CFSD_CAFFE_SCALE
+    assert metrics.cfsd_feature_scale(random_encoder(seed=0, preprocessing="torchvision")) == 1.0
+
+
+def _naive_saturated(fo: np.ndarray, fc: np.ndarray, scale: float) -> float:
+    """Fraction of softmax rows (output's and content's) whose maximum exceeds 0.99, row by row in float64."""
+    count, total = 0, 0
+    for f in (fo, fc):
+        x = f.reshape(f.shape[0], -1).T * scale / f.shape[0]  # (N, C), / C as StyleID
+        for row in x @ x.T:
+            p = np.exp(row - row.max())
+            count += int(p.max() / p.sum() > 0.99)
+            total += 1
+    return count / total
+
+
+def test_cfsd_saturated_fraction_matches_a_row_loop_and_saturated_images_are_nan(cfsd_encoder):
+    out, con = rand(1, 3, 24, 20, seed=3), rand(1, 3, 24, 20, seed=4)
+    loud = random_encoder(seed=1, preprocessing="torchvision", last_layer="relu3_1")
+    with torch.no_grad():
+        loud.layers["conv1_1"].weight.mul_(300.0)  # features ~300x larger: the softmax rows become one-hot
+    for enc, expect_nan in ((cfsd_encoder, False), (loud, True)):
+        value, saturated = metrics.cfsd_terms(out, con, enc)
+        fo, fc = (np64(enc(t, ["relu3_1"])["relu3_1"][0]) for t in (out, con))
+        assert saturated.item() == pytest.approx(_naive_saturated(fo, fc, metrics.cfsd_feature_scale(enc)), abs=1e-6)
+        scorer = metrics.Scorer(random_encoder(seed=0), random_encoder(seed=0), enc, lpips_model=None)
+        found: dict[str, float] = {}
+        score = scorer.score(out, con, rand(1, 3, 16, 16, seed=5), only=["cfsd"], diagnostics=found)
+        assert found["cfsd_saturated"] == pytest.approx(saturated.item())
+        assert (saturated.item() > metrics.CFSD_SATURATED_LIMIT) == expect_nan
+        assert math.isnan(score["cfsd"]) == expect_nan
+        if not expect_nan:
+            assert score["cfsd"] == pytest.approx(value.item())
+
+
+@pytest.mark.slow
+def test_cfsd_on_the_caffe_network_does_not_saturate_on_a_sample_photo_and_grey_is_worse_than_blur():
+    """Issue 26: unscaled caffe features saturate most rows of a photo and then a flat grey image scores best."""
+    from evaluation.references import reference_outputs
+    from methods.encoder import load_encoder
+    from pipeline.io import read_image
+
+    enc = load_encoder("caffe", last_layer="relu3_1")
+    photo = read_image(Path(__file__).parents[2] / "data" / "sample" / "content" / "building.jpg")
+    photo = F.interpolate(photo, size=(144, 192), mode="area")  # the sample's working size (long side 192)
+    refs = reference_outputs(photo, photo)
+    _, saturated = metrics.cfsd_terms(refs["blur"], photo, enc)
+    assert saturated.item() < metrics.CFSD_SATURATED_LIMIT
+    with mock.patch.object(metrics, "CFSD_CAFFE_SCALE", 1.0):  # the old, unscaled similarity
+        _, raw = metrics.cfsd_terms(refs["blur"], photo, enc)
+    assert raw.item() > 0.5
+    assert metrics.cfsd(refs["grey"], photo, enc).item() > metrics.cfsd(refs["blur"], photo, enc).item()
 
 
 # ------------------------------------------------------------------------------------------------ FID

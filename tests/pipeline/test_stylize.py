@@ -335,3 +335,25 @@ def test_one_off_bad_override_names_the_key(tmp_path, grid, repo_root, capsys):
 def test_override_is_validated_strictly(params):
     with pytest.raises(Exception, match=r"methods\.gatys\.style_layers"):
         tuned.override_method(params, "gatys", {"style_layers": ["relu9_9"]})
+
+
+def test_a_shipped_model_says_what_it_was_trained_on(repo_root, tmp_path):
+    """`nst stylize --model` with a trained method: one line on the images and iterations its model has seen,
+    read from the training record and the pretrained file's card (issue 26), and where the converged network is."""
+    from pipeline.builders import trained_model_note
+
+    shipped = repo_root / "models" / "pretrained" / "adain.pt"
+    note = trained_model_note("adain", shipped)
+    assert note is not None
+    assert "7 images (4 photos, 3 paintings)" in note
+    assert "for 4,000 of the reference's 160,000 iterations" in note
+    assert "--method ghiasi" in note
+    # a fine-tuned model folder: its own iterations plus the pretrained ones, the data from the card it started from
+    folder = tmp_path / "adain"
+    folder.mkdir()
+    record = {"iterations": 160, "total_iterations": 4160, "init_from": str(shipped)}
+    (folder / "train_metrics.json").write_text(json.dumps(record))
+    assert "7 images" in trained_model_note("adain", folder)
+    assert "4,160 of the reference's 160,000" in trained_model_note("adain", folder)
+    assert trained_model_note("gatys", shipped) is None  # not a trained method
+    assert trained_model_note("adain", None) is None
