@@ -492,7 +492,7 @@ def test_registries_declare_direction_network_and_normalisation():
     expected = ["content_loss"]
     for kind in ("gram", "meanstd"):
         expected += [f"style_{kind}_{layer}" for layer in metrics.STYLE_LAYERS] + [f"style_{kind}"]
-    expected += ["color_hist", "lpips", "ssim", "ssim_lum", "cfsd"]
+    expected += ["style_embed", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd"]
     assert list(metrics.METRICS) == expected
     assert list(metrics.SUMMARY_METRICS) == ["fid", "artfid"]
     assert "style_loss" not in metrics.METRICS
