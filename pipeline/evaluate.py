@@ -62,7 +62,17 @@ log = logging.getLogger(__name__)
 PAIR_FIELDS = ("method", "content", "style", *METRICS, "seconds", "peak_mem_mb")
 # One number per method in the DVC metrics file (dvc metrics show / diff fit a screen); everything else in
 # statistics.json and per_pair.csv.
-HEADLINE = ("content_loss", "style_gram", "style_meanstd", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd")
+HEADLINE = (
+    "content_loss",
+    "style_gram",
+    "style_meanstd",
+    "style_embed",
+    "color_hist",
+    "lpips",
+    "ssim",
+    "ssim_lum",
+    "cfsd",
+)
 
 
 class EvaluateError(NstError):
