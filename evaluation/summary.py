@@ -15,6 +15,13 @@ Missing cells (NaN scores) are left out: a replicate averages over the finite ce
 content or style without any finite cell is dropped before resampling, and a replicate with no finite cell at all
 is left out of the percentiles.
 
+Marks ("≠ 0" in the paired table, ★ in the comparison table) are tests, not intervals: a two-sided p-value per
+method pair from the same two-way bootstrap replicates (:func:`bootstrap_p_value`), Holm-adjusted over the method
+pairs of each metric (:func:`holm`; Holm, "A simple sequentially rejective multiple test procedure", Scand. J.
+Statist. 6:65-70, 1979), and only where the pair shares at least ``min_contents`` distinct contents and
+``min_styles`` distinct styles. Counting cells is not enough: 1 content x 8 styles has 8 cells but says nothing about
+other photos. tests/evaluation/test_null_simulation.py measures the rule's false-mark rate under no true difference.
+
 Pure functions over a DataFrame ``per_pair`` with columns ``method``, ``content``, ``style`` and one column per
 metric (pipeline/evaluate.py writes it); no IO.
 """
@@ -32,7 +39,12 @@ import pandas as pd
 from evaluation.references import REFERENCE_ROWS
 
 CONTENT, STYLE = "content", "style"
-MIN_PAIRS = 8
+# The smallest grid on which a ★ or a "≠ 0" may be shown: this project's rule (issue 26), not a published threshold.
+# Justified by our null simulation (tests/evaluation/test_null_simulation.py, bench/null_simulation.py): with 4
+# methods and no true difference, smaller grids (1 x 8, 2 x 4) gave false marks far above 5 % under the old rule,
+# while 5 x 5 with the Holm-corrected test stays at most 5 %.
+MIN_CONTENTS = 5
+MIN_STYLES = 5
 # Calibration rows (evaluation.references): never competitors, never starred.
 REFERENCE_METHODS = REFERENCE_ROWS
 RANKED, NO_CLEAR_BEST, TOO_FEW, NOTHING_TO_COMPARE = (
@@ -41,7 +53,21 @@ RANKED, NO_CLEAR_BEST, TOO_FEW, NOTHING_TO_COMPARE = (
     "too few pairs to rank",
     "nothing to compare",
 )
-DIFF_COLUMNS = ("metric", "method_a", "method_b", "mean_diff", "ci_low", "ci_high", "n", "excludes_zero")
+DIFF_COLUMNS = (
+    "metric",
+    "method_a",
+    "method_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n",
+    "contents",
+    "styles",
+    "excludes_zero",
+    "p_value",
+    "p_holm",
+    "significant",
+)
 
 Summary = dict[str, dict[str, dict[str, float | int | None]]]
 
@@ -109,6 +135,15 @@ def two_way_bootstrap_means(grid: np.ndarray, *, n_boot: int = 2000, seed: int =
         return np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), math.nan)
 
 
+def _percentile_ci(means: np.ndarray, level: float) -> tuple[float, float]:
+    means = means[np.isfinite(means)]
+    if means.size == 0:
+        return math.nan, math.nan
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
 def two_way_bootstrap_ci(
     grid: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
@@ -116,13 +151,46 @@ def two_way_bootstrap_ci(
 
     Replicates without a finite cell are left out; no finite cell at all gives (nan, nan).
     """
-    means = two_way_bootstrap_means(grid, n_boot=n_boot, seed=seed)
-    means = means[np.isfinite(means)]
-    if means.size == 0:
-        return math.nan, math.nan
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    return _percentile_ci(two_way_bootstrap_means(grid, n_boot=n_boot, seed=seed), level)
+
+
+def bootstrap_p_value(replicates: np.ndarray) -> float:
+    """Two-sided p-value of "the mean is 0" from bootstrap replicates of the mean (NaNs left out).
+
+    ``p = min(1, 2 * min(1 + #{d* <= 0}, 1 + #{d* >= 0}) / (B + 1))`` over the B finite replicates ``d*``. It is the
+    p-value that inverts the equal-tailed percentile interval (p < 1 - level exactly when that interval at ``level``
+    lies on one side of 0, up to the quantiles' interpolation), with the +1 of a Monte Carlo p-value (Davison &
+    Hinkley, "Bootstrap Methods and their Application", 1997, ch. 4; North, Curtis & Sham, Am. J. Hum. Genet.
+    71:439-441, 2002), so it is never 0: with B replicates the smallest p is 2 / (B + 1), and a family of m pairs
+    needs 2 m / (B + 1) < 1 - level before Holm can mark anything (m = 6, level 0.95: B >= 240). No finite replicate:
+    NaN.
+    """
+    d = np.asarray(replicates, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan
+    below, above = int((d <= 0).sum()), int((d >= 0).sum())
+    return min(1.0, 2.0 * (1 + min(below, above)) / (d.size + 1))
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979) over the finite entries of ``p_values``; NaN stays NaN.
+
+    With the m finite p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
+    ``min(1, max_{j <= i} (m - j + 1) p_(j))``; rejecting where the adjusted value is below alpha controls the
+    family-wise error rate at alpha under any dependence. (statsmodels' ``multipletests(method="holm")`` computes the
+    same; statsmodels is not a dependency here and scipy has no Holm, hence these lines.)
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    if idx.size == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ grids
@@ -208,11 +276,28 @@ def summarize(
     return out
 
 
+def _method_grids(
+    df: pd.DataFrame, metric: str, names: Sequence[str], axes: tuple[str, str], index: tuple[pd.Index, pd.Index]
+) -> np.ndarray:
+    """``(len(names), contents, styles)``: each method's ``metric`` on the shared axes (NaN where missing); rows of
+    other methods are ignored. One scatter instead of a pivot per method (the null simulation calls this thousands
+    of times)."""
+    grids = np.full((len(names), len(index[0]), len(index[1])), math.nan)
+    m_idx = pd.Index(names).get_indexer(df["method"].astype(str))
+    c_idx, s_idx = index[0].get_indexer(df[axes[0]]), index[1].get_indexer(df[axes[1]])
+    keep = m_idx >= 0
+    grids[m_idx[keep], c_idx[keep], s_idx[keep]] = df[metric].to_numpy(dtype=np.float64)[keep]
+    return grids
+
+
 def paired_differences(
     per_pair: pd.DataFrame,
     metrics: Iterable[str],
     *,
     methods: Sequence[str] | None = None,
+    references: Iterable[str] = REFERENCE_METHODS,
+    min_contents: int = MIN_CONTENTS,
+    min_styles: int = MIN_STYLES,
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
@@ -224,40 +309,56 @@ def paired_differences(
 
     Columns :data:`DIFF_COLUMNS`: ``mean_diff`` is the mean over the cells both methods have of A - B; ``ci_low``,
     ``ci_high`` its two-way bootstrap CI -- each replicate resamples the contents and styles once and takes both
-    methods on the same resampled cells, so it is a paired CI; ``n`` the number of shared cells; ``excludes_zero``
-    whether the CI lies strictly on one side of 0. No shared cell: NaN values, n 0, excludes_zero False.
+    methods on the same resampled cells, so it is a paired CI; ``n`` the number of shared cells, ``contents`` and
+    ``styles`` the distinct contents and styles among them; ``excludes_zero`` whether the CI lies strictly on one
+    side of 0 (unadjusted: information, never a mark). ``p_value`` is :func:`bootstrap_p_value` of the same
+    replicates; ``p_holm`` its :func:`holm` adjustment over the pairs of that metric between methods not in
+    ``references`` (the reference rows never compete: their pairs get no ``p_holm``); ``significant`` -- the "≠ 0"
+    mark -- is ``p_holm < 1 - level`` with at least ``min_contents`` contents and ``min_styles`` styles shared. No
+    shared cell: NaN values, n 0, excludes_zero and significant False.
     """
     metrics = list(metrics)
+    refs = {str(r) for r in references}
     df, c_col, s_col = _axes(per_pair, content_col, style_col)
     names = sorted(str(m) for m in df["method"].unique()) if methods is None else [str(m) for m in methods]
-    contents = sorted(df[c_col].unique().tolist())
-    styles = sorted(df[s_col].unique().tolist())
-    by_method = {str(m): rows for m, rows in df.groupby("method", sort=False)}
-    empty = df.iloc[0:0]
+    dup = df.duplicated(["method", c_col, s_col])
+    if dup.any():
+        first = df.loc[dup, [c_col, s_col]].iloc[0].tolist()
+        raise ValueError(f"{', '.join(metrics)}: cell {first} appears more than once for one method")
+    index = (pd.Index(sorted(df[c_col].unique().tolist())), pd.Index(sorted(df[s_col].unique().tolist())))
+    pairs = list(combinations(range(len(names)), 2))
+    family = np.array([names[i] not in refs and names[j] not in refs for i, j in pairs], dtype=bool)
+    alpha = 1.0 - level
     records = []
     for metric in metrics:
-        grids = {
-            m: metric_grid(
-                by_method.get(m, empty), metric, content_col=c_col, style_col=s_col, contents=contents, styles=styles
-            )
-            for m in names
-        }
-        for a, b in combinations(names, 2):
-            diff = grids[a] - grids[b]
-            shared = _finite(diff)
-            low, high = two_way_bootstrap_ci(diff, n_boot=n_boot, level=level, seed=seed)
-            records.append(
+        grids = _method_grids(df, metric, names, (c_col, s_col), index)
+        rows = []
+        for i, j in pairs:
+            diff = grids[i] - grids[j]
+            finite = np.isfinite(diff)
+            replicates = two_way_bootstrap_means(diff, n_boot=n_boot, seed=seed)
+            low, high = _percentile_ci(replicates, level)
+            rows.append(
                 {
                     "metric": metric,
-                    "method_a": a,
-                    "method_b": b,
-                    "mean_diff": float(shared.mean()) if shared.size else math.nan,
+                    "method_a": names[i],
+                    "method_b": names[j],
+                    "mean_diff": float(diff[finite].mean()) if finite.any() else math.nan,
                     "ci_low": low,
                     "ci_high": high,
-                    "n": int(shared.size),
+                    "n": int(finite.sum()),
+                    "contents": int(finite.any(axis=1).sum()),
+                    "styles": int(finite.any(axis=0).sum()),
                     "excludes_zero": bool(low > 0 or high < 0),
+                    "p_value": bootstrap_p_value(replicates),
                 }
             )
+        p_holm = np.full(len(rows), math.nan)
+        p_holm[family] = holm([r["p_value"] for r, f in zip(rows, family, strict=True) if f])
+        for row, adjusted in zip(rows, p_holm, strict=True):
+            big_enough = row["contents"] >= min_contents and row["styles"] >= min_styles
+            row.update(p_holm=float(adjusted), significant=bool(big_enough and adjusted < alpha))
+        records += rows
     return pd.DataFrame.from_records(records, columns=list(DIFF_COLUMNS))
 
 
@@ -266,7 +367,8 @@ def rank_methods(
     higher_is_better: Mapping[str, bool],
     *,
     references: Iterable[str] = REFERENCE_METHODS,
-    min_pairs: int = MIN_PAIRS,
+    min_contents: int = MIN_CONTENTS,
+    min_styles: int = MIN_STYLES,
     differences: pd.DataFrame | None = None,
     n_boot: int = 2000,
     level: float = 0.95,
@@ -276,12 +378,15 @@ def rank_methods(
 ) -> dict[str, dict[str, str | None]]:
     """Per metric of ``higher_is_better``: ``{"best": method or None, "status": ...}`` -- who deserves the ★.
 
-    Competitors are the methods not in ``references`` that have at least one finite score for the metric. A
-    method is best ("ranked") only if, against every other competitor, the paired CI of the difference
-    (:func:`paired_differences`) excludes 0 on its side (above 0 where higher is better, below where lower is).
-    Otherwise "no clear best". If any two competitors share fewer than ``min_pairs`` cells: "too few pairs to
-    rank" and no best; fewer than two competitors: "nothing to compare" and no best. ``differences`` may be a
-    precomputed :func:`paired_differences` table (it must cover the competitors); otherwise it is computed.
+    Competitors are the methods not in ``references`` that have at least one finite score for the metric. If any
+    two competitors share fewer than ``min_contents`` distinct contents or ``min_styles`` distinct styles: "too few
+    pairs to rank" and no best; fewer than two competitors: "nothing to compare" and no best. Otherwise a method is
+    best ("ranked") only if it beats every other competitor: the paired difference's p-value
+    (:func:`paired_differences`), Holm-adjusted over the competitor pairs of the metric -- the paired table's
+    correction and family -- is below ``1 - level`` and the mean difference lies on its side (above 0 where higher is
+    better). So a ★ is shown exactly where the paired table marks all of the method's comparisons "≠ 0" in its
+    favour. Else "no clear best". ``differences`` may be a precomputed :func:`paired_differences` table (it must
+    cover the competitors); otherwise it is computed.
     """
     refs = {str(r) for r in references}
     metrics = list(higher_is_better)
@@ -291,6 +396,9 @@ def rank_methods(
             per_pair[per_pair["method"].astype(str).isin(candidates)],
             metrics,
             methods=candidates,
+            references=refs,
+            min_contents=min_contents,
+            min_styles=min_styles,
             n_boot=n_boot,
             level=level,
             seed=seed,
@@ -304,21 +412,24 @@ def rank_methods(
         if len(competitors) < 2:
             out[metric] = {"best": None, "status": NOTHING_TO_COMPARE}
             continue
-        ci: dict[tuple[str, str], tuple[float, float, int]] = {}
+        # (a, b) -> (mean of a - b, raw p, shared contents, shared styles), both orientations
+        tests: dict[tuple[str, str], tuple[float, float, int, int]] = {}
         for row in differences[differences["metric"] == metric].itertuples(index=False):
             a, b = str(row.method_a), str(row.method_b)
-            ci[(a, b)] = (float(row.ci_low), float(row.ci_high), int(row.n))
-            ci[(b, a)] = (-float(row.ci_high), -float(row.ci_low), int(row.n))
+            shared = (float(row.p_value), int(row.contents), int(row.styles))
+            tests[(a, b)] = (float(row.mean_diff), *shared)
+            tests[(b, a)] = (-float(row.mean_diff), *shared)
         pairs = list(combinations(competitors, 2))
-        missing = [p for p in pairs if p not in ci]
+        missing = [p for p in pairs if p not in tests]
         if missing:
             raise ValueError(f"{metric}: differences table lacks the pair {missing[0]}")
-        if min(ci[p][2] for p in pairs) < min_pairs:
+        if any(tests[p][2] < min_contents or tests[p][3] < min_styles for p in pairs):
             out[metric] = {"best": None, "status": TOO_FEW}
             continue
-        # a beats b: the CI of a - b lies above 0 (higher is better) or below 0 (lower is better)
-        side = 0 if higher_is_better[metric] else 1
-        beats = {p: (ci[p][0] > 0, ci[p][1] < 0)[side] for p in ci}
+        adjusted = dict(zip(pairs, holm([tests[p][1] for p in pairs]), strict=True))
+        adjusted.update({(b, a): v for (a, b), v in list(adjusted.items())})
+        sign = 1.0 if higher_is_better[metric] else -1.0
+        beats = {p: bool(adjusted[p] < 1.0 - level and sign * tests[p][0] > 0) for p in adjusted}
         best = [a for a in competitors if all(beats[(a, b)] for b in competitors if b != a)]
         out[metric] = {"best": best[0], "status": RANKED} if best else {"best": None, "status": NO_CLEAR_BEST}
     return out
