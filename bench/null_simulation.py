@@ -110,9 +110,10 @@ def old_rule_star(paired: pd.DataFrame) -> bool:
     if paired["n"].min() < OLD_MIN_PAIRS:
         return False
     above = {}
-    for r in paired.itertuples(index=False):
-        above[(r.method_a, r.method_b)] = r.ci_low > 0
-        above[(r.method_b, r.method_a)] = r.ci_high < 0
+    for a, b, low, high in zip(
+        *(paired[c].tolist() for c in ("method_a", "method_b", "ci_low", "ci_high")), strict=True
+    ):
+        above[(a, b)], above[(b, a)] = low > 0, high < 0
     return any(all(above[(a, b)] for b in METHODS if b != a) for a in METHODS)
 
 
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "reps_per_grid": args.reps,
         "n_boot": args.n_boot,
         "level": LEVEL,
-        "new_rule": f"Holm-adjusted two-way bootstrap p < {1 - LEVEL:.2g}, >= {MIN_CONTENTS} contents and "
+        "new_rule": f"Holm-adjusted p < {1 - LEVEL:.2g} (p: the larger of the percentile p and the t p with "
+        f"min(contents, styles) - 1 df, from the two-way bootstrap), >= {MIN_CONTENTS} contents and "
         f">= {MIN_STYLES} styles",
         "old_rule": f"CI excludes 0 (≠ 0, no minimum); ★ with >= {OLD_MIN_PAIRS} cells; no correction",
         "false_mark": "a simulated table with at least one ★ or ≠ 0 (4 methods, no true difference)",

@@ -221,7 +221,7 @@ class EvaluateSection(Strict):
     bootstrap: Annotated[int, Field(ge=100, le=1_000_000)]
     ci_level: Annotated[float, Field(gt=0.5, lt=1.0)]
     # a ★ or "≠ 0" needs this many distinct test contents and styles (evaluation.summary.MIN_CONTENTS: this project's
-    # rule, 5 each, from its null simulation); at least 2, or the two-way bootstrap cannot resample that axis
+    # rule, 5 each, checked by its null simulation); at least 2: one content or style leaves nothing to resample
     min_contents: Annotated[int, Field(ge=2, le=100_000)]
     min_styles: Annotated[int, Field(ge=2, le=100_000)]
     seed: Seed

@@ -163,7 +163,8 @@ def test_paired_difference_by_hand_on_2x2():
     assert 0.0 <= row["ci_low"] < 5 / 3 < row["ci_high"] <= 3.0
     assert row["excludes_zero"] is (row["ci_low"] > 0)
     assert (row["contents"], row["styles"]) == (2, 2)
-    assert row["p_value"] == S.bootstrap_p_value(S.two_way_bootstrap_means(d, n_boot=2000, seed=0))
+    reps = S.two_way_bootstrap_means(d, n_boot=2000, seed=0)
+    assert row["p_value"] == max(S.bootstrap_p_value(reps), S.cluster_t_p_value(5 / 3, reps, df=1))
     assert row["p_holm"] == row["p_value"]  # one pair: Holm changes nothing
     assert row["significant"] is False  # 2 contents x 2 styles: below the minimum grid, whatever the test says
 
@@ -206,22 +207,39 @@ def test_bootstrap_p_value_by_hand():
     assert math.isnan(S.bootstrap_p_value(np.array([math.nan])))
 
 
+def test_cluster_t_p_value_by_hand():
+    reps = np.array([0.0, 2.0, math.nan])  # sd (ddof 1) sqrt(2): t = 1 / sqrt(2) for an estimate of 1
+    t = 1 / math.sqrt(2)
+    # closed forms: t with 1 df is Cauchy, p = 1 - 2 atan|t| / pi; with 2 df, p = 1 - |t| / sqrt(2 + t^2)
+    assert S.cluster_t_p_value(1.0, reps, df=1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-12)
+    assert S.cluster_t_p_value(-1.0, reps, df=2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-12)
+    assert S.cluster_t_p_value(1.0, reps, df=0) == 1.0  # one content or style: no test
+    assert S.cluster_t_p_value(0.5, np.full(5, 0.5), df=3) == 0.0  # no spread, nonzero estimate
+    assert S.cluster_t_p_value(0.0, np.zeros(5), df=3) == 1.0
+    assert math.isnan(S.cluster_t_p_value(1.0, np.array([1.0]), df=3))
+
+
 def test_holm_by_hand():
     # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> max(0.06, 0.04) = 0.06
     np.testing.assert_allclose(S.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
     # NaN is no test: m = 2; and the adjusted values are capped at 1
     np.testing.assert_allclose(S.holm([0.01, math.nan, 0.04]), [0.02, math.nan, 0.04])
-    np.testing.assert_allclose(S.holm([0.6, 0.3]), [1.0, 0.6])
+    # 0.3 x 3 = 0.9; 0.6 x 2 = 1.2 -> 1; 0.9 x 1, but never below the step before -> 1
+    np.testing.assert_allclose(S.holm([0.6, 0.3, 0.9]), [1.0, 0.9, 1.0])
     assert S.holm([]).size == 0
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_p_value_below_alpha_exactly_when_the_percentile_ci_excludes_zero(seed):
+def test_p_value_below_alpha_means_the_percentile_ci_excludes_zero(seed):
+    """p < 0.05 puts at most 2.5 % of the replicates on the far side of 0, so the 95 % percentile CI excludes 0; the
+    converse holds up to the +1: an interval that excludes 0 has p < 0.05 + 4 / (B + 1)."""
     rng = np.random.default_rng(seed)
     grid = rng.normal(0.6 * seed / 5, 1.0, size=(6, 5))
     reps = S.two_way_bootstrap_means(grid, n_boot=2000, seed=seed)
     low, high = S.two_way_bootstrap_ci(grid, n_boot=2000, seed=seed)
-    assert (S.bootstrap_p_value(reps) < 0.05) == (low > 0 or high < 0)
+    p = S.bootstrap_p_value(reps)
+    excludes = low > 0 or high < 0
+    assert excludes if p < 0.05 else p < 0.05 + 4 / 2001 or not excludes
 
 
 def four_methods(gaps: dict[str, float], n_c: int = 5, n_s: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -246,17 +264,17 @@ def test_p_holm_is_holm_over_the_competing_pairs_of_each_metric():
 
 
 def test_holm_removes_a_mark_that_the_unadjusted_test_would_make():
-    """Among 4 methods (6 pairs), some pair's unadjusted CI excludes 0 while its Holm-adjusted p is >= 0.05: the
-    old rule marked it, the new one does not."""
+    """Among 4 methods (6 pairs), some pair's unadjusted p is below 0.05 (so its CI excludes 0) while its
+    Holm-adjusted p is not: the old rule marked it, the new one does not."""
     found = []
     for seed in range(40):
         diffs = S.paired_differences(
             four_methods({"a": 0.3, "b": 0.0, "c": 0.0, "d": 0.0}, seed=seed), ["m"], n_boot=1000
         )
-        found += [r for r in diffs.to_dict("records") if r["excludes_zero"] and r["p_holm"] >= 0.05]
+        found += [r for r in diffs.to_dict("records") if r["p_value"] < 0.05 <= r["p_holm"]]
     assert found
+    assert all(r["excludes_zero"] for r in found)
     assert not any(r["significant"] for r in found)
-    assert all(r["p_value"] < 0.05 <= r["p_holm"] for r in found)
 
 
 # ------------------------------------------------------------------------------------------------ ranking
@@ -350,7 +368,7 @@ def test_star_exactly_where_the_paired_table_marks_every_comparison_of_that_meth
             won = [r["significant"] and (r["mean_diff"] > 0) == (r["method_a"] == a) for r in mine.to_dict("records")]
             winners += [a] if all(won) else []
         assert ranking["best"] == (winners[0] if winners else None)
-        assert ranking == S.rank_methods(df, {"m": True}, n_boot=1000)
+        assert ranking == S.rank_methods(df, {"m": True}, n_boot=1000)["m"]
         statuses.add(ranking["status"])
     assert statuses == {"ranked", "no clear best"}  # both outcomes were exercised
 
