@@ -221,15 +221,21 @@ def row_order(statistics: Mapping[str, Any]) -> list[str]:
     return [*competitors(statistics), *[r for r in references_of(statistics) if r in present]]
 
 
-def too_few_pairs(statistics: Mapping[str, Any]) -> bool:
-    pairs, min_pairs = statistics.get("pairs"), statistics.get("min_pairs")
-    return pairs is not None and min_pairs is not None and int(pairs) < int(min_pairs)
+def below_minimum_grid(statistics: Mapping[str, Any]) -> bool:
+    """Fewer test contents than ``min_contents`` or styles than ``min_styles`` (statistics.json): no mark anywhere.
+    A statistics.json that does not say (older files) counts as below: the safe side."""
+    keys = ("contents", "styles", "min_contents", "min_styles")
+    if any(statistics.get(k) is None for k in keys):
+        return True
+    return int(statistics["contents"]) < int(statistics["min_contents"]) or int(statistics["styles"]) < int(
+        statistics["min_styles"]
+    )
 
 
 def starred(statistics: Mapping[str, Any]) -> dict[str, str]:
     """metric -> the method that gets the ★: only where the ranking says "ranked", never a reference row, and none
-    at all when there are fewer test pairs than ``min_pairs``."""
-    if too_few_pairs(statistics):
+    at all below the minimum grid (:func:`below_minimum_grid`)."""
+    if below_minimum_grid(statistics):
         return {}
     refs = set(references_of(statistics))
     out = {}
@@ -328,30 +334,42 @@ class RankingNotes:
     caption: str  # under the comparison table
     per_metric: dict[str, str]  # column -> a short note under its header ("no clear best", ...)
     too_few: bool
+    paired_caption: str = ""  # above the paired table: what "≠ 0" means, the Holm correction, the minimum grid
+
+
+def _holm_words(statistics: Mapping[str, Any]) -> str:
+    n = (statistics.get("multiple_comparisons") or {}).get("pairs_per_metric")
+    return f"Holm-corrected over the {n} method pairs of each metric"
 
 
 def ranking_notes(statistics: Mapping[str, Any], columns: Sequence[str]) -> RankingNotes:
-    """What the ranking decided, in words: "too few pairs to rank" / "no clear best" / "nothing to compare"."""
+    """What the ranking decided, in words: "too few pairs to rank" / "no clear best" / "nothing to compare"; and the
+    paired table's caption (the test behind "≠ 0", its Holm correction, the minimum grid)."""
     ranking = statistics.get("ranking") or {}
     statuses = {c: ranking[c].get("status") for c in columns if c in ranking}
-    pairs, min_pairs = statistics.get("pairs"), statistics.get("min_pairs")
     level = statistics.get("ci_level") or 0.95
-    too_few = too_few_pairs(statistics) or TOO_FEW in statuses.values()
+    grid = f"{statistics.get('contents')} contents x {statistics.get('styles')} styles"
+    need = f"{statistics.get('min_contents')} contents and {statistics.get('min_styles')} styles"
+    too_few = below_minimum_grid(statistics) or TOO_FEW in statuses.values()
+    test = f"Holm-adjusted p < {1 - level:.2g} ({_holm_words(statistics)}; two-way bootstrap)"
     if too_few:
         caption = (
-            f"No method is marked best: too few pairs to rank ({pairs} test pairs; marking a best method needs "
-            f"at least {min_pairs})."
+            f"No method is marked best: too few pairs to rank ({grid}; a best method or a ≠ 0 needs at least {need})."
         )
     elif statuses and all(s == NOTHING_TO_COMPARE for s in statuses.values()):
         caption = "No method is marked best: nothing to compare (fewer than two methods have scores)."
     else:
         caption = (
-            f"★ marks the method whose paired {level:.0%} CI of the difference excludes 0 against every other "
-            "method on that metric; reference rows never compete."
+            f"★ marks the method that beats every other method on that metric in the paired test: {test}; "
+            "reference rows never compete."
         )
     shown = {NO_CLEAR_BEST, NOTHING_TO_COMPARE, TOO_FEW}
     per_metric = {c: str(s) for c, s in statuses.items() if s in shown and not (too_few and s == TOO_FEW)}
-    return RankingNotes(caption, per_metric, too_few)
+    if below_minimum_grid(statistics):
+        paired_caption = f"No ≠ 0 marks: {grid}, fewer than the {need} a mark needs; {_holm_words(statistics)}."
+    else:
+        paired_caption = f"≠ 0 marks a difference with {test}, on at least {need} shared."
+    return RankingNotes(caption, per_metric, too_few, paired_caption)
 
 
 @dataclass(frozen=True)
@@ -362,8 +380,9 @@ class PairedRow:
     diff: str
     ci: str
     n: int
-    excludes_zero: bool
+    significant: bool  # the "≠ 0" mark: paired.csv's ``significant`` (Holm-adjusted test and minimum grid)
     verdict: str
+    p_holm: str = NA  # the Holm-adjusted p-value, formatted
 
 
 def _truthy(value: Any) -> bool:
@@ -374,25 +393,27 @@ def paired_rows(
     paired: pd.DataFrame, metrics: Sequence[str], methods: Sequence[str], scoring: Mapping[str, Any] | None = None
 ) -> list[PairedRow]:
     """paired.csv's rows for ``metrics`` between two of ``methods`` (the competitors; reference rows left out),
-    metric by metric: A - B with its paired CI, and which one is better where the CI excludes 0."""
+    metric by metric: A - B with its paired CI, and which one is better where paired.csv marks it ``significant``
+    (Holm-adjusted p below 1 - level on the minimum grid; a file without that column marks nothing)."""
     keep = set(methods)
     rows = []
     for metric in metrics:
         part = paired[(paired["metric"] == metric) & paired["method_a"].isin(keep) & paired["method_b"].isin(keep)]
-        for r in part.itertuples(index=False):
-            diff = pd.to_numeric(r.mean_diff, errors="coerce")
-            excludes = _truthy(r.excludes_zero) and not pd.isna(diff)
+        for r in part.to_dict("records"):
+            diff = pd.to_numeric(r["mean_diff"], errors="coerce")
+            marked = _truthy(r.get("significant", False)) and not pd.isna(diff)
             if pd.isna(diff):
                 verdict = "no shared pairs"
-            elif excludes:
-                winner = r.method_a if (diff > 0) == higher_is_better(metric, scoring) else r.method_b
+            elif marked:
+                winner = r["method_a"] if (diff > 0) == higher_is_better(metric, scoring) else r["method_b"]
                 verdict = f"{winner} better"
             else:
-                verdict = "CI includes 0"
-            ci = "" if pd.isna(diff) else f"[{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]"
-            n = pd.to_numeric(r.n, errors="coerce")
+                verdict = "not resolved"
+            ci = "" if pd.isna(diff) else f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]"
+            n = pd.to_numeric(r["n"], errors="coerce")
             n = 0 if pd.isna(n) else int(n)
-            rows.append(PairedRow(metric, str(r.method_a), str(r.method_b), fmt(diff), ci, n, excludes, verdict))
+            a, b, p = str(r["method_a"]), str(r["method_b"]), fmt(r.get("p_holm"), 2)
+            rows.append(PairedRow(metric, a, b, fmt(diff), ci, n, marked, verdict, p))
     return rows
 
 
@@ -1219,11 +1240,11 @@ def html_table(
 
 
 def markdown_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> str:
-    """One row per method pair "A - B", one column per metric: mean difference [CI]; "≠ 0 (X better)" where the CI
-    excludes 0, the numbers in bold."""
+    """One row per method pair "A - B", one column per metric: mean difference [CI]; "≠ 0 (X better)" where the row is
+    ``significant`` (Holm-adjusted, minimum grid), the numbers in bold."""
     return str(_macro("_tables.md.j2", "paired_table")(paired_grid(rows, scoring)))
 
 
 def html_paired(rows: Sequence[PairedRow], scoring: Mapping[str, Any] | None = None) -> Markup:
-    """The paired table in HTML: cells whose CI excludes 0 get class "excludes-zero", a "≠ 0" mark and the verdict."""
+    """The paired table in HTML: ``significant`` cells get class "excludes-zero", a "≠ 0" mark and the verdict."""
     return _macro("_tables.html.j2", "paired_table")(paired_grid(rows, scoring))

@@ -220,7 +220,10 @@ class EvaluateSection(Strict):
     inception_weights: str | None  # pytorch-fid Inception state_dict; null = torch hub cache; absent -> fid n/a
     bootstrap: Annotated[int, Field(ge=100, le=1_000_000)]
     ci_level: Annotated[float, Field(gt=0.5, lt=1.0)]
-    min_pairs: Annotated[int, Field(ge=2, le=1_000_000)]
+    # a ★ or "≠ 0" needs this many distinct test contents and styles (evaluation.summary.MIN_CONTENTS: this project's
+    # rule, 5 each, checked by its null simulation); at least 2: one content or style leaves nothing to resample
+    min_contents: Annotated[int, Field(ge=2, le=100_000)]
+    min_styles: Annotated[int, Field(ge=2, le=100_000)]
     seed: Seed
 
 

@@ -13,7 +13,8 @@ Writes, atomically and only after everything has been scored:
 - ``per_pair.csv``: method, content, style, every per-pair metric, seconds, peak memory;
 - ``summary.json`` (the DVC metrics file): one number per method and headline metric, the mean, plus FID/ArtFID;
 - ``statistics.json``: per method and metric mean, std, n and the two-way bootstrap CI; the ranking (who gets a ★);
-- ``paired.csv``: paired differences between every two methods per metric, with two-way bootstrap CIs;
+- ``paired.csv``: paired differences between every two methods per metric, with two-way bootstrap CIs, p-values,
+  Holm-adjusted p-values (``p_holm``, over the competing methods' pairs) and the "≠ 0" decision (``significant``);
 - ``scoring.json``: what each metric means, its direction, network and normalisation, what the scorer ran with.
 
 Logs one MLflow run per method.
@@ -218,13 +219,14 @@ def run(
     boot = {"n_boot": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed}
     metrics = [*METRICS, "seconds", "peak_mem_mb"]
     pairs = int(per_pair.groupby(["content", "style"]).ngroups)
-    paired = paired_differences(per_pair, list(METRICS), **boot)
+    grid_min = {"min_contents": cfg.min_contents, "min_styles": cfg.min_styles}
+    paired = paired_differences(per_pair, list(METRICS), references=REFERENCE_ROWS, **grid_min, **boot)
     ranking = rank_methods(
         per_pair,
         {k: m.higher_is_better for k, m in METRICS.items()},
         references=REFERENCE_ROWS,
-        min_pairs=cfg.min_pairs,
         differences=paired,
+        **grid_min,
         **boot,
     )
     distribution, fid_note = distribution_scores(params, methods, outputs, content_dir, style_dir, per_pair, device)
@@ -236,7 +238,11 @@ def run(
         "references": list(REFERENCE_ROWS),
         "ci_level": cfg.ci_level,
         "bootstrap": f"two-way: contents and styles resampled independently, {cfg.bootstrap} replicates",
-        "min_pairs": cfg.min_pairs,
+        "contents": int(per_pair["content"].nunique()),
+        "styles": int(per_pair["style"].nunique()),
+        **grid_min,
+        # paired.csv's p_holm: Holm (1979) within each metric over the pairs of competing methods
+        "multiple_comparisons": {"method": "holm", "pairs_per_metric": len(methods) * (len(methods) - 1) // 2},
         "methods": summarize(per_pair, metrics, **boot),
         "ranking": ranking,
     }

@@ -455,8 +455,9 @@ def setup_lines(params: Params, inputs: Inputs, git_sha: str, created: str) -> l
         ("test pairs", f"{st.get('pairs')} (every test content x every test style)"),
         (
             "statistics",
-            f"mean and {level:.0%} CI, {st.get('bootstrap', 'bootstrap')}; a best method needs at least "
-            f"{st.get('min_pairs')} pairs",
+            f"mean and {level:.0%} CI, {st.get('bootstrap', 'bootstrap')}; paired differences Holm-corrected "
+            f"over the method pairs of each metric; a best method or a ≠ 0 needs at least "
+            f"{st.get('min_contents')} contents and {st.get('min_styles')} styles",
         ),
     ]
     if encoder:

@@ -56,13 +56,14 @@ def per_pair_frame(
 def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
     """What pipeline/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
     boot = {"n_boot": N_BOOT, "level": 0.95, "seed": 0}
-    paired = paired_differences(per_pair, list(METRICS), **boot)
+    grid_min = {"min_contents": 5, "min_styles": 5}
+    paired = paired_differences(per_pair, list(METRICS), references=REFERENCE_ROWS, **grid_min, **boot)
     ranking = rank_methods(
         per_pair,
         {k: m.higher_is_better for k, m in METRICS.items()},
         references=REFERENCE_ROWS,
-        min_pairs=8,
         differences=paired,
+        **grid_min,
         **boot,
     )
     statistics = {
@@ -71,7 +72,10 @@ def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
         "references": list(REFERENCE_ROWS),
         "ci_level": 0.95,
         "bootstrap": f"two-way: contents and styles resampled independently, {N_BOOT} replicates",
-        "min_pairs": 8,
+        "contents": int(per_pair["content"].nunique()),
+        "styles": int(per_pair["style"].nunique()),
+        **grid_min,
+        "multiple_comparisons": {"method": "holm", "pairs_per_metric": len(methods) * (len(methods) - 1) // 2},
         "methods": summarize(per_pair, [*METRICS, "seconds", "peak_mem_mb"], **boot),
         "ranking": ranking,
     }
@@ -113,8 +117,10 @@ def few() -> dict:
 
 @pytest.fixture(scope="module")
 def ranked() -> dict:
-    """3 x 3 = 9 pairs, adain clearly best on SSIM, colour histograms tied."""
-    per_pair = per_pair_frame(contents=("c1", "c2", "c3"), ssim_winner="adain")
+    """5 contents x 5 styles (the minimum grid), adain clearly best on SSIM, colour histograms tied."""
+    per_pair = per_pair_frame(
+        contents=("c1", "c2", "c3", "c4", "c5"), styles=("s1", "s2", "s3", "s4", "s5"), ssim_winner="adain"
+    )
     return {"per_pair": per_pair, **evaluate_outputs(per_pair)}
 
 
@@ -141,6 +147,9 @@ def test_star_only_where_the_ranking_says_ranked(ranked):
     assert "ssim" not in notes.per_metric
     assert not notes.too_few
     assert "★" in notes.caption
+    assert "Holm-corrected over the 3 method pairs of each metric" in notes.caption
+    assert notes.paired_caption.startswith("≠ 0 marks a difference with Holm-adjusted p < 0.05")
+    assert "at least 5 contents and 5 styles" in notes.paired_caption
     html_text = rep.html_table(rows, rep.column_titles(columns(), ranked["scoring"]), notes.per_metric)
     adain_row = re.search(r'<tr><th scope="row">adain</th>.*?</tr>', html_text).group(0)
     assert adain_row.count("★") == len(by["adain"].best)
@@ -164,9 +173,22 @@ def test_no_star_and_the_words_when_too_few_pairs(few):
     assert "too few pairs to rank" in notes.caption
     assert "★" not in notes.caption
     assert notes.per_metric == {"lpips": "nothing to compare"}  # "too few pairs to rank" said once, in the caption
-    # even a ranking that claims a winner gets no star below min_pairs
+    assert "(2 contents x 3 styles; a best method or a ≠ 0 needs at least 5 contents and 5 styles)" in notes.caption
+    assert notes.paired_caption == (
+        "No ≠ 0 marks: 2 contents x 3 styles, fewer than the 5 contents and 5 styles a mark needs; "
+        "Holm-corrected over the 3 method pairs of each metric."
+    )
+    # even a ranking that claims a winner gets no star below the minimum grid, nor one without the grid's size
     forged = {**st, "ranking": {**st["ranking"], "ssim": {"best": "gatys", "status": "ranked"}}}
     assert not any(r.best for r in rep.comparison_rows(forged, few["summary"], columns()))
+    unsized = {k: v for k, v in forged.items() if k != "contents"}
+    assert not any(r.best for r in rep.comparison_rows(unsized, few["summary"], columns()))
+    # ...and no "≠ 0" anywhere in the paired table, though some unadjusted CIs exclude 0 on 6 cells
+    assert few["paired"]["excludes_zero"].any()
+    rows = rep.paired_rows(few["paired"], HEADLINE, METHODS, few["scoring"])
+    assert not any(r.significant for r in rows)
+    assert "≠ 0" not in rep.markdown_paired(rows, few["scoring"])
+    assert "≠ 0" not in rep.html_paired(rows, few["scoring"])
 
 
 def test_columns_carry_the_direction_from_scoring(few):
@@ -194,18 +216,29 @@ def test_cells_show_mean_and_ci_and_na(few):
     assert not any("nan" in c.text.lower() for r in rows for c in r.cells.values() if c.main != "n/a")
 
 
-def test_paired_rows_leave_out_references_and_mark_ci_excluding_zero(ranked):
+def test_paired_rows_leave_out_references_and_mark_significant_differences(ranked):
     rows = rep.paired_rows(ranked["paired"], HEADLINE, METHODS, ranked["scoring"])
     assert {(r.a, r.b) for r in rows} == {("adain", "contrastive"), ("adain", "gatys"), ("contrastive", "gatys")}
     assert {r.metric for r in rows} == set(HEADLINE)
     ssim = [r for r in rows if r.metric == "ssim" and "adain" in (r.a, r.b)]
-    assert all(r.excludes_zero and r.verdict == "adain better" for r in ssim)
+    assert all(r.significant and r.verdict == "adain better" for r in ssim)
     tied = [r for r in rows if r.metric == "color_hist"]
-    assert all(not r.excludes_zero and r.verdict == "CI includes 0" for r in tied)
+    assert all(not r.significant and r.verdict == "not resolved" for r in tied)
     lpips = [r for r in rows if r.metric == "lpips"]
     assert all(r.diff == "n/a" and r.verdict == "no shared pairs" for r in lpips)
+    marked = {(r.metric, r.a, r.b) for r in rows if r.significant}
+    csv = ranked["paired"]
+    assert marked == {
+        (m, a, b)
+        for m, a, b, sig in csv[["metric", "method_a", "method_b", "significant"]].to_numpy()
+        if sig and a in METHODS and b in METHODS and m in HEADLINE
+    }
     table = rep.html_paired(rows, ranked["scoring"])
-    assert table.count('class="excludes-zero"') == sum(r.excludes_zero for r in rows)
+    assert table.count('class="excludes-zero"') == len(marked) > 0
+    assert rep.markdown_paired(rows, ranked["scoring"]).count("≠ 0") == len(marked)
+    # a paired.csv without the decision column (written before Holm) marks nothing
+    old = rep.paired_rows(csv.drop(columns=["significant"]), HEADLINE, METHODS, ranked["scoring"])
+    assert not any(r.significant for r in old)
 
 
 def test_style_shares_sum_to_one(few):
@@ -538,6 +571,10 @@ def test_build_writes_a_complete_report(tmp_path, repo_root, few):
     assert "no AlexNet weights" in index  # the LPIPS caveat
     assert "too few pairs to rank" in section(index, "comparison")
     assert "★" not in index
+    paired_section = section(index, "paired")
+    assert "Holm-corrected over the 3 method pairs of each metric" in paired_section
+    assert paired_section.count("≠ 0</span>") == 1  # the legend's, no cell's
+    assert 'class="excludes-zero"' not in paired_section
     for metric in (*HEADLINE, "fid", "artfid"):
         assert f"<b>{metric}</b>" in section(index, "read")
     for old in ("style_loss", "textures and colours", "blurry but real", "renders street photos"):
@@ -547,6 +584,8 @@ def test_build_writes_a_complete_report(tmp_path, repo_root, few):
         assert (paths["out"] / link).is_file()
     assert "too few pairs to rank" in md
     assert "★" not in md
+    assert "Holm-corrected over the 3 method pairs of each metric" in md
+    assert "** ≠ 0 (" not in md
     assert "## Paired differences" in md
     assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)
     ran = section(index, "what-ran")  # no effective_params.yaml in this fixture: said so, params.yaml not shown
@@ -565,6 +604,13 @@ def test_report_stars_the_ranked_method(tmp_path, repo_root, ranked):
     assert comparison.count("★") == len({s for s in stars if s[0] in columns()}) + 1  # + the caption's legend
     assert "too few pairs to rank" not in index
     assert "no clear best" in comparison
+    paired_section = section(index, "paired")
+    assert "≠ 0 marks a difference with Holm-adjusted p &lt; 0.05" in paired_section
+    assert "Holm-corrected over the 3 method pairs of each metric" in paired_section
+    assert paired_section.count('class="excludes-zero"') >= 2  # adain's SSIM against both others
+    md = (paths["out"] / "report.md").read_text()
+    assert "Holm-corrected over the 3 method pairs of each metric" in md
+    assert "≠ 0 (adain better)" in md
 
 
 def test_effective_params_come_from_the_stylize_outputs_not_params_yaml(tmp_path, repo_root, few):

@@ -1,4 +1,5 @@
-"""Two-way bootstrap, paired differences, the ★ rule and the compact DVC metrics (evaluation.summary)."""
+"""Two-way bootstrap, paired differences (p-values, Holm), the ★ rule and the compact DVC metrics
+(evaluation.summary)."""
 
 from __future__ import annotations
 
@@ -161,6 +162,11 @@ def test_paired_difference_by_hand_on_2x2():
     assert (row["ci_low"], row["ci_high"]) == S.two_way_bootstrap_ci(d, n_boot=2000, seed=0)
     assert 0.0 <= row["ci_low"] < 5 / 3 < row["ci_high"] <= 3.0
     assert row["excludes_zero"] is (row["ci_low"] > 0)
+    assert (row["contents"], row["styles"]) == (2, 2)
+    reps = S.two_way_bootstrap_means(d, n_boot=2000, seed=0)
+    assert row["p_value"] == max(S.bootstrap_p_value(reps), S.cluster_t_p_value(5 / 3, reps, df=1))
+    assert row["p_holm"] == row["p_value"]  # one pair: Holm changes nothing
+    assert row["significant"] is False  # 2 contents x 2 styles: below the minimum grid, whatever the test says
 
 
 def test_paired_ci_is_narrower_than_the_unpaired_one_when_methods_share_the_content_effect():
@@ -182,12 +188,99 @@ def test_paired_difference_without_shared_cells():
     assert math.isnan(row["mean_diff"])
     assert math.isnan(row["ci_low"])
     assert row["excludes_zero"] is False
+    assert (row["contents"], row["styles"]) == (0, 0)
+    assert math.isnan(row["p_value"])
+    assert math.isnan(row["p_holm"])
+    assert row["significant"] is False
+
+
+# ------------------------------------------------------------------------------------------------ tests, Holm
+
+
+def test_bootstrap_p_value_by_hand():
+    # 1 of 4 replicates <= 0, 3 >= 0: p = 2 * (1 + 1) / (4 + 1)
+    assert S.bootstrap_p_value(np.array([1.0, 2.0, -1.0, 3.0])) == pytest.approx(0.8)
+    # none <= 0: the +1 keeps p above 0 -- 2 * 1 / (3 + 1)
+    assert S.bootstrap_p_value(np.array([1.0, 2.0, 3.0, math.nan])) == pytest.approx(0.5)
+    assert S.bootstrap_p_value(np.zeros(10)) == 1.0  # capped at 1
+    assert S.bootstrap_p_value(-np.arange(1.0, 2000.0)) == pytest.approx(2 / 2000)
+    assert math.isnan(S.bootstrap_p_value(np.array([math.nan])))
+
+
+def test_cluster_t_p_value_by_hand():
+    reps = np.array([0.0, 2.0, math.nan])  # sd (ddof 1) sqrt(2): t = 1 / sqrt(2) for an estimate of 1
+    t = 1 / math.sqrt(2)
+    # closed forms: t with 1 df is Cauchy, p = 1 - 2 atan|t| / pi; with 2 df, p = 1 - |t| / sqrt(2 + t^2)
+    assert S.cluster_t_p_value(1.0, reps, df=1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-12)
+    assert S.cluster_t_p_value(-1.0, reps, df=2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-12)
+    assert S.cluster_t_p_value(1.0, reps, df=0) == 1.0  # one content or style: no test
+    assert S.cluster_t_p_value(0.5, np.full(5, 0.5), df=3) == 0.0  # no spread, nonzero estimate
+    assert S.cluster_t_p_value(0.0, np.zeros(5), df=3) == 1.0
+    assert math.isnan(S.cluster_t_p_value(1.0, np.array([1.0]), df=3))
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> max(0.06, 0.04) = 0.06
+    np.testing.assert_allclose(S.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    # NaN is no test: m = 2; and the adjusted values are capped at 1
+    np.testing.assert_allclose(S.holm([0.01, math.nan, 0.04]), [0.02, math.nan, 0.04])
+    # 0.3 x 3 = 0.9; 0.6 x 2 = 1.2 -> 1; 0.9 x 1, but never below the step before -> 1
+    np.testing.assert_allclose(S.holm([0.6, 0.3, 0.9]), [1.0, 0.9, 1.0])
+    assert S.holm([]).size == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_p_value_below_alpha_means_the_percentile_ci_excludes_zero(seed):
+    """p < 0.05 puts at most 2.5 % of the replicates on the far side of 0, so the 95 % percentile CI excludes 0; the
+    converse holds up to the +1: an interval that excludes 0 has p < 0.05 + 4 / (B + 1)."""
+    rng = np.random.default_rng(seed)
+    grid = rng.normal(0.6 * seed / 5, 1.0, size=(6, 5))
+    reps = S.two_way_bootstrap_means(grid, n_boot=2000, seed=seed)
+    low, high = S.two_way_bootstrap_ci(grid, n_boot=2000, seed=seed)
+    p = S.bootstrap_p_value(reps)
+    excludes = low > 0 or high < 0
+    assert excludes if p < 0.05 else p < 0.05 + 4 / 2001 or not excludes
+
+
+def four_methods(gaps: dict[str, float], n_c: int = 5, n_s: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Methods that differ from a shared base (strong content effect) by ``gaps``, plus independent noise."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 5, n_c)[:, None] + rng.normal(0, 1, size=(n_c, n_s))
+    return frame({m: base + gap + rng.normal(0, 0.3, size=(n_c, n_s)) for m, gap in gaps.items()})
+
+
+def test_p_holm_is_holm_over_the_competing_pairs_of_each_metric():
+    df = four_methods({"a": 0.3, "b": 0.0, "c": 0.1, "identity": 5.0})
+    df["m2"] = df["m"] * 2
+    diffs = S.paired_differences(df, ["m", "m2"], n_boot=1000)
+    assert len(diffs) == 2 * 6
+    for _, part in diffs.groupby("metric"):
+        refs = part["method_a"].eq("identity") | part["method_b"].eq("identity")
+        assert part.loc[refs, "p_holm"].isna().all()  # reference rows never compete: outside the family
+        assert not part.loc[refs, "significant"].any()
+        np.testing.assert_allclose(part.loc[~refs, "p_holm"], S.holm(part.loc[~refs, "p_value"].to_numpy()))
+        expected = (part["p_holm"] < 0.05) & (part["contents"] >= 5) & (part["styles"] >= 5)
+        assert part["significant"].tolist() == expected.tolist()
+
+
+def test_holm_removes_a_mark_that_the_unadjusted_test_would_make():
+    """Among 4 methods (6 pairs), some pair's unadjusted p is below 0.05 (so its CI excludes 0) while its
+    Holm-adjusted p is not: the old rule marked it, the new one does not."""
+    found = []
+    for seed in range(40):
+        diffs = S.paired_differences(
+            four_methods({"a": 0.3, "b": 0.0, "c": 0.0, "d": 0.0}, seed=seed), ["m"], n_boot=1000
+        )
+        found += [r for r in diffs.to_dict("records") if r["p_value"] < 0.05 <= r["p_holm"]]
+    assert found
+    assert all(r["excludes_zero"] for r in found)
+    assert not any(r["significant"] for r in found)
 
 
 # ------------------------------------------------------------------------------------------------ ranking
 
 
-def three_methods(gap: float, n_c: int = 4, n_s: int = 4, seed: int = 0) -> pd.DataFrame:
+def three_methods(gap: float, n_c: int = 5, n_s: int = 5, seed: int = 0) -> pd.DataFrame:
     """a beats b by ``gap``, b beats c by ``gap`` (higher values), plus a strong shared content effect."""
     rng = np.random.default_rng(seed)
     base = np.linspace(0, 5, n_c)[:, None] + rng.normal(0, 1, size=(n_c, n_s))
@@ -229,20 +322,55 @@ def test_a_tie_at_the_top_has_no_clear_best():
     assert out == {"m": {"best": None, "status": "no clear best"}}
 
 
-def test_four_pairs_are_too_few_to_rank_even_with_a_huge_gap():
+def test_a_small_grid_is_too_few_to_rank_even_with_a_huge_gap():
     df = three_methods(gap=50.0, n_c=2, n_s=2)
     assert S.rank_methods(df, {"m": True}, n_boot=500) == {"m": {"best": None, "status": "too few pairs to rank"}}
-    # ...and min_pairs is the threshold: 4 cells are enough when allowed
-    assert S.rank_methods(df, {"m": True}, n_boot=500, min_pairs=4)["m"]["status"] == "ranked"
+    # ...and min_contents / min_styles are the threshold: 2 x 2 is enough when allowed
+    assert S.rank_methods(df, {"m": True}, n_boot=500, min_contents=2, min_styles=2)["m"]["status"] == "ranked"
 
 
-def test_missing_cells_count_against_min_pairs():
-    df = three_methods(gap=2.0, n_c=3, n_s=3)  # 9 cells
-    assert S.rank_methods(df, {"m": True}, n_boot=500)["m"]["status"] == "ranked"
-    df.loc[(df["method"] == "b") & (df["content"] == "c0.png") & (df["style"] == "s0.png"), "m"] = math.nan
-    df.loc[(df["method"] == "c") & (df["content"] == "c1.png") & (df["style"] == "s1.png"), "m"] = math.nan
-    # b-c now share 7 cells
+@pytest.mark.parametrize(("n_c", "n_s"), [(1, 30), (30, 1), (4, 10), (10, 4)])
+def test_cells_do_not_count_contents_and_styles_do(n_c, n_s):
+    """30 or 40 cells, a huge gap, but fewer than 5 contents or 5 styles: no ★ and no "≠ 0"."""
+    df = three_methods(gap=50.0, n_c=n_c, n_s=n_s)
     assert S.rank_methods(df, {"m": True}, n_boot=500)["m"] == {"best": None, "status": "too few pairs to rank"}
+    diffs = S.paired_differences(df, ["m"], n_boot=500)
+    assert not diffs["significant"].any()
+    assert diffs["excludes_zero"].any()  # the test alone would have marked them
+
+
+def test_missing_cells_count_against_the_minimum_grid():
+    df = three_methods(gap=2.0)  # 5 x 5
+    assert S.rank_methods(df, {"m": True}, n_boot=500)["m"]["status"] == "ranked"
+    # b loses every cell of one content: b's pairs now share 4 contents (c keeps all of its own)
+    df.loc[(df["method"] == "b") & (df["content"] == "c0.png"), "m"] = math.nan
+    assert S.rank_methods(df, {"m": True}, n_boot=500)["m"] == {"best": None, "status": "too few pairs to rank"}
+    diffs = S.paired_differences(df, ["m"], n_boot=500)
+    b_pairs = diffs[(diffs["method_a"] == "b") | (diffs["method_b"] == "b")]
+    assert set(b_pairs["contents"]) == {4}
+    assert not b_pairs["significant"].any()
+    # a scattered missing cell leaves every content and style shared: still ranked
+    df = three_methods(gap=2.0)
+    df.loc[(df["method"] == "b") & (df["content"] == "c0.png") & (df["style"] == "s0.png"), "m"] = math.nan
+    assert S.rank_methods(df, {"m": True}, n_boot=500)["m"]["status"] == "ranked"
+
+
+def test_star_exactly_where_the_paired_table_marks_every_comparison_of_that_method():
+    statuses = set()
+    for seed in range(12):
+        gap = 0.15 * (seed % 4)
+        df = four_methods({"a": 3 * gap, "b": 2 * gap, "c": gap, "d": 0.0}, seed=seed)
+        diffs = S.paired_differences(df, ["m"], n_boot=1000)
+        ranking = S.rank_methods(df, {"m": True}, differences=diffs)["m"]
+        winners = []
+        for a in "abcd":
+            mine = diffs[(diffs["method_a"] == a) | (diffs["method_b"] == a)]
+            won = [r["significant"] and (r["mean_diff"] > 0) == (r["method_a"] == a) for r in mine.to_dict("records")]
+            winners += [a] if all(won) else []
+        assert ranking["best"] == (winners[0] if winners else None)
+        assert ranking == S.rank_methods(df, {"m": True}, n_boot=1000)["m"]
+        statuses.add(ranking["status"])
+    assert statuses == {"ranked", "no clear best"}  # both outcomes were exercised
 
 
 def test_methods_without_values_do_not_compete_and_one_competitor_is_nothing_to_compare():

@@ -108,7 +108,10 @@ def test_scores_every_pair_with_reference_rows(tmp_path, layout, params, scorer)
     assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
     assert stats["n"] == 4
     assert statistics["methods"]["copy"]["lpips"]["n"] == 0
-    # 4 pairs < min_pairs 8: no star for anyone
+    # 2 contents x 2 styles, below the minimum grid (5 x 5 in params.yaml): no star for anyone
+    assert (statistics["contents"], statistics["styles"]) == (2, 2)
+    assert (statistics["min_contents"], statistics["min_styles"]) == (5, 5)
+    assert statistics["multiple_comparisons"] == {"method": "holm", "pairs_per_metric": 1}  # copy - noisy
     assert statistics["ranking"]["ssim"] == {"best": None, "status": "too few pairs to rank"}
     assert statistics["ranking"]["lpips"]["status"] == "nothing to compare"  # n/a for every method
     assert all(r["best"] is None for r in statistics["ranking"].values())
@@ -117,6 +120,14 @@ def test_scores_every_pair_with_reference_rows(tmp_path, layout, params, scorer)
     assert len(row) == 1
     expected = (per_pair[per_pair["method"] == "copy"]["ssim"].to_numpy() - noisy["ssim"].to_numpy()).mean()
     assert float(row["mean_diff"].iloc[0]) == pytest.approx(expected, rel=1e-6)
+    # the copy is far better than noise on SSIM in every cell: the unadjusted CI excludes 0 and the test alone
+    # (one competing pair: Holm changes nothing) is far below 0.05 -- yet 2 x 2 marks nothing
+    assert bool(row["excludes_zero"].iloc[0])
+    assert float(row["p_holm"].iloc[0]) == float(row["p_value"].iloc[0]) < 0.01
+    assert not paired["significant"].any()
+    references = paired["method_a"].isin(evaluate.REFERENCE_ROWS) | paired["method_b"].isin(evaluate.REFERENCE_ROWS)
+    assert paired.loc[references, "p_holm"].isna().all()  # reference rows are outside the Holm family
+    assert paired.loc[~references, "p_holm"].notna().any()
 
 
 def test_missing_pair_names_the_file(tmp_path, layout, params, scorer):
