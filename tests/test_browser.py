@@ -233,6 +233,10 @@ def test_report_renders_with_table_and_images(pipeline_run, browser):
     assert paired.locator("tbody tr").count() == 1
     assert "adain - gatys" in paired.inner_text()
     assert "content_loss" in paired.locator("thead").inner_text()
+    # Holm-corrected, and no "≠ 0" below the minimum grid (2 x 2 here)
+    assert "Holm-corrected over the" in page.locator("#paired").inner_text()
+    assert page.locator("td.excludes-zero").count() == 0
+    assert "≠ 0" not in paired.inner_text()
     # what ran: gatys with the tuned weight, adain's budget against its reference schedule, the badge in the table
     gatys_params = page.locator("#what-ran ul.params li", has_text="gatys")
     assert gatys_params.is_visible()
