@@ -24,11 +24,11 @@ ssim                   SSIM (Wang et al. 2004) by piq: 11x11 Gaussian window, si
 ssim_lum               the same SSIM on luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601)     content   higher
 cfsd                   content feature structural distance (StyleID, Chung et al. CVPR    content   lower
                        2024, evaluation/image_metrics.py PatchSimi): see :func:`cfsd`
-fid_imagenet (summary) FID (Heusel et al. 2017) of the outputs vs the style images on       style     lower
+fid_imagenet (summ.)   FID (Heusel et al. 2017) of the outputs vs the style images on     style     lower
                        pytorch-fid's ImageNet Inception (pool3, 299 px): not ArtFID's FID
-artfid (summary)       ArtFID (Wright & Ommer 2022): (1 + mean LPIPS) * (1 + FID on their    both      lower
-                       art Inception, images not resized); NaN without either: see
-                       :func:`art_inception`
+artfid (summary)       ArtFID (Wright & Ommer 2022) = (1 + mean LPIPS)(1 + FID on their   both      lower
+                       art Inception, images not resized); NaN without either (see
+                       :func:`art_inception`)
 =====================  =================================================================  ========  ======
 
 The style distances run on the encoder the caller passes; the scorer passes a VGG-19 whose filters are rescaled to

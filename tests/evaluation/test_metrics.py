@@ -511,7 +511,7 @@ def test_art_inception_refuses_a_file_of_another_network(tmp_path):
     state = _random_art_inception_state(1)
     del state["Mixed_7c.branch_pool.conv.weight"]
     torch.save(state, tmp_path / "art_inception.pth")
-    with pytest.raises(metrics.WeightsUnavailable, match=r"not Wright & Ommer's art Inception.*Mixed_7c"):
+    with pytest.raises(metrics.WeightsUnavailable, match=r"(?s)not Wright & Ommer's art Inception.*Mixed_7c"):
         metrics.load_art_inception(tmp_path / "art_inception.pth")  # art-fid's strict=False would run it half-random
     with pytest.raises(metrics.WeightsUnavailable, match=r"art_inception\.pth.*not found at .*nope"):
         metrics.load_art_inception(tmp_path / "nope.pth")
