@@ -24,6 +24,7 @@ from pipeline import cli, scorer_weights
 from pipeline.config import ScorerWeightsSection, WeightSource, load_params
 from tests.test_cli_and_dvc import BIN, out_of_date, repo_copy, run  # noqa: F401  (repo_copy: the fixture, reused)
 from tests.test_dvc_deps import expand_stages
+from tests.test_dvc_params import declared
 
 STAND_IN = b"stand-in AlexNet weights: not a network, only bytes with a known hash\n" * 50
 STAND_IN_SHA = hashlib.sha256(STAND_IN).hexdigest()
@@ -78,6 +79,13 @@ def found(out: Path) -> dict[str, Any]:
 def test_the_section_names_every_weight_the_scorer_reads():
     sources = {k for k, f in ScorerWeightsSection.model_fields.items() if f.annotation is WeightSource}
     assert sources == set(WEIGHTS)
+    assert declared("scorer-weights") == scorer_weights.PARAMS  # its params, and nobody else's
+    assert all("scorer_weights" not in declared(stage) for stage in ("evaluate", "report"))
+    stages = expand_stages(yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text()))
+    assert stages["scorer-weights"]["always_changed"] is True
+    assert "models/scorer" in stages["evaluate"]["deps"]
+    assert "--weights models/scorer" in stages["evaluate"]["cmd"]
+    assert not any("models/scorer" in stage.get("deps", []) for name, stage in stages.items() if name != "evaluate")
 
 
 def test_downloads_the_pinned_file_and_records_its_sha256(tmp_path, repo_root, local_server, isolated):
