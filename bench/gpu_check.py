@@ -839,7 +839,6 @@ def pipeline_workspace(work: Path, device: str, tiny: bool, tf32: bool = False) 
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["base"]["device"] = device
     raw["base"]["tf32"] = tf32  # the stages set TF32 from it (pipeline/resources.py pick_device), as --tf32 asks
-    raw["evaluate"]["lpips_download"] = False  # no network there: LPIPS is n/a unless its weights are on disk
     raw["methods"]["gatys"]["iterations"] = 5 if tiny else 30
     for method in ("adain", "contrastive"):
         raw["methods"][method]["train"].update(iterations=4 if tiny else 40, checkpoint_every=100, sample_every=0)

@@ -44,15 +44,23 @@ SSIM_DOWNSAMPLE = False
 LUMA_BT601 = (0.299, 0.587, 0.114)
 
 # FID: pytorch-fid 0.3.0 (mseitzer/pytorch-fid, src/pytorch_fid/inception.py FID_WEIGHTS_URL): the TensorFlow FID
-# Inception (2015-12-05) ported to PyTorch; pool3 features (2048-d), inputs resized to 299 x 299 and scaled to [-1, 1].
+# Inception (2015-12-05, trained on ImageNet) ported to PyTorch; pool3 features (2048-d), inputs resized to 299 x 299
+# and scaled to [-1, 1]. The metric on it is ``fid_imagenet``: it is not ArtFID's FID.
 INCEPTION_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 )
 INCEPTION_FILE = os.path.basename(INCEPTION_URL)
 FID_EPS = 1e-6  # StyleID eval_artfid.py:84 (= pytorch-fid fid_score.py) diagonal offset when sqrtm is singular
+# ArtFID (Wright & Ommer, GCPR 2022): their Inception-v3 trained on art (matthias-wright/art-fid at 37ce02e,
+# art_fid/art_fid.py:18 CKPT_URL, hosted on the Hugging Face Hub); StyleID eval_artfid.py:17 uses the same file.
+ART_INCEPTION_URL = "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth"
+ART_INCEPTION_FILE = os.path.basename(ART_INCEPTION_URL)
 # torchvision's AlexNet ImageNet weights, the trunk LPIPS v0.1 was calibrated on (lpips/pretrained_networks.py).
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = os.path.basename(ALEXNET_URL)
+# torchvision's VGG-19 ImageNet weights (VGG19_Weights.IMAGENET1K_V1.url), the network of StyleID's CFSD.
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_FILE = os.path.basename(VGG19_URL)
 
 STYLE_NETWORK = "VGG-19 caffe, per-filter normalised (filters rescaled to mean activation 1)"
 
@@ -195,20 +203,22 @@ SUMMARY_METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
         MetricInfo(
-            "fid",
+            "fid_imagenet",
             False,
             "style",
-            "FID of a method's outputs vs the style images",
-            "Inception-v3 (pytorch-fid, TF 2015-12-05 weights)",
-            "pool3 2048-d features of inputs resized to 299 x 299 and scaled to [-1, 1]; sample covariance",
+            "FID of a method's outputs vs the style images on pytorch-fid's ImageNet Inception (not ArtFID's)",
+            "Inception-v3 (pytorch-fid, TF 2015-12-05 ImageNet weights)",
+            "pool3 2048-d features of inputs resized to 299 x 299 and scaled to [-1, 1]; sample covariance; "
+            "one style image per output (the pair's own)",
         ),
         MetricInfo(
             "artfid",
             False,
             "content+style",
-            "ArtFID = (1 + mean LPIPS vs content) * (1 + FID vs style)",
-            "Inception-v3 (pytorch-fid) and AlexNet (LPIPS v0.1)",
-            "as fid and lpips",
+            "ArtFID (Wright & Ommer 2022) = (1 + mean LPIPS vs content) * (1 + FID vs style on their art Inception)",
+            "Inception-v3 trained on art (Wright & Ommer, art_inception.pth) and AlexNet (LPIPS v0.1)",
+            "as art-fid: images at their own size (not resized), RGB in [0, 1], no mean/std; 2048-d average-pooled "
+            "features, sample covariance, one style image per output; LPIPS inputs in [-1, 1]",
         ),
     )
 }

@@ -27,10 +27,11 @@ ssim                   SSIM (Wang et al. 2004) by piq: 11x11 Gaussian window, si
 ssim_lum               the same SSIM on luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601)     content   higher
 cfsd                   content feature structural distance (StyleID, Chung et al. CVPR    content   lower
                        2024, evaluation/image_metrics.py PatchSimi): see :func:`cfsd`
-fid (summary)          FID (Heusel et al. 2017) of the outputs vs the style images,       style     lower
-                       pytorch-fid's Inception pool3 features; NaN without the weights
-artfid (summary)       (1 + mean LPIPS) * (1 + FID) (Wright & Ommer 2022; StyleID         both      lower
-                       evaluation/eval_artfid.py line 413)
+fid_imagenet (summ.)   FID (Heusel et al. 2017) of the outputs vs the style images on     style     lower
+                       pytorch-fid's ImageNet Inception (pool3, 299 px): not ArtFID's FID
+artfid (summary)       ArtFID (Wright & Ommer 2022) = (1 + mean LPIPS)(1 + FID on their   both      lower
+                       art Inception, images not resized); NaN without either (see
+                       :func:`art_inception`)
 =====================  =================================================================  ========  ======
 
 The style distances run on the encoder the caller passes; the scorer passes a VGG-19 whose filters are rescaled to
@@ -59,6 +60,8 @@ from torch import Tensor, nn
 from evaluation.metric_info import (  # noqa: F401  (re-exported: the scorer's names live with its metadata)
     ALEXNET_FILE,
     ALEXNET_URL,
+    ART_INCEPTION_FILE,
+    ART_INCEPTION_URL,
     CFSD_CAFFE_SCALE,
     CFSD_CHUNK,
     CFSD_LAYER,
@@ -490,40 +493,30 @@ def cfsd(output: Tensor, content: Tensor, encoder: VGGEncoder, chunk: int = CFSD
 # --------------------------------------------------------------------------------------------------- LPIPS
 
 
-class LpipsUnavailable(NstError):
+class WeightsUnavailable(NstError):
+    """A scorer weight file is absent, unreadable or not the network it should be: its metric is n/a."""
+
+
+class LpipsUnavailable(WeightsUnavailable):
     """The AlexNet ImageNet weights LPIPS needs are not on this machine."""
 
 
-def alexnet_weights_path(explicit: str | Path | None = None) -> Path:
-    """Where the AlexNet weights are: ``explicit``, else ``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth``."""
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
-
-
-def load_lpips(weights: str | Path | None = None, *, download: bool = True) -> torch.nn.Module:
-    """LPIPS v0.1 (AlexNet) with its published linear heads and the real ImageNet AlexNet trunk.
-
-    The trunk comes from ``weights`` (a torchvision AlexNet state_dict) or torch hub's cache; when absent and
-    ``download`` is true, torch hub downloads it. Never falls back to a random trunk.
+def load_lpips(weights: str | Path) -> torch.nn.Module:
+    """LPIPS v0.1 (AlexNet) with its published linear heads and the real ImageNet AlexNet trunk from ``weights``
+    (torchvision's ``alexnet-owt-7be5be79.pth``, which the scorer-weights stage puts in ``models/scorer``). Never
+    downloads, never falls back to a random trunk.
 
     Raises:
-        LpipsUnavailable: naming the file that is missing and where to put it.
+        LpipsUnavailable: naming the file that is missing or unreadable.
     """
     import lpips
 
-    path = alexnet_weights_path(weights)
+    path = Path(weights).expanduser()
     if not path.is_file():
-        if weights is None and download:
-            try:
-                torch.hub.load_state_dict_from_url(ALEXNET_URL, progress=False, check_hash=True)
-            except Exception as exc:  # offline: URLError; a proxy: HTTPError; ...
-                log.debug("alexnet download failed: %s", exc)
-        if not path.is_file():
-            raise LpipsUnavailable(
-                f"LPIPS needs torchvision's AlexNet ImageNet weights ({ALEXNET_FILE}, from {ALEXNET_URL}); "
-                f"not found at {path}. Put the file there (or set evaluate.lpips_weights to its path)"
-            )
+        raise LpipsUnavailable(
+            f"LPIPS needs torchvision's AlexNet ImageNet weights ({ALEXNET_FILE}, from {ALEXNET_URL}); "
+            f"not found at {path} (the scorer-weights stage puts it in models/scorer)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -569,13 +562,6 @@ class _Pool3(nn.Module):
         return self.inception(images)[0].flatten(1)
 
 
-def inception_weights_path(explicit: str | Path | None = None) -> Path:
-    """Where the FID Inception weights are: ``explicit``, else ``$TORCH_HOME/hub/checkpoints/<INCEPTION_FILE>``."""
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-
-
 def fid_inception(state: Mapping[str, Tensor]) -> nn.Module:
     """pytorch-fid's FID InceptionV3 (pool3 block, 299 x 299 bilinear resize, [0, 1] -> [-1, 1]) with ``state``.
 
@@ -598,49 +584,117 @@ def fid_inception(state: Mapping[str, Tensor]) -> nn.Module:
     return _Pool3(model).eval().requires_grad_(False)
 
 
-_INCEPTION_WARNED: set[str] = set()
-
-
-def load_inception(weights: str | Path | None = None, *, download: bool = False) -> nn.Module | None:
-    """The FID Inception with its real weights, or None (with one warning per file) when they are not available.
-
-    ``weights``: a path to pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``; default torch hub's cache. When
-    absent and ``download`` is true, torch hub is asked for it first. Never returns a randomly initialised network.
-    """
-    path = inception_weights_path(weights)
-    if not path.is_file() and weights is None and download:
-        try:
-            torch.hub.load_state_dict_from_url(INCEPTION_URL, progress=False, check_hash=True)
-        except Exception as exc:  # offline: URLError; a proxy: HTTPError; ...
-            log.debug("inception download failed: %s", exc)
-    problem = None
+def _read_state(path: Path, what: str) -> Mapping[str, Tensor]:
     if not path.is_file():
-        problem = f"{INCEPTION_FILE} (from {INCEPTION_URL}) not found at {path}; put the file there"
-    else:
-        try:
-            return fid_inception(torch.load(path, map_location="cpu", weights_only=True))
-        except ImportError:
-            problem = "the package pytorch-fid is not installed (pip install pytorch-fid==0.3.0)"
-        except Exception as exc:  # unreadable file, wrong keys or shapes
-            problem = f"{path} is not pytorch-fid's Inception state_dict ({type(exc).__name__}: {exc})"
-    if str(path) not in _INCEPTION_WARNED:
-        _INCEPTION_WARNED.add(str(path))
-        log.warning("fid and artfid are n/a: %s", problem)
-    return None
+        raise WeightsUnavailable(f"{what} not found at {path} (the scorer-weights stage puts it in models/scorer)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, pickled code
+        raise WeightsUnavailable(f"{path}: not a readable state_dict ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, Mapping):
+        raise WeightsUnavailable(f"{path}: not a state_dict (a {type(state).__name__})")
+    return state
+
+
+def load_inception(weights: str | Path) -> nn.Module:
+    """pytorch-fid's ImageNet Inception (:func:`fid_inception`) with the weights in ``weights``
+    (``pt_inception-2015-12-05-6726825d.pth``): the network of ``fid_imagenet``. Never downloads, never returns a
+    randomly initialised network.
+
+    Raises:
+        WeightsUnavailable: the file is missing or unreadable, does not fit the network, or pytorch-fid is absent.
+    """
+    path = Path(weights).expanduser()
+    state = _read_state(path, f"pytorch-fid's Inception ({INCEPTION_FILE}, from {INCEPTION_URL})")
+    try:
+        return fid_inception(state)
+    except ImportError as exc:
+        raise WeightsUnavailable("the package pytorch-fid is not installed (pip install pytorch-fid==0.3.0)") from exc
+    except Exception as exc:  # wrong keys or shapes
+        raise WeightsUnavailable(f"{path} is not pytorch-fid's Inception ({type(exc).__name__}: {exc})") from exc
+
+
+# Heads of Wright & Ommer's Inception3 that the features do not use (art_fid/inception.py: fc1, fc2 for their two
+# label sets, AuxLogits1/2 only in training).
+_ART_HEADS = ("fc1.", "fc2.", "AuxLogits1.", "AuxLogits2.")
+
+
+def art_inception(state: Mapping[str, Tensor]) -> nn.Module:
+    """Wright & Ommer's art-trained Inception-v3 as ArtFID's feature extractor: (B, 3, H, W) RGB in [0, 1] -> (B, 2048).
+
+    Their network (matthias-wright/art-fid at 37ce02e, art_fid/inception.py) is torchvision's Inception3 with two
+    1000-way heads (``fc1``, ``fc2``) and two auxiliary heads; ``forward(x, return_features=True)`` returns the
+    2048-d average-pooled Mixed_7c features after dropout (an identity in eval mode). We build torchvision's
+    Inception3 (same module names, BatchNorm eps 0.001) without ``transform_input`` (their default False: no
+    ImageNet mean/std) and with an identity head, and load every trunk tensor of ``state`` strictly; the heads are
+    dropped. Their own loader is ``load_state_dict(ckpt, strict=False)`` (art_fid.py:190-191), which would leave a
+    mismatched file silently random; here it is an error.
+
+    Their protocol, which the evaluate stage follows (art_fid.py, same commit): images are read with PIL, made RGB
+    and turned into [0, 1] tensors by ``ToTensor()`` only -- no resize, no normalisation (``get_activations``,
+    art_fid.py:57; the content distance likewise, line 291) -- so each image is scored at its own size (the
+    Inception's adaptive pooling takes any size >= 75 px); the Frechet distance of the two feature sets' means and
+    sample covariances (lines 85-130, 146-149) is the FID, and ArtFID = (content_dist + 1) * (fid_value + 1)
+    (line 354) with content_dist the mean LPIPS (AlexNet, inputs 2x - 1, art_fid/image_metrics.py ``LPIPS``) over
+    the pairs. Their command line defaults to ArtFID_inf (``--mode art_fid_inf``, art_fid/__main__.py:10), an FID
+    extrapolated from subsets of 5,000 images upwards (art_fid.py:239); a benchmark of tens or hundreds of pairs
+    computes plain ArtFID (``mode='art_fid'``, ``compute_fid``). StyleID's evaluation (evaluation/eval_artfid.py:56
+    and 283-287) first resizes the shorter side to 512 px (``Resize(512)``): values are comparable to its tables
+    only for images of that size.
+
+    Raises:
+        RuntimeError: ``state`` lacks a trunk tensor, has an unexpected one, or a shape differs.
+    """
+    from torchvision.models.inception import Inception3
+
+    model = Inception3(num_classes=1000, aux_logits=False, transform_input=False, init_weights=False)
+    model.fc = nn.Identity()  # the 2048-d pooled features, as return_features=True
+    trunk = {k: v for k, v in state.items() if not k.startswith(_ART_HEADS)}
+    model.load_state_dict(trunk, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def load_art_inception(weights: str | Path) -> nn.Module:
+    """:func:`art_inception` with the weights in ``weights`` (``art_inception.pth``): the network of ``artfid``.
+    Never downloads, never returns a randomly initialised network.
+
+    Raises:
+        WeightsUnavailable: the file is missing, unreadable or does not fit the network.
+    """
+    path = Path(weights).expanduser()
+    state = _read_state(path, f"Wright & Ommer's art Inception ({ART_INCEPTION_FILE}, from {ART_INCEPTION_URL})")
+    try:
+        return art_inception(state)
+    except Exception as exc:  # wrong keys or shapes
+        raise WeightsUnavailable(f"{path} is not Wright & Ommer's art Inception ({type(exc).__name__}: {exc})") from exc
 
 
 @torch.no_grad()
 def image_features(images: Iterable[Tensor], extractor: Callable[[Tensor], Tensor]) -> np.ndarray:
     """Features of every image (each a (B, 3, H, W) tensor in [0, 1]; sizes may differ): (N, D) float64."""
-    device = next((p.device for p in extractor.parameters()), None) if isinstance(extractor, nn.Module) else None
-    rows = []
+    return image_features_by({"f": extractor}, images)["f"]
+
+
+def _device(extractor: Callable[[Tensor], Tensor]) -> torch.device | None:
+    return next((p.device for p in extractor.parameters()), None) if isinstance(extractor, nn.Module) else None
+
+
+@torch.no_grad()
+def image_features_by(
+    extractors: Mapping[str, Callable[[Tensor], Tensor]], images: Iterable[Tensor]
+) -> dict[str, np.ndarray]:
+    """:func:`image_features` of one stream of images under several extractors, each image read once:
+    ``{name: (N, D_name) float64}``."""
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
     for image in images:
         _check(image, "image")
         x = image.float().clamp(0, 1)
-        rows.append(extractor(x if device is None else x.to(device)).flatten(1).double().cpu().numpy())
-    if not rows:
+        for name, extractor in extractors.items():
+            device = _device(extractor)
+            rows[name].append(extractor(x if device is None else x.to(device)).flatten(1).double().cpu().numpy())
+    if extractors and not next(iter(rows.values())):
         raise NstError("no images to compute features of")
-    return np.concatenate(rows)
+    return {name: np.concatenate(r) for name, r in rows.items()}
 
 
 def activation_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -689,9 +743,9 @@ def fid_score(
 ) -> float:
     """FID between the features of ``outputs`` (a method's stylized images) and of ``styles`` (the style images).
 
-    ``extractor`` maps (B, 3, H, W) in [0, 1] to (B, D), e.g. :func:`load_inception`'s model; None (weights
-    absent) -> NaN. Either set with fewer than 2 images -> NaN (no sample covariance). StyleID's order: outputs
-    first (eval_artfid.py:195-198); the distance is symmetric.
+    ``extractor`` maps (B, 3, H, W) in [0, 1] to (B, D), e.g. :func:`load_inception`'s or
+    :func:`load_art_inception`'s model; None (weights absent) -> NaN. Either set with fewer than 2 images -> NaN
+    (no sample covariance). StyleID's order: outputs first (eval_artfid.py:195-198); the distance is symmetric.
     """
     if extractor is None:
         return math.nan
@@ -706,8 +760,9 @@ def fid_from_features(f_out: np.ndarray, f_sty: np.ndarray) -> float:
 
 
 def artfid_score(fid: float, lpips_mean: float) -> float:
-    """ArtFID = (1 + LPIPS) * (1 + FID) (Wright & Ommer 2022; StyleID eval_artfid.py:413), LPIPS the mean over the
-    method's pairs (output vs content); NaN when either is NaN."""
+    """ArtFID = (1 + LPIPS) * (1 + FID) (Wright & Ommer 2022; art-fid art_fid/art_fid.py:354, StyleID
+    eval_artfid.py:413), LPIPS the mean over the method's pairs (output vs content), FID on the art Inception
+    (:func:`art_inception`); NaN when either is NaN."""
     return (1.0 + lpips_mean) * (1.0 + fid)
 
 

@@ -42,7 +42,7 @@ UNDER_OPTIMISED = "under-optimised"  # an image-optimisation method (Gatys) belo
 # An external converged reference (a method class with a ``pretrained`` citation, e.g. ghiasi): its authors trained it;
 # this benchmark neither trains nor tunes it. Shown as a badge, in the figures' titles and in the caveats.
 PRETRAINED = "pretrained by its authors"
-SUMMARY_COLUMNS = ("fid", "artfid")  # one number per method (summary.json), no per-pair values, no CI
+SUMMARY_COLUMNS = ("fid_imagenet", "artfid")  # one number per method (summary.json), no per-pair values, no CI
 COST_COLUMNS = ("seconds", "peak_mem_mb")
 STYLE_KINDS = ("gram", "meanstd")
 
@@ -90,12 +90,15 @@ HOW_TO_READ = {
     "VGG-19; on the caffe network the features are first scaled by 1/57.6 to torchvision's range (unscaled, most "
     "softmax rows saturate and a flat grey image scores best), so caffe values are not comparable to published "
     "ones; an image whose rows still saturate (over 1 %) is n/a.",
-    "fid": "Frechet Inception Distance between the set of a method's outputs and the set of test paintings "
-    "(Inception-v3 pool3 features): how close the outputs' feature distribution is to the paintings'. Strongly "
-    "biased with few images: compare rows of this report only. style_copy is the low end. n/a without the "
-    "Inception weights.",
-    "artfid": "ArtFID = (1 + mean LPIPS vs content) x (1 + FID vs paintings) (Wright & Ommer 2022): content "
-    "distance and style-distribution distance in one number; n/a whenever LPIPS or FID is.",
+    "fid_imagenet": "Frechet Inception Distance between the set of a method's outputs and the set of test paintings "
+    "on pytorch-fid's ImageNet Inception-v3 (pool3 features, images resized to 299 x 299): how close the outputs' "
+    "feature distribution is to the paintings', as a network trained on photos sees them. Not ArtFID's FID. "
+    "Strongly biased with few images: compare rows of this report only. style_copy is the low end. n/a without "
+    "the Inception weights.",
+    "artfid": "ArtFID (Wright & Ommer 2022) = (1 + mean LPIPS vs content) x (1 + FID vs paintings on their "
+    "Inception-v3 trained on art, images at their own size): content distance and style-distribution distance in "
+    "one number. Computed at this report's image size (StyleID's tables resize to 512 px first). n/a without the "
+    "art Inception's weights or without LPIPS.",
     "seconds": "Wall-clock seconds per output image on the machine that ran stylize (timing.csv).",
     "peak_mem_mb": "Peak memory per image: on CUDA the allocator's peak, on the CPU the process's resident set.",
 }
@@ -190,7 +193,7 @@ class TableRow:
 
 
 def table_columns(headline: Sequence[str]) -> list[str]:
-    """The comparison table's columns: the headline metrics, FID/ArtFID, then the costs."""
+    """The comparison table's columns: the headline metrics, fid_imagenet/ArtFID, then the costs."""
     return [*headline, *SUMMARY_COLUMNS, *COST_COLUMNS]
 
 
@@ -301,7 +304,7 @@ def comparison_rows(
     scoring: Mapping[str, Any] | None = None,
 ) -> list[TableRow]:
     """One row per competing method then per reference row: "mean [ci_low, ci_high]" from statistics.json for the
-    per-pair metrics and costs, summary.json's single value for FID/ArtFID; the ★ from the ranking (:func:`starred`);
+    per-pair metrics and costs, summary.json's single value for the FIDs; the ★ from the ranking (:func:`starred`);
     marks for a method's own objective (scoring.json's ``own_objectives``) and for a content metric on which it is
     worse than a degraded reference row (:func:`below_references`).
     """
@@ -997,7 +1000,8 @@ def scorer_lines(scoring: Mapping[str, Any]) -> list[tuple[str, str]]:
             f"`{scorer.get('cfsd_encoder', '?')}`, sha256 `{scorer.get('cfsd_encoder_sha256', '?')}`{cfsd_scale}",
         ),
         ("LPIPS", scoring.get("lpips", "?")),
-        ("FID / ArtFID", scoring.get("fid", "?")),
+        ("FID (ImageNet Inception)", scoring.get("fid_imagenet", "?")),
+        ("ArtFID (art Inception)", scoring.get("artfid", "?")),
     ]
 
 
@@ -1027,9 +1031,10 @@ def caveats(
     lpips = str(scoring.get("lpips", ""))
     if not lpips.startswith("available"):
         notes.append(f"LPIPS is n/a: {lpips.removeprefix('n/a: ')}")
-    fid = str(scoring.get("fid", ""))
-    if not fid.startswith("available"):
-        notes.append(f"FID and ArtFID are n/a: {fid.removeprefix('n/a: ')}")
+    for metric in SUMMARY_COLUMNS:
+        note = str(scoring.get(metric, ""))
+        if not note.startswith("available"):
+            notes.append(f"{metric} is n/a: {note.removeprefix('n/a: ')}")
     under = [b.method for b in budgets if b.under_trained]
     if under:
         notes.append(

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pipeline.train", "train a feed-forward method (stage train@<method>)"),
     "stylize-stage": ("pipeline.stylize", "stylize the test grid with one method (stage stylize@<method>)"),
     "stylize": ("pipeline.stylize", "stylize one content image with one style image"),
+    "scorer-weights": ("pipeline.scorer_weights", "fetch the scorer's weights into one tracked folder (stage)"),
     "evaluate": ("pipeline.evaluate", "score every method's outputs with one fixed scorer (stage)"),
     "report": ("pipeline.report", "render the method comparison report (stage)"),
     "pretrained": ("pipeline.pretrained", "export a pretraining run as models/pretrained/<method>.pt + model card"),

@@ -214,10 +214,8 @@ class StylizeSection(Strict):
 
 
 class EvaluateSection(Strict):
-    lpips_weights: str | None  # torchvision AlexNet state_dict; null = $TORCH_HOME/hub/checkpoints/alexnet-owt-*.pth
-    lpips_download: bool  # try torch hub's download when the file is absent (offline: LPIPS is n/a)
-    cfsd_weights: Literal["auto", "torchvision", "caffe"]  # auto: torchvision when its file is cached, else caffe
-    inception_weights: str | None  # pytorch-fid Inception state_dict; null = torch hub cache; absent -> fid n/a
+    # The scorer's third-party weights come from the scorer-weights stage's folder (evaluate --weights models/scorer).
+    cfsd_weights: Literal["auto", "torchvision", "caffe"]  # auto: torchvision when that folder has it, else caffe
     bootstrap: Annotated[int, Field(ge=100, le=1_000_000)]
     ci_level: Annotated[float, Field(gt=0.5, lt=1.0)]
     # a ★ or "≠ 0" needs this many distinct test contents and styles (evaluation.summary.MIN_CONTENTS: this project's
@@ -225,6 +223,29 @@ class EvaluateSection(Strict):
     min_contents: Annotated[int, Field(ge=2, le=100_000)]
     min_styles: Annotated[int, Field(ge=2, le=100_000)]
     seed: Seed
+
+
+class WeightSource(Strict):
+    """Where one scorer weight is downloaded from and what its bytes must hash to."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^/]+/.*[^/]$")]  # the file name is the URL path's last part
+    # The sha256 of the file as 64 hex digits, or its first 8 or more (what a torch hub file name publishes and
+    # torch.hub's check_hash checks); null: nothing published, the stage records the sha256 it finds.
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{8,64}$")] | None
+
+
+class ScorerWeightsSection(Strict):
+    """The scorer-weights stage (pipeline/scorer_weights.py): one :class:`WeightSource` per weight of
+    evaluation.weights.WEIGHTS, and how long to try."""
+
+    timeout_s: Annotated[float, Field(gt=0.0, le=600.0)]  # per connection attempt and per read
+    retries: Annotated[int, Field(ge=0, le=20)]  # of a transfer that started; a failed connection is not retried
+    backoff_s: Annotated[float, Field(ge=0.0, le=600.0)]
+    max_retry_after_s: Annotated[float, Field(ge=0.0, le=86400.0)]
+    lpips_alexnet: WeightSource
+    cfsd_vgg19: WeightSource
+    fid_inception: WeightSource
+    art_inception: WeightSource
 
 
 class SearchDim(Strict):
@@ -303,6 +324,7 @@ class Params(Strict):
     tune: TuneSection
     stylize: StylizeSection
     evaluate: EvaluateSection
+    scorer_weights: ScorerWeightsSection
 
 
 def _registry_key() -> tuple[tuple[str, int], ...]:

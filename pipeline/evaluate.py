@@ -5,13 +5,16 @@ there with the content's size, and scores it (evaluation.metrics) against its co
 rows on the same pairs calibrate each metric's range (evaluation.references: ``identity``, ``style_copy``, ``grey``,
 ``blur``). The scorer's style metrics are no method's objective: they run on the per-filter-normalised caffe network
 (every filter's mean activation 1) as relative per-layer Gram and mean/std distances, each layer weighing equally;
-content_loss is relu4_2 MSE on the raw caffe network; CFSD uses torchvision's VGG-19 when its weights are cached
-(StyleID's choice), else caffe.
+content_loss is relu4_2 MSE on the raw caffe network; CFSD uses torchvision's VGG-19 when the scorer's weights have
+it (StyleID's choice), else caffe. The third-party weights (LPIPS's AlexNet, CFSD's VGG-19, the two Inceptions) are
+read from the scorer-weights stage's folder (``--weights models/scorer``, its ``found.json``); one that is absent
+makes its metrics n/a, with the reason.
 
 Writes, atomically and only after everything has been scored:
 
 - ``per_pair.csv``: method, content, style, every per-pair metric, seconds, peak memory;
-- ``summary.json`` (the DVC metrics file): one number per method and headline metric, the mean, plus FID/ArtFID;
+- ``summary.json`` (the DVC metrics file): one number per method and headline metric, the mean, plus
+  ``fid_imagenet`` and ``artfid``;
 - ``statistics.json``: per method and metric mean, std, n and the two-way bootstrap CI; the ranking (who gets a ★);
 - ``paired.csv``: paired differences between every two methods per metric, with two-way bootstrap CIs, p-values,
   Holm-adjusted p-values (``p_holm``, over the competing methods' pairs) and the "≠ 0" decision (``significant``);
@@ -41,15 +44,18 @@ from evaluation.metrics import (
     STYLE_LAYERS,
     SUMMARY_METRICS,
     Scorer,
+    WeightsUnavailable,
     artfid_score,
     cfsd_feature_scale,
     fid_from_features,
-    image_features,
+    image_features_by,
+    load_art_inception,
     load_inception,
 )
 from evaluation.objectives import own_objectives
 from evaluation.references import REFERENCE_ROWS, reference_outputs
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
+from evaluation.weights import ScorerWeights, read_found
 from methods.errors import NstError
 from methods.registry import list_methods, tuned_methods
 from pipeline import tracking
@@ -161,6 +167,17 @@ def _reference_images(name: str, contents: list[Path], style_images: list[Any], 
             yield reference_outputs(content, style)[name]
 
 
+def _extractor(name: str, loader: Any, weights: ScorerWeights) -> tuple[Any, str]:
+    """The feature network from scorer weight ``name`` and "available", or None and "n/a: <why>"."""
+    path = weights.path(name)
+    if path is None:
+        return None, f"n/a: {name} is absent: {weights.why_absent(name)}"
+    try:
+        return loader(path), "available"
+    except WeightsUnavailable as exc:
+        return None, f"n/a: {exc}"
+
+
 def distribution_scores(
     params: Params,
     methods: list[str],
@@ -169,23 +186,39 @@ def distribution_scores(
     style_dir: Path,
     per_pair: pd.DataFrame,
     device: Any,
-) -> tuple[dict[str, dict[str, float | None]], str]:
-    """FID(outputs, style images) and ArtFID = (1 + mean LPIPS)(1 + FID) per method and reference row (StyleID's
-    protocol); all None, with the reason, when the Inception weights are absent.
+    weights: ScorerWeights,
+) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
+    """``fid_imagenet`` and ``artfid`` per method and reference row, and per metric "available" or "n/a: <why>".
+
+    ``fid_imagenet``: FID(outputs, style images) on pytorch-fid's ImageNet Inception (299 px, [-1, 1]).
+    ``artfid``: Wright & Ommer's ArtFID = (1 + mean LPIPS)(1 + FID on their art Inception), images at their own size
+    in [0, 1] as art-fid feeds them (evaluation.metrics.art_inception cites the protocol); n/a without the art
+    Inception or without LPIPS. Both None for every row, with the reason, when their weights are absent.
 
     As StyleID's protocol, the style set holds one style image per output, the pair's own (README "Evaluation": the
     style images are duplicated to match the stylized ones, util/copy_inputs.py; eval_artfid.py then reads both
-    folders whole); a style's features are computed once and repeated. Images are streamed through the network one
-    at a time: an 800-pair grid at 512 px would hold gigabytes as a list."""
-    inception = load_inception(params.evaluate.inception_weights)
+    folders whole; art-fid's FID_inf asserts as many style as stylized images, art_fid.py:230-231); a style's features
+    are computed once and repeated. Images are streamed through the networks one at a time, each read once: an
+    800-pair grid at 512 px would hold gigabytes as a list."""
+    nets: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    nets["fid_imagenet"], notes["fid_imagenet"] = _extractor("fid_inception", load_inception, weights)
+    nets["artfid"], notes["artfid"] = _extractor("art_inception", load_art_inception, weights)
+    if nets["artfid"] is not None and per_pair["lpips"].isna().all():
+        nets["artfid"], notes["artfid"] = None, "n/a: LPIPS is n/a (ArtFID's content term)"
+    nets = {k: v.to(device) for k, v in nets.items() if v is not None}
     rows = [*methods, *REFERENCE_ROWS]
-    if inception is None:
-        return {m: dict.fromkeys(SUMMARY_METRICS) for m in rows}, "n/a: the FID Inception weights are not installed"
-    inception.to(device)
+    out: dict[str, dict[str, float | None]] = {m: dict.fromkeys(SUMMARY_METRICS) for m in rows}
+    for metric, note in notes.items():
+        if note != "available":
+            log.warning("%s is n/a: %s", metric, note.removeprefix("n/a: "))
+    if not nets:
+        return out, notes
     contents, styles = list_images(content_dir), list_images(style_dir)
     style_images = [read_image(s).to(device) for s in styles]  # one per style: a few dozen images
-    per_pair_styles = np.tile(image_features(style_images, inception), (len(contents), 1))  # content-major, as pairs
-    out: dict[str, dict[str, float | None]] = {}
+    per_pair_styles = {  # content-major, as the pairs
+        k: np.tile(v, (len(contents), 1)) for k, v in image_features_by(nets, style_images).items()
+    }
     for method in rows:
         if method in REFERENCE_ROWS:
             images = _reference_images(method, contents, style_images, device)
@@ -193,23 +226,38 @@ def distribution_scores(
             images = (
                 read_image(outputs / method / f"{c.stem}__{s.stem}.png").to(device) for c in contents for s in styles
             )
-        fid = fid_from_features(image_features(images, inception), per_pair_styles)
-        lpips_mean = pd.to_numeric(per_pair.loc[per_pair["method"] == method, "lpips"]).mean()
-        artfid = artfid_score(fid, float(lpips_mean)) if math.isfinite(fid) else math.nan
-        out[method] = {"fid": _finite(fid), "artfid": _finite(artfid)}
-    return out, "available"
+        feats = image_features_by(nets, images)
+        if "fid_imagenet" in feats:
+            out[method]["fid_imagenet"] = _finite(
+                fid_from_features(feats["fid_imagenet"], per_pair_styles["fid_imagenet"])
+            )
+        if "artfid" in feats:
+            fid_art = fid_from_features(feats["artfid"], per_pair_styles["artfid"])
+            lpips_mean = float(pd.to_numeric(per_pair.loc[per_pair["method"] == method, "lpips"]).mean())
+            out[method]["artfid"] = _finite(artfid_score(fid_art, lpips_mean))
+    return out, notes
 
 
 def run(
-    params: Params, outputs: Path, content_dir: Path, style_dir: Path, out_dir: Path, scorer: Scorer | None = None
+    params: Params,
+    outputs: Path,
+    content_dir: Path,
+    style_dir: Path,
+    out_dir: Path,
+    scorer: Scorer | None = None,
+    weights_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Score, summarise and write the outputs listed in the module docstring; returns statistics + scoring."""
+    """Score, summarise and write the outputs listed in the module docstring; returns statistics + scoring.
+
+    ``weights_dir``: the scorer-weights stage's folder (``models/scorer``); None: no third-party weights (LPIPS,
+    fid_imagenet and artfid n/a, CFSD on caffe)."""
     methods = find_methods(outputs)
     if not methods:
         raise EvaluateError(f"{outputs}: no method folder with a timing.csv (run the stylize stages first)")
     notes: dict[str, str] = {}
+    weights = read_found(weights_dir)
     if scorer is None:
-        scorer, notes = build_scorer(params)
+        scorer, notes = build_scorer(params, weights)
     device = pick_device(params.base.device, params.base.tf32)
     saturation: dict[str, float] = {}
     per_pair = score_all(scorer, methods, outputs, content_dir, style_dir, device, saturation)
@@ -229,7 +277,9 @@ def run(
         **grid_min,
         **boot,
     )
-    distribution, fid_note = distribution_scores(params, methods, outputs, content_dir, style_dir, per_pair, device)
+    distribution, distribution_notes = distribution_scores(
+        params, methods, outputs, content_dir, style_dir, per_pair, device, weights
+    )
     headline = headline_metrics(per_pair, [*HEADLINE, "seconds"])
     summary = {method: {**values, **distribution.get(method, {})} for method, values in headline.items()}
     statistics = {
@@ -276,7 +326,8 @@ def run(
             },
         },
         "lpips": "available" if scorer.lpips_model is not None else f"n/a: {notes.get('lpips', 'no LPIPS model')}",
-        "fid": fid_note,
+        **distribution_notes,  # fid_imagenet, artfid: "available" or "n/a: <why>"
+        "weights": weights.record,  # models/scorer/found.json: file and sha256 of each weight, or why it is absent
         "cfsd": cfsd_record(scorer, saturation),
         "own_objectives": method_objectives(params, methods),
     }
@@ -327,16 +378,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--content", type=Path, default=Path("data/prepared/test/content"))
     p.add_argument("--style", type=Path, default=Path("data/prepared/test/style"))
     p.add_argument("--out", type=Path, default=Path("reports/metrics"))
-    p.add_argument("--lpips-weights", type=Path, default=None, help="AlexNet weights file (overrides the param)")
+    p.add_argument(
+        "--weights", type=Path, default=Path("models/scorer"), help="the scorer-weights stage's folder (found.json)"
+    )
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    if args.lpips_weights is not None:
-        evaluate = params.evaluate.model_copy(update={"lpips_weights": str(args.lpips_weights)})
-        params = params.model_copy(update={"evaluate": evaluate})
-    result = run(params, args.outputs, args.content, args.style, args.out)
+    result = run(params, args.outputs, args.content, args.style, args.out, weights_dir=args.weights)
     per_pair = pd.read_csv(args.out / "per_pair.csv")
     tree = params.model_dump(mode="json")
     scorer = result["scoring"]["scorer"]
@@ -351,7 +401,7 @@ def main(args: argparse.Namespace) -> int:
         ) as logger:
             flat = {f"{metric}_{k}": v for metric, values in stats.items() for k, v in values.items() if v is not None}
             flat.update(
-                {k: v for k, v in result["summary"].get(method, {}).items() if v is not None and k in ("fid", "artfid")}
+                {k: v for k, v in result["summary"].get(method, {}).items() if v is not None and k in SUMMARY_METRICS}
             )
             logger.log_metrics(flat)
             logger.log_text(per_pair[per_pair["method"] == method].to_csv(index=False), "per_pair.csv")

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,14 @@ def point_at(repo: Path, hub: str, mapillary: str) -> None:
         text, n = re.subn(pattern, replacement, text, count=1)
         if n != 1:
             raise SystemExit(f"rehearse: {path}: no line matches {pattern!r} (params.yaml changed shape?)")
+    # The scorer's weights (scorer_weights.<name>.url, hundreds of MB from the real hosts) on a refused loopback port:
+    # the scorer-weights stage records them absent at once, as offline.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    text, n = re.subn(r"(?m)^(    url: )https://\S+/([^/\s]+\.pth)", rf"\g<1>{refused}/\g<2>", text)
+    if n != 4:
+        raise SystemExit(f"rehearse: {path}: {n} scorer_weights URLs, expected 4 (params.yaml changed shape?)")
     path.write_text(text, encoding="utf-8")
 
 

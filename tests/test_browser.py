@@ -87,7 +87,7 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
         sample_every=0,
         init_from=str(repo_root / "models/pretrained/adain.pt"),
     )
-    params["evaluate"].update(lpips_download=False, bootstrap=200)
+    params["evaluate"].update(bootstrap=200)
     params["tune"]["use_tuned"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     best = _write_tuning(root / "tuning" / "gatys")

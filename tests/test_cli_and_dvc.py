@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,22 @@ def repo_copy(tmp_path: Path, repo_root: Path) -> Path:
     return dest
 
 
+def out_of_date(repo: Path) -> set[str]:
+    """The stages `dvc status` lists (scorer-weights always: it is ``always_changed``)."""
+    return set(json.loads(run([str(BIN / "dvc"), "status", "--json"], repo).stdout or "{}"))
+
+
+def offline_scorer_weights(text: str) -> str:
+    """params.yaml text with every ``scorer_weights`` URL on a refused loopback port: the stage records the weights
+    absent at once (no test reaches beyond 127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    text, n = re.subn(r"(?m)^(    url: )https://\S+/([^/\s]+\.pth)", rf"\g<1>http://127.0.0.1:{port}/\g<2>", text)
+    assert n == 4
+    return text
+
+
 def test_help_lists_the_stages(repo_root):
     out = run([str(BIN / "nst"), "--help"], repo_root).stdout
     assert "fetch" in out
@@ -80,7 +98,8 @@ def test_failed_fetch_keeps_earlier_output(tmp_path, repo_root, sample_copy):
 
 
 @pytest.mark.slow
-def test_dvc_repro_from_a_fresh_copy(repo_copy):
+def test_dvc_repro_from_a_fresh_copy(repo_copy, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(repo_copy.parent / "torch_home"))  # no scorer weights of this machine
     dvc = str(BIN / "dvc")
     params = repo_copy / "params.yaml"
     text = params.read_text()
@@ -97,9 +116,10 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     for budget in ("{train: {iterations: 20, fp32_iterations: 8}}", "{train: {iterations: 16, fp32_iterations: 6}}"):
         assert f"budget: {budget}" in text
         text = text.replace(f"budget: {budget}", "budget: {train: {iterations: 2}}")
-    params.write_text(text)
+    params.write_text(offline_scorer_weights(text))
     first = run([dvc, "repro"], repo_copy)
     for stage in (
+        "scorer-weights",
         "fetch",
         "prepare",
         "tune@gatys",
@@ -132,13 +152,13 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     for split in ("train", "val", "test"):
         for role in ("content", "style"):
             assert any((repo_copy / "data/prepared" / split / role).glob("*.png")), f"{split}/{role} is empty"
-    assert "up to date" in run([dvc, "status"], repo_copy).stdout
+    assert out_of_date(repo_copy) == {"scorer-weights"}  # always_changed: looked at on every repro
     shown = run([dvc, "metrics", "show", "--json"], repo_copy).stdout
     assert '"style_gram"' in shown  # summary.json: one mean per method and headline metric
     assert "identity" in shown
 
     second = run([dvc, "repro"], repo_copy)
-    assert "Running stage" not in second.stdout
+    assert re.findall(r"Running stage '([^']+)'", second.stdout) == ["scorer-weights"]  # the same found.json: no rerun
 
     text = params.read_text()
     assert "    side_px: 192" in text
@@ -156,7 +176,7 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy):
     assert "prepare:" not in status
     params.write_text(params.read_text().replace("    side_px: 128", "    side_px: 192", 1))
     run([dvc, "repro", "prepare"], repo_copy)  # the same bytes as the first run: every later stage is current again
-    assert "up to date" in run([dvc, "status"], repo_copy).stdout
+    assert out_of_date(repo_copy) == {"scorer-weights"}
 
     # The full-scale profile's values are DVC params too: editing them marks the stages that read them.
     full = repo_copy / "profiles" / "full.yaml"

@@ -203,3 +203,53 @@ def low_rank_frechet(feats1: np.ndarray, feats2: np.ndarray) -> float:
     tr1 = (a1**2).sum() / (n1 - 1)
     tr2 = (a2**2).sum() / (n2 - 1)
     return float(diff @ diff + tr1 + tr2 - 2 * tr_covmean)
+
+
+# ------------------------------------------------------------------------------------------------- ArtFID
+# matthias-wright/art-fid at 37ce02e (Wright & Ommer, GCPR 2022), ported line by line.
+
+
+def port_art_inception_features(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """art_fid/inception.py ``Inception3._forward(x, return_features=True)`` on torchvision's Inception3 modules of
+    the same names: no ``transform_input`` (their default False), no resize (art_fid.py:57 feeds ``ToTensor()``
+    images), then the blocks in order, adaptive average pooling, dropout (identity in eval) and flatten."""
+    for name in (
+        "Conv2d_1a_3x3",
+        "Conv2d_2a_3x3",
+        "Conv2d_2b_3x3",
+        "maxpool1",
+        "Conv2d_3b_1x1",
+        "Conv2d_4a_3x3",
+        "maxpool2",
+        "Mixed_5b",
+        "Mixed_5c",
+        "Mixed_5d",
+        "Mixed_6a",
+        "Mixed_6b",
+        "Mixed_6c",
+        "Mixed_6d",
+        "Mixed_6e",
+        "Mixed_7a",
+        "Mixed_7b",
+        "Mixed_7c",
+        "avgpool",
+        "dropout",
+    ):
+        x = getattr(net, name)(x)
+    return torch.flatten(x, 1)
+
+
+def port_art_fid(act_stylized: np.ndarray, act_style: np.ndarray, lpips_values: np.ndarray) -> float:
+    """art_fid.py ``compute_art_fid(..., mode='art_fid', content_metric='lpips')`` from the activations and the
+    per-pair LPIPS values: compute_activation_statistics (lines 147-149: np.mean, np.cov rowvar False),
+    compute_frechet_distance (lines 85-130; its sqrtm trace here by :func:`naive_frechet`'s symmetric form),
+    compute_content_distance (dist_sum / N, lines 314-327) and ``(content_dist + 1) * (fid_value + 1)`` (line 354)."""
+    mu1, sigma1 = np.mean(act_stylized, axis=0), np.cov(act_stylized, rowvar=False)
+    mu2, sigma2 = np.mean(act_style, axis=0), np.cov(act_style, rowvar=False)
+    fid_value = naive_frechet(mu1, sigma1, mu2, sigma2)
+    dist_sum, n = 0.0, 0
+    for value in lpips_values:
+        dist_sum += float(value)
+        n += 1
+    content_dist = dist_sum / n
+    return (content_dist + 1) * (fid_value + 1)

@@ -1,4 +1,4 @@
-"""Every metric against an independent computation (reference_ports.py); bootstrap CIs; LPIPS and Inception honesty."""
+"""Every metric against an independent computation (reference_ports.py); bootstrap CIs; honesty about weights."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from reference_ports import (
     naive_meanstd_distance,
     naive_rgb_uv_hist,
     naive_ssim,
+    port_art_fid,
+    port_art_inception_features,
     port_patch_simi,
 )
 from tolerances import U32, conv_stack_tol, gamma_prob, mse_rtol, propagated_error
@@ -507,21 +509,89 @@ def test_fid_with_a_random_inception_end_to_end(tmp_path):
     assert other == pytest.approx(low_rank_frechet(f_out, f_sty), rel=1e-4)
 
 
-def test_missing_inception_weights_warn_once_and_give_none(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="evaluation.metrics"):
-        assert metrics.load_inception(tmp_path / "nope.pth") is None
-        assert metrics.load_inception(tmp_path / "nope.pth") is None
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "pt_inception-2015-12-05-6726825d.pth" in warnings[0].getMessage()
-    assert f"not found at {tmp_path / 'nope.pth'}" in warnings[0].getMessage()
+def test_missing_inception_weights_are_named(tmp_path):
+    with pytest.raises(metrics.WeightsUnavailable, match=r"pt_inception-2015-12-05-6726825d\.pth.*not found at .*nope"):
+        metrics.load_inception(tmp_path / "nope.pth")  # n/a with the reason, never a random network
 
 
-def test_unreadable_inception_weights_give_none(tmp_path, caplog):
+def test_unreadable_inception_weights_are_named(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a state dict")
-    with caplog.at_level(logging.WARNING, logger="evaluation.metrics"):
-        assert metrics.load_inception(tmp_path / "bad.pth") is None
-    assert "bad.pth" in caplog.text
+    with pytest.raises(metrics.WeightsUnavailable, match=r"bad\.pth: not a readable state_dict"):
+        metrics.load_inception(tmp_path / "bad.pth")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(metrics.WeightsUnavailable, match=r"other\.pth is not pytorch-fid's Inception"):
+        metrics.load_inception(tmp_path / "other.pth")
+
+
+# ------------------------------------------------------------------------------------------------ ArtFID
+
+
+def _random_art_inception_state(seed: int) -> dict[str, torch.Tensor]:
+    """A random state_dict in the layout of Wright & Ommer's art Inception (art_fid/inception.py: torchvision's
+    Inception3 with two 1000-way heads fc1/fc2 and two auxiliary heads AuxLogits1/2), built without any download."""
+    from torchvision.models.inception import Inception3
+
+    torch.manual_seed(seed)
+    net = Inception3(aux_logits=True, init_weights=False)
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so they must be loaded to match
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    state = {}
+    for k, v in net.state_dict().items():
+        if k.startswith("fc."):
+            state["fc1." + k[3:]], state["fc2." + k[3:]] = v.clone(), v.clone() + 1
+        elif k.startswith("AuxLogits."):
+            state["AuxLogits1." + k[10:]], state["AuxLogits2." + k[10:]] = v.clone(), v.clone()
+        else:
+            state[k] = v.clone()
+    return state
+
+
+def test_art_inception_is_their_trunk_on_unresized_unnormalised_images(tmp_path):
+    """The features are art-fid's ``model(batch, return_features=True)`` (ported line by line from their _forward):
+    the image goes in at its own size and in [0, 1], with no resize and no mean/std."""
+    from torchvision.models.inception import Inception3
+
+    state = _random_art_inception_state(0)
+    torch.save(state, tmp_path / "art_inception.pth")
+    ours = metrics.load_art_inception(tmp_path / "art_inception.pth")
+    reference = Inception3(aux_logits=False, init_weights=False).eval()
+    loaded = reference.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith(("fc", "Aux"))}, strict=False
+    )
+    assert (sorted(loaded.missing_keys), loaded.unexpected_keys) == (["fc.bias", "fc.weight"], [])
+    x = rand(1, 3, 80, 96, seed=90)  # >= 75 px: the smallest input the Inception takes
+    with torch.no_grad():
+        expected = port_art_inception_features(reference, x)
+    got = metrics.image_features([x], ours)
+    assert got.shape == (1, 2048)
+    np.testing.assert_allclose(got, np64(expected), rtol=0, atol=1e-6)
+    resized = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    assert not np.allclose(metrics.image_features([resized], ours), got, atol=1e-3)  # the size matters: not resized
+
+
+def test_art_inception_refuses_a_file_of_another_network(tmp_path):
+    state = _random_art_inception_state(1)
+    del state["Mixed_7c.branch_pool.conv.weight"]
+    torch.save(state, tmp_path / "art_inception.pth")
+    with pytest.raises(metrics.WeightsUnavailable, match=r"(?s)not Wright & Ommer's art Inception.*Mixed_7c"):
+        metrics.load_art_inception(tmp_path / "art_inception.pth")  # art-fid's strict=False would run it half-random
+    with pytest.raises(metrics.WeightsUnavailable, match=r"art_inception\.pth.*not found at .*nope"):
+        metrics.load_art_inception(tmp_path / "nope.pth")
+
+
+def test_artfid_is_art_fids_formula():
+    """(1 + mean LPIPS)(1 + FID) as art-fid's compute_art_fid (mode 'art_fid') computes it, from the same features."""
+    rng = np.random.default_rng(5)
+    f_out, f_sty = np.abs(rng.normal(size=(12, 6))), np.abs(rng.normal(size=(12, 6))) + 0.3
+    lpips_values = rng.uniform(0.2, 0.7, size=12)
+    fid = metrics.fid_from_features(f_out, f_sty)
+    ours = metrics.artfid_score(fid, float(lpips_values.mean()))
+    assert ours == pytest.approx(port_art_fid(f_out, f_sty, lpips_values), rel=1e-9)
+    assert metrics.artfid_score(0.0, 0.0) == 1.0  # identical distributions, identical content: the minimum
+    assert math.isnan(metrics.artfid_score(fid, math.nan))  # LPIPS n/a -> ArtFID n/a
 
 
 # ------------------------------------------------------------------------------------------------ LPIPS
@@ -537,7 +607,7 @@ def test_lpips_wiring_matches_the_package(tmp_path):
                 state[f"features.{idx}.weight"] = module.weight.detach().clone()
                 state[f"features.{idx}.bias"] = module.bias.detach().clone()
     torch.save(state, tmp_path / "alexnet_random.pth")
-    ours = metrics.load_lpips(tmp_path / "alexnet_random.pth", download=False)
+    ours = metrics.load_lpips(tmp_path / "alexnet_random.pth")
     x, y = rand(2, 3, 64, 64, seed=11), rand(2, 3, 64, 64, seed=12)
     with torch.no_grad():
         expected = reference(x * 2 - 1, y * 2 - 1).flatten()
@@ -547,7 +617,7 @@ def test_lpips_wiring_matches_the_package(tmp_path):
 
 def test_missing_lpips_weights_are_named(tmp_path):
     with pytest.raises(metrics.LpipsUnavailable, match=r"alexnet-owt-7be5be79\.pth.*not found at .*nope\.pth"):
-        metrics.load_lpips(tmp_path / "nope.pth", download=False)
+        metrics.load_lpips(tmp_path / "nope.pth")
 
 
 # ------------------------------------------------------------------------------------------------ scorer, registry
@@ -559,7 +629,7 @@ def test_registries_declare_direction_network_and_normalisation():
         expected += [f"style_{kind}_{layer}" for layer in metrics.STYLE_LAYERS] + [f"style_{kind}"]
     expected += ["style_embed", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd"]
     assert list(metrics.METRICS) == expected
-    assert list(metrics.SUMMARY_METRICS) == ["fid", "artfid"]
+    assert list(metrics.SUMMARY_METRICS) == ["fid_imagenet", "artfid"]
     assert "style_loss" not in metrics.METRICS
     for info in (*metrics.METRICS.values(), *metrics.SUMMARY_METRICS.values()):
         assert all((info.network, info.normalisation, info.description)), info.name

@@ -80,7 +80,8 @@ def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
         "ranking": ranking,
     }
     summary = {
-        m: {**v, "fid": None, "artfid": None} for m, v in headline_metrics(per_pair, [*HEADLINE, "seconds"]).items()
+        m: {**v, "fid_imagenet": None, "artfid": None}
+        for m, v in headline_metrics(per_pair, [*HEADLINE, "seconds"]).items()
     }
     info = {**METRICS, **SUMMARY_METRICS}
     scoring = {
@@ -103,7 +104,8 @@ def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
             "cfsd_encoder_sha256": "cd" * 32,
         },
         "lpips": "n/a: no AlexNet weights",
-        "fid": "n/a: the FID Inception weights are not installed",
+        "fid_imagenet": "n/a: fid_inception is absent: not on this machine; cannot connect to github.com (offline?)",
+        "artfid": "n/a: art_inception is absent: not on this machine; cannot connect to huggingface.co (offline?)",
     }
     return {"statistics": statistics, "summary": summary, "paired": paired, "scoring": scoring}
 
@@ -209,7 +211,8 @@ def test_cells_show_mean_and_ci_and_na(few):
         == f"{rep.fmt(s['mean'])} [{rep.fmt(s['ci_low'], 3)}, {rep.fmt(s['ci_high'], 3)}]"
     )
     assert all(r.cells["lpips"].main == "n/a" for r in rows)
-    assert all(r.cells["fid"].main == "n/a" for r in rows)
+    assert all(r.cells["fid_imagenet"].main == "n/a" for r in rows)
+    assert all(r.cells["artfid"].main == "n/a" for r in rows)
     identity = next(r for r in rows if r.method == "identity")
     assert identity.reference
     assert identity.cells["seconds"].main == "n/a"
@@ -575,7 +578,8 @@ def test_build_writes_a_complete_report(tmp_path, repo_root, few):
     assert "Holm-corrected over the 3 method pairs of each metric" in paired_section
     assert paired_section.count("≠ 0</span>") == 1  # the legend's, no cell's
     assert 'class="excludes-zero"' not in paired_section
-    for metric in (*HEADLINE, "fid", "artfid"):
+    assert "artfid is n/a: art_inception is absent" in index  # the caveat names the missing weight
+    for metric in (*HEADLINE, "fid_imagenet", "artfid"):
         assert f"<b>{metric}</b>" in section(index, "read")
     for old in ("style_loss", "textures and colours", "blurry but real", "renders street photos"):
         assert old not in index
