@@ -232,10 +232,18 @@ def test_gpu_check_writes_its_json_after_every_step_and_a_kill_keeps_the_steps_d
 @pytest.mark.timeout(TINY_DEADLINE_S + 120)
 @pytest.mark.skipif(sys.platform != "linux", reason="the check's children die with it through a Linux prctl")
 def test_gpu_check_stopped_by_sigterm_keeps_the_steps_done_and_removes_its_scratch(tmp_path):
-    proc, _ = _start_and_wait_for(tmp_path, "default", ["data_vs_compute", "train_adain"], "train_adain")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 1
-    kept = json.loads((tmp_path / "gpu_check.json").read_text())
+    for _attempt in range(3):
+        proc, _ = _start_and_wait_for(tmp_path, "default", ["data_vs_compute", "train_adain"], "train_adain")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        kept = json.loads((tmp_path / "gpu_check.json").read_text())
+        if code == 0 and kept["finished"] and "interrupted" not in kept:
+            # the step ended before the signal arrived (a starved test process on a busy machine, measured once under
+            # `make test -n 2` with AVX2 forced): nothing was interrupted, so nothing is asserted; start again
+            (tmp_path / "gpu_check.json").unlink()
+            continue
+        break
+    assert code == 1
     assert kept["interrupted"] == "SIGTERM"
     assert not kept["finished"]
     assert [(s["name"], s["status"]) for s in kept["steps"]] == [
