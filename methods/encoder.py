@@ -212,9 +212,10 @@ class VGGEncoder(nn.Module):
         # a large 1/s). Large values mean a few filters can dominate a Gram or mean/std distance on this network.
         self.filter_boost: dict[str, float] = {}
         for name, values in ({} if scales is None else scales.scales).items():
-            live = [float(v) for i, v in enumerate(values) if i not in set(scales.dead.get(name, ()))]  # type: ignore[union-attr]
-            if live:
-                self.filter_boost[name] = float(torch.tensor(live).median()) / min(live)
+            live = torch.ones(len(values), dtype=torch.bool)
+            live[list(self.dead_filters.get(name, ()))] = False
+            if live.any():
+                self.filter_boost[name] = float(values[live].median() / values[live].min())
         if scales is None:
             self.weights_source, self.weights_sha256 = weights_source, weights_sha256
         else:

@@ -320,9 +320,9 @@ def run(
             "cfsd_encoder_sha256": scorer.cfsd_encoder.weights_sha256,
             # per style layer: the per-filter normalisation's largest boost against the layer's median filter
             "style_filter_boost": {
-                layer: round(scorer.style_encoder.filter_boost[layer.replace("relu", "conv")], 1)
+                layer: round(boost, 1)
                 for layer in STYLE_LAYERS
-                if layer.replace("relu", "conv") in getattr(scorer.style_encoder, "filter_boost", {})
+                if (boost := scorer.style_encoder.filter_boost.get(layer.replace("relu", "conv"))) is not None
             },
         },
         "lpips": "available" if scorer.lpips_model is not None else f"n/a: {notes.get('lpips', 'no LPIPS model')}",
