@@ -1,9 +1,10 @@
 """Metrics: pure functions over (B, 3, H, W) RGB tensors in [0, 1], one value per image, plus their metadata.
 
-One fixed scorer for every method (DESIGN.md "Evaluation"). Per-pair metrics (:data:`METRICS`) compare one output
-with its content or its style image; summary metrics (:data:`SUMMARY_METRICS`) compare the set of a method's outputs
-with the set of style images. Every value is computed as its source defines it; the tests pin each one to an
-independent computation (tests/evaluation/reference_ports.py: line-by-line ports and naive loops).
+One fixed scorer for every method (DESIGN.md "Evaluation"). Per-pair metrics (``PAIR_METRICS``,
+evaluation/metric_names.py) compare one output with its content or its style image; summary metrics (fid_imagenet,
+artfid) compare the set of a method's outputs with the set of style images. Every value is computed as its source
+defines it; the tests pin each one to an independent computation (tests/evaluation/reference_ports.py: line-by-line
+ports and naive loops).
 
 =====================  =================================================================  ========  ======
 metric                 definition                                                         compares  better
@@ -57,7 +58,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import Tensor, nn
 
-from evaluation.metric_info import (  # noqa: F401  (re-exported: the scorer's names live with its metadata)
+from evaluation.metric_constants import (
     ALEXNET_FILE,
     ALEXNET_URL,
     ART_INCEPTION_FILE,
@@ -76,8 +77,9 @@ from evaluation.metric_info import (  # noqa: F401  (re-exported: the scorer's n
     HIST_SIGMA,
     INCEPTION_FILE,
     INCEPTION_URL,
+    LPIPS_NETWORK,
     LUMA_BT601,
-    METRICS,
+    NO_NETWORK,
     SSIM_DOWNSAMPLE,
     SSIM_K1,
     SSIM_K2,
@@ -85,17 +87,13 @@ from evaluation.metric_info import (  # noqa: F401  (re-exported: the scorer's n
     SSIM_SIGMA,
     STYLE_EMBED_DIM,
     STYLE_EMBED_FILE,
-    STYLE_EMBED_NETWORK_USED_BY,
     STYLE_EMBED_PACKAGE,
     STYLE_EMBED_SHA256,
     STYLE_EMBED_THREADS,
     STYLE_KINDS,
     STYLE_LAYERS,
-    STYLE_NETWORK,
-    SUMMARY_METRICS,
-    MetricInfo,
-    _style_infos,
 )
+from evaluation.metric_names import PAIR_METRICS
 from methods.encoder import VGGEncoder
 from methods.errors import NstError
 from methods.losses import content_loss as _content_loss
@@ -175,7 +173,7 @@ def style_distances_from_features(
     """Per-layer and aggregate style distances from precomputed features: ``{name: (B,)}``.
 
     Keys: ``style_<kind>_<layer>`` for kind in gram, meanstd and every layer, and ``style_<kind>``, the mean over
-    ``layers`` of the per-layer terms (each layer weighs 1 / len(layers)). Order: as :data:`METRICS`.
+    ``layers`` of the per-layer terms (each layer weighs 1 / len(layers)). Order: as ``PAIR_METRICS``.
     """
     if not layers:
         raise NstError("style distances need at least one layer")
@@ -315,7 +313,7 @@ def style_embed(output: Tensor, style: Tensor, embedder: StyleEmbedder) -> Tenso
     ``mean_squared_error(inception_bottleneck_feat, bottleneck_feat)``), so L2 is the geometry in which it
     approximates the paper's embedding. The paper itself interpolates styles linearly in this space (Fig. 8,
     "identity interpolation"). No method here trains or tunes on this network; ghiasi stylizes with it
-    (:data:`STYLE_EMBED_NETWORK_USED_BY`). It sees each image's centred square only: what lies outside it does not
+    (methods/schemas' ghiasi objectives). It sees each image's centred square only: what lies outside it does not
     count.
 
     ``style`` may have another size and a batch of 1 or B.
@@ -770,7 +768,7 @@ def artfid_score(fid: float, lpips_mean: float) -> float:
 
 
 class Scorer:
-    """Every per-pair metric (:data:`METRICS`) for (output, content, style) triples with fixed networks.
+    """Every per-pair metric (``PAIR_METRICS``) for (output, content, style) triples with fixed networks.
 
     Args:
         style_encoder: VGG-19 for the style distances; the pipeline passes the per-filter-normalised caffe encoder.
@@ -807,7 +805,7 @@ class Scorer:
     def networks(self) -> dict[str, str]:
         """Per metric, the weights it was computed with (``weights_source`` of each encoder): for scoring.json."""
         out = {}
-        for name in METRICS:
+        for name in PAIR_METRICS:
             if name == "content_loss":
                 out[name] = self.content_encoder.weights_source
             elif name == "style_embed":
@@ -818,9 +816,9 @@ class Scorer:
             elif name == "cfsd":
                 out[name] = self.cfsd_encoder.weights_source
             elif name == "lpips":
-                out[name] = METRICS[name].network if self.lpips_model is not None else "n/a (AlexNet weights absent)"
+                out[name] = LPIPS_NETWORK if self.lpips_model is not None else "n/a (AlexNet weights absent)"
             else:
-                out[name] = METRICS[name].network
+                out[name] = NO_NETWORK
         return out
 
     @torch.no_grad()
@@ -832,7 +830,7 @@ class Scorer:
         only: Collection[str] | None = None,
         diagnostics: dict[str, float] | None = None,
     ) -> dict[str, float]:
-        """Per-pair metrics for one triple (batch 1): ``{name: value}`` in :data:`METRICS` order; ``only``: just
+        """Per-pair metrics for one triple (batch 1): ``{name: value}`` in ``PAIR_METRICS`` order; ``only``: just
         these metrics (tuning needs two objectives, not CFSD and the rest), computed exactly as in the full set.
         ``diagnostics``, when given, receives ``cfsd_saturated`` (the fraction of saturated softmax rows, see
         :func:`cfsd_terms`) whenever cfsd is computed; cfsd is NaN when that fraction exceeds
@@ -841,10 +839,10 @@ class Scorer:
             raise NstError("Scorer.score takes one triple (batch 1)")
         _check_pair(output, content, "content")
         _check(style, "style")
-        wanted = list(METRICS) if only is None else [name for name in METRICS if name in set(only)]
-        unknown = sorted(set(only or ()) - set(METRICS))
+        wanted = list(PAIR_METRICS) if only is None else [name for name in PAIR_METRICS if name in set(only)]
+        unknown = sorted(set(only or ()) - set(PAIR_METRICS))
         if unknown:
-            raise NstError(f"unknown metric(s) {', '.join(unknown)}; per-pair metrics: {', '.join(METRICS)}")
+            raise NstError(f"unknown metric(s) {', '.join(unknown)}; per-pair metrics: {', '.join(PAIR_METRICS)}")
         vgg_style = tuple(f"style_{kind}" for kind in STYLE_KINDS)  # not style_embed: it runs its own network
         needs_vgg = any(name == "content_loss" or name.startswith(vgg_style) for name in wanted)
         values = self._vgg_scores(output, content, style) if needs_vgg else {}

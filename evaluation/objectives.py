@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from evaluation.metric_info import CONTENT_LAYER, METRICS, STYLE_LAYERS
+from evaluation.metric_constants import CONTENT_LAYER, STYLE_LAYERS
+from evaluation.metric_names import PAIR_METRICS
 from methods.objectives import (
     FEATURE_MSE,
     GHIASI_STYLE_PREDICTOR,
@@ -50,7 +51,7 @@ def metric_statistics() -> dict[str, MetricStatistic]:
         for layer in STYLE_LAYERS:
             out[f"style_{kind}_{layer}"] = MetricStatistic(statistic, (layer,), VGG19)
     out["style_embed"] = MetricStatistic(STYLE_EMBEDDING, (STYLE_VECTOR,), GHIASI_STYLE_PREDICTOR)
-    return {k: v for k, v in out.items() if k in METRICS}
+    return {k: v for k, v in out.items() if k in PAIR_METRICS}
 
 
 def _same_network(objective: Objective, metric: MetricStatistic, method_vgg_weights: str) -> bool:
@@ -86,7 +87,7 @@ def own_objectives(
                 out.setdefault(method, {})[name] = "; ".join(reasons)
     for method, metrics in (tuned_on or {}).items():
         for name in metrics:
-            if name in METRICS:
+            if name in PAIR_METRICS:
                 why = "its weights were tuned to lower this metric on the val split (tune.objectives)"
                 cell = out.setdefault(method, {})
                 cell[name] = f"{cell[name]}; {why}" if name in cell else why

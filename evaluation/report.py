@@ -31,7 +31,7 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
-from evaluation.metrics import METRICS, SUMMARY_METRICS
+from evaluation.metric_info import METRICS, SUMMARY_METRICS
 from evaluation.references import REFERENCE_ROWS
 from evaluation.summary import NO_CLEAR_BEST, NOTHING_TO_COMPARE, RANKED, TOO_FEW
 

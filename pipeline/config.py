@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from evaluation.metric_info import METRICS
+from evaluation.metric_names import COSTS, PAIR_METRICS
 from methods.errors import NstError
 from methods.registry import STRICT, describe_errors, get_spec, list_methods, tuned_methods, unset_keys
 from methods.schemas.common import Fraction, Seed
@@ -289,7 +289,7 @@ class TuneSection(Strict):
     @field_validator("objectives")
     @classmethod
     def _metrics(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in METRICS or n in ("seconds", "peak_mem_mb")]
+        unknown = [n for n in names if n not in PAIR_METRICS or n in COSTS]
         if unknown:
             raise ValueError(f"unknown objective(s) {', '.join(unknown)}; choose from the scored metrics")
         if names[0] == names[1]:

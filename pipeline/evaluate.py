@@ -37,12 +37,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from evaluation.metric_info import METRICS, SUMMARY_METRICS
 from evaluation.metrics import (
     CFSD_SATURATED_LIMIT,
     CFSD_SATURATED_MAX,
-    METRICS,
     STYLE_LAYERS,
-    SUMMARY_METRICS,
     Scorer,
     WeightsUnavailable,
     artfid_score,

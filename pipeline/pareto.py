@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from evaluation.metric_info import METRICS
+from evaluation.metric_names import HIGHER_IS_BETTER
 from methods.errors import NstError
 
 
@@ -20,7 +20,7 @@ class ParetoError(NstError):
 
 def directions_for(objectives: Sequence[str]) -> list[str]:
     """Optuna's study directions for the scorer metrics ``objectives`` (each metric declares ``higher_is_better``)."""
-    return ["maximize" if METRICS[name].higher_is_better else "minimize" for name in objectives]
+    return ["maximize" if HIGHER_IS_BETTER[name] else "minimize" for name in objectives]
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:

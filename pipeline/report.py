@@ -29,7 +29,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from evaluation import report as rep
-from evaluation.metrics import METRICS
+from evaluation.metric_info import METRICS
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.registry import get_spec, list_methods

@@ -31,6 +31,7 @@ from reference_ports import (
 from tolerances import U32, conv_stack_tol, gamma_prob, mse_rtol, propagated_error
 
 from evaluation import metrics
+from evaluation.metric_info import METRICS, SUMMARY_METRICS
 from evaluation.summary import bootstrap_ci, summarize
 from methods.encoder import random_encoder
 from methods.errors import NstError
@@ -174,7 +175,7 @@ def test_style_distances_match_naive_loops_per_layer(encoder):
     for kind in ("gram", "meanstd"):  # aggregates: each layer weighs 1/5; the mean's own sum of 5 terms
         mean = sum(naive[kind]) / 5
         assert got[f"style_{kind}"].item() == pytest.approx(mean, abs=sum(bounds[kind]) / 5 + gamma_prob(5) * mean)
-    assert list(got) == [name for name in metrics.METRICS if name.startswith(("style_gram", "style_meanstd"))]
+    assert list(got) == [name for name in METRICS if name.startswith(("style_gram", "style_meanstd"))]
 
 
 @pytest.mark.float_sensitive
@@ -628,22 +629,22 @@ def test_registries_declare_direction_network_and_normalisation():
     for kind in ("gram", "meanstd"):
         expected += [f"style_{kind}_{layer}" for layer in metrics.STYLE_LAYERS] + [f"style_{kind}"]
     expected += ["style_embed", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd"]
-    assert list(metrics.METRICS) == expected
-    assert list(metrics.SUMMARY_METRICS) == ["fid_imagenet", "artfid"]
-    assert "style_loss" not in metrics.METRICS
-    for info in (*metrics.METRICS.values(), *metrics.SUMMARY_METRICS.values()):
+    assert list(METRICS) == expected
+    assert list(SUMMARY_METRICS) == ["fid_imagenet", "artfid"]
+    assert "style_loss" not in METRICS
+    for info in (*METRICS.values(), *SUMMARY_METRICS.values()):
         assert all((info.network, info.normalisation, info.description)), info.name
         assert info.higher_is_better == (info.name in ("ssim", "ssim_lum"))
-    assert metrics.METRICS["style_gram"].compares_to == "style"
-    assert metrics.METRICS["color_hist"].compares_to == "style"
-    assert metrics.METRICS["cfsd"].compares_to == "content"
+    assert METRICS["style_gram"].compares_to == "style"
+    assert METRICS["color_hist"].compares_to == "style"
+    assert METRICS["cfsd"].compares_to == "content"
 
 
 def test_scorer_identity_style_copy_and_nan_lpips(encoder, cfsd_encoder):
     scorer = metrics.Scorer(encoder, encoder, cfsd_encoder, lpips_model=None).to("cpu")
     content, style = rand(1, 3, 40, 52, seed=13), rand(1, 3, 30, 30, seed=14)
     scores = scorer.score(content, content, style)
-    assert list(scores) == list(metrics.METRICS)
+    assert list(scores) == list(METRICS)
     assert scores["content_loss"] == 0.0
     assert scores["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert scores["ssim_lum"] == pytest.approx(1.0, abs=1e-6)
@@ -669,7 +670,7 @@ def test_scorer_with_a_separate_content_encoder(encoder, cfsd_encoder):
     output, content, style = rand(1, 3, 32, 32, seed=15), rand(1, 3, 32, 32, seed=16), rand(1, 3, 24, 28, seed=17)
     shared = metrics.Scorer(encoder, encoder, cfsd_encoder, None).score(output, content, style)
     separate = metrics.Scorer(encoder, other, cfsd_encoder, None).score(output, content, style)
-    for name in metrics.METRICS:
+    for name in METRICS:
         if name not in ("lpips", "content_loss"):  # the same inputs through the same kernels: identical
             assert separate[name] == shared[name], name
     # content_loss: the shared branch encodes output and content one at a time, content_loss() both in one batch of

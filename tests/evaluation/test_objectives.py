@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evaluation.metric_info import METRICS, STYLE_LAYERS
+from evaluation.metric_constants import STYLE_LAYERS
+from evaluation.metric_info import METRICS
 from evaluation.objectives import metric_statistics, own_objectives
 from methods.schemas.adain import AdaINParams
 from methods.schemas.contrastive import ContrastiveParams

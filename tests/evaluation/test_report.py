@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from evaluation import report as rep
-from evaluation.metrics import METRICS, SUMMARY_METRICS
+from evaluation.metric_info import METRICS, SUMMARY_METRICS
 from evaluation.references import REFERENCE_ROWS
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
 from methods.registry import ReferenceSchedule
