@@ -308,7 +308,7 @@ def _model(method: str, seed: int = 0):
     if last not in _ENCODERS:
         _ENCODERS[last] = load_encoder("caffe", last_layer=last, normalise="per_filter")
     spec = get_spec(method)
-    return spec.load_class()(spec.params(seed=seed), encoder=_ENCODERS[last])
+    return get_method(spec.name)(spec.params(seed=seed), encoder=_ENCODERS[last])
 
 
 def _time_steps(
@@ -455,7 +455,7 @@ def step_resume(device: str, s: dict[str, Any], work: Path, force_bf16: bool) ->
     bf16 where the device has it natively (``force_bf16`` does not apply: this step checks resuming, not speed)."""
     import torch
 
-    from methods.schemas.train import TrainParams
+    from methods.schemas.schedule import TrainParams
     from methods.training import checkpoints
 
     total = s["resume_iterations"]

@@ -27,7 +27,7 @@ from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss
 from methods.precision import Precision
-from methods.schemas.adain import CONTENT_LAYER, MODEL_FILE, STYLE_LAYERS, AdaINParams
+from methods.schemas.adain_params import CONTENT_LAYER, MODEL_FILE, STYLE_LAYERS, AdaINParams
 
 
 def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
@@ -97,7 +97,7 @@ class AdaIN(nn.Module):
         if encoder is None:
             encoder = load_encoder("caffe", last_layer=CONTENT_LAYER, normalise=self.params.encoder_normalise)
         self.encoder = encoder
-        torch.manual_seed(self.params.seed)
+        torch.manual_seed(self.params.train.init_seed)
         self.decoder = Decoder()
 
     # ------------------------------------------------------------------------------------------ construction
@@ -147,9 +147,9 @@ class AdaIN(nn.Module):
         s = mean_std_loss(out_feats, s_feats).mean()
         p = self.params
         return {
-            "content": p.content_weight * c,
-            "style": p.style_weight * s,
-            "total": p.content_weight * c + p.style_weight * s,
+            "content": p.train.content_weight * c,
+            "style": p.train.style_weight * s,
+            "total": p.train.content_weight * c + p.train.style_weight * s,
         }
 
     # ------------------------------------------------------------------------------------------ inference

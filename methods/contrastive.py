@@ -46,7 +46,7 @@ from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
 from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
 from methods.precision import Precision
-from methods.schemas.contrastive import CONTENT_LAYERS, LAYERS, MODEL_FILE, ContrastiveParams
+from methods.schemas.contrastive_params import CONTENT_LAYERS, LAYERS, MODEL_FILE, ContrastiveParams
 
 STYLE_EMBED_LAYER = "relu3_1"  # net.py: style_feature_contrastive(g_t_feats[2])
 CONTENT_EMBED_LAYER = "relu4_1"  # net.py: content_feature_contrastive(g_t_feats[3])
@@ -249,7 +249,7 @@ class Contrastive(nn.Module):
         if encoder is None:
             encoder = load_encoder("caffe", last_layer="relu5_1", normalise=self.params.encoder_normalise)
         self.encoder = encoder
-        torch.manual_seed(self.params.seed)
+        torch.manual_seed(self.params.train.init_seed)
         self.transform = Transform(512)
         self.decoder = Decoder()
         self.style_head = ProjectionHead(256, hidden=128, out_dim=128)  # net.py projection_style
@@ -351,18 +351,18 @@ class Contrastive(nn.Module):
         loss_s = mean_std_loss(g_feats, {n: f.float() for n, f in pair_s.items()}).mean()
         id_pixel = 2 * mse_per_item(identity.float(), inputs.float()).mean()
         id_feature = 2 * sum(mse_per_item(i_feats[n], target[n]) for n in LAYERS).mean()
-        style_nce = info_nce(self.style_head(g_feats[STYLE_EMBED_LAYER]), batch.style_pos, p.tau, batch.unrelated)
+        style_nce = info_nce(self.style_head(g_feats[STYLE_EMBED_LAYER]), batch.style_pos, p.train.tau, batch.unrelated)
         content_nce = info_nce(
-            self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.tau, batch.unrelated
+            self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.train.tau, batch.unrelated
         )
         self._fakes = stylized
         terms = {
-            "content": p.content_weight * loss_c,
-            "style": p.style_weight * loss_s,
-            "identity_pixel": p.identity_pixel_weight * id_pixel,
-            "identity_feature": p.identity_feature_weight * id_feature,
-            "style_contrastive": p.style_contrastive_weight * style_nce,
-            "content_contrastive": p.content_contrastive_weight * content_nce,
+            "content": p.train.content_weight * loss_c,
+            "style": p.train.style_weight * loss_s,
+            "identity_pixel": p.train.identity_pixel_weight * id_pixel,
+            "identity_feature": p.train.identity_feature_weight * id_feature,
+            "style_contrastive": p.train.style_contrastive_weight * style_nce,
+            "content_contrastive": p.train.content_contrastive_weight * content_nce,
         }
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
@@ -383,7 +383,7 @@ class Contrastive(nn.Module):
             raise NstError("contrastive: adversarial_losses needs a generator pass (losses) first")
         gan = lsgan_loss(self.discriminator(self._fakes), target_real=True)
         self._fakes = None
-        return {"gan": self.params.gan_weight * gan}
+        return {"gan": self.params.train.gan_weight * gan}
 
     # ------------------------------------------------------------------------------------------ inference
 

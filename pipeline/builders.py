@@ -16,8 +16,8 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.pretrained import PretrainedError
 from methods.pretrained import read as read_pretrained
-from methods.registry import Method, build_method, get_spec, trained_methods
-from methods.schemas.train import TrainParams
+from methods.registry import Method, build_method, get_method, get_spec, trained_methods
+from methods.schemas.schedule import TrainParams
 from methods.utils import sha256_file
 from pipeline.config import Params, encoder_settings
 
@@ -33,7 +33,7 @@ def method_encoder(params: Params, name: str) -> VGGEncoder | None:
 
 def method_provenance(name: str) -> dict[str, str]:
     """What a pretrained method runs besides its code and params (package version, weight files' sha256); else {}."""
-    provenance = getattr(get_spec(name).load_class(), "provenance", None)
+    provenance = getattr(get_method(name), "provenance", None)
     return dict(provenance()) if provenance is not None else {}
 
 
@@ -93,7 +93,7 @@ def build_model(params: Params, name: str, encoder: Any) -> Any:
     spec = get_spec(name)
     if not spec.trains:
         raise NstError(f"{name} is not a trained method (trained: {', '.join(trained_methods())})")
-    return spec.load_class()(getattr(params.methods, name), encoder=encoder)
+    return get_method(name)(getattr(params.methods, name), encoder=encoder)
 
 
 def init_file(tcfg: TrainParams, method_name: str) -> Path | None:

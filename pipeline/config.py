@@ -19,7 +19,6 @@ import copy
 import functools
 import math
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,8 +27,17 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from evaluation.metric_names import COSTS, PAIR_METRICS
 from methods.errors import NstError
-from methods.registry import STRICT, describe_errors, get_spec, list_methods, tuned_methods, unset_keys
-from methods.schemas.common import Fraction, Seed
+from methods.registry import (
+    STRICT,
+    describe_errors,
+    get_spec,
+    list_methods,
+    merged,
+    trained_methods,
+    tuned_methods,
+    unset_keys,
+)
+from methods.schemas.fields import Fraction, Seed
 
 PROFILES_DIR = "profiles"
 PROFILES = ("sample", "full", "pretrain", "rehearsal")  # pretrain: the longer schedule behind models/pretrained/
@@ -302,19 +310,63 @@ class TuneSection(Strict):
             raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
         for method in tuned_methods():
             section = getattr(self, method)
-            fields = get_spec(method).params.model_fields
-            allowed = [k for k, f in fields.items() if f.annotation is float]
+            spec = get_spec(method)
+            # a trained method's loss weights are in its train section (what tuning changes), Gatys's at the top
+            model, where = (
+                (spec.params.model_fields["train"].annotation, "train.") if spec.trains else (spec.params, "")
+            )
+            allowed = [k for k, f in model.model_fields.items() if f.annotation is float]
             bad = [k for k in section.space if k not in allowed]
             if bad:
                 raise ValueError(
-                    f"{method}.space: {', '.join(bad)} cannot be tuned (float keys of methods.{method}: "
+                    f"{method}.space: {', '.join(bad)} cannot be tuned (float keys of methods.{method}.{where}: "
                     f"{', '.join(allowed)})"
                 )
         return self
 
 
+class StylizeInputs(Strict):
+    """What stylize@<m> reads besides the code and the test images (dvc.yaml deps and arguments)."""
+
+    model_dep: Annotated[str, Field(min_length=1)]  # models/<m> for a trained method; else a file it reads anyway
+    model_arg: str  # "--model models/<m>" or ""
+    tuned_dep: Annotated[str, Field(min_length=1)]  # reports/tuning/<m>/best.yaml for a tuned method; else as model_dep
+    tuned_arg: str  # "--tuned reports/tuning/<m>/best.yaml" or ""
+
+
+class MethodStagesSection(Strict):
+    """``method_stages``: the lists dvc.yaml's per-method stages iterate over (``foreach``), checked against
+    methods.registry here, so a method added to the registry without its stages (or the reverse) is one clear error."""
+
+    tune: dict[str, str]  # tuned method -> the section whose change reruns its tuning (pipeline/stage_params.py)
+    train: list[str]
+    stylize: dict[str, StylizeInputs]
+
+    @model_validator(mode="after")
+    def _match_registry(self) -> MethodStagesSection:
+        expected_tune = {m: f"methods.{m}.train" if get_spec(m).trains else f"methods.{m}" for m in tuned_methods()}
+        problems = []
+        if self.tune != expected_tune:
+            problems.append(f"tune must be {expected_tune} (methods.registry's tuned methods), got {self.tune}")
+        if self.train != trained_methods():
+            problems.append(f"train must be {trained_methods()} (methods.registry's trained methods), got {self.train}")
+        if list(self.stylize) != list_methods():
+            problems.append(f"stylize must list {list_methods()} (every registered method), got {list(self.stylize)}")
+        for name in trained_methods():
+            inputs = self.stylize.get(name)
+            if inputs is not None and (inputs.model_dep, inputs.model_arg) != (
+                f"models/{name}",
+                f"--model models/{name}",
+            ):
+                problems.append(f"stylize.{name}: a trained method reads models/{name} (--model models/{name})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Params(Strict):
     profile: Literal["sample", "full", "pretrain", "rehearsal"]
+    method_stages: MethodStagesSection
     base: BaseSection
     encoder: EncoderSection
     tracking: TrackingSection
@@ -387,21 +439,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def deep_merge(base: dict[str, Any], overlay: dict[str, Any], *, where: str = "") -> dict[str, Any]:
-    """``base`` with ``overlay`` merged in; mappings merge key by key, anything else replaces.
-
-    An overlay key absent from ``base`` is an error: a profile may only change existing parameters.
-    """
-    merged = copy.deepcopy(base)
+def _check_overlay(base: dict[str, Any], overlay: dict[str, Any], where: str = "") -> None:
+    """An overlay key absent from ``base`` is an error: a profile may only change existing parameters."""
     for key, value in overlay.items():
         dotted = f"{where}.{key}" if where else str(key)
-        if key not in merged:
+        if key not in base:
             raise ConfigError(f"unknown key {dotted!r} in profile (params.yaml has no such key)")
-        if isinstance(value, dict) and isinstance(merged[key], dict):
-            merged[key] = deep_merge(merged[key], value, where=dotted)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _check_overlay(base[key], value, dotted)
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with a profile's ``overlay`` :func:`~methods.spec.merged` in (the project's one merge rule: mappings
+    merge key by key, anything else replaces); the overlay may only change keys ``base`` has."""
+    _check_overlay(base, overlay)
+    return copy.deepcopy(merged(base, overlay))
 
 
 def validate(data: dict[str, Any], source: str) -> Params:
@@ -456,25 +508,3 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     chain = [] if data.get("profile", "sample") == "sample" else profile_chain(data["profile"])
     source = " + ".join([str(path), *(f"profiles/{name}.yaml" for name in chain)])
     return validate(data, source)
-
-
-def method_stage_params(method: str) -> tuple[str, ...]:
-    """The params sections a per-method stage (train@m, stylize@m) declares in dvc.yaml besides its own section."""
-    return ("profile", "base", "encoder", "tune.use_tuned", f"methods.{method}")
-
-
-def dump_params(params: Params, sections: Sequence[str] | None = None) -> str:
-    """YAML text of the effective parameters under ``sections`` (dotted keys, exactly the params the stage declares in
-    dvc.yaml; None: all), written beside its outputs. Only declared sections: an output must not change when a section
-    that DVC does not rerun the stage for changes."""
-    tree = params.model_dump(mode="json")
-    if sections is None:
-        return yaml.dump(tree, Dumper=YamlDumper, sort_keys=False)
-    picked: dict[str, Any] = {}
-    for dotted in sections:
-        src, dst = tree, picked
-        *parents, last = dotted.split(".")
-        for key in parents:
-            src, dst = src[key], dst.setdefault(key, {})
-        dst[last] = src[last]
-    return yaml.dump(picked, Dumper=YamlDumper, sort_keys=False)

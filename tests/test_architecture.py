@@ -29,7 +29,7 @@ from methods.registry import (
     tuned_methods,
     unregister,
 )
-from methods.schemas.common import Fraction
+from methods.schemas.fields import Fraction
 from pipeline import cli
 from pipeline.config import ConfigError, read_yaml, validate
 from pipeline.io import read_image
@@ -80,7 +80,7 @@ def project(target: str) -> bool:
 
 
 def test_the_graph_covers_the_packages():
-    assert {"methods.registry", "methods.schemas.adain", "pipeline.tune", "evaluation.metrics"} <= set(GRAPH)
+    assert {"methods.registry", "methods.schemas.adain_params", "pipeline.tune", "evaluation.metrics"} <= set(GRAPH)
 
 
 def test_no_project_import_inside_a_function():

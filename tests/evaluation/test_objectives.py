@@ -11,10 +11,10 @@ import yaml
 from evaluation.metric_constants import STYLE_LAYERS
 from evaluation.metric_info import METRICS
 from evaluation.objectives import metric_statistics, own_objectives
-from methods.schemas.adain import AdaINParams
-from methods.schemas.contrastive import ContrastiveParams
-from methods.schemas.gatys import GatysParams
-from methods.schemas.ghiasi import GhiasiParams
+from methods.schemas.adain_params import AdaINParams
+from methods.schemas.contrastive_params import ContrastiveParams
+from methods.schemas.gatys_params import GatysParams
+from methods.schemas.ghiasi_params import GhiasiParams
 from pipeline.config import load_params
 from pipeline.evaluate import method_objectives
 

@@ -11,7 +11,7 @@ from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, MultiSca
 from methods.encoder import load_encoder, random_encoder
 from methods.errors import NstError
 from methods.registry import build_method
-from methods.schemas.train import TrainParams
+from methods.schemas.schedule import TrainParams
 from methods.training import LossHistory, RandomCrops, checkpoints, load_latest, train
 
 CPU = torch.device("cpu")

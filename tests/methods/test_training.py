@@ -11,7 +11,7 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
-from methods.schemas.train import TrainParams
+from methods.schemas.schedule import TrainParams
 from methods.training import CheckpointError, LossHistory, RandomCrops, TrainCallbacks, checkpoints, train
 
 CPU = torch.device("cpu")

@@ -14,7 +14,7 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
-from methods.schemas.train import TrainParams
+from methods.schemas.schedule import TrainParams
 from methods.training import RandomCrops, checkpoints
 from methods.utils import (
     atomic_dir,

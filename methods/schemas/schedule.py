@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from methods.registry import MethodParams
-from methods.schemas.common import Seed, Setting
+from methods.schemas.fields import Seed, Setting
+from methods.spec import MethodParams
 
 
 class TrainParams(MethodParams):

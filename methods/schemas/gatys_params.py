@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from methods.objectives import FEATURE_MSE, GRAM, VGG19, Objective
-from methods.registry import MethodParams, MethodSpec, register
-from methods.schemas.common import EncoderNormalise, Layers, Seed, Setting, Weight
+from methods.schemas.fields import EncoderNormalise, Layers, Seed, Setting, Weight
+from methods.spec import MethodParams, MethodSpec
 
 
 class GatysParams(MethodParams):
@@ -55,4 +55,4 @@ class GatysParams(MethodParams):
         )
 
 
-SPEC = register(MethodSpec(name="gatys", params=GatysParams, implementation="methods.gatys:Gatys", tuned=True))
+SPEC = MethodSpec(name="gatys", params=GatysParams, implementation="methods.gatys:Gatys", tuned=True)
