@@ -302,13 +302,13 @@ _ENCODERS: dict[str, Any] = {}
 
 def _model(method: str, seed: int = 0):
     from methods.encoder import load_encoder
-    from methods.registry import get_spec
+    from methods.registry import get_method, get_spec, with_changes
 
     last = {"adain": "relu4_1", "contrastive": "relu5_1"}[method]
     if last not in _ENCODERS:
         _ENCODERS[last] = load_encoder("caffe", last_layer=last, normalise="per_filter")
-    spec = get_spec(method)
-    return get_method(spec.name)(spec.params(seed=seed), encoder=_ENCODERS[last])
+    params = with_changes(get_spec(method).params(), {"train": {"init_seed": seed}}, where=method)
+    return get_method(method)(params, encoder=_ENCODERS[last])
 
 
 def _time_steps(

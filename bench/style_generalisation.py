@@ -31,7 +31,7 @@ from pipeline.builders import method_encoder, method_from_params  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.io import list_images, read_image  # noqa: E402
 from pipeline.scoring import build_scorer  # noqa: E402
-from pipeline.tuned import apply_tuned  # noqa: E402
+from pipeline.stage_params import effective_params  # noqa: E402
 
 METRICS = ("style_gram", "style_meanstd")
 REFERENCES = ("identity", "style_copy")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = {}
     for name in names:
         best = args.tuning / name / "best.yaml"
-        p = apply_tuned(params, name, best if get_spec(name).tuned and best.is_file() else None)
+        p = effective_params(params, name, tuned=best if get_spec(name).tuned and best.is_file() else None)
         model = args.models / name if get_spec(name).trains else None
         methods[name] = method_from_params(p, name, method_encoder(p, name), model)
     scorer, _ = build_scorer(params)

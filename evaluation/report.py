@@ -504,7 +504,8 @@ def params_rows(
         weights = (tuned or {}).get(method) or {}
         items = []
         for key, value in flatten(section):
-            is_tuned = use_tuned and key in weights and _close(value, weights[key])
+            weight = key.removeprefix("train.")  # a trained method's tuned weights live in its train section
+            is_tuned = use_tuned and weight in weights and _close(value, weights[weight])
             items.append((key, _value(value), is_tuned))
         rows.append(ParamsRow(method, items))
     return rows

@@ -62,6 +62,7 @@ from pipeline.config import Params, load_params
 from pipeline.io import list_images, read_csv, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 from pipeline.scoring import build_scorer
+from pipeline.stage_params import declared_tree
 
 log = logging.getLogger(__name__)
 
@@ -387,13 +388,12 @@ def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     result = run(params, args.outputs, args.content, args.style, args.out, weights_dir=args.weights)
     per_pair = pd.read_csv(args.out / "per_pair.csv")
-    tree = params.model_dump(mode="json")
     scorer = result["scoring"]["scorer"]
     for method, stats in result["methods"].items():
         with tracking.stage_run(
             "evaluate",
             method,
-            {"evaluate": tree["evaluate"]},
+            declared_tree(params, "evaluate"),
             uri=params.tracking.uri,
             experiment=params.tracking.experiment,
             tags={"encoder_sha256": scorer["encoder_sha256"], "lpips": result["scoring"]["lpips"][:250]},

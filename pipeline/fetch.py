@@ -12,16 +12,15 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline import tracking
-from pipeline.config import FetchSection, Params, dump_params, load_params
+from pipeline.config import FetchSection, Params, load_params
 from pipeline.io import atomic_dir, write_text_atomic
 from pipeline.sources import ROLES, Record, write_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample
 from pipeline.sources.streets import fetch_streets
 from pipeline.sources.wikiart import fetch_wikiart
+from pipeline.stage_params import declared_tree, dump_declared
 
 log = logging.getLogger(__name__)
-
-PARAMS = ("profile", "fetch")  # the params sections this stage declares in dvc.yaml (tests/test_dvc_params.py)
 
 
 def fetch_role(cfg: FetchSection, role: str, raw_dir: Path) -> list[Record]:
@@ -41,7 +40,7 @@ def run(params: Params, out_dir: Path) -> list[Record]:
     with atomic_dir(out_dir) as tmp:
         records = [rec for role in ROLES for rec in fetch_role(params.fetch, role, tmp)]
         write_manifest(records, tmp / "manifest.csv")
-        write_text_atomic(tmp / "effective_params.yaml", dump_params(params, PARAMS))
+        write_text_atomic(tmp / "effective_params.yaml", dump_declared(params, "fetch"))
     counts = Counter((r.role, r.source) for r in records)
     for (role, source), n in sorted(counts.items()):
         log.info("fetch: %d %s images from %s", n, role, source)
@@ -57,11 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    tree = params.model_dump(mode="json")
     with tracking.stage_run(
         "fetch",
         None,
-        {"profile": tree["profile"], "fetch": tree["fetch"]},
+        declared_tree(params, "fetch"),
         uri=params.tracking.uri,
         experiment=params.tracking.experiment,
     ) as logger:

@@ -36,13 +36,13 @@ from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.utils import sha256_file
 from pipeline import tracking
-from pipeline.config import Params, SplitSection, dump_params, load_params
+from pipeline.config import Params, SplitSection, load_params
 from pipeline.io import ImageError, atomic_dir, read_image, write_csv, write_image, write_text_atomic
 from pipeline.sources import ROLES, read_manifest
+from pipeline.stage_params import declared_tree, dump_declared
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("profile", "prepare")  # the params sections this stage declares in dvc.yaml (tests/test_dvc_params.py)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
@@ -238,7 +238,7 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
         rows.sort(key=lambda r: (str(r["role"]), str(r["split"]), str(r["id"])))
         write_csv(rows, MANIFEST_FIELDS, tmp / "manifest.csv")
         write_text_atomic(tmp / "stats.json", json.dumps(stats, indent=2) + "\n")
-        write_text_atomic(tmp / "effective_params.yaml", dump_params(params, PARAMS))
+        write_text_atomic(tmp / "effective_params.yaml", dump_declared(params, "prepare"))
     log.info("prepare: %s", json.dumps(stats))
     return stats
 
@@ -258,11 +258,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    tree = params.model_dump(mode="json")
     with tracking.stage_run(
         "prepare",
         None,
-        {"profile": tree["profile"], "prepare": tree["prepare"]},
+        declared_tree(params, "prepare"),
         uri=params.tracking.uri,
         experiment=params.tracking.experiment,
     ) as logger:

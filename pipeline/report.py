@@ -36,6 +36,7 @@ from methods.registry import get_spec, list_methods
 from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.io import atomic_dir, list_images, read_image, write_text_atomic
+from pipeline.stage_params import declared_tree
 
 log = logging.getLogger(__name__)
 
@@ -517,7 +518,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     with tracking.stage_run(
-        "report", None, {"profile": params.profile}, uri=params.tracking.uri, experiment=params.tracking.experiment
+        "report", None, declared_tree(params, "report"), uri=params.tracking.uri, experiment=params.tracking.experiment
     ) as logger:
         info = build(params, args.metrics, args.outputs, args.prepared, args.tuning, args.out, args.models)
         logger.log_artifact(args.out / "index.html", "report")

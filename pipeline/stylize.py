@@ -25,7 +25,7 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.precision import runtime_label
 from methods.registry import Method, ParamsError, build_method, get_spec, list_methods
-from methods.utils import code_fingerprint, sha256_file
+from methods.utils import sha256_file
 from pipeline import tracking
 from pipeline.builders import (
     method_encoder,
@@ -34,10 +34,12 @@ from pipeline.builders import (
     model_fingerprint,
     trained_model_note,
 )
-from pipeline.config import ConfigError, Params, dump_params, load_params, method_stage_params
+from pipeline.code_deps import fingerprint as code_fingerprint
+from pipeline.code_deps import method_module
+from pipeline.config import ConfigError, Params, load_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device, tf32_label
-from pipeline.tuned import apply_tuned, override_method, parse_overrides
+from pipeline.stage_params import declared_tree, dump_declared, effective_params, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,7 @@ def run(
     state = run_state(params, method_name, encoder, device, model, runtime)
     start_folder(out_dir, state, method_name)
     # Only the sections dvc.yaml declares for stylize@<method>; the tuned weights are in methods.<method> when applied.
-    declared = (*method_stage_params(method_name), "stylize")
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, declared))
+    write_text_atomic(out_dir / "effective_params.yaml", dump_declared(params, "stylize", method_name))
     shas = {p: sha256_file(p) for p in {p for pair in grid for p in pair}}  # each image once, not once per pair
     done = finished_pairs(out_dir, grid, shas, content_dir, style_dir)
     if done:
@@ -141,7 +142,7 @@ def run_state(
         "encoder_sha256": encoder.weights_sha256 if encoder is not None else None,
         "pool": params.encoder.pool,
         "device": device.type,
-        "code_sha256": code_fingerprint([__file__]),
+        "code_sha256": code_fingerprint([__name__, method_module(get_spec(method_name).implementation)]),
         "model_sha256": model_fingerprint(model),
         **method_provenance(method_name),
     }
@@ -261,18 +262,6 @@ def log_summary(logger: tracking.RunLogger, rows: list[dict[str, Any]], timing_p
     logger.log_artifact(timing_path)
 
 
-def stage_params(params: Params, method_name: str) -> dict[str, Any]:
-    """The params tree a stylize run depends on (logged to MLflow and hashed)."""
-    dump = params.model_dump(mode="json")
-    return {
-        "profile": dump["profile"],
-        "base": dump["base"],
-        "encoder": dump["encoder"],
-        "method": {method_name: dump["methods"][method_name]},
-        "stylize": dump["stylize"],
-    }
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -313,7 +302,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main_stage(args: argparse.Namespace) -> int:
-    params = apply_tuned(load_params(args.params), args.method, args.tuned)
+    params = effective_params(load_params(args.params), args.method, tuned=args.tuned)
     encoder = method_encoder(params, args.method)
     if encoder is not None:
         tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
@@ -322,7 +311,7 @@ def main_stage(args: argparse.Namespace) -> int:
     with tracking.stage_run(
         "stylize",
         args.method,
-        stage_params(params, args.method),
+        declared_tree(params, "stylize", args.method),
         uri=params.tracking.uri,
         experiment=params.tracking.experiment,
         tags=tags,
@@ -355,7 +344,7 @@ def main_one(args: argparse.Namespace) -> int:
         encoder = load_encoder(normalise=method_params.encoder_normalise) if spec.uses_encoder else None
         method = build_method(args.method, method_params, encoder=encoder, model=args.model)
     else:
-        params = override_method(load_params(path), args.method, overrides)
+        params = effective_params(load_params(path), args.method, changes=overrides)
         device = pick_device(params.base.device, params.base.tf32)
         encoder = method_encoder(params, args.method)
         method = method_from_params(params, args.method, encoder, args.model)

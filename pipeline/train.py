@@ -36,10 +36,12 @@ from methods.training import (
     scheduled_iterations,
     train,
 )
-from methods.utils import code_fingerprint, sha256_file
+from methods.utils import sha256_file
 from pipeline import tracking
 from pipeline.builders import build_model, init_file
-from pipeline.config import PROFILES, Params, dump_params, encoder_settings, load_params, method_stage_params
+from pipeline.code_deps import fingerprint as code_fingerprint
+from pipeline.code_deps import method_module
+from pipeline.config import PROFILES, Params, encoder_settings, load_params
 from pipeline.io import (
     read_csv,
     side_by_side,
@@ -47,8 +49,8 @@ from pipeline.io import (
     write_text_atomic,
 )
 from pipeline.resources import pick_device, tf32_label
+from pipeline.stage_params import as_trained, declared_tree, dump_declared, effective_params
 from pipeline.training_data import crops
-from pipeline.tuned import apply_tuned
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def run(
     rank, world = dist_info()
     device = distributed_device(params) if world > 1 else pick_device(params.base.device, params.base.tf32)
     encoder = load_encoder(**encoder_settings(params, method_name))
-    model = build_model(params, method_name, encoder)
+    model = build_model(as_trained(params, method_name), method_name, encoder)  # inference settings: the defaults
     init = init_file(tcfg, method_name)
     init_sha = sha256_file(init) if init else None
     fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, (content_dir, style_dir), init_sha)
@@ -196,20 +198,20 @@ def run(
 def run_fingerprint(
     params: Params, method_name: str, encoder_sha: str, data: tuple[Path, Path], init_sha: str | None
 ) -> str:
-    """What a checkpoint must have been written for to be resumed: the method's section, encoder, data folders, the
-    warm-start file and this module's code. ``train.workers`` is left out: how many processes cut the crops changes
-    no number (methods/training.py StepPlans)."""
-    section = getattr(params.methods, method_name)
+    """What a checkpoint must have been written for to be resumed: the method's train section, encoder, data folders,
+    the warm-start file and the code training runs. ``train.workers`` is left out: how many processes cut the crops
+    changes no number (methods/training.py StepPlans)."""
+    train = getattr(params.methods, method_name).train
     return tracking.params_hash(
         {
             "method": method_name,
-            "section": section.model_dump(mode="json", exclude={"train": {"workers"}}),
+            "train": train.model_dump(mode="json", exclude={"workers"}),
             "encoder": encoder_sha,
             "pool": params.encoder.pool,
             "content": str(data[0]),
             "style": str(data[1]),
             "init": init_sha,
-            "code": code_fingerprint([__file__]),
+            "code": code_fingerprint([__name__, method_module(get_spec(method_name).implementation)]),
         }
     )
 
@@ -284,8 +286,8 @@ def write_outputs(
     fields = ("step", *[k for k in (history[0] if history else {"total": 0}) if k != "step"])
     write_csv(rows, fields, losses_path)  # type: ignore[arg-type]
     write_text_atomic(out_dir / "train_metrics.json", json.dumps(metrics, indent=2) + "\n")
-    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in methods.<method> when applied.
-    write_text_atomic(out_dir / "effective_params.yaml", dump_params(params, method_stage_params(method_name)))
+    # Only the sections dvc.yaml declares for train@<method>; the tuned weights are in its train section when applied.
+    write_text_atomic(out_dir / "effective_params.yaml", dump_declared(params, "train", method_name))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -339,7 +341,7 @@ def init_distributed(params: Params) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-    params = apply_tuned(load_params(args.params, args.profile), args.method, args.tuned)
+    params = effective_params(load_params(args.params, args.profile), args.method, tuned=args.tuned)
     if init_distributed(params):
         try:
             return _main(args, params)
@@ -349,13 +351,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace, params: Params) -> int:
-    section = getattr(params.methods, args.method).model_dump(mode="json")
-    tree = {
-        "profile": params.profile,
-        "base": params.base.model_dump(),
-        "encoder": params.encoder.model_dump(),
-        "method": {args.method: section},
-    }
+    tree = declared_tree(params, "train", args.method)
     if dist_info()[0] != 0:  # other ranks train without logging; rank 0 holds the MLflow run
         run(params, args.method, args.content, args.style, args.out, resume=args.resume)
         return 0

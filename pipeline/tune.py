@@ -49,34 +49,24 @@ from evaluation.metrics import Scorer
 from methods.encoder import VGGEncoder, load_encoder
 from methods.precision import Precision
 from methods.pretrained import warm_start
-from methods.registry import get_spec, tuned_methods
+from methods.registry import get_spec, merged, tuned_methods
 from methods.training import TrainCallbacks, scheduled_iterations, train
-from methods.utils import code_fingerprint, sha256_file
+from methods.utils import sha256_file
 from pipeline import tracking
 from pipeline.builders import build_model, init_file, method_from_params
+from pipeline.code_deps import fingerprint as code_fingerprint
+from pipeline.code_deps import method_module
 from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.pareto import directions_for, select, times_dominated
 from pipeline.resources import pick_device, tf32_label
 from pipeline.scoring import build_scorer
+from pipeline.stage_params import TuneError, as_trained, declared_tree, effective_params, weight_changes
 from pipeline.training_data import crops
-from pipeline.tuned import TuneError, section_with
 
 log = logging.getLogger(__name__)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-_HERE = Path(__file__).resolve().parent
-# What a trial's values depend on besides the methods package (code_fingerprint adds it): this module, the shared code a
-# trial runs (building the method, its training data and the scorer; applying weights) and the evaluation package.
-STUDY_CODE: tuple[Path, ...] = (
-    _HERE / "tune.py",
-    _HERE / "builders.py",
-    _HERE / "training_data.py",
-    _HERE / "scoring.py",
-    _HERE / "tuned.py",
-    _HERE / "pareto.py",
-    *sorted((_HERE.parent / "evaluation").glob("*.py")),
-)
 RUNNING = optuna.trial.TrialState.RUNNING
 
 
@@ -118,15 +108,18 @@ def make_sampler(params: Params, budget: int, worker: int, existing: int) -> opt
 
 
 def init_sha(section: Mapping[str, Any]) -> str | None:
-    """sha256 of the pretrained file a trained method's trials warm-start from (None: from scratch or missing)."""
-    init = (section.get("train") or {}).get("init_from")
+    """sha256 of the pretrained file a trained method's trials warm-start from (``init_from`` of its train section
+    ``section``); None: from scratch, missing, or an untrained method's section."""
+    init = section.get("init_from")
     return sha256_file(init) if init and Path(init).is_file() else None
 
 
 def study_name(params: Params, method: str, data_shas: Mapping[str, str], encoder_sha: str) -> str:
     """``<method>-<hash>``: the hash covers everything that makes trials comparable (code included)."""
     tune = getattr(params.tune, method)
-    section = getattr(params.methods, method).model_dump(mode="json")
+    section = getattr(params.methods, method)
+    # what a trial reads of the method's params: a trained method's train section, all of an untrained one's
+    section = (section.train if get_spec(method).trains else section).model_dump(mode="json")
     for key in tune.space:
         section.pop(key, None)
     identity = {
@@ -138,7 +131,7 @@ def study_name(params: Params, method: str, data_shas: Mapping[str, str], encode
         "data": dict(data_shas),
         "prune_dominated_by": params.tune.prune_dominated_by,
         "init": init_sha(section),
-        "code": code_fingerprint(STUDY_CODE),
+        "code": code_fingerprint([__name__, method_module(get_spec(method).implementation)]),
     }  # new code (methods, the scorer, the stages a trial runs) -> a new study, as train and stylize restart
     return f"{method}-{tracking.params_hash(identity)[:12]}"
 
@@ -294,7 +287,8 @@ class Objective:
 
     def trial_params(self, trial: optuna.Trial) -> tuple[Params, dict[str, float]]:
         weights = {k: trial.suggest_float(k, d.low, d.high, log=d.log) for k, d in self.tune.space.items()}
-        return section_with(self.params, self.method, {**self.tune.budget, **weights}), weights
+        changes = merged(self.tune.budget, weight_changes(self.method, weights))
+        return as_trained(effective_params(self.params, self.method, changes=changes), self.method), weights
 
     def score(self, method: Any) -> list[float]:
         """Means over the val pairs of the objectives, for a built method (any object with ``stylize``)."""
@@ -451,7 +445,8 @@ def trial_rows(study: optuna.Study, objectives: Sequence[str], space: Sequence[s
 def reference_weights(method: str, space: Mapping[str, Any]) -> dict[str, float]:
     """The method's reference values (its params class defaults: paper / reference code) of the tuned keys; each
     must lie inside its search range, so that the reference is a point of the space the study explores."""
-    defaults = get_spec(method).params()
+    spec = get_spec(method)
+    defaults = spec.params().train if spec.trains else spec.params()
     weights = {k: float(getattr(defaults, k)) for k in space}
     outside = [
         f"{k} = {v:g} not in [{space[k].low:g}, {space[k].high:g}]"
@@ -685,12 +680,7 @@ def main(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise TuneError(f"--workers must be >= 1, got {args.workers}")
     params = load_params(args.params)
-    others = set(tuned_methods()) - {args.method}
-    tree = {
-        "profile": params.profile,
-        "tune": params.tune.model_dump(mode="json", exclude=others),
-        "method": {args.method: getattr(params.methods, args.method).model_dump(mode="json")},
-    }
+    tree = declared_tree(params, "tune", args.method)
     with tracking.stage_run(
         "tune",
         args.method,
