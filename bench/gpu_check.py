@@ -284,7 +284,7 @@ def _sample_folders(work: Path, side: int) -> tuple[Path, Path]:
 
 
 def _crops(folder: Path, resize: int, crop: int, cache: str, work: Path):
-    """The training stage's image sources (pipeline/train.py ``crops``): in memory, or the decoded-array cache."""
+    """The training stage's image sources (pipeline/stages/train.py ``crops``): in memory, or the decoded-array cache."""
     from methods.training import RandomCrops
     from pipeline.io import list_images
     from pipeline.training_data import DecodedArrays, ResizedImages

@@ -87,7 +87,7 @@ def judge(per_pair: pd.DataFrame, n_boot: int, seed: int = 0) -> dict[str, bool]
     """Whether each rule marks anything on one simulated table: ``new``, ``old``, and ``old_star`` (the old ★ alone).
 
     New: the project's functions with their defaults (minimum grid evaluation.summary.MIN_CONTENTS x MIN_STYLES,
-    Holm), called as pipeline/evaluate.py calls them; a mark is a ``significant`` row (the report's "≠ 0") or a
+    Holm), called as pipeline/stages/evaluate.py calls them; a mark is a ``significant`` row (the report's "≠ 0") or a
     "ranked" metric (its ★). Old: :func:`old_rule_marks` on the same table's CIs.
     """
     boot = {"n_boot": n_boot, "level": LEVEL, "seed": seed}

@@ -9,7 +9,7 @@ after ``--warmup`` untimed runs of each command (default 1: byte-code written, t
 alike). The machine's load average before and after is recorded: other processes slow start-up down.
 
   help     `nst --help`
-  import   `python -c "import pipeline.stylize"`: what the one-off stylize imports before it does anything
+  import   `python -c "import pipeline.stages.stylize"`: what the one-off stylize imports before it does anything
   stylize  `nst stylize --method gatys --set iterations=0 CONTENT STYLE -o <tmp>.png` from the repository root (so
            params.yaml is read): a real one-off run that optimises nothing. Its wall time is start-up (imports,
            config, encoder load, image IO) plus the seconds the command itself reports for stylizing the pair (with 0
@@ -18,8 +18,8 @@ alike). The machine's load average before and after is recorded: other processes
 Reported per command: median and min over the runs (and max, all runs, CPU seconds). `nst` is run as its console
 script does (`from pipeline.cli import main; sys.exit(main())`) with this repository first on sys.path, so the code
 measured is this checkout's, whichever one `.venv` is installed from. Also, from one `python -X importtime` run each:
-the top modules by cumulative import time for `import pipeline.stylize`, the top-level packages by their own import
-time, and which heavy packages `nst --help` and `import pipeline.stylize` load.
+the top modules by cumulative import time for `import pipeline.stages.stylize`, the top-level packages by their own import
+time, and which heavy packages `nst --help` and `import pipeline.stages.stylize` load.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure("help", "nst --help", [*py, "-c", NST, "--help"], args.runs, args.warmup, env, lists_stylize)
             )
         if "import" in args.commands:
-            code = "import pipeline.stylize"
+            code = "import pipeline.stages.stylize"
             results.append(measure("import", f'python -c "{code}"', [*py, "-c", code], args.runs, args.warmup, env))
         if "stylize" in args.commands:
             content, style, out = args.content.resolve(), args.style.resolve(), Path(tmp) / "out.png"
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
     imports = {}
     if "import" in args.commands or "stylize" in args.commands:
-        imports["import pipeline.stylize"] = importtime("import pipeline.stylize", env, args.top)
+        imports["import pipeline.stages.stylize"] = importtime("import pipeline.stages.stylize", env, args.top)
     if "help" in args.commands:  # the heavy packages `nst --help` loads (none, ideally)
         report = importtime(
             f"import sys; sys.argv = ['nst', '--help']\ntry:\n    {NST}\nexcept SystemExit:\n    pass", env, args.top

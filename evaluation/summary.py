@@ -24,7 +24,7 @@ content x 8 styles has 8 cells but says nothing about other photos. bench/null_s
 tests/evaluation/test_null_simulation.py measure the rule's false-mark rate under no true difference.
 
 Pure functions over a DataFrame ``per_pair`` with columns ``method``, ``content``, ``style`` and one column per
-metric (pipeline/evaluate.py writes it); no IO.
+metric (pipeline/stages/evaluate.py writes it); no IO.
 """
 
 from __future__ import annotations

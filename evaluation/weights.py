@@ -1,6 +1,6 @@
 """The scorer's third-party weights: their names, and what the scorer-weights stage found (``found.json``).
 
-The scorer-weights stage (pipeline/scorer_weights.py) resolves each weight of :data:`WEIGHTS` into one folder
+The scorer-weights stage (pipeline/stages/scorer_weights.py) resolves each weight of :data:`WEIGHTS` into one folder
 (``models/scorer``, a DVC output) and writes ``found.json`` beside them; the evaluate stage depends on that folder and
 reads every weight from it through :func:`read_found`, so weights that appear or change rerun evaluate (and the
 report) and nothing upstream. Torch-free: validating params.yaml (pipeline/config.py) must not import torch.

@@ -1,6 +1,6 @@
 """What each method optimises, stated as data: the loss terms of its training or optimisation objective.
 
-The scorer's metrics are stated the same way (evaluation/objectives.py), so that one function can tell which
+The scorer's metrics are stated the same way (evaluation/own_objectives.py), so that one function can tell which
 metric shares network, layers and statistic with which method's objective: a score on a method's own objective is
 not evidence that it stylizes better (DESIGN.md "Evaluation"). Torch-free: the method schemas
 (methods/schemas/*.py) return these from ``MethodParams.objectives()``, derived from their own settings, so the table

@@ -1,8 +1,8 @@
 """The ``nst`` command: one subcommand per pipeline stage (what dvc.yaml runs) plus one-off tools.
 
-The subcommands are a static table (``COMMANDS``): ``nst --help`` lists them without importing any stage module, and
-``nst <command> ...`` imports only that command's module, whose ``add_parser(sub)`` registers the real subparser(s).
-So a stage run imports exactly the code its dvc.yaml ``deps`` must cover (tests/test_dvc_deps.py checks that).
+The subcommands are a static table (pipeline/commands.py ``COMMANDS``): ``nst --help`` lists them without importing
+any stage module, and ``nst <command> ...`` imports only that command's module, whose ``add_parser(sub)`` registers
+the real subparser(s). So a stage run imports exactly the code its dvc.yaml ``deps`` list (tests/test_dvc_deps.py).
 
 Bad input ends with one ``nst <command>: error: <message>`` line on stderr and exit status 2, never a traceback.
 """
@@ -17,24 +17,9 @@ import sys
 from collections.abc import Sequence
 
 from methods.errors import NstError  # torch-free (methods/__init__.py loads the registry of params classes only)
+from pipeline.commands import COMMANDS, MODULES
 
-# subcommand -> (module whose add_parser registers it, one-line help shown by `nst --help`). A module may register
-# several subcommands (pipeline.stylize: stylize-stage and stylize); each help repeats the module's own.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "fetch": ("pipeline.fetch", "fetch content and style images (stage 1)"),
-    "prepare": ("pipeline.prepare", "validate, resize and split the images (stage 2)"),
-    "tune": ("pipeline.tune", "tune a method's loss weights with Optuna (stage tune@<method>)"),
-    "train": ("pipeline.train", "train a feed-forward method (stage train@<method>)"),
-    "stylize-stage": ("pipeline.stylize", "stylize the test grid with one method (stage stylize@<method>)"),
-    "stylize": ("pipeline.stylize", "stylize one content image with one style image"),
-    "scorer-weights": ("pipeline.scorer_weights", "fetch the scorer's weights into one tracked folder (stage)"),
-    "evaluate": ("pipeline.evaluate", "score every method's outputs with one fixed scorer (stage)"),
-    "report": ("pipeline.report", "render the method comparison report (stage)"),
-    "pretrained": ("pipeline.pretrained", "export a pretraining run as models/pretrained/<method>.pt + model card"),
-    "plots": ("pipeline.offline_plots", "render `dvc plots show` for offline viewing"),
-}
-
-STAGES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))  # the modules, each once
+STAGES = MODULES  # the modules, each once (tests/test_architecture.py: they never import each other)
 
 
 def command_of(argv: Sequence[str]) -> str | None:

@@ -19,6 +19,7 @@ import copy
 import functools
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -183,7 +184,7 @@ class SplitSection(Strict):
     val: Fraction
     test: Fraction
     test_max: GridCap  # the test grid: beyond it, test images are kept out of every split ("spare")
-    # manifest columns whose shared (non-empty) values keep images together in one split (pipeline/prepare.py)
+    # manifest columns whose shared (non-empty) values keep images together in one split (pipeline/stages/prepare.py)
     group_by: list[Literal["sequence", "artist"]]
 
     @model_validator(mode="after")
@@ -243,7 +244,7 @@ class WeightSource(Strict):
 
 
 class ScorerWeightsSection(Strict):
-    """The scorer-weights stage (pipeline/scorer_weights.py): one :class:`WeightSource` per weight of
+    """The scorer-weights stage (pipeline/stages/scorer_weights.py): one :class:`WeightSource` per weight of
     evaluation.weights.WEIGHTS, and how long to try."""
 
     timeout_s: Annotated[float, Field(gt=0.0, le=600.0)]  # per connection attempt and per read
@@ -508,3 +509,24 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     chain = [] if data.get("profile", "sample") == "sample" else profile_chain(data["profile"])
     source = " + ".join([str(path), *(f"profiles/{name}.yaml" for name in chain)])
     return validate(data, source)
+
+
+def pick_sections(params: Params, sections: Sequence[str] | None = None) -> dict[str, Any]:
+    """The values under ``sections`` (dotted keys) as one nested mapping (None: every section)."""
+    tree = params.model_dump(mode="json")
+    if sections is None:
+        return tree
+    picked: dict[str, Any] = {}
+    for dotted in sections:
+        src, dst = tree, picked
+        *parents, last = dotted.split(".")
+        for key in parents:
+            src, dst = src[key], dst.setdefault(key, {})
+        dst[last] = src[last]
+    return picked
+
+
+def dump_params(params: Params, sections: Sequence[str] | None = None) -> str:
+    """YAML text of :func:`pick_sections` that :func:`load_params` reads back equal (floats and look-alike strings
+    kept apart)."""
+    return yaml.dump(pick_sections(params, sections), Dumper=YamlDumper, sort_keys=False)

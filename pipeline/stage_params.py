@@ -24,7 +24,7 @@ import yaml
 
 from methods.errors import NstError
 from methods.registry import ParamsError, get_spec, with_changes
-from pipeline.config import ConfigError, Params, YamlDumper, YamlLoader
+from pipeline.config import ConfigError, Params, YamlLoader, dump_params, pick_sections
 
 # stage -> the params.yaml sections its dvc.yaml entry declares; "{m}" is the stage's method, "{tuned}" the section
 # whose change reruns tune@{m} (methods.{m}.train for a trained method, all of methods.{m} otherwise).
@@ -77,20 +77,12 @@ def declared(stage: str, method: str | None = None) -> tuple[str, ...]:
 
 def declared_tree(params: Params, stage: str, method: str | None = None) -> dict[str, Any]:
     """The declared sections' values as one nested mapping: what the stage logs to MLflow, hashes and writes."""
-    tree = params.model_dump(mode="json")
-    picked: dict[str, Any] = {}
-    for dotted in declared(stage, method):
-        src, dst = tree, picked
-        *parents, last = dotted.split(".")
-        for key in parents:
-            src, dst = src[key], dst.setdefault(key, {})
-        dst[last] = src[last]
-    return picked
+    return pick_sections(params, declared(stage, method))
 
 
 def dump_declared(params: Params, stage: str, method: str | None = None) -> str:
     """YAML text of :func:`declared_tree`: ``effective_params.yaml`` beside a stage's outputs."""
-    return yaml.dump(declared_tree(params, stage, method), Dumper=YamlDumper, sort_keys=False)
+    return dump_params(params, declared(stage, method))
 
 
 # ------------------------------------------------------------------------------------------------ effective params

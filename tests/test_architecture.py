@@ -2,7 +2,7 @@
 
 - ``methods`` imports neither ``pipeline`` nor ``evaluation``; ``evaluation`` does not import ``pipeline``; the
   project's modules import each other without cycles; stage modules (``nst`` subcommands) never import each other; only
-  ``pipeline/tracking.py`` imports mlflow and only ``pipeline/tune.py`` optuna; no project import inside a function.
+  ``pipeline/tracking.py`` imports mlflow and only ``pipeline/stages/tune.py`` optuna; no project import inside a function.
 - The registry is the single list of methods: dvc.yaml's ``foreach`` lists equal its lists, and a toy method with its
   own params class is accepted by params.yaml validation, ``nst stylize`` and the derived lists.
 """
@@ -80,7 +80,7 @@ def project(target: str) -> bool:
 
 
 def test_the_graph_covers_the_packages():
-    assert {"methods.registry", "methods.schemas.adain_params", "pipeline.tune", "evaluation.metrics"} <= set(GRAPH)
+    assert {"methods.registry", "methods.schemas.adain_params", "pipeline.stages.tune", "evaluation.metrics"} <= set(GRAPH)
 
 
 def test_no_project_import_inside_a_function():
@@ -102,7 +102,7 @@ def test_layers_import_downwards_only():
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize(("package", "only"), [("mlflow", "pipeline.tracking"), ("optuna", "pipeline.tune")])
+@pytest.mark.parametrize(("package", "only"), [("mlflow", "pipeline.tracking"), ("optuna", "pipeline.stages.tune")])
 def test_one_module_imports_each_tool(package, only):
     """DESIGN.md: only pipeline/tracking.py imports mlflow, only the tuning code imports optuna."""
     users = sorted({m for m, found in GRAPH.items() for t, _, _ in found if t.split(".")[0] == package})

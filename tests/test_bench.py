@@ -19,7 +19,7 @@ import torch
 
 from bench import gpu_check
 from methods.precision import cpu_bf16_supported
-from pipeline import fetch, prepare
+from pipeline.stages import fetch, prepare
 from pipeline.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_feedforward_bench_times_bf16_only_where_native_and_says_why_not(method,
     args = ["--method", method, "--sizes", "32", "--train-iterations", "1", "--warmup", "0", "--devices", "cpu"]
     args += ["--amp", "false", "true", "--channels-last", "false", "--out", str(out)]
     subprocess.run(
-        [sys.executable, str(ROOT / "bench/feedforward.py"), *args],
+        [sys.executable, str(ROOT / "bench/feedforward_speed.py"), *args],
         check=True,
         cwd=ROOT,
         capture_output=True,
@@ -90,7 +90,7 @@ def test_gatys_bench_times_bf16_only_where_native_and_says_why_not(cpu, force, t
     args += ["--amp", "false", "true", "--channels-last", "true", "--out", str(out)]
     args += ["--force-bf16"] if force else []
     subprocess.run(
-        [sys.executable, str(ROOT / "bench/gatys.py"), *args],
+        [sys.executable, str(ROOT / "bench/gatys_speed.py"), *args],
         check=True,
         cwd=ROOT,
         capture_output=True,
@@ -421,8 +421,8 @@ def test_startup_bench_times_help_import_and_a_one_off_stylize(tmp_path, make_im
     [run] = rows["stylize"]["per_run"]
     assert 0 <= run["stylize_reported_s"] < rows["stylize"]["median_s"]
     assert run["startup_s"] == pytest.approx(rows["stylize"]["median_s"] - run["stylize_reported_s"], abs=1e-3)
-    imports = report["importtime"]["import pipeline.stylize"]
-    assert imports["top_cumulative"][0]["module"] == "pipeline.stylize"
+    imports = report["importtime"]["import pipeline.stages.stylize"]
+    assert imports["top_cumulative"][0]["module"] == "pipeline.stages.stylize"
     assert len(imports["top_cumulative"]) == len(imports["top_packages_self"]) == 3
     assert isinstance(imports["heavy_imported"], list)
     assert isinstance(report["importtime"]["nst --help"]["heavy_imported"], list)

@@ -45,7 +45,7 @@ TUNED_GATYS_STYLE_WEIGHT = 1234.5  # params.yaml says 100: the report must show 
 
 
 def _write_tuning(folder: Path) -> Path:
-    """A tune@gatys result as pipeline/tune.py writes it (best.yaml + trials.csv with the reference trial)."""
+    """A tune@gatys result as pipeline/stages/tune.py writes it (best.yaml + trials.csv with the reference trial)."""
     folder.mkdir(parents=True)
     best = {
         "method": "gatys",

@@ -10,7 +10,7 @@ import yaml
 from test_dvc_deps import expand_stages
 
 from methods.registry import list_methods, trained_methods
-from pipeline import fetch, prepare
+from pipeline.stages import fetch, prepare
 from pipeline.config import method_stage_params
 
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"

@@ -1,4 +1,4 @@
-"""The own-objective table (evaluation/objectives.py): which metric cells are a method's own objective, derived from
+"""The own-objective table (evaluation/own_objectives.py): which metric cells are a method's own objective, derived from
 the methods' params and the tuner's settings, so that the marks follow a change of layers in params.yaml."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import yaml
 
 from evaluation.metric_constants import STYLE_LAYERS
 from evaluation.metric_info import METRICS
-from evaluation.objectives import metric_statistics, own_objectives
+from evaluation.own_objectives import metric_statistics, own_objectives
 from methods.schemas.adain_params import AdaINParams
 from methods.schemas.contrastive_params import ContrastiveParams
 from methods.schemas.gatys_params import GatysParams
 from methods.schemas.ghiasi_params import GhiasiParams
 from pipeline.config import load_params
-from pipeline.evaluate import method_objectives
+from pipeline.stages.evaluate import method_objectives
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAM_LAYERS = {f"style_gram_{layer}" for layer in STYLE_LAYERS}

@@ -10,7 +10,7 @@ import torch
 
 from evaluation import references as ref
 from evaluation import report, summary
-from pipeline import evaluate
+from pipeline.stages import evaluate
 
 
 def rand(h: int, w: int, seed: int = 0) -> torch.Tensor:

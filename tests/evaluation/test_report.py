@@ -17,12 +17,12 @@ import yaml
 from matplotlib.figure import Figure
 from PIL import Image
 
-from evaluation import report as rep
+from evaluation import rendering as rep
 from evaluation.metric_info import METRICS, SUMMARY_METRICS
 from evaluation.references import REFERENCE_ROWS
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
 from methods.registry import ReferenceSchedule
-from pipeline import report as stage
+from pipeline.stages import report as stage
 from pipeline.config import load_params
 
 METHODS = ("gatys", "adain", "contrastive")
@@ -54,7 +54,7 @@ def per_pair_frame(
 
 
 def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
-    """What pipeline/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
+    """What pipeline/stages/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
     boot = {"n_boot": N_BOOT, "level": 0.95, "seed": 0}
     grid_min = {"min_contents": 5, "min_styles": 5}
     paired = paired_differences(per_pair, list(METRICS), references=REFERENCE_ROWS, **grid_min, **boot)

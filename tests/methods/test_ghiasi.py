@@ -19,7 +19,7 @@ from methods.errors import NstError
 from methods.ghiasi import CITATION, Ghiasi, GhiasiParams
 from methods.image import resize_to_edge
 from methods.registry import build_method, get_spec, trained_methods, tuned_methods
-from pipeline import stylize
+from pipeline.stages import stylize
 from pipeline.config import ConfigError, load_params, validate
 from pipeline.io import read_image
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from methods.image import resize_to_edge
-from pipeline import fetch, prepare
+from pipeline.stages import fetch, prepare
 from pipeline.config import GridCap, Params, SplitSection, load_params
-from pipeline.prepare import PrepareError, assign_splits, cap_test, split_counts, split_groups
+from pipeline.stages.prepare import PrepareError, assign_splits, cap_test, split_counts, split_groups
 from pipeline.sources import FetchError, read_manifest, write_manifest
 
 NO_CAP = GridCap(content=None, style=None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import fetch
+from pipeline.stages import fetch
 from pipeline.config import Params, load_params
 from pipeline.sources import FIELDS, FetchError, read_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline import fetch, prepare
+from pipeline.stages import fetch, prepare
 from pipeline.config import DownloadSection, Params, StreetsSource, load_params
 from pipeline.download import retry_policy
 from pipeline.sources import FetchError, read_manifest, write_manifest

@@ -244,7 +244,7 @@ def test_one_off_command_works_from_a_folder_without_params_yaml(tmp_path, grid)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["out"] == "one.png"
     said = [line for line in proc.stderr.splitlines() if "params.yaml" in line]
     assert said == [
-        f"INFO pipeline.stylize: no params.yaml in {work}: using gatys's defaults "
+        f"INFO pipeline.stages.stylize: no params.yaml in {work}: using gatys's defaults "
         "(encoder caffe, pool max, device auto)"
     ]
     assert sorted(p.name for p in work.iterdir()) == ["one.png"]  # nothing else written where it ran

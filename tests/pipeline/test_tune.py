@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline import cli, tracking, tune
 from pipeline.config import load_params
 from pipeline.pareto import dominates
-from pipeline.tune import make_sampler, make_storage, optimize
+from pipeline.stages.tune import make_sampler, make_storage, optimize
 from pipeline.tuned import TuneError, apply_tuned
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -367,7 +367,7 @@ def test_the_study_is_named_after_the_scorer_code_too(repo_root):
     # a changed metric must not reuse trials scored by the old one (they share the study name otherwise)
     names = {p.relative_to(repo_root).as_posix() for p in tune.STUDY_CODE}
     shared = {"pipeline/builders.py", "pipeline/training_data.py", "pipeline/scoring.py", "pipeline/tuned.py"}
-    assert {"pipeline/tune.py", "evaluation/metrics.py", *shared} <= names
+    assert {"pipeline/stages/tune.py", "evaluation/metrics.py", *shared} <= names
     assert all(p.is_file() for p in tune.STUDY_CODE)
 
 

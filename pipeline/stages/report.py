@@ -6,7 +6,7 @@ what ran: each method's ``outputs/<m>/effective_params.yaml`` (tuned weights app
 ``models/<m>/train_metrics.json`` and ``effective_params.yaml`` against its reference schedule, the tuning results
 (``reports/tuning/<m>/best.yaml``, ``trials.csv``); each method's ``losses.csv``, the prepared data's ``stats.json``
 and the test images. Builds the report in five steps, each a function: :func:`load_inputs`, :func:`compute_tables` and
-:func:`render_figures` (with :mod:`evaluation.report`), :func:`render_templates` (its Jinja2 templates) and
+:func:`render_figures` (with :mod:`evaluation.rendering`), :func:`render_templates` (its Jinja2 templates) and
 :func:`write`: everything under ``reports/`` (the HTML opens from disk, with no network). Logs it to MLflow as a
 ``report`` run.
 """
@@ -28,12 +28,13 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
-from evaluation import report as rep
+from evaluation import rendering as rep
 from evaluation.metric_info import METRICS
 from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.registry import get_spec, list_methods
 from pipeline import tracking
+from pipeline.commands import add_command
 from pipeline.config import Params, load_params
 from pipeline.io import atomic_dir, list_images, read_image, write_text_atomic
 from pipeline.stage_params import declared_tree
@@ -504,7 +505,7 @@ def compute_lines(inputs: Inputs) -> list[tuple[str, str]]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="render the method comparison report (stage)", description=__doc__)
+    p = add_command(sub, "report", description=__doc__)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics"))
     p.add_argument("--outputs", type=Path, default=Path("outputs"))

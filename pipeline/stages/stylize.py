@@ -36,6 +36,7 @@ from pipeline.builders import (
 )
 from pipeline.code_deps import fingerprint as code_fingerprint
 from pipeline.code_deps import method_module
+from pipeline.commands import add_command
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device, tf32_label
@@ -266,9 +267,7 @@ def log_summary(logger: tracking.RunLogger, rows: list[dict[str, Any]], timing_p
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "stylize-stage", help="stylize the test grid with one method (stage stylize@<method>)", description=__doc__
-    )
+    p = add_command(sub, "stylize-stage", description=__doc__)
     p.add_argument("--method", required=True, choices=list_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument(
@@ -280,12 +279,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="trained model of a feed-forward method (models/<method>)")
     p.set_defaults(func=main_stage)
 
-    one = sub.add_parser(
+    one = add_command(
+        sub,
         "stylize",
-        help="stylize one content image with one style image",
         description="One-off stylization with the same code path as the stylize stage; parameters come from "
-        "params.yaml's methods.<method> (./params.yaml when present, else the method's own defaults), changed with "
-        "--set key=value. Works from any directory.",
+        "params.yaml's methods.<method> (./params.yaml when present, else the method's own defaults), changed "
+        "with --set key=value (train.key=value for a trained method's train section). Works from any directory.",
     )
     one.add_argument("--method", default="gatys", choices=list_methods())
     one.add_argument("content", type=Path)

@@ -36,6 +36,7 @@ from methods.errors import NstError
 from methods.image import resize_to_edge
 from methods.utils import sha256_file
 from pipeline import tracking
+from pipeline.commands import add_command
 from pipeline.config import Params, SplitSection, load_params
 from pipeline.io import ImageError, atomic_dir, read_image, write_csv, write_image, write_text_atomic
 from pipeline.sources import ROLES, read_manifest
@@ -244,9 +245,9 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "prepare",
-        help="validate, resize and split the images (stage 2)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from methods.errors import NstError
+from pipeline.commands import add_command
 from pipeline.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def template(bundles: dict[str, Path]) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plots", help="render `dvc plots show` for offline viewing", description=__doc__)
+    p = add_command(sub, "plots", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("reports/dvc_plots"), help="output folder (index.html)")
     p.add_argument("--cache", type=Path, default=Path(".cache/vega"), help="npm prefix for the vega packages")
     p.set_defaults(func=main)

@@ -51,13 +51,14 @@ from evaluation.metrics import (
     load_art_inception,
     load_inception,
 )
-from evaluation.objectives import own_objectives
+from evaluation.own_objectives import own_objectives
 from evaluation.references import REFERENCE_ROWS, reference_outputs
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
 from evaluation.weights import ScorerWeights, read_found
 from methods.errors import NstError
 from methods.registry import list_methods, tuned_methods
 from pipeline import tracking
+from pipeline.commands import add_command
 from pipeline.config import Params, load_params
 from pipeline.io import list_images, read_csv, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
@@ -343,7 +344,7 @@ def run(
 
 
 def method_objectives(params: Params, methods: list[str]) -> dict[str, dict[str, str]]:
-    """Per scored method, the metrics that are its own objective (evaluation/objectives.py), from its params in
+    """Per scored method, the metrics that are its own objective (evaluation/own_objectives.py), from its params in
     ``methods.<m>``, ``encoder.weights`` and, for a tuned method whose tuned weights are used, ``tune.objectives``."""
     known = [m for m in methods if m in list_methods()]
     terms = {m: getattr(params.methods, m).objectives() for m in known}
@@ -370,9 +371,7 @@ def _finite(x: float) -> float | None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate", help="score every method's outputs with one fixed scorer (stage)", description=__doc__
-    )
+    p = add_command(sub, "evaluate", description=__doc__)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--outputs", type=Path, default=Path("outputs"))
     p.add_argument("--content", type=Path, default=Path("data/prepared/test/content"))

@@ -56,6 +56,7 @@ from pipeline import tracking
 from pipeline.builders import build_model, init_file, method_from_params
 from pipeline.code_deps import fingerprint as code_fingerprint
 from pipeline.code_deps import method_module
+from pipeline.commands import add_command
 from pipeline.config import Params, YamlDumper, encoder_settings, load_params
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.pareto import directions_for, select, times_dominated
@@ -649,9 +650,9 @@ def log_trials(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "tune",
-        help="tune a method's loss weights with Optuna (stage tune@<method>)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

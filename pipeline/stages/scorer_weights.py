@@ -43,6 +43,7 @@ import urllib3.exceptions
 from evaluation.weights import FOUND_FILE, WEIGHTS
 from methods.errors import NstError
 from methods.utils import sha256_file, write_text_atomic
+from pipeline.commands import add_command
 from pipeline.config import ScorerWeightsSection, WeightSource, load_params
 from pipeline.download import DownloadError, RetryPolicy, download
 
@@ -224,9 +225,7 @@ def run(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "scorer-weights", help="fetch the scorer's weights into one tracked folder (stage)", description=__doc__
-    )
+    p = add_command(sub, "scorer-weights", description=__doc__)
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     p.add_argument("--out", type=Path, default=Path("models/scorer"), help="output folder (default: models/scorer)")
     p.set_defaults(func=main)

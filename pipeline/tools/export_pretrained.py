@@ -23,6 +23,7 @@ from methods.registry import get_spec, trained_methods
 from methods.training import load_latest
 from methods.utils import sha256_file, write_text_atomic
 from pipeline.builders import build_model
+from pipeline.commands import add_command
 from pipeline.config import PROFILES, encoder_settings, load_params
 from pipeline.io import list_images
 from pipeline.tracking import git_sha
@@ -107,9 +108,7 @@ def run(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrained", help="export a pretraining run as models/pretrained/<method>.pt + model card", description=__doc__
-    )
+    p = add_command(sub, "pretrained", description=__doc__)
     p.add_argument("--method", required=True, choices=trained_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--profile", choices=PROFILES, default="pretrain", help="the profile the run was trained with")

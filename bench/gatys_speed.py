@@ -1,7 +1,7 @@
 """Benchmark: seconds per Gatys optimisation iteration by image size, optimiser and device -> JSON.
 
-    python bench/gatys.py                      # CPU (and CUDA when present), 128/256/512 px, L-BFGS and Adam
-    python bench/gatys.py --sizes 256 --iterations 10 --out bench/results/gatys.json
+    python bench/gatys_speed.py                      # CPU (and CUDA when present), 128/256/512 px, L-BFGS and Adam
+    python bench/gatys_speed.py --sizes 256 --iterations 10 --out bench/results/gatys.json
 
 Real caffe VGG-19, the sample's first test content and style images (or seeded noise when absent), the default Gatys
 layers and weights. L-BFGS iterations include their line-search evaluations; both the per-iteration and the

@@ -41,6 +41,7 @@ from pipeline import tracking
 from pipeline.builders import build_model, init_file
 from pipeline.code_deps import fingerprint as code_fingerprint
 from pipeline.code_deps import method_module
+from pipeline.commands import add_command
 from pipeline.config import PROFILES, Params, encoder_settings, load_params
 from pipeline.io import (
     read_csv,
@@ -291,7 +292,7 @@ def write_outputs(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a feed-forward method (stage train@<method>)", description=__doc__)
+    p = add_command(sub, "train", description=__doc__)
     p.add_argument("--method", required=True, choices=trained_methods())
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument(

@@ -1,9 +1,9 @@
 """Benchmark: training iterations/s and inference images/s of the feed-forward methods by size and device, and the
 training input pipeline's time per step -> JSON.
 
-    python bench/feedforward.py --method adain        # CPU (and CUDA when present) at 256 and 512 px
-    python bench/feedforward.py --method contrastive --sizes 256 --train-iterations 20
-    python bench/feedforward.py --method adain --data-only --sizes 256 --batch 8   # input pipeline only
+    python bench/feedforward_speed.py --method adain        # CPU (and CUDA when present) at 256 and 512 px
+    python bench/feedforward_speed.py --method contrastive --sizes 256 --train-iterations 20
+    python bench/feedforward_speed.py --method adain --data-only --sizes 256 --batch 8   # input pipeline only
 
 Training: the shared training step (methods/training.py ``train_step``: the generator step, plus the discriminator step
 for the contrastive method) on random crops, real caffe VGG-19. Batch: the paper's on CUDA (AdaIN 8, contrastive 12 =

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline import tracking
+from pipeline.commands import add_command
 from pipeline.config import FetchSection, Params, load_params
 from pipeline.io import atomic_dir, write_text_atomic
 from pipeline.sources import ROLES, Record, write_manifest
@@ -48,7 +49,7 @@ def run(params: Params, out_dir: Path) -> list[Record]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fetch", help="fetch content and style images (stage 1)", description=__doc__)
+    p = add_command(sub, "fetch", description=__doc__)
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     p.add_argument("--out", type=Path, default=Path("data/raw"), help="output folder (default: data/raw)")
     p.set_defaults(func=main)
