@@ -349,9 +349,9 @@ class MethodStagesSection(Strict):
         problems = []
         if self.tune != expected_tune:
             problems.append(f"tune must be {expected_tune} (methods.registry's tuned methods), got {self.tune}")
-        if self.train != trained_methods():
+        if set(self.train) != set(trained_methods()) or len(self.train) != len(set(self.train)):
             problems.append(f"train must be {trained_methods()} (methods.registry's trained methods), got {self.train}")
-        if list(self.stylize) != list_methods():
+        if set(self.stylize) != set(list_methods()):
             problems.append(f"stylize must list {list_methods()} (every registered method), got {list(self.stylize)}")
         for name in trained_methods():
             inputs = self.stylize.get(name)

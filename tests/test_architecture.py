@@ -23,6 +23,7 @@ from PIL import Image
 from methods.registry import (
     MethodParams,
     MethodSpec,
+    get_spec,
     list_methods,
     register,
     trained_methods,
@@ -31,6 +32,8 @@ from methods.registry import (
 )
 from methods.schemas.fields import Fraction
 from pipeline import cli
+from pipeline.code_deps import direct_imports, method_module
+from pipeline.commands import MODULES as COMMAND_MODULES
 from pipeline.config import ConfigError, read_yaml, validate
 from pipeline.io import read_image
 
@@ -80,7 +83,9 @@ def project(target: str) -> bool:
 
 
 def test_the_graph_covers_the_packages():
-    assert {"methods.registry", "methods.schemas.adain_params", "pipeline.stages.tune", "evaluation.metrics"} <= set(GRAPH)
+    assert {"methods.registry", "methods.schemas.adain_params", "pipeline.stages.tune", "evaluation.metrics"} <= set(
+        GRAPH
+    )
 
 
 def test_no_project_import_inside_a_function():
@@ -109,8 +114,30 @@ def test_one_module_imports_each_tool(package, only):
     assert users == [only]
 
 
+def by_name_imports() -> dict[str, set[str]]:
+    """Imports by name, which a plain import statement does not show: literal ``importlib.import_module`` and a
+    package's ``pkgutil.iter_modules`` discovery (pipeline/code_deps.py), the CLI importing each command's module
+    (pipeline/commands.py), and the registry importing each method's implementation."""
+    # a module's own enclosing packages are already importing when it runs: not an edge
+    edges = {m: {t for t in direct_imports(m) if not m.startswith(t + ".")} for m in GRAPH}
+    edges["pipeline.cli"] |= set(COMMAND_MODULES)
+    edges["methods.registry"] |= {
+        method_module(get_spec(n).implementation) for n in list_methods() if method_module(get_spec(n).implementation)
+    }
+    return edges
+
+
+def test_the_by_name_imports_are_seen():
+    edges = by_name_imports()
+    assert {"methods.schemas.gatys_params", "methods.gatys"} <= edges["methods.registry"]
+    assert "pipeline.stages.tune" in edges["pipeline.cli"]
+
+
 def test_no_import_cycles():
-    edges = {m: sorted({t for t, _, _ in found if t in MODULES and t != m}) for m, found in GRAPH.items()}
+    dynamic = by_name_imports()
+    edges = {
+        m: sorted(({t for t, _, _ in found} | dynamic.get(m, set())) & set(MODULES) - {m}) for m, found in GRAPH.items()
+    }
     # A package's __init__ that merely re-exports a submodule is an edge like any other, so cycles through it count.
     state: dict[str, int] = {}
     cycle: list[str] = []
@@ -154,10 +181,25 @@ def test_the_cycle_check_can_fail():
 
 
 def test_dvc_foreach_lists_are_the_registry_lists():
+    """dvc.yaml's per-method stages iterate over params.yaml's method_stages, which equal the registry's lists."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert stages["tune"]["foreach"] == tuned_methods()
-    assert stages["train"]["foreach"] == trained_methods()
-    assert list(stages["stylize"]["foreach"]) == list_methods()
+    assert (stages["tune"]["foreach"], stages["train"]["foreach"], stages["stylize"]["foreach"]) == (
+        "${method_stages.tune}",
+        "${method_stages.train}",
+        "${method_stages.stylize}",
+    )
+    lists = read_yaml(REPO / "params.yaml")["method_stages"]
+    assert list(lists["tune"]) == tuned_methods()
+    assert lists["train"] == trained_methods()
+    assert list(lists["stylize"]) == list_methods()
+
+
+def test_a_method_missing_from_method_stages_is_one_clear_error():
+    data = read_yaml(REPO / "params.yaml")
+    del data["method_stages"]["stylize"]["ghiasi"]
+    data["method_stages"]["train"] = ["adain"]
+    with pytest.raises(ConfigError, match=r"train must be \['adain', 'contrastive'\].*stylize must list"):
+        validate(data, "params.yaml")
 
 
 class ToyParams(MethodParams):
@@ -193,11 +235,17 @@ def toy():
         unregister("toy")
 
 
-def test_a_toy_method_needs_no_config_edit(toy, tmp_path, monkeypatch):
+def test_a_toy_method_needs_no_config_code_edit(toy, tmp_path, monkeypatch):
     assert "toy" in list_methods()
     assert "toy" not in trained_methods()
     assert "toy" not in tuned_methods()
     data = read_yaml(REPO / "params.yaml")
+    data["method_stages"]["stylize"]["toy"] = {
+        "model_dep": "methods/toy.py",
+        "model_arg": "",
+        "tuned_dep": "x",
+        "tuned_arg": "",
+    }
     with pytest.raises(ConfigError, match=r"missing key 'methods\.toy'"):
         validate(data, "params.yaml")
     data["methods"]["toy"] = {"strength": 0.25}

@@ -19,8 +19,8 @@ import torch
 
 from bench import gpu_check
 from methods.precision import cpu_bf16_supported
-from pipeline.stages import fetch, prepare
 from pipeline.config import load_params
+from pipeline.stages import fetch, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,7 @@
-"""What a stage writes as ``effective_params.yaml`` is exactly what dvc.yaml declares as its params: an output must not
-change when a params section changes that DVC does not rerun the stage for (and must change when one it does)."""
+"""What a stage declares as params in dvc.yaml is exactly pipeline/stage_params.py's STAGE_PARAMS, the sections it
+writes as ``effective_params.yaml``, logs to MLflow and fingerprints: an output must not change when a params section
+changes that DVC does not rerun the stage for (and must change when one it does). And a change reruns what it should:
+an inference setting reruns stylize, never tune or train."""
 
 from __future__ import annotations
 
@@ -7,50 +9,50 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_dvc_deps import expand_stages
+from test_dvc_deps import stages
 
-from methods.registry import list_methods, trained_methods
-from pipeline.stages import fetch, prepare
-from pipeline.config import method_stage_params
+from pipeline.stage_params import STAGE_PARAMS, declared
 
-DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def declared(stage: str, item: str | None = None) -> tuple[str, ...]:
-    """The ``params.yaml`` keys a stage lists in dvc.yaml (``${item}``/``${key}`` filled in for foreach stages)."""
-    spec = yaml.safe_load(DVC_YAML.read_text())["stages"][stage]
-    if "foreach" in spec:
-        spec = spec["do"]
-    keys = [p for p in spec["params"] if isinstance(p, str)]
-    return tuple(k.replace("${item}", item or "").replace("${key}", item or "") for k in keys)
+def dvc_params(label: str) -> dict[str, tuple[str, ...]]:
+    """File -> the params keys stage ``label`` declares there, as DVC resolves them."""
+    return {
+        Path(dep.def_path).name: tuple(dep.params)
+        for dep in stages()[label].deps
+        if getattr(dep, "params", None) is not None
+    }
 
 
-def test_fetch_and_prepare_write_what_they_declare():
-    assert declared("fetch") == fetch.PARAMS
-    assert declared("prepare") == prepare.PARAMS
+@pytest.mark.parametrize("label", sorted(stages()))
+def test_each_stage_declares_its_sections(label):
+    name, _, method = label.partition("@")
+    assert set(dvc_params(label)["params.yaml"]) == set(declared(name, method or None))
 
 
-@pytest.mark.parametrize("method", trained_methods())
-def test_train_writes_what_it_declares(method):
-    assert set(method_stage_params(method)) == set(declared("train", method))
+def test_the_table_covers_every_stage():
+    assert {label.partition("@")[0] for label in stages()} == set(STAGE_PARAMS)
 
 
-@pytest.mark.parametrize("method", list_methods())
-def test_stylize_writes_what_it_declares(method):
-    assert {*method_stage_params(method), "stylize"} == set(declared("stylize", method))
+def test_trained_methods_train_and_tune_on_their_train_section_only():
+    for method in ("adain", "contrastive"):
+        for stage in ("train", "tune"):
+            keys = dvc_params(f"{stage}@{method}")["params.yaml"]
+            assert f"methods.{method}.train" in keys and f"methods.{method}" not in keys, (stage, method)
+    assert "methods.gatys" in dvc_params("tune@gatys")["params.yaml"]  # every Gatys setting changes a trial
 
 
 def test_every_param_read_from_the_full_profile_is_in_it():
     """DVC fails a stage (``Parameters 'methods.<m>' are missing from 'profiles/full.yaml'``) whose params list a key
     of profiles/full.yaml that the file lacks, so every such key must exist there (a new method needs its section)."""
-    full = yaml.safe_load((DVC_YAML.parent / "profiles" / "full.yaml").read_text())
+    full = yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text())
     missing = []
-    for label, stage in expand_stages(yaml.safe_load(DVC_YAML.read_text())).items():
-        for entry in stage.get("params") or []:
-            for key in (entry.get("profiles/full.yaml") or []) if isinstance(entry, dict) else []:
-                node = full
-                for part in key.split("."):
-                    node = node.get(part) if isinstance(node, dict) else None
-                if node is None:
-                    missing.append(f"{label}: {key}")
+    for label in stages():
+        for key in dvc_params(label).get("full.yaml", ()):
+            node = full
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                missing.append(f"{label}: {key}")
     assert not missing, missing

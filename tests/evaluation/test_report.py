@@ -22,8 +22,8 @@ from evaluation.metric_info import METRICS, SUMMARY_METRICS
 from evaluation.references import REFERENCE_ROWS
 from evaluation.summary import headline_metrics, paired_differences, rank_methods, summarize
 from methods.registry import ReferenceSchedule
-from pipeline.stages import report as stage
 from pipeline.config import load_params
+from pipeline.stages import report as stage
 
 METHODS = ("gatys", "adain", "contrastive")
 HEADLINE = ("content_loss", "style_gram", "style_meanstd", "color_hist", "lpips", "ssim", "ssim_lum", "cfsd")

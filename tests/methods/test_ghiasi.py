@@ -19,9 +19,9 @@ from methods.errors import NstError
 from methods.ghiasi import CITATION, Ghiasi, GhiasiParams
 from methods.image import resize_to_edge
 from methods.registry import build_method, get_spec, trained_methods, tuned_methods
-from pipeline.stages import stylize
 from pipeline.config import ConfigError, load_params, validate
 from pipeline.io import read_image
+from pipeline.stages import stylize
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 WORKING_PX = 192  # params.yaml prepare.resize.side_px (long side)

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from methods.image import resize_to_edge
-from pipeline.stages import fetch, prepare
 from pipeline.config import GridCap, Params, SplitSection, load_params
-from pipeline.stages.prepare import PrepareError, assign_splits, cap_test, split_counts, split_groups
 from pipeline.sources import FetchError, read_manifest, write_manifest
+from pipeline.stages import fetch, prepare
+from pipeline.stages.prepare import PrepareError, assign_splits, cap_test, split_counts, split_groups
 
 NO_CAP = GridCap(content=None, style=None)
 HALVES = SplitSection(train=0.5, val=0.25, test=0.25, group_by=["sequence"], test_max=NO_CAP)

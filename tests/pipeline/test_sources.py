@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stages import fetch
 from pipeline.config import Params, load_params
 from pipeline.sources import FIELDS, FetchError, read_manifest
 from pipeline.sources.local import fetch_folder, fetch_sample
+from pipeline.stages import fetch
 
 
 def sha256(data: bytes) -> str:

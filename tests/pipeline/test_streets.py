@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.stages import fetch, prepare
 from pipeline.config import DownloadSection, Params, StreetsSource, load_params
 from pipeline.download import retry_policy
 from pipeline.sources import FetchError, read_manifest, write_manifest
 from pipeline.sources.streets import MIN_BOX_DEG, PUBLIC_URL, fetch_streets, search
+from pipeline.stages import fetch, prepare
 from tests.fakes.mapillary import LEUVEN, FakeMapillary, Photo, street_scene
 
 pytestmark = pytest.mark.timeout(90)

@@ -19,12 +19,12 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from pipeline.tuned import TuneError, apply_tuned
 
 from pipeline import cli, tracking, tune
 from pipeline.config import load_params
 from pipeline.pareto import dominates
 from pipeline.stages.tune import make_sampler, make_storage, optimize
-from pipeline.tuned import TuneError, apply_tuned
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,0 +1,93 @@
+"""What a small edit reruns, asked of DVC itself on a clone of the repository (issue 27's acceptance):
+
+- an inference setting (``methods.adain.alpha``) reruns stylize@adain, evaluate and report; never tune@ or train@adain;
+- a metric's description (evaluation/metric_info.py) reruns evaluate and report only;
+- methods/contrastive.py reruns no fetch, prepare or adain stage.
+
+``dvc status --json`` on a fresh clone lists every stage (no outputs there yet), so a stage counts as rerun by an edit
+when the edit makes one of its code or params deps "modified"; absent data does not count.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git clone of this checkout with the working tree's tracked changes (what a commit would hold)."""
+    clone = tmp_path_factory.mktemp("reruns") / "repo"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True, timeout=120)
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True).stdout
+    if diff:
+        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=clone, input=diff, check=True, timeout=60)
+    for path in subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split():
+        (clone / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, clone / path)
+    return clone
+
+
+def modified(repo: Path) -> set[str]:
+    """The stages with a code or params dependency that differs from dvc.lock."""
+    out = subprocess.run([DVC, "status", "--json"], cwd=repo, capture_output=True, text=True, timeout=300, check=True)
+    found = set()
+    for stage, changes in json.loads(out.stdout or "{}").items():
+        for change in changes:
+            deps = change.get("changed deps", {}) if isinstance(change, dict) else {}
+            if any(v == "modified" or (isinstance(v, dict) and "modified" in v.values()) for v in deps.values()):
+                found.add(stage.split(":")[-1])
+    return found
+
+
+def rerun_by(repo: Path, rel: str, old: str, new: str) -> set[str]:
+    """The stages an edit of ``rel`` (``old`` -> ``new``, once) makes DVC rerun; the file is restored after."""
+    path = repo / rel
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) >= 1, f"{rel}: {old!r} not found"
+    before = modified(repo)
+    try:
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+        return modified(repo) - before
+    finally:
+        path.write_text(text, encoding="utf-8")
+
+
+def test_an_inference_setting_reruns_stylize_evaluate_and_report_only(repo):
+    marker = "    alpha: 1.0                 # test.py --alpha 1.0 (paper eq. 14)"
+    assert rerun_by(repo, "params.yaml", marker, marker.replace("1.0", "0.8", 1)) == {
+        "stylize@adain",
+        "evaluate",
+        "report",
+    }
+
+
+def test_a_training_setting_reruns_tune_and_train(repo):
+    """The check can fail: a train key reruns the method's whole chain."""
+    marker = "      style_weight: 10.0       # train.py --style_weight 10.0"
+    rerun = rerun_by(repo, "params.yaml", marker, marker.replace("10.0", "12.0", 1))
+    assert rerun == {"tune@adain", "train@adain", "stylize@adain", "evaluate", "report"}
+
+
+def test_a_metric_description_reruns_evaluate_and_report_only(repo):
+    assert rerun_by(repo, "evaluation/metric_info.py", "MSE of relu4_2 features", "MSE of the relu4_2 features") == {
+        "evaluate",
+        "report",
+    }
+
+
+def test_the_contrastive_method_reruns_no_fetch_prepare_or_adain_stage(repo):
+    rerun = rerun_by(repo, "methods/contrastive.py", '"""', '"""Edited. ')
+    assert rerun and not rerun & {"fetch", "prepare", "tune@adain", "train@adain", "stylize@adain"}
+    assert {"train@contrastive", "stylize@contrastive"} <= rerun
