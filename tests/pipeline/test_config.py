@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, Params, dump_params, encoder_settings, load_params
+from pipeline.stage_params import dump_declared, effective_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS = REPO_ROOT / "params.yaml"
@@ -439,6 +440,16 @@ def test_dump_params_keeps_only_the_declared_sections() -> None:
     assert dump_params(changed, ("profile", "fetch")) == dump_params(params, ("profile", "fetch"))
 
 
+def test_a_trained_methods_train_and_tune_stages_write_its_train_section_only() -> None:
+    params = load_params(PARAMS)
+    alpha = effective_params(params, "adain", changes={"alpha": 0.5})
+    for stage in ("train", "tune"):
+        assert dump_declared(alpha, stage, "adain") == dump_declared(params, stage, "adain")
+    assert dump_declared(alpha, "stylize", "adain") != dump_declared(params, "stylize", "adain")
+    weight = effective_params(params, "adain", changes={"train": {"style_weight": 3.0}})
+    assert dump_declared(weight, "train", "adain") != dump_declared(params, "train", "adain")
+
+
 def test_each_method_picks_its_encoder_normalisation(tmp_path: Path) -> None:
     """AdaIN and the contrastive method on the per-filter-normalised VGG (their references' vgg_normalised), Gatys on
     the raw one (neural-style's loss scales) unless it selects per_filter; one shared weights/pool section."""
@@ -455,8 +466,8 @@ def test_each_method_picks_its_encoder_normalisation(tmp_path: Path) -> None:
     assert encoder_settings(changed, "gatys")["normalise"] == "per_filter"
     (tmp_path / "bad").mkdir()
     bad = write_params(
-        tmp_path / "bad", {"methods.adain.encoder_normalise": "per_layer", "methods.contrastive.amp": "yes"}
+        tmp_path / "bad", {"methods.adain.train.encoder_normalise": "per_layer", "methods.contrastive.amp": "yes"}
     )
     message = config_error(bad)
-    assert "methods.adain.encoder_normalise" in message
+    assert "methods.adain.train.encoder_normalise" in message
     assert "methods.contrastive.amp" in message

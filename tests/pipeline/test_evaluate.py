@@ -19,9 +19,10 @@ from evaluation.references import reference_outputs
 from evaluation.weights import FOUND_FILE, WEIGHTS, ScorerWeights
 from methods.encoder import random_encoder
 from methods.image import resize_to_edge
-from pipeline import cli, evaluate, scoring
+from pipeline import cli, scoring
 from pipeline.config import Params, load_params
 from pipeline.io import ImageError, list_images, read_image
+from pipeline.stages import evaluate
 from tests.evaluation.reference_ports import ChannelStats, naive_frechet, port_art_fid
 
 CONTENTS = {"c1": (40, 30), "c2": (34, 44)}

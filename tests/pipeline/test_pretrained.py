@@ -11,8 +11,9 @@ import yaml
 
 from methods.pretrained import PretrainedError, warm_start
 from methods.training import load_latest
-from pipeline import builders, cli, train
+from pipeline import builders, cli
 from pipeline.config import Params, load_params
+from pipeline.stages import train
 from tests.pipeline.test_train import images
 
 

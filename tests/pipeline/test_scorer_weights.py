@@ -20,8 +20,9 @@ import yaml
 
 from evaluation.weights import FOUND_FILE, WEIGHTS, read_found
 from methods.errors import NstError
-from pipeline import cli, scorer_weights
+from pipeline import cli
 from pipeline.config import ScorerWeightsSection, WeightSource, load_params
+from pipeline.stages import scorer_weights
 from tests.test_cli_and_dvc import BIN, out_of_date, repo_copy, run  # noqa: F401  (repo_copy: the fixture, reused)
 from tests.test_dvc_deps import expand_stages
 from tests.test_dvc_params import declared

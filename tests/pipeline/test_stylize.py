@@ -18,8 +18,10 @@ from PIL import Image
 
 from methods.cpu import cpu_facts, cpu_summary
 from methods.encoder import load_encoder, random_encoder
-from pipeline import cli, stylize, tuned
+from pipeline import cli
 from pipeline.config import Params, load_params
+from pipeline.stage_params import effective_params
+from pipeline.stages import stylize
 
 
 def write_rgb(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -41,7 +43,7 @@ def grid(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def params(repo_root: Path) -> Params:
     base = load_params(repo_root / "params.yaml")
-    return tuned.override_method(base, "gatys", {"iterations": 2, "image_size": None, "optimizer": "adam"})
+    return effective_params(base, "gatys", changes={"iterations": 2, "image_size": None, "optimizer": "adam"})
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,7 @@ def test_changes_invalidate_what_they_must(tmp_path, grid, params, encoder, monk
     assert sorted(redone) == ["street_a__paint_x", "street_b__paint_x"]
 
     redone.clear()
-    changed = tuned.override_method(params, "gatys", {"iterations": 3})
+    changed = effective_params(params, "gatys", changes={"iterations": 3})
     stylize.run(changed, "gatys", *grid, out, encoder=encoder)
     assert len(redone) == 4  # a parameter change starts afresh
 
@@ -334,7 +336,7 @@ def test_one_off_bad_override_names_the_key(tmp_path, grid, repo_root, capsys):
 
 def test_override_is_validated_strictly(params):
     with pytest.raises(Exception, match=r"methods\.gatys\.style_layers"):
-        tuned.override_method(params, "gatys", {"style_layers": ["relu9_9"]})
+        effective_params(params, "gatys", changes={"style_layers": ["relu9_9"]})
 
 
 def test_a_shipped_model_says_what_it_was_trained_on(repo_root, tmp_path):

@@ -13,8 +13,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from methods.training import checkpoints
-from pipeline import cli, io, stylize, train, training_data
+from pipeline import cli, io, training_data
 from pipeline.config import Params, load_params
+from pipeline.stages import stylize, train
 
 
 def images(folder: Path, n: int, seed: int) -> Path:

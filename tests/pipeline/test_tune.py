@@ -19,11 +19,13 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from pipeline.tuned import TuneError, apply_tuned
 
-from pipeline import cli, tracking, tune
+from pipeline import cli, tracking
+from pipeline.code_deps import closure
 from pipeline.config import load_params
 from pipeline.pareto import dominates
+from pipeline.stage_params import TuneError, effective_params
+from pipeline.stages import tune
 from pipeline.stages.tune import make_sampler, make_storage, optimize
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,14 +69,18 @@ def test_best_yaml_round_trips_into_the_method_config(repo_root, tmp_path):
     params = load_params(repo_root / "params.yaml")
     best = tmp_path / "best.yaml"
     best.write_text(yaml.safe_dump({"method": "contrastive", "weights": {"style_weight": 0.25, "gan_weight": 12.5}}))
-    tuned = apply_tuned(params, "contrastive", best)
-    assert tuned.methods.contrastive.style_weight == 0.25
-    assert tuned.methods.contrastive.gan_weight == 12.5
-    assert tuned.methods.contrastive.train == params.methods.contrastive.train  # nothing else moves
+    tuned = effective_params(params, "contrastive", tuned=best)
+    assert tuned.methods.contrastive.train.style_weight == 0.25  # a trained method's weights: its train section
+    assert tuned.methods.contrastive.train.gan_weight == 12.5
+    unchanged = {"style_weight", "gan_weight"}
+    assert tuned.methods.contrastive.train.model_dump(exclude=unchanged) == params.methods.contrastive.train.model_dump(
+        exclude=unchanged
+    )  # nothing else moves
+    assert tuned.methods.contrastive.alpha == params.methods.contrastive.alpha
     assert tuned.methods.adain == params.methods.adain
 
     off = params.model_copy(update={"tune": params.tune.model_copy(update={"use_tuned": False})})
-    assert apply_tuned(off, "contrastive", best) is off
+    assert effective_params(off, "contrastive", tuned=best).methods == off.methods
 
 
 @pytest.mark.parametrize(
@@ -82,21 +88,21 @@ def test_best_yaml_round_trips_into_the_method_config(repo_root, tmp_path):
     [
         ({"method": "adain", "weights": {"style_weight": 1.0}}, "not a best.yaml for contrastive"),
         ({"method": "contrastive", "weights": {"style_weight": float("nan")}}, "not finite numbers"),
-        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key 'methods.contrastive.colour'"),
-        ({"method": "contrastive", "weights": {"style_weight": -1.0}}, "methods.contrastive.style_weight"),
+        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key 'train.colour'"),
+        ({"method": "contrastive", "weights": {"style_weight": -1.0}}, "train.style_weight"),
     ],
 )
 def test_bad_best_yaml_names_the_file_and_the_problem(repo_root, tmp_path, content, message):
     best = tmp_path / "best.yaml"
     best.write_text(yaml.safe_dump(content))
     with pytest.raises(TuneError, match=message) as info:
-        apply_tuned(load_params(repo_root / "params.yaml"), "contrastive", best)
+        effective_params(load_params(repo_root / "params.yaml"), "contrastive", tuned=best)
     assert str(best) in str(info.value)
 
 
 def test_missing_best_yaml_says_which_stage_to_run(repo_root, tmp_path):
     with pytest.raises(TuneError, match="run the tune@adain stage"):
-        apply_tuned(load_params(repo_root / "params.yaml"), "adain", tmp_path / "none.yaml")
+        effective_params(load_params(repo_root / "params.yaml"), "adain", tuned=tmp_path / "none.yaml")
 
 
 # ------------------------------------------------------------------------------------------------ shared study
@@ -363,12 +369,13 @@ def test_a_failed_reference_trial_is_queued_again():
     assert tune.enqueue_reference(study, {"x": 0.5})  # the failed one does not count
 
 
-def test_the_study_is_named_after_the_scorer_code_too(repo_root):
-    # a changed metric must not reuse trials scored by the old one (they share the study name otherwise)
-    names = {p.relative_to(repo_root).as_posix() for p in tune.STUDY_CODE}
-    shared = {"pipeline/builders.py", "pipeline/training_data.py", "pipeline/scoring.py", "pipeline/tuned.py"}
-    assert {"pipeline/stages/tune.py", "evaluation/metrics.py", *shared} <= names
-    assert all(p.is_file() for p in tune.STUDY_CODE)
+def test_the_study_is_named_after_the_scorer_code_too():
+    # a changed metric must not reuse trials scored by the old one (they share the study name otherwise): the study
+    # fingerprints the code a trial imports (pipeline/code_deps.py), the scorer's included
+    names = set(closure([tune.__name__, "methods.adain"]))
+    shared = {"pipeline/builders.py", "pipeline/training_data.py", "pipeline/scoring.py", "pipeline/stage_params.py"}
+    assert {"pipeline/stages/tune.py", "evaluation/metrics.py", "methods/adain.py", *shared} <= names
+    assert "methods/contrastive.py" not in names
 
 
 def test_the_val_grid_reads_each_image_once(repo_root, tmp_path):
