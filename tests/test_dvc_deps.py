@@ -35,6 +35,19 @@ def stages() -> dict[str, Any]:
     return {stage.addressing: stage for stage in Repo(str(ROOT)).index.stages}
 
 
+def resolved(repo: Path = ROOT) -> dict[str, dict[str, Any]]:
+    """dvc.yaml's stages of ``repo`` as DVC resolves them, as plain data: cmd, deps and outs paths, always_changed."""
+    return {
+        stage.addressing: {
+            "cmd": stage.cmd,
+            "deps": [d.def_path for d in stage.deps if getattr(d, "params", None) is None],
+            "outs": [o.def_path for o in stage.outs],
+            "always_changed": stage.always_changed,
+        }
+        for stage in Repo(str(repo)).index.stages
+    }
+
+
 def nst_commands(cmd: str | list[str]) -> Iterator[str]:
     """The ``nst`` subcommands a stage's cmd runs."""
     for line in [cmd] if isinstance(cmd, str) else cmd:
@@ -115,7 +128,11 @@ def test_the_check_can_fail(monkeypatch):
     monkeypatch.setattr(cd, "direct_imports", lambda name: real(name) - {"pipeline.download"})
     with pytest.raises(AssertionError, match="pipeline/download.py"):
         test_stage_deps_are_the_code_it_runs("fetch")
-    monkeypatch.setattr(cd, "direct_imports", lambda name: real(name) | ({"methods.gatys"} if name == "pipeline.stages.fetch" else set()))
+    monkeypatch.setattr(
+        cd,
+        "direct_imports",
+        lambda name: real(name) | ({"methods.gatys"} if name == "pipeline.stages.fetch" else set()),
+    )
     with pytest.raises(AssertionError, match="methods/gatys.py"):
         test_stage_deps_are_the_code_it_runs("fetch")
 

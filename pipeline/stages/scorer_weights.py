@@ -49,7 +49,6 @@ from pipeline.download import DownloadError, RetryPolicy, download
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("scorer_weights",)  # the params sections this stage declares in dvc.yaml (tests/test_dvc_params.py)
 INCOMING = ".incoming"  # downloads land here (inside the folder: one file system for the rename), removed after
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from evaluation import references as ref
-from evaluation import report, summary
+from evaluation import rendering as report
+from evaluation import summary
 from pipeline.stages import evaluate
 
 

@@ -12,11 +12,12 @@ from methods.encoder import random_encoder
 from methods.errors import NstError
 from methods.losses import mean_std
 from methods.registry import build_method
+from methods.schemas.adain_params import AdaINTrain
 
 
 @pytest.fixture(scope="module")
 def model() -> AdaIN:
-    return AdaIN(AdaINParams(seed=0), encoder=random_encoder(seed=0, last_layer="relu4_1"))
+    return AdaIN(AdaINParams(train=AdaINTrain(init_seed=0)), encoder=random_encoder(seed=0, last_layer="relu4_1"))
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -77,7 +78,7 @@ def test_preserve_color_changes_the_output(model):
 def test_save_load_round_trip(model, tmp_path):
     path = model.save(tmp_path / "adain")
     assert path.name == "decoder.pt"
-    fresh = AdaIN(AdaINParams(seed=1), encoder=model.encoder)
+    fresh = AdaIN(AdaINParams(train=AdaINTrain(init_seed=1)), encoder=model.encoder)
     content, style = rand(1, 3, 24, 24, seed=12), rand(1, 3, 24, 24, seed=13)
     assert not torch.allclose(fresh.stylize(content, style), model.stylize(content, style))
     fresh.load(tmp_path / "adain")

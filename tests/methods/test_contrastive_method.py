@@ -11,6 +11,7 @@ from methods.contrastive import LAYERS, Contrastive, ContrastiveParams, MultiSca
 from methods.encoder import load_encoder, random_encoder
 from methods.errors import NstError
 from methods.registry import build_method
+from methods.schemas.contrastive_params import ContrastiveTrain
 from methods.schemas.schedule import TrainParams
 from methods.training import LossHistory, RandomCrops, checkpoints, load_latest, train
 
@@ -64,7 +65,7 @@ def test_alpha_zero_is_the_content_through_the_identity_path(encoder):
 
 
 def test_loss_terms_are_finite_weighted_and_sum_to_total(encoder):
-    model = Contrastive(ContrastiveParams(gan_weight=0.0), encoder=encoder)
+    model = Contrastive(ContrastiveParams(train=ContrastiveTrain(gan_weight=0.0)), encoder=encoder)
     terms = model.losses(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32))  # k = 3 -> 6 stylizations
     assert set(terms) == {
         "content",
@@ -87,7 +88,9 @@ def test_loss_terms_are_finite_weighted_and_sum_to_total(encoder):
 def test_weights_scale_their_terms(encoder):
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     one = Contrastive(encoder=encoder).losses(content, style)
-    doubled = Contrastive(ContrastiveParams(style_weight=2.0, style_contrastive_weight=7.2), encoder=encoder)
+    doubled = Contrastive(
+        ContrastiveParams(train=ContrastiveTrain(style_weight=2.0, style_contrastive_weight=7.2)), encoder=encoder
+    )
     two = doubled.losses(content, style)
     assert two["style"].item() == pytest.approx(2 * one["style"].item(), rel=1e-5)
     assert two["style_contrastive"].item() == pytest.approx(2 * one["style_contrastive"].item(), rel=1e-5)
@@ -130,7 +133,9 @@ def test_resume_equals_uninterrupted_for_every_module_and_optimiser(encoder, tmp
     assert set(state["optimizers"]) == {"main", "adversary"}
     assert state["optimizers"]["adversary"]["param_groups"][0]["betas"] == (0.5, 0.999)
 
-    resumed = Contrastive(ContrastiveParams(seed=7), encoder=encoder)  # different init: all comes from the checkpoint
+    resumed = Contrastive(
+        ContrastiveParams(train=ContrastiveTrain(init_seed=7)), encoder=encoder
+    )  # different init: all comes from the checkpoint
     assert train(resumed, crops(0), crops(10), config(), tmp_path / "b", device=CPU, resume=True, progress=False) == 6
     for name in ("transform", "decoder", "style_head", "content_head", "discriminator"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
@@ -157,7 +162,7 @@ def test_training_logs_generator_and_discriminator_terms(encoder, tmp_path):
 
 
 def test_save_load_round_trip_and_clear_errors(encoder, tmp_path):
-    model = Contrastive(ContrastiveParams(seed=3), encoder=encoder)
+    model = Contrastive(ContrastiveParams(train=ContrastiveTrain(init_seed=3)), encoder=encoder)
     path = model.save(tmp_path / "m")
     assert path.name == "generator.pt"
     loaded = build_method("contrastive", {"alpha": 1.0, "train": {}}, encoder=encoder, model=tmp_path / "m")
@@ -187,7 +192,7 @@ def test_features_are_the_encoders_own_with_no_hidden_rescaling():
     assert not hasattr(contrastive, "CAFFE_LAYER_SCALE")
     assert Contrastive().encoder.normalisation == "per_filter"
     raw = load_encoder("caffe", last_layer="relu5_1", normalise="none")
-    model = Contrastive(ContrastiveParams(encoder_normalise="none"), encoder=raw)
+    model = Contrastive(ContrastiveParams(train=ContrastiveTrain(encoder_normalise="none")), encoder=raw)
     image = torch.rand(1, 3, 32, 32)
     expected, got = raw(image, LAYERS), model.encode(image)
     for name in LAYERS:
@@ -196,7 +201,7 @@ def test_features_are_the_encoders_own_with_no_hidden_rescaling():
 
 def test_bad_encoder_normalise_is_named():
     with pytest.raises(ValueError, match="encoder_normalise"):
-        ContrastiveParams(encoder_normalise="per_layer")
+        ContrastiveParams(train=ContrastiveTrain(encoder_normalise="per_layer"))
 
 
 def test_a_model_trained_on_another_encoder_is_refused(encoder, tmp_path):
@@ -259,11 +264,13 @@ def test_identity_stylization_keeps_the_content_after_short_training(tmp_path):
     depended on the CPU thread count (summation order; after/before 0.23 with 2 threads, 0.51 with 1). Here it is
     0.24 with 1 or 2 threads, against the bound 0.5."""
     only_identity = ContrastiveParams(
-        content_weight=0.0,
-        style_weight=0.0,
-        style_contrastive_weight=0.0,
-        content_contrastive_weight=0.0,
-        gan_weight=0.0,
+        train=ContrastiveTrain(
+            content_weight=0.0,
+            style_weight=0.0,
+            style_contrastive_weight=0.0,
+            content_contrastive_weight=0.0,
+            gan_weight=0.0,
+        )
     )
     model = Contrastive(only_identity, encoder=load_encoder("caffe", last_layer="relu5_1"))
     content_images = smooth_images(0)

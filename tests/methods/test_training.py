@@ -11,6 +11,7 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
+from methods.schemas.adain_params import AdaINTrain
 from methods.schemas.schedule import TrainParams
 from methods.training import CheckpointError, LossHistory, RandomCrops, TrainCallbacks, checkpoints, train
 
@@ -41,7 +42,7 @@ def config(**changes) -> TrainParams:
 
 
 def model(encoder, seed: int = 0) -> AdaIN:
-    return AdaIN(AdaINParams(seed=seed), encoder=encoder)
+    return AdaIN(AdaINParams(train=AdaINTrain(init_seed=seed)), encoder=encoder)
 
 
 def test_random_crops_are_reproducible():

@@ -14,6 +14,7 @@ import torch
 from methods import training
 from methods.adain import AdaIN, AdaINParams
 from methods.encoder import random_encoder
+from methods.schemas.adain_params import AdaINTrain
 from methods.schemas.schedule import TrainParams
 from methods.training import RandomCrops, checkpoints
 from methods.utils import (
@@ -51,7 +52,7 @@ def test_file_and_dir_mode_follow_the_umask(umask: int) -> None:
 
 def test_model_checkpoint_text_bytes_and_folder_get_the_ordinary_mode(umask: int, tmp_path: Path) -> None:
     encoder = random_encoder(seed=0, last_layer="relu4_1")
-    model = AdaIN(AdaINParams(seed=0), encoder=encoder)
+    model = AdaIN(AdaINParams(train=AdaINTrain(init_seed=0)), encoder=encoder)
     images = [torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     crops = RandomCrops(lambda i: images[i], 3, 32)
     cfg = TrainParams(iterations=1, batch_size=2, lr=1e-3, lr_decay=0.0, checkpoint_every=1, keep_checkpoints=1, seed=0)
@@ -67,7 +68,9 @@ def test_model_checkpoint_text_bytes_and_folder_get_the_ordinary_mode(umask: int
         assert mode(path) == 0o666 & ~umask, path
     assert mode(tmp_path / "folder") == 0o777 & ~umask
     assert mode(tmp_path / "folder" / "inside.txt") == 0o666 & ~umask
-    assert AdaIN(AdaINParams(seed=1), encoder=encoder).load(model_file) is not None  # a real, loadable model
+    assert (
+        AdaIN(AdaINParams(train=AdaINTrain(init_seed=1)), encoder=encoder).load(model_file) is not None
+    )  # a real, loadable model
     assert not [p for p in tmp_path.rglob(".*")]  # no temporaries left anywhere
 
 

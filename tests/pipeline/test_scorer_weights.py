@@ -22,10 +22,10 @@ from evaluation.weights import FOUND_FILE, WEIGHTS, read_found
 from methods.errors import NstError
 from pipeline import cli
 from pipeline.config import ScorerWeightsSection, WeightSource, load_params
+from pipeline.stage_params import declared
 from pipeline.stages import scorer_weights
 from tests.test_cli_and_dvc import BIN, out_of_date, repo_copy, run  # noqa: F401  (repo_copy: the fixture, reused)
-from tests.test_dvc_deps import expand_stages
-from tests.test_dvc_params import declared
+from tests.test_dvc_deps import resolved
 
 STAND_IN = b"stand-in AlexNet weights: not a network, only bytes with a known hash\n" * 50
 STAND_IN_SHA = hashlib.sha256(STAND_IN).hexdigest()
@@ -80,13 +80,13 @@ def found(out: Path) -> dict[str, Any]:
 def test_the_section_names_every_weight_the_scorer_reads():
     sources = {k for k, f in ScorerWeightsSection.model_fields.items() if f.annotation is WeightSource}
     assert sources == set(WEIGHTS)
-    assert declared("scorer-weights") == scorer_weights.PARAMS  # its params, and nobody else's
+    assert declared("scorer-weights") == ("scorer_weights",)  # its params, and nobody else's
     assert all("scorer_weights" not in declared(stage) for stage in ("evaluate", "report"))
-    stages = expand_stages(yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text()))
+    stages = resolved()
     assert stages["scorer-weights"]["always_changed"] is True
     assert "models/scorer" in stages["evaluate"]["deps"]
     assert "--weights models/scorer" in stages["evaluate"]["cmd"]
-    assert not any("models/scorer" in stage.get("deps", []) for name, stage in stages.items() if name != "evaluate")
+    assert not any("models/scorer" in stage["deps"] for name, stage in stages.items() if name != "evaluate")
 
 
 def test_downloads_the_pinned_file_and_records_its_sha256(tmp_path, repo_root, local_server, isolated):
@@ -232,13 +232,10 @@ def test_a_changed_pin_replaces_the_file_and_a_broken_found_json_is_named(tmp_pa
 def _placeholders(repo: Path) -> None:
     """Stand-ins for every stage's outputs and missing deps (a file where the path has a suffix, else a folder with
     one file), so that `dvc commit` can record a complete, consistent dvc.lock without running the pipeline."""
-    stages = expand_stages(yaml.safe_load((repo / "dvc.yaml").read_text()))
     paths = []
-    for label, stage in stages.items():
-        if label == "scorer-weights":
-            continue
-        for entry in [*(stage.get("outs") or []), *(stage.get("metrics") or []), *(stage.get("deps") or [])]:
-            paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
+    for label, stage in resolved(repo).items():
+        if label != "scorer-weights":
+            paths += [*stage["outs"], *stage["deps"]]
     for rel in paths:
         path = repo / rel
         if path.exists():
