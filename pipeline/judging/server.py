@@ -253,7 +253,8 @@ class JudgeApp:
         current = next((a for a in todo if not a["voted"]), None)
         context: dict[str, Any] = {"done": done, "total": len(todo), "csrf": voter["csrf"], "question": None}
         if current is not None:
-            self.store.mark_shown(current["id"])
+            if current["shown_at"] is None:  # a write only the first time (reloads take no write lock)
+                self.store.mark_shown(current["id"])
             images = {role: f"img/{token}" for token, role in json.loads(current["images"]).items()}
             context["question"] = {"id": current["id"], "kind": current["kind"], "images": images}
         html = self.env.get_template("page.html.j2").render(**context)
@@ -338,8 +339,8 @@ def create_app(
 ) -> FastAPI:
     """The study's app (its :class:`JudgeApp` at ``app.state.judge``). ``study``: a name (built from
     ``outputs_dir``, ``paintings_dir``, ``content_dir``) or a built :class:`Study`. ``secret`` (the link's) and
-    ``admin_token``: in clear or as ``"sha256:<hex>"``. ``git_sha``: of the code that made the outputs (default: the repository
-    holding ``outputs_dir``)."""
+    ``admin_token``: in clear or as ``"sha256:<hex>"``. ``git_sha``: of the code that made the outputs
+    (default: the repository holding ``outputs_dir``)."""
     if isinstance(study, str):
         study = build_study(study, outputs_dir, paintings_dir, content_dir, seed=seed, per_voter=per_voter)
     limits = limits or Limits()

@@ -56,6 +56,9 @@ from methods.utils import atomic_path
 from pipeline.judging.study import DECEPTION, PREFERENCE, Question, Study
 
 DEFAULT_DB_URL = "sqlite:///reports/judging/votes.db"  # the issue's default (reports/judging/ is the judge stage's)
+# Connections: every one of anyio's 40 worker threads (its default thread limiter, which runs FastAPI's sync routes)
+# can hold one at once, so none waits for the pool (10 kept + 40 on demand).
+POOL_SIZE, POOL_OVERFLOW = 10, 40
 SQLITE_BUSY_TIMEOUT_MS = 10_000  # writers wait up to 10 s for the lock (sqlite's default is 0: fail at once)
 
 metadata = MetaData()
@@ -85,19 +88,20 @@ voters = Table(
     UniqueConstraint("study", "number", name="uq_voter_number"),
 )
 
+
 def _provenance() -> list[Column]:
     """What an assignment shows and a vote copies (fresh columns for each table)."""
     return [
         Column("kind", String(16), nullable=False),
-    Column("item_key", String(512), nullable=False),
-    Column("content", String(255), nullable=False),
-    Column("style", String(255), nullable=False),
-    Column("method_left", String(64), nullable=False),  # deception: the one image ("painting" for a real one)
-    Column("method_right", String(64), nullable=False),  # deception: empty
-    Column("file_left", String(512), nullable=False),
-    Column("file_right", String(512), nullable=False),
-    Column("sha256_left", String(64), nullable=False),
-    Column("sha256_right", String(64), nullable=False),
+        Column("item_key", String(512), nullable=False),
+        Column("content", String(255), nullable=False),
+        Column("style", String(255), nullable=False),
+        Column("method_left", String(64), nullable=False),  # deception: the one image ("painting" for a real one)
+        Column("method_right", String(64), nullable=False),  # deception: empty
+        Column("file_left", String(512), nullable=False),
+        Column("file_right", String(512), nullable=False),
+        Column("sha256_left", String(64), nullable=False),
+        Column("sha256_right", String(64), nullable=False),
     ]
 
 
@@ -181,13 +185,16 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError; the message is what matters
         raise NstError(f"database URL {url!r} cannot be parsed: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    sqlite = parsed.get_backend_name() == "sqlite"
+    in_memory = sqlite and parsed.database in (None, "", ":memory:")  # one connection per thread: no pool to size
+    if sqlite and not in_memory:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(parsed)
+        pool = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        engine = create_engine(parsed, **pool)
     except (SQLAlchemyError, ImportError) as exc:
         raise NstError(f"database URL {url!r}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
+    if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 

@@ -229,9 +229,7 @@ def build_study(
         raise NstError(f"per_voter {counts}: give {PREFERENCE} and {DECEPTION}, counts >= 0, not both 0")
     if not 0.0 <= painting_share <= 1.0:
         raise NstError(f"painting_share {painting_share} is outside [0, 1]")
-    return Study(
-        name, seed, tuple(chosen), contents, paintings, outputs, preference, deception, counts, painting_share
-    )
+    return Study(name, seed, tuple(chosen), contents, paintings, outputs, preference, deception, counts, painting_share)
 
 
 def voter_rng(seed: int, voter_number: int) -> np.random.Generator:
