@@ -6,11 +6,12 @@ agreement, the evaluate stage's ``per_pair.csv`` (``method``, ``content``, ``sty
 
 - :func:`bradley_terry`: strengths from a win matrix by Hunter's MM algorithm (Hunter 2004, "MM algorithms for
   generalized Bradley-Terry models", Ann. Statist. 32(1), eq. 3; Zermelo's 1929 iteration). "Can't tell" counts as
-  half a win for each side (``ties="half"``, the default: a tie is a draw, scored as in chess and as in the Elo/BT
-  ratings of LMSYS's Chatbot Arena), or is left out (``ties="drop"``). The maximum-likelihood strengths exist only
-  when every split of the methods into two groups has a win across it both ways (Hunter 2004, Assumption 1, after
-  Ford 1957); ``pseudo_ties`` adds that many virtual ties to every compared pair, a shrinkage towards equal
-  strengths that makes them exist on every bootstrap resample and is negligible once a pair has tens of votes.
+  half a win for each side (``ties="half"``, the default: a tie is a draw, scored as chess scores one; Davidson 1970,
+  J. Am. Stat. Assoc. 65(329), models ties explicitly instead), or is left out (``ties="drop"``). The
+  maximum-likelihood strengths exist only when every split of the methods into two groups has a win across it both
+  ways (Hunter 2004, Assumption 1, after Ford 1957); ``pseudo_ties`` adds that many virtual ties to every compared
+  pair, a shrinkage towards equal strengths that makes them exist on every bootstrap resample and is negligible
+  once a pair has tens of votes.
 - :func:`strengths`: those strengths per method with percentile bootstrap intervals over voters (voters resampled
   with replacement, seeded: a voter's votes are not independent of each other).
 - :func:`deception_rates`: per method, the share of its outputs judged "a painting", with Wilson score intervals
@@ -81,11 +82,14 @@ def win_matrix(votes: pd.DataFrame, methods: Sequence[str], ties: Ties = "half")
     return wins
 
 
-def bradley_terry(wins: np.ndarray, pseudo_ties: float = 0.0, tol: float = MM_TOL) -> np.ndarray:
+def bradley_terry(
+    wins: np.ndarray, pseudo_ties: float = 0.0, tol: float = MM_TOL, start: np.ndarray | None = None
+) -> np.ndarray:
     """Log-strengths (mean 0) maximising the Bradley-Terry likelihood of ``wins`` (m, m), by MM (Hunter 2004 eq. 3):
     ``p_i <- W_i / sum_j n_ij / (p_i + p_j)``, ``W_i`` the wins of i, ``n_ij`` the comparisons of i and j.
 
-    Raises NstError when the strengths do not exist (some group of methods never beats the rest)."""
+    ``start``: log-strengths to start from (the bootstrap starts from the full data's). Raises NstError when the
+    strengths do not exist (some group of methods never beats the rest)."""
     wins = np.asarray(wins, dtype=float)
     m = wins.shape[0]
     if wins.shape != (m, m) or m < 2:
@@ -102,7 +106,7 @@ def bradley_terry(wins: np.ndarray, pseudo_ties: float = 0.0, tol: float = MM_TO
         )
     n = wins + wins.T
     total = wins.sum(axis=1)
-    p = np.ones(m)
+    p = np.ones(m) if start is None else np.exp(np.asarray(start, dtype=float))
     for _ in range(MM_MAX_ITER):
         denom = (n / (p[:, None] + p[None, :])).sum(axis=1)
         new = total / denom
@@ -140,7 +144,7 @@ def strengths(
     draws = np.empty((bootstrap, len(methods)))
     for b in range(bootstrap):
         counts = np.bincount(rng.integers(0, len(voters), len(voters)), minlength=len(voters))
-        draws[b] = bradley_terry(np.tensordot(counts, per_voter, axes=1), pseudo_ties)
+        draws[b] = bradley_terry(np.tensordot(counts, per_voter, axes=1), pseudo_ties, start=theta)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(draws, [alpha, 1 - alpha], axis=0) if bootstrap else (np.nan, np.nan)
     wins = win_matrix(pref, methods, ties)
