@@ -12,6 +12,7 @@ the database: whoever can read the database is an admin already.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import secrets
 import sys
@@ -105,7 +106,11 @@ def main_serve(args: argparse.Namespace) -> int:
         server_header=False,
         log_level="info",
     )
-    uvicorn.Server(config).run()
+    # Ctrl-C / SIGTERM: open requests get GRACEFUL_SHUTDOWN_S, then run() returns; uvicorn then re-raises the
+    # signal it handled (KeyboardInterrupt for SIGINT), which here is a normal stop, not an interruption
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
+    log.info("judge serve: stopped; votes are in %s", args.db)
     return 0
 
 
