@@ -1,12 +1,12 @@
 """A people's study built from a run's outputs, and the seeded scheduler that hands its items to voters.
 
-Two tasks, as in the papers this benchmark measures against:
+Two tasks, as in the user studies of the papers this benchmark measures against (issue 28):
 
-- **preference** (AdaIN's user study, Huang & Belongie 2017 sec. 7.1): one content photo, one painting and the
-  stylizations of that pair by two methods; "which renders this photo in this painting's style better?", or "can't
-  tell". An item is one (content, style) pair x one unordered pair of methods.
-- **deception** (IEContraAST, Chen et al. 2021 sec. 4.2): one image, "a painting, or a photo made to look like one?";
-  the items are the real test paintings and every method's outputs.
+- **preference**: one content photo, one painting and the stylizations of that pair by two methods; "which renders
+  this photo in this painting's style better?", or "can't tell". An item is one (content, style) pair x one unordered
+  pair of methods.
+- **deception** (IEContraAST's deception rate, Chen et al., NeurIPS 2021): one image, "a painting, or a photo made
+  to look like one?"; the items are the real test paintings and every method's outputs.
 
 Pure functions (no web, no database): :func:`build_study` reads ``outputs/<method>/timing.csv`` (the columns
 ``content``, ``style``, ``file`` of pipeline/stylize.py) and the test paintings; :func:`schedule` picks a voter's
@@ -34,8 +34,8 @@ TIMING_COLUMNS = ("content", "style", "file")  # pipeline/stylize.py's TIMING_FI
 PREFERENCE = "preference"
 DECEPTION = "deception"
 PAINTING = "painting"  # the "method" of a real test painting in a deception item
-# Per voter: 10 preference + 5 deception questions, about five minutes of a person's time (the issue's acceptance
-# test answers exactly these); AdaIN's study asked each of 32 users 20 questions (Huang & Belongie 2017 sec. 7.1).
+# Per voter: 10 preference + 5 deception questions, what issue 28's acceptance test answers; a few minutes of a
+# person's time (our estimate, not a published protocol's number).
 DEFAULT_PER_VOTER = {PREFERENCE: 10, DECEPTION: 5}
 # Half of a voter's deception items are real paintings, so a judge who always answers "painting" scores chance (50 %)
 # (IEContraAST's protocol mixes the two; the share is ours).
