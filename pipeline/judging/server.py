@@ -20,6 +20,7 @@ limit (429), the body's shape (400/422), an assignment issued to this voter (404
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -29,7 +30,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -347,7 +348,15 @@ def create_app(
     store = st.Storage(db_url)
     row = store.ensure_study(study, git_sha or repo_git_sha(outputs_dir))
     judge = JudgeApp(study, store, row["git_sha"], limits)
-    app = FastAPI(title=f"nst-bench study {study.name}", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()  # the server stopped: return the database connections
+
+    app = FastAPI(
+        title=f"nst-bench study {study.name}", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.judge = judge
 
     def admin_only(request: Request) -> bool:

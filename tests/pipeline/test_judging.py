@@ -54,7 +54,8 @@ def app_db(tree: Path, tmp_path: Path):
     app = create_app(
         "s1", db, tree / "outputs", tree / "test" / "style", SECRET, ADMIN, git_sha="abc123", limits=limits
     )
-    return app, app.state.judge.store
+    yield app, app.state.judge.store
+    app.state.judge.store.close()
 
 
 def _client(app) -> TestClient:
@@ -163,7 +164,7 @@ def test_storage_wal_unique_vote_and_atomic_export(tree, tmp_path):
         assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
     out = tmp_path / "data" / "judgements" / "s1.csv"
     assert store.export("s1", out) == 1
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert list(rows[0]) == list(st.EXPORT_COLUMNS)
     row = rows[0]
     assert (row["answer"], row["chosen"], row["git_sha"], row["response_ms"]) == (
