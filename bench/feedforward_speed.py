@@ -104,6 +104,59 @@ def sample_folders(short_side: int, work: Path) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
+def _crops(kind: str, paths: tuple[Path, ...], resize: int, crop: int, role: int, work: Path) -> RandomCrops:
+    """Random crops of ``paths`` (role 0 content, 1 style) read as ``kind`` says: decoded once into memory, decoded
+    from PNG per crop, or from the decoded-array cache under ``work``."""
+    load = ResizedImages(paths, resize)
+    if kind == "decoded-array cache":
+        keys = [f"{role}-{i}-short{resize}" for i in range(len(paths))]
+        return RandomCrops(DecodedArrays(load, keys, work / "decoded"), len(paths), crop, cache=False)
+    return RandomCrops(load, len(paths), crop, cache=kind == "memory")
+
+
+def _sample_ms(
+    content: RandomCrops, style: RandomCrops, n_content: int, n_style: int, device: torch.device, steps: int
+) -> float:
+    """Milliseconds per step of sampling a batch in the training process and moving it to ``device``."""
+    gen = torch.Generator().manual_seed(0)
+
+    def legacy_step() -> None:
+        content.sample(n_content, gen).to(device), style.sample(n_style, gen).to(device)
+
+    return timed(legacy_step, device, steps).per_call_ms
+
+
+def _loader_ms(
+    content: RandomCrops,
+    style: RandomCrops,
+    n_content: int,
+    n_style: int,
+    n_workers: int,
+    device: torch.device,
+    steps: int,
+) -> float:
+    """Milliseconds per step of taking a batch from a DataLoader with ``n_workers`` workers and moving it to
+    ``device``, after a warm-up."""
+    warm = 3 + 4 * n_workers  # worker start-up and the first prefetch are not a per-step cost
+    plans = StepPlans(content, style, torch.Generator().manual_seed(0), 1, warm + steps, n_content, n_style)
+    batches = iter(batch_loader(plans, n_workers, pin_memory=device.type == "cuda"))
+
+    def loader_step() -> None:
+        _, c, s = next(batches)
+        c.to(device, non_blocking=True), s.to(device, non_blocking=True)
+
+    for _ in range(warm):
+        loader_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    begin = time.perf_counter()
+    for _ in range(steps):
+        loader_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 1000 * (time.perf_counter() - begin) / steps
+
+
 def data_rows(
     model: torch.nn.Module,
     crop: int,
@@ -118,24 +171,12 @@ def data_rows(
     folders = sample_folders(resize, work)
     paths = [tuple(list_images(f)) for f in folders]
     n_content, n_style = batch_split(model, batch)  # type: ignore[arg-type]
-
-    def crops(kind: str, role: int) -> RandomCrops:
-        load = ResizedImages(paths[role], resize)
-        if kind == "decoded-array cache":
-            keys = [f"{role}-{i}-short{resize}" for i in range(len(paths[role]))]
-            return RandomCrops(DecodedArrays(load, keys, work / "decoded"), len(paths[role]), crop, cache=False)
-        return RandomCrops(load, len(paths[role]), crop, cache=kind == "memory")
-
     base = {"device": device.type, "crop_px": crop, "resize_short_px": resize, "batch": batch, "timed_steps": steps}
     rows = []
     for kind in ("memory", "PNG decode per crop"):  # before issue 17: train() called sample() itself, per step
-        content, style = crops(kind, 0), crops(kind, 1)
-        gen = torch.Generator().manual_seed(0)
-
-        def legacy_step(content: RandomCrops = content, style: RandomCrops = style, gen: torch.Generator = gen) -> None:
-            content.sample(n_content, gen).to(device), style.sample(n_style, gen).to(device)
-
-        ms = timed(legacy_step, device, steps).per_call_ms
+        content = _crops(kind, paths[0], resize, crop, 0, work)
+        style = _crops(kind, paths[1], resize, crop, 1, work)
+        ms = _sample_ms(content, style, n_content, n_style, device, steps)
         rows.append(
             {
                 **base,
@@ -147,26 +188,9 @@ def data_rows(
         print(json.dumps(rows[-1]), flush=True)
     for kind in ("memory", "decoded-array cache"):
         for n_workers in workers:
-            content, style = crops(kind, 0), crops(kind, 1)
-            warm = 3 + 4 * n_workers  # worker start-up and the first prefetch are not a per-step cost
-            plans = StepPlans(content, style, torch.Generator().manual_seed(0), 1, warm + steps, n_content, n_style)
-            batches = iter(batch_loader(plans, n_workers, pin_memory=device.type == "cuda"))
-
-            def loader_step(batches=batches) -> None:  # type: ignore[no-untyped-def]
-                _, c, s = next(batches)
-                c.to(device, non_blocking=True), s.to(device, non_blocking=True)
-
-            for _ in range(warm):
-                loader_step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            begin = time.perf_counter()
-            for _ in range(steps):
-                loader_step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            ms = 1000 * (time.perf_counter() - begin) / steps
-            del batches
+            content = _crops(kind, paths[0], resize, crop, 0, work)
+            style = _crops(kind, paths[1], resize, crop, 1, work)
+            ms = _loader_ms(content, style, n_content, n_style, n_workers, device, steps)
             rows.append(
                 {**base, "source": f"DataLoader, {kind}", "workers": n_workers, "data_ms_per_step": round(ms, 3)}
             )

@@ -50,11 +50,8 @@ STYLES = ["Impressionism", "Cubism", "Post_Impressionism", "Ukiyo_e", "Baroque",
 # ----------------------------------------------------------------------------------------- the shard
 
 
-def build_repo(folder: Path, rows: int, image_kb: int) -> dict:
-    """Write the shard and dataset_infos.json under ``folder``; return the routes the server answers and the shard's
-    facts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _noise_jpegs(image_kb: int) -> list[bytes]:
+    """Four noise JPEGs (seeded) of about ``image_kb`` kB each."""
     from PIL import Image
 
     rng = random.Random(0)
@@ -69,8 +66,16 @@ def build_repo(folder: Path, rows: int, image_kb: int) -> dict:
                 break
             side = int(side * 1.25)
         bases.append(buf.getvalue())
+    return bases
+
+
+def _write_shard(shard: Path, rows: int, bases: list[bytes], infos: bytes) -> None:
+    """Write ``rows`` rows of huggan/wikiart's columns to the parquet file ``shard``: row i's image is ``bases``'
+    i mod 4 with i appended, its style cycling through 9 of the names in ``infos`` (6 of them asked for)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     images = [{"bytes": bases[i % 4] + i.to_bytes(4, "little"), "path": f"{i}.jpg"} for i in range(rows)]
-    infos = (ROOT / "tests/pipeline/fixtures/huggan_wikiart_dataset_infos.json").read_bytes()
     names = json.loads(infos)["huggan--wikiart"]["features"]["style"]["names"]
     cycle = [names.index(s) for s in [*STYLES, "Realism", "Romanticism", "Symbolism"]]  # 6 of 9 rows are asked for
     table = pa.table(
@@ -81,10 +86,12 @@ def build_repo(folder: Path, rows: int, image_kb: int) -> dict:
             "style": pa.array([cycle[i % len(cycle)] for i in range(rows)], pa.int64()),
         }
     )
-    shard = folder / "shard.parquet"
     pq.write_table(table, shard)  # one call, pyarrow's defaults
-    del images, table
-    (folder / "dataset_infos.json").write_bytes(infos)
+
+
+def _routes(folder: Path, shard: Path, infos: bytes) -> dict[str, dict]:
+    """The routes the server answers (path -> file or redirect, with headers) for the Hub's listings of the repo,
+    ``shard`` (redirected to a CDN path) and ``folder/dataset_infos.json``; writes the listings into ``folder``."""
     digest = hashlib.sha256()
     with open(shard, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -115,12 +122,26 @@ def build_repo(folder: Path, rows: int, image_kb: int) -> dict:
         "file": str(folder / "dataset_infos.json"),
         "headers": {**hub, "ETag": f'"{infos_oid}"'},
     }
+    return routes
+
+
+def build_repo(folder: Path, rows: int, image_kb: int) -> dict:
+    """Write the shard and dataset_infos.json under ``folder``; return the routes the server answers and the shard's
+    facts."""
+    import pyarrow.parquet as pq
+
+    bases = _noise_jpegs(image_kb)
+    infos = (ROOT / "tests/pipeline/fixtures/huggan_wikiart_dataset_infos.json").read_bytes()
+    shard = folder / "shard.parquet"
+    _write_shard(shard, rows, bases, infos)
+    (folder / "dataset_infos.json").write_bytes(infos)
+    routes = _routes(folder, shard, infos)
     meta = pq.ParquetFile(shard).metadata
     image = meta.row_group(0).column(0)
     return {
         "routes": routes,
         "rows": rows,
-        "bytes": size,
+        "bytes": shard.stat().st_size,
         "row_groups": meta.num_row_groups,
         # the image column's dictionary page (the first 1024 images) and the data pages after it (the plain rest)
         "image_dictionary_mb": round((image.data_page_offset - image.dictionary_page_offset) / 1e6, 1),
@@ -249,7 +270,8 @@ def measure_fetch(port: int, work: Path, per_class: int, reader: str) -> dict:
 # ----------------------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the module docstring is its description), with the hidden options of the two children."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1131, help="rows in the shard (huggan/wikiart: 81,444 / 72)")
     parser.add_argument("--image-kb", type=int, default=460, help="kB per image (huggan/wikiart: 521,983,739 / 1,132)")
@@ -258,7 +280,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/fetch_memory.json")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # child: the HTTP server
     parser.add_argument("--fetch", nargs=2, metavar=("PORT", "WORK"), help=argparse.SUPPRESS)  # child: the fetch
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_fetch(
+    port: int, work_dir: Path, per_class: int, reader: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """This script's fetch child (``--fetch``) against the server on ``port``, its output captured."""
+    return subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--fetch",
+            str(port),
+            str(work_dir),
+            "--per-class",
+            str(per_class),
+            "--readers",
+            reader,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.serve:
         serve(args.serve)
         return 0
@@ -281,24 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             port = int(server.stdout.readline())  # type: ignore[union-attr]
             for reader in args.readers:
-                work_dir = work / reader
-                done = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--fetch",
-                        str(port),
-                        str(work_dir),
-                        "--per-class",
-                        str(args.per_class),
-                        "--readers",
-                        reader,
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=False,
-                )
+                done = run_fetch(port, work / reader, args.per_class, reader, env)
                 if done.returncode != 0:
                     sys.stderr.write(done.stderr[-4000:])
                     return done.returncode

@@ -88,7 +88,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / "bench/gpu_wheels.txt"
@@ -284,7 +284,7 @@ def _sample_folders(work: Path, side: int) -> tuple[Path, Path]:
 
 
 def _crops(folder: Path, resize: int, crop: int, cache: str, work: Path):
-    """The training stage's image sources (pipeline/stages/train.py ``crops``): in memory, or the decoded-array cache."""
+    """The training stage's image sources (pipeline/training_data.py ``crops``): in memory, or a decoded cache."""
     from methods.training import RandomCrops
     from pipeline.io import list_images
     from pipeline.training_data import DecodedArrays, ResizedImages
@@ -311,44 +311,46 @@ def _model(method: str, seed: int = 0):
     return get_method(method)(params, encoder=_ENCODERS[last])
 
 
-def _time_steps(
-    method: str,
-    amp: bool,
-    channels_last: bool,
-    device_name: str,
-    s: dict[str, Any],
-    work: Path,
-    cache: str = "memory",
-    workers: int | None = None,
-) -> dict[str, Any]:
-    """``s["timed"]`` training iterations after ``s["warmup"]``, fed by the real input pipeline; host and GPU time."""
+def _input_batches(method: str, model: Any, s: dict[str, Any], work: Path, cache: str, workers: int, cuda: bool) -> Any:
+    """The training stage's loader (methods.training ``batch_loader``) of ``s["warmup"] + s["timed"]`` batches of
+    the sample images for ``method``'s ``model``, from ``cache`` ("memory" or the decoded-array cache)."""
     import torch
 
-    from methods.precision import Precision
-    from methods.training import StepPlans, batch_loader, batch_split, make_optimizers, terms_to_floats, train_step
+    from methods.training import StepPlans, batch_loader, batch_split
 
-    device = _device(device_name)
-    precision = Precision(amp, channels_last, device.type)
-    model = _model(method)  # fresh weights; the shared encoder back to NCHW after an earlier channels_last variant
-    precision.module(model.to(device).to(memory_format=torch.contiguous_format))
-    _, adversary, optimizers = make_optimizers(model, lr=1e-4)
     content_dir, style_dir = _sample_folders(work, s["resize"])
     content = _crops(content_dir, s["resize"], s["crop"], cache, work)
     style = _crops(style_dir, s["resize"], s["crop"], cache, work)
     n_content, n_style = batch_split(model, s["batch"][method])
     total = s["warmup"] + s["timed"]
     plans = StepPlans(content, style, torch.Generator().manual_seed(0), 1, total, n_content, n_style)
+    return batch_loader(plans, workers, pin_memory=cuda)
+
+
+class _StepTimes(NamedTuple):
+    """What :func:`_timed_steps` measured."""
+
+    wall_s: float  # the timed steps, end to end (on CUDA synchronised before and after)
+    data_ms: list[float]  # per timed step: the host waiting for its batch and issuing the copy to the device
+    issue_ms: list[float]  # per timed step: the host issuing the training step
+    events: list[Any]  # per timed step on CUDA: its (start, end) events; empty elsewhere
+    terms: Any  # the last step's loss terms (train_step's)
+    batch_bytes: int  # the last batch's content + style bytes on the host
+
+
+def _timed_steps(
+    model: Any, batches: Any, precision: Any, optimizers: Any, adversary: Any, device: Any, s: dict[str, Any]
+) -> _StepTimes:
+    """``s["warmup"]`` then ``s["timed"]`` training steps of ``model`` on ``batches``, the timed ones measured."""
+    import torch
+
+    from methods.training import train_step
+
     cuda = device.type == "cuda"
-    workers = s["workers"] if workers is None else workers
-    loader = batch_loader(plans, workers, pin_memory=cuda)
-    batches = iter(loader)
-    torch.backends.cudnn.benchmark = cuda  # as methods/training.py train() does for its fixed crop size
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
     data_ms, issue_ms, events = [], [], []
     terms = {}
     batch_bytes = 0
-    for k in range(total):
+    for k in range(s["warmup"] + s["timed"]):
         if k == s["warmup"]:
             if cuda:
                 torch.cuda.synchronize(device)
@@ -374,11 +376,43 @@ def _time_steps(
     if cuda:
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - timed_start
+    return _StepTimes(wall, data_ms, issue_ms, events, terms, batch_bytes)
+
+
+def _time_steps(
+    method: str,
+    amp: bool,
+    channels_last: bool,
+    device_name: str,
+    s: dict[str, Any],
+    work: Path,
+    cache: str = "memory",
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """``s["timed"]`` training iterations after ``s["warmup"]``, fed by the real input pipeline; host and GPU time."""
+    import torch
+
+    from methods.precision import Precision
+    from methods.training import make_optimizers, terms_to_floats
+
+    device = _device(device_name)
+    precision = Precision(amp, channels_last, device.type)
+    model = _model(method)  # fresh weights; the shared encoder back to NCHW after an earlier channels_last variant
+    precision.module(model.to(device).to(memory_format=torch.contiguous_format))
+    _, adversary, optimizers = make_optimizers(model, lr=1e-4)
+    cuda = device.type == "cuda"
+    workers = s["workers"] if workers is None else workers
+    loader = _input_batches(method, model, s, work, cache, workers, cuda)
+    batches = iter(loader)
+    torch.backends.cudnn.benchmark = cuda  # as methods/training.py train() does for its fixed crop size
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    times = _timed_steps(model, batches, precision, optimizers, adversary, device, s)
     del batches
-    last = terms_to_floats([terms])[0]
+    last = terms_to_floats([times.terms])[0]
     if not all(v == v and abs(v) != float("inf") for v in last.values()):
         raise RuntimeError(f"{method} {precision.label}: non-finite loss terms {last}")
-    n = s["timed"]
+    n, wall = s["timed"], times.wall_s
     row = {
         "method": method,
         "precision": precision.label,
@@ -387,18 +421,18 @@ def _time_steps(
         "timed_iterations": n,
         "iterations_per_second": round(n / wall, 3),
         "ms_per_step": round(1000 * wall / n, 2),
-        "host_data_wait_ms": round(sum(data_ms) / n, 3),
-        "host_issue_ms": round(sum(issue_ms) / n, 3),
+        "host_data_wait_ms": round(sum(times.data_ms) / n, 3),
+        "host_issue_ms": round(sum(times.issue_ms) / n, 3),
         "workers": workers,
         "images": cache,
         "final_total_loss": round(last["total"], 6),
     }
     if workers:  # batches waiting in shared memory: each worker keeps prefetch_factor of them ready
         row["prefetch_factor"] = loader.prefetch_factor
-        row["loader_in_flight_mib"] = round(workers * loader.prefetch_factor * batch_bytes / 2**20, 1)
+        row["loader_in_flight_mib"] = round(workers * loader.prefetch_factor * times.batch_bytes / 2**20, 1)
         row["shm_free_mib"] = shm_usage().get("free_mib")
     if cuda:
-        row["gpu_step_ms"] = round(sum(a.elapsed_time(b) for a, b in events) / n, 3)
+        row["gpu_step_ms"] = round(sum(a.elapsed_time(b) for a, b in times.events) / n, 3)
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     else:
         row["compute_ms"] = row["host_issue_ms"]  # on the CPU issuing is computing
@@ -996,6 +1030,64 @@ def plan(wanted: list[str]) -> list[str]:
     return steps
 
 
+def new_report(args: argparse.Namespace) -> dict[str, Any]:
+    """The report as it starts: what was asked for, when, no steps yet."""
+    return {
+        "check": "bench/gpu_check.py",
+        "device": args.device,
+        "tiny": args.tiny,
+        "tf32": args.tf32,
+        "force_bf16": args.force_bf16,
+        "deadline_s": args.deadline_s,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished": False,
+        "steps": [],
+    }
+
+
+def run_preflight(
+    device: str, tf32: bool, report: dict[str, Any], began: float, record: Callable[[dict[str, Any]], None]
+) -> bool:
+    """Run :func:`preflight` into ``report["preflight"]``, recorded as the step "preflight" (running, then ok or
+    failed with the error); whether it succeeded. An interruption propagates."""
+    record({"name": "preflight", "status": "running", "seconds": 0})
+    try:
+        report["preflight"] = preflight(device, tf32)
+    except Interrupted:
+        raise
+    except Exception as exc:
+        seconds = round(time.perf_counter() - began, 2)
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        record({"name": "preflight", "status": "failed", "seconds": seconds, "error": error})
+        return False
+    missing = report["preflight"]["missing"]
+    record(
+        {
+            "name": "preflight",
+            "status": "ok",
+            "seconds": round(time.perf_counter() - began, 2),
+            "result": {"missing": missing},
+        }
+    )
+    return True
+
+
+def finish(report: dict[str, Any], report_path: Path, scratch: Path, began: float) -> list[str]:
+    """Ignore further signals, remove ``scratch`` and write the final report (finished, summary, seconds, whether
+    the scratch is gone); return the steps' statuses."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the clean-up is not interrupted in turn
+        signal.signal(sig, signal.SIG_IGN)
+    shutil.rmtree(scratch, ignore_errors=True)
+    statuses = [s["status"] for s in report["steps"]]
+    report["finished"] = "interrupted" not in report
+    report["summary"] = {k: statuses.count(k) for k in ("ok", "failed", "skipped", "interrupted")}
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    report["scratch_removed"] = not scratch.exists()
+    _write_json(report_path, report)
+    print(f"wrote {report_path}: {report['summary']} in {report['seconds']} s", flush=True)
+    return statuses
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.run_step:
@@ -1013,17 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     end = began + args.deadline_s
     column = 1 if args.tiny else 0
-    report: dict[str, Any] = {
-        "check": "bench/gpu_check.py",
-        "device": args.device,
-        "tiny": args.tiny,
-        "tf32": args.tf32,
-        "force_bf16": args.force_bf16,
-        "deadline_s": args.deadline_s,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "finished": False,
-        "steps": [],
-    }
+    report = new_report(args)
     scratch = make_scratch(out)
     report["scratch"] = str(scratch)
     report["stale_scratch_removed"] = remove_stale_scratch(scratch.parent)
@@ -1041,25 +1123,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: step[k] for k in ("name", "status", "seconds")}), flush=True)
 
     try:
-        record({"name": "preflight", "status": "running", "seconds": 0})
-        try:
-            report["preflight"] = preflight(args.device, args.tf32 == "on")
-        except Interrupted:
-            raise
-        except Exception as exc:
-            seconds = round(time.perf_counter() - began, 2)
-            error = "".join(traceback.format_exception_only(exc)).strip()
-            record({"name": "preflight", "status": "failed", "seconds": seconds, "error": error})
+        if not run_preflight(args.device, args.tf32 == "on", report, began, record):
             return 1
-        missing = report["preflight"]["missing"]
-        record(
-            {
-                "name": "preflight",
-                "status": "ok",
-                "seconds": round(time.perf_counter() - began, 2),
-                "result": {"missing": missing},
-            }
-        )
         run_steps(plan(wanted), args, scratch, out, end, column, record)
     except Interrupted as exc:
         report["interrupted"] = str(exc)
@@ -1068,17 +1133,39 @@ def main(argv: list[str] | None = None) -> int:
             seconds = round(time.perf_counter() - began - running.get("started_s", 0), 2)
             record({**running, "status": "interrupted", "seconds": seconds, "error": f"{exc} while it ran"})
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the clean-up is not interrupted in turn
-            signal.signal(sig, signal.SIG_IGN)
-        shutil.rmtree(scratch, ignore_errors=True)
-        statuses = [s["status"] for s in report["steps"]]
-        report["finished"] = "interrupted" not in report
-        report["summary"] = {k: statuses.count(k) for k in ("ok", "failed", "skipped", "interrupted")}
-        report["seconds"] = round(time.perf_counter() - began, 1)
-        report["scratch_removed"] = not scratch.exists()
-        _write_json(report_path, report)
-        print(f"wrote {report_path}: {report['summary']} in {report['seconds']} s", flush=True)
+        statuses = finish(report, report_path, scratch, began)
     return 0 if set(statuses) == {"ok"} else 1
+
+
+def step_env(device: str) -> dict[str, str]:
+    """The environment of every child: this repository first on PYTHONPATH, output unbuffered, MLflow quiet, and on
+    the CPU one OpenMP thread unless OMP_NUM_THREADS says otherwise."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    if device == "cpu":  # one thread per process: on a shared, busy CPU OpenMP's spinning threads cost up to 10x
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def run_child_step(
+    name: str, common: list[str], scratch: Path, out: Path, limit: float, env: dict[str, str], step: dict[str, Any]
+) -> tuple[str, str, float]:
+    """Run step ``name`` in a child of this script (``--run-step``) within ``limit`` seconds; put the result it wrote
+    into ``step["result"]``, or, when it wrote none, the JSON lines it printed into ``step["partial"]``; return its
+    status, error and seconds (:func:`_run`)."""
+    result = scratch / f"{name}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-step", name, *common]
+    cmd += ["--work", str(scratch), "--result", str(result), "--out", str(out)]
+    status, error, seconds, printed = _run(cmd, limit, ROOT, env)
+    if result.is_file():
+        step["result"] = json.loads(result.read_text())
+    elif printed:
+        step["partial"] = printed
+    return status, error, seconds
 
 
 def run_steps(
@@ -1092,14 +1179,7 @@ def run_steps(
 ) -> None:
     """Every step in order, each limited to its share of what is left of the deadline (see the module docstring);
     after a failed pipeline stage the later stages are skipped."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "PYTHONUNBUFFERED": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    if args.device == "cpu":  # one thread per process: on a shared, busy CPU OpenMP's spinning threads cost up to 10x
-        env.setdefault("OMP_NUM_THREADS", "1")
+    env = step_env(args.device)
     common = ["--device", args.device, "--tf32", args.tf32, *(["--tiny"] if args.tiny else [])]
     common += ["--force-bf16"] if args.force_bf16 else []
     repo: Path | None = None
@@ -1119,14 +1199,7 @@ def run_steps(
         step["started_s"] = round(t0 - (end - args.deadline_s), 2)
         record(dict(step))
         if name in STEPS:
-            result = scratch / f"{name}.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--run-step", name, *common]
-            cmd += ["--work", str(scratch), "--result", str(result), "--out", str(out)]
-            status, error, seconds, printed = _run(cmd, limit, ROOT, env)
-            if result.is_file():
-                step["result"] = json.loads(result.read_text())
-            elif printed:
-                step["partial"] = printed
+            status, error, seconds = run_child_step(name, common, scratch, out, limit, env, step)
         else:
             stage = name.removeprefix("pipeline:")
             if repo is None:

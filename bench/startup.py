@@ -18,8 +18,8 @@ alike). The machine's load average before and after is recorded: other processes
 Reported per command: median and min over the runs (and max, all runs, CPU seconds). `nst` is run as its console
 script does (`from pipeline.cli import main; sys.exit(main())`) with this repository first on sys.path, so the code
 measured is this checkout's, whichever one `.venv` is installed from. Also, from one `python -X importtime` run each:
-the top modules by cumulative import time for `import pipeline.stages.stylize`, the top-level packages by their own import
-time, and which heavy packages `nst --help` and `import pipeline.stages.stylize` load.
+the top modules by cumulative import time for `import pipeline.stages.stylize`, the top-level packages by their own
+import time, and which heavy packages `nst --help` and `import pipeline.stages.stylize` load.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the module docstring is its description)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each command first (default 1)")
@@ -171,6 +172,59 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=10, help="modules / packages listed from -X importtime")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/startup.json")
+    return parser
+
+
+def help_row(py: list[str], runs: int, warmup: int, env: dict[str, str]) -> dict:
+    """``nst --help`` timed (:func:`measure`); exits when its output does not list stylize."""
+
+    def lists_stylize(done: subprocess.CompletedProcess[str], _wall: float) -> None:
+        if "stylize" not in done.stdout:
+            raise SystemExit(f"nst --help does not list stylize:\n{done.stdout}")
+
+    return measure("help", "nst --help", [*py, "-c", NST, "--help"], runs, warmup, env, lists_stylize)
+
+
+def stylize_row(
+    py: list[str], content: Path, style: Path, out: Path, runs: int, warmup: int, env: dict[str, str]
+) -> dict:
+    """A one-off ``nst stylize`` (Gatys, 0 iterations, to ``out``) timed (:func:`measure`), each run's wall time
+    split into the stylize seconds it reports and the start-up around them; exits when it writes no ``out``."""
+    cli = ["stylize", "--method", "gatys", "--set", "iterations=0", str(content), str(style), "-o", str(out)]
+
+    def split_wall(done: subprocess.CompletedProcess[str], wall: float) -> dict:
+        reported = json.loads(done.stdout.strip().splitlines()[-1])
+        if not out.is_file():
+            raise SystemExit(f"nst stylize wrote no {out}")
+        out.unlink()
+        return {"stylize_reported_s": reported["seconds"], "startup_s": round(wall - reported["seconds"], 4)}
+
+    shown = " ".join(["nst", *cli[:5], shown_path(content), shown_path(style), "-o", "<tmp>.png"])
+    row = measure("stylize", shown, [*py, "-c", NST, *cli], runs, warmup, env, split_wall)
+    row["stylize_reported_median_s"] = statistics.median(r["stylize_reported_s"] for r in row["per_run"])
+    row["startup_median_s"] = round(statistics.median(r["startup_s"] for r in row["per_run"]), 4)
+    row["startup_min_s"] = round(min(r["startup_s"] for r in row["per_run"]), 4)
+    row["cwd"] = "repository root (params.yaml read)"
+    print(f"{'':9s}start-up (wall minus its own stylize seconds): median {row['startup_median_s']:.3f} s")
+    return row
+
+
+def import_reports(commands: list[str], env: dict[str, str], top: int) -> dict[str, dict]:
+    """:func:`importtime` reports of ``import pipeline.stages.stylize`` (for the import and stylize commands) and of
+    ``nst --help`` (for help), by what was imported."""
+    imports = {}
+    if "import" in commands or "stylize" in commands:
+        imports["import pipeline.stages.stylize"] = importtime("import pipeline.stages.stylize", env, top)
+    if "help" in commands:  # the heavy packages `nst --help` loads (none, ideally)
+        report = importtime(
+            f"import sys; sys.argv = ['nst', '--help']\ntry:\n    {NST}\nexcept SystemExit:\n    pass", env, top
+        )
+        imports["nst --help"] = {k: report[k] for k in ("modules", "total_us", "heavy_imported", "top_packages_self")}
+    return imports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -180,44 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="nst-startup-") as tmp:
         if "help" in args.commands:
-
-            def lists_stylize(done: subprocess.CompletedProcess[str], _wall: float) -> None:
-                if "stylize" not in done.stdout:
-                    raise SystemExit(f"nst --help does not list stylize:\n{done.stdout}")
-
-            results.append(
-                measure("help", "nst --help", [*py, "-c", NST, "--help"], args.runs, args.warmup, env, lists_stylize)
-            )
+            results.append(help_row(py, args.runs, args.warmup, env))
         if "import" in args.commands:
             code = "import pipeline.stages.stylize"
             results.append(measure("import", f'python -c "{code}"', [*py, "-c", code], args.runs, args.warmup, env))
         if "stylize" in args.commands:
             content, style, out = args.content.resolve(), args.style.resolve(), Path(tmp) / "out.png"
-            cli = ["stylize", "--method", "gatys", "--set", "iterations=0", str(content), str(style), "-o", str(out)]
-
-            def split_wall(done: subprocess.CompletedProcess[str], wall: float) -> dict:
-                reported = json.loads(done.stdout.strip().splitlines()[-1])
-                if not out.is_file():
-                    raise SystemExit(f"nst stylize wrote no {out}")
-                out.unlink()
-                return {"stylize_reported_s": reported["seconds"], "startup_s": round(wall - reported["seconds"], 4)}
-
-            shown = " ".join(["nst", *cli[:5], shown_path(content), shown_path(style), "-o", "<tmp>.png"])
-            row = measure("stylize", shown, [*py, "-c", NST, *cli], args.runs, args.warmup, env, split_wall)
-            row["stylize_reported_median_s"] = statistics.median(r["stylize_reported_s"] for r in row["per_run"])
-            row["startup_median_s"] = round(statistics.median(r["startup_s"] for r in row["per_run"]), 4)
-            row["startup_min_s"] = round(min(r["startup_s"] for r in row["per_run"]), 4)
-            row["cwd"] = "repository root (params.yaml read)"
-            print(f"{'':9s}start-up (wall minus its own stylize seconds): median {row['startup_median_s']:.3f} s")
-            results.append(row)
-    imports = {}
-    if "import" in args.commands or "stylize" in args.commands:
-        imports["import pipeline.stages.stylize"] = importtime("import pipeline.stages.stylize", env, args.top)
-    if "help" in args.commands:  # the heavy packages `nst --help` loads (none, ideally)
-        report = importtime(
-            f"import sys; sys.argv = ['nst', '--help']\ntry:\n    {NST}\nexcept SystemExit:\n    pass", env, args.top
-        )
-        imports["nst --help"] = {k: report[k] for k in ("modules", "total_us", "heavy_imported", "top_packages_self")}
+            results.append(stylize_row(py, content, style, out, args.runs, args.warmup, env))
+    imports = import_reports(args.commands, env, args.top)
 
     from _report import write_report  # bench/ is on sys.path as the script's folder; it imports torch (after the runs)
 

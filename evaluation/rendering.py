@@ -1,9 +1,9 @@
 """Report building: DataFrames and dicts in, matplotlib figures and the report's HTML/Markdown out. No file IO here
 besides reading the templates.
 
-The report stage (pipeline/stages/report.py) loads the evaluate stage's files (statistics.json, summary.json, paired.csv,
-scoring.json, per_pair.csv), each method's effective parameters and training record, computes a :class:`ReportView`
-with these functions and renders it with the Jinja2 templates in ``evaluation/templates/`` (:func:`render_html`,
+The report stage (pipeline/stages/report.py) loads the evaluate stage's files (statistics.json, summary.json,
+paired.csv, scoring.json, per_pair.csv), each method's effective parameters and training record, computes a
+:class:`ReportView` with these functions and renders it with the Jinja2 templates in ``evaluation/templates/`` (:func:`render_html`,
 :func:`render_markdown`): Python computes every text and table, the templates lay them out. The HTML templates are
 autoescaped, so no text is ever markup.
 """
@@ -1023,11 +1023,8 @@ def metric_rows(scoring: Mapping[str, Any], headline: Sequence[str]) -> list[dic
     return rows
 
 
-def caveats(
-    scoring: Mapping[str, Any], budgets: Sequence[Budget], pairs: int | None, pretrained: Mapping[str, str]
-) -> list[str]:
-    """What limits the report's conclusions: metrics that are n/a, under-trained methods, few pairs, external
-    references, machine-dependent costs, the scale of the distances. Text between backticks is code."""
+def _unavailable_notes(scoring: Mapping[str, Any]) -> list[str]:
+    """One note per metric (LPIPS, then the summary metrics) that ``scoring`` marks n/a, with its reason."""
     notes = []
     lpips = str(scoring.get("lpips", ""))
     if not lpips.startswith("available"):
@@ -1036,6 +1033,62 @@ def caveats(
         note = str(scoring.get(metric, ""))
         if not note.startswith("available"):
             notes.append(f"{metric} is n/a: {note.removeprefix('n/a: ')}")
+    return notes
+
+
+def _filter_boost_note(scoring: Mapping[str, Any]) -> str | None:
+    """The note on the per-filter normalisation's largest boost, or None when scoring.json records none."""
+    boost = (scoring.get("scorer") or {}).get("style_filter_boost") or {}
+    if not boost:
+        return None
+    layer = max(boost, key=lambda k: boost[k])
+    return (
+        f"The style distances run on a network whose filters are rescaled to mean activation 1 on a small image "
+        f"set (methods/vgg19_caffe_per_filter.json): a filter nearly silent on those images is boosted up to "
+        f"{boost[layer]:.0f}x the layer's median filter (at {layer}), so a few filters can dominate a style "
+        "distance. Read the per-layer tables before concluding from an aggregate."
+    )
+
+
+def _cfsd_note(scoring: Mapping[str, Any]) -> str | None:
+    """The note on CFSD's feature scale and saturated rows, or None when CFSD ran unscaled (or is not recorded)."""
+    cfsd_info = scoring.get("cfsd") or {}
+    scale = cfsd_info.get("feature_scale")
+    if scale is None or float(scale) == 1.0:
+        return None
+    n_a = cfsd_info.get("n_a") or []
+    return (
+        f"cfsd ran on the caffe VGG-19 with its features scaled by {float(scale):.4g} (1/{1 / float(scale):.1f}) "
+        "to torchvision's range; StyleID's published values use torchvision's VGG-19, so compare cfsd between "
+        f"rows of this report only. Largest saturated-row fraction: "
+        f"{fmt_percent(float(cfsd_info.get('max_saturated_fraction') or 0.0))}"
+        + (f"; {len(n_a)} image(s) n/a (over 1 % of rows saturated)." if n_a else ".")
+    )
+
+
+def _own_objectives_note(scoring: Mapping[str, Any]) -> str | None:
+    """The note naming each method's own-objective (◆) cells, or None when scoring.json records none."""
+    own = scoring.get("own_objectives") or {}
+    if not own:
+        return None
+    return (
+        "Cells marked ◆ are scores on the method's own objective (see the legend under the comparison): "
+        + "; ".join(
+            f"{m}: {', '.join(f'`{k}`' for k in cells if '_relu' not in k)}"
+            for m, cells in own.items()
+            if any("_relu" not in k for k in cells)
+        )
+        + " (and the per-layer columns of the shared layers). They show the method did what it was built to do, "
+        "not that it stylizes better."
+    )
+
+
+def caveats(
+    scoring: Mapping[str, Any], budgets: Sequence[Budget], pairs: int | None, pretrained: Mapping[str, str]
+) -> list[str]:
+    """What limits the report's conclusions: metrics that are n/a, under-trained methods, few pairs, external
+    references, machine-dependent costs, the scale of the distances. Text between backticks is code."""
+    notes = _unavailable_notes(scoring)
     under = [b.method for b in budgets if b.under_trained]
     if under:
         notes.append(
@@ -1059,38 +1112,8 @@ def caveats(
         "(0 to 1) on its per-filter-normalised version: compare them between rows of this report, not with numbers "
         "from papers."
     )
-    boost = (scoring.get("scorer") or {}).get("style_filter_boost") or {}
-    if boost:
-        layer = max(boost, key=lambda k: boost[k])
-        notes.append(
-            f"The style distances run on a network whose filters are rescaled to mean activation 1 on a small image "
-            f"set (methods/vgg19_caffe_per_filter.json): a filter nearly silent on those images is boosted up to "
-            f"{boost[layer]:.0f}x the layer's median filter (at {layer}), so a few filters can dominate a style "
-            "distance. Read the per-layer tables before concluding from an aggregate."
-        )
-    cfsd_info = scoring.get("cfsd") or {}
-    scale = cfsd_info.get("feature_scale")
-    if scale is not None and float(scale) != 1.0:
-        n_a = cfsd_info.get("n_a") or []
-        notes.append(
-            f"cfsd ran on the caffe VGG-19 with its features scaled by {float(scale):.4g} (1/{1 / float(scale):.1f}) "
-            "to torchvision's range; StyleID's published values use torchvision's VGG-19, so compare cfsd between "
-            f"rows of this report only. Largest saturated-row fraction: "
-            f"{fmt_percent(float(cfsd_info.get('max_saturated_fraction') or 0.0))}"
-            + (f"; {len(n_a)} image(s) n/a (over 1 % of rows saturated)." if n_a else ".")
-        )
-    own = scoring.get("own_objectives") or {}
-    if own:
-        notes.append(
-            "Cells marked ◆ are scores on the method's own objective (see the legend under the comparison): "
-            + "; ".join(
-                f"{m}: {', '.join(f'`{k}`' for k in cells if '_relu' not in k)}"
-                for m, cells in own.items()
-                if any("_relu" not in k for k in cells)
-            )
-            + " (and the per-layer columns of the shared layers). They show the method did what it was built to do, "
-            "not that it stylizes better."
-        )
+    optional = (_filter_boost_note(scoring), _cfsd_note(scoring), _own_objectives_note(scoring))
+    notes += [note for note in optional if note is not None]
     return notes
 
 

@@ -330,6 +330,46 @@ def _method_grids(df: pd.DataFrame, metrics: Sequence[str], names: Sequence[str]
     return grids
 
 
+def _difference_row(
+    metric: str, a: str, b: str, diff: np.ndarray, n_boot: int, level: float, seed: int, draws: _Draws
+) -> dict[str, Any]:
+    """One row of the paired table for A - B (``diff``: contents x styles, NaN where either has no score), all of
+    :data:`DIFF_COLUMNS` but ``p_holm`` and ``significant``."""
+    finite = np.isfinite(diff)
+    replicates = _two_way_means(diff, n_boot, seed, draws)
+    low, high = _percentile_ci(replicates, level)
+    mean = float(diff[finite].mean()) if finite.any() else math.nan
+    n_c, n_s = int(finite.any(axis=1).sum()), int(finite.any(axis=0).sum())
+    # the larger of two valid p-values is one: the t test guards few contents or styles, the percentile
+    # one keeps every mark on a shown CI that excludes 0
+    p_t = cluster_t_p_value(mean, replicates, min(n_c, n_s) - 1)
+    return {
+        "metric": metric,
+        "method_a": a,
+        "method_b": b,
+        "mean_diff": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "n": int(finite.sum()),
+        "contents": n_c,
+        "styles": n_s,
+        "excludes_zero": bool(low > 0 or high < 0),
+        "p_value": max(bootstrap_p_value(replicates), p_t) if math.isfinite(p_t) else math.nan,
+    }
+
+
+def _mark_significant(
+    rows: list[dict[str, Any]], family: np.ndarray, min_contents: int, min_styles: int, alpha: float
+) -> None:
+    """Add ``p_holm`` (Holm over the rows where ``family`` is True, NaN elsewhere) and ``significant`` to one
+    metric's rows, in place."""
+    p_holm = np.full(len(rows), math.nan)
+    p_holm[family] = holm([r["p_value"] for r, f in zip(rows, family, strict=True) if f])
+    for row, adjusted in zip(rows, p_holm, strict=True):
+        big_enough = row["contents"] >= min_contents and row["styles"] >= min_styles
+        row.update(p_holm=float(adjusted), significant=bool(big_enough and adjusted < alpha))
+
+
 def paired_differences(
     per_pair: pd.DataFrame,
     metrics: Iterable[str],
@@ -372,39 +412,50 @@ def paired_differences(
     records = []
     draws: _Draws = {}
     for metric, grids in zip(metrics, _method_grids(df, metrics, names, (c_col, s_col)), strict=True):
-        rows = []
-        for i, j in pairs:
-            diff = grids[i] - grids[j]
-            finite = np.isfinite(diff)
-            replicates = _two_way_means(diff, n_boot, seed, draws)
-            low, high = _percentile_ci(replicates, level)
-            mean = float(diff[finite].mean()) if finite.any() else math.nan
-            n_c, n_s = int(finite.any(axis=1).sum()), int(finite.any(axis=0).sum())
-            # the larger of two valid p-values is one: the t test guards few contents or styles, the percentile
-            # one keeps every mark on a shown CI that excludes 0
-            p_t = cluster_t_p_value(mean, replicates, min(n_c, n_s) - 1)
-            rows.append(
-                {
-                    "metric": metric,
-                    "method_a": names[i],
-                    "method_b": names[j],
-                    "mean_diff": mean,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "n": int(finite.sum()),
-                    "contents": n_c,
-                    "styles": n_s,
-                    "excludes_zero": bool(low > 0 or high < 0),
-                    "p_value": max(bootstrap_p_value(replicates), p_t) if math.isfinite(p_t) else math.nan,
-                }
-            )
-        p_holm = np.full(len(rows), math.nan)
-        p_holm[family] = holm([r["p_value"] for r, f in zip(rows, family, strict=True) if f])
-        for row, adjusted in zip(rows, p_holm, strict=True):
-            big_enough = row["contents"] >= min_contents and row["styles"] >= min_styles
-            row.update(p_holm=float(adjusted), significant=bool(big_enough and adjusted < alpha))
+        rows = [
+            _difference_row(metric, names[i], names[j], grids[i] - grids[j], n_boot, level, seed, draws)
+            for i, j in pairs
+        ]
+        _mark_significant(rows, family, min_contents, min_styles, alpha)
         records += rows
     return pd.DataFrame.from_records(records, columns=list(DIFF_COLUMNS))
+
+
+def _pair_tests(differences: pd.DataFrame, metric: str) -> dict[tuple[str, str], tuple[float, float, int, int]]:
+    """From the paired table's rows of ``metric``: (a, b) -> (mean of a - b, raw p, shared contents, shared
+    styles), both orientations."""
+    tests: dict[tuple[str, str], tuple[float, float, int, int]] = {}
+    part = differences[differences["metric"] == metric]
+    columns = ("method_a", "method_b", "mean_diff", "p_value", "contents", "styles")
+    for a, b, diff, p, n_c, n_s in zip(*(part[c].tolist() for c in columns), strict=True):
+        tests[(str(a), str(b))] = (float(diff), float(p), int(n_c), int(n_s))
+        tests[(str(b), str(a))] = (-float(diff), float(p), int(n_c), int(n_s))
+    return tests
+
+
+def _rank_competitors(
+    metric: str,
+    competitors: list[str],
+    tests: dict[tuple[str, str], tuple[float, float, int, int]],
+    higher_is_better: bool,
+    min_contents: int,
+    min_styles: int,
+    level: float,
+) -> dict[str, str | None]:
+    """``metric``'s ranking entry among two or more ``competitors`` (:func:`rank_methods` states the rule) from
+    their pairs' ``tests`` (:func:`_pair_tests`); raises ValueError when a pair is missing from them."""
+    pairs = list(combinations(competitors, 2))
+    missing = [p for p in pairs if p not in tests]
+    if missing:
+        raise ValueError(f"{metric}: differences table lacks the pair {missing[0]}")
+    if any(tests[p][2] < min_contents or tests[p][3] < min_styles for p in pairs):
+        return {"best": None, "status": TOO_FEW}
+    adjusted = dict(zip(pairs, holm([tests[p][1] for p in pairs]), strict=True))
+    adjusted.update({(b, a): v for (a, b), v in list(adjusted.items())})
+    sign = 1.0 if higher_is_better else -1.0
+    beats = {p: bool(adjusted[p] < 1.0 - level and sign * tests[p][0] > 0) for p in adjusted}
+    best = [a for a in competitors if all(beats[(a, b)] for b in competitors if b != a)]
+    return {"best": best[0], "status": RANKED} if best else {"best": None, "status": NO_CLEAR_BEST}
 
 
 def rank_methods(
@@ -458,26 +509,10 @@ def rank_methods(
         if len(competitors) < 2:
             out[metric] = {"best": None, "status": NOTHING_TO_COMPARE}
             continue
-        # (a, b) -> (mean of a - b, raw p, shared contents, shared styles), both orientations
-        tests: dict[tuple[str, str], tuple[float, float, int, int]] = {}
-        part = differences[differences["metric"] == metric]
-        columns = ("method_a", "method_b", "mean_diff", "p_value", "contents", "styles")
-        for a, b, diff, p, n_c, n_s in zip(*(part[c].tolist() for c in columns), strict=True):
-            tests[(str(a), str(b))] = (float(diff), float(p), int(n_c), int(n_s))
-            tests[(str(b), str(a))] = (-float(diff), float(p), int(n_c), int(n_s))
-        pairs = list(combinations(competitors, 2))
-        missing = [p for p in pairs if p not in tests]
-        if missing:
-            raise ValueError(f"{metric}: differences table lacks the pair {missing[0]}")
-        if any(tests[p][2] < min_contents or tests[p][3] < min_styles for p in pairs):
-            out[metric] = {"best": None, "status": TOO_FEW}
-            continue
-        adjusted = dict(zip(pairs, holm([tests[p][1] for p in pairs]), strict=True))
-        adjusted.update({(b, a): v for (a, b), v in list(adjusted.items())})
-        sign = 1.0 if higher_is_better[metric] else -1.0
-        beats = {p: bool(adjusted[p] < 1.0 - level and sign * tests[p][0] > 0) for p in adjusted}
-        best = [a for a in competitors if all(beats[(a, b)] for b in competitors if b != a)]
-        out[metric] = {"best": best[0], "status": RANKED} if best else {"best": None, "status": NO_CLEAR_BEST}
+        tests = _pair_tests(differences, metric)
+        out[metric] = _rank_competitors(
+            metric, competitors, tests, higher_is_better[metric], min_contents, min_styles, level
+        )
     return out
 
 

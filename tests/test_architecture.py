@@ -2,7 +2,8 @@
 
 - ``methods`` imports neither ``pipeline`` nor ``evaluation``; ``evaluation`` does not import ``pipeline``; the
   project's modules import each other without cycles; stage modules (``nst`` subcommands) never import each other; only
-  ``pipeline/tracking.py`` imports mlflow and only ``pipeline/stages/tune.py`` optuna; no project import inside a function.
+  ``pipeline/tracking.py`` imports mlflow and only ``pipeline/stages/tune.py`` optuna; no project import inside a
+  function.
 - The registry is the single list of methods: dvc.yaml's ``foreach`` lists equal its lists, and a toy method with its
   own params class is accepted by params.yaml validation, ``nst stylize`` and the derived lists.
 """

@@ -39,7 +39,8 @@ def test_trained_methods_train_and_tune_on_their_train_section_only():
     for method in ("adain", "contrastive"):
         for stage in ("train", "tune"):
             keys = dvc_params(f"{stage}@{method}")["params.yaml"]
-            assert f"methods.{method}.train" in keys and f"methods.{method}" not in keys, (stage, method)
+            assert f"methods.{method}.train" in keys, (stage, method)
+            assert f"methods.{method}" not in keys, (stage, method)
     assert "methods.gatys" in dvc_params("tune@gatys")["params.yaml"]  # every Gatys setting changes a trial
 
 

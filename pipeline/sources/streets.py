@@ -135,6 +135,35 @@ def _split_or_raise(exc: DownloadError, cfg: StreetsSource, box: Box, url: str) 
     return why
 
 
+def _search_url(cfg: StreetsSource, box: Box) -> str:
+    """The URL of the images search's first page for ``box``: the fields the fetch reads, ``page_size`` images."""
+    fields = f"id,{cfg.image_field},camera_type,sequence,creator"
+    return f"{cfg.api_url.rstrip('/')}/images?fields={fields}&bbox={_bbox_text(box)}&limit={cfg.page_size}"
+
+
+def _page(answer: Any, cfg: StreetsSource) -> tuple[list[Any], str | None]:
+    """A search answer's items and the URL of its next page (without the token), None on the last page; raises
+    :class:`FetchError` when the answer holds no ``data`` list."""
+    items = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise FetchError(f"fetch.streets: unexpected answer from {cfg.api_url}/images (no 'data' list)")
+    following = (answer.get("paging") or {}).get("next")
+    return items, _without_token(following) if isinstance(following, str) and following else None
+
+
+def _out_of_budget(
+    cfg: StreetsSource, box: Box, why: str, pending: int, failures: int, requests: int, candidates: int
+) -> FetchError:
+    """The error for a search of ``box`` that failed (``why``) with ``max_requests`` spent before the ``pending``
+    boxes of its area were searched; ``failures``, ``requests``, ``candidates``: the search's totals so far."""
+    return FetchError(
+        f"fetch.streets: the search of box [{_bbox_text(box)}] failed ({why}) and fetch.streets.max_requests = "
+        f"{cfg.max_requests} is spent with {pending} box(es) of its area unsearched ({failures} failed "
+        f"search(es) in all, {requests} request(s), {candidates} candidates so far); raise "
+        "fetch.streets.max_requests, or take a smaller fetch.streets.bbox"
+    )
+
+
 def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> dict[str, dict[str, Any]]:
     """Every image the API finds inside ``cfg.bbox`` (id -> item), as far as ``cfg.max_requests`` searches reach.
 
@@ -146,32 +175,21 @@ def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> 
     it is one :class:`FetchError` naming the box, the failures and the key. A 401/400 (token, parameters) is one
     :class:`FetchError` at once; a 429 is waited out as its ``Retry-After`` asks (``fetch.download``).
     """
-    fields = f"id,{cfg.image_field},camera_type,sequence,creator"
     found: dict[str, dict[str, Any]] = {}
     # (box, None) or, for a quadrant of a box whose search failed, (box, (that box, why it failed))
     boxes: deque[tuple[Box, tuple[Box, str] | None]] = deque([(tuple(cfg.bbox), None)])  # type: ignore[arg-type]
     failures: list[str] = []
     requests = 0
-
-    def out_of_budget(box: Box, why: str, pending: int) -> FetchError:
-        return FetchError(
-            f"fetch.streets: the search of box [{_bbox_text(box)}] failed ({why}) and fetch.streets.max_requests = "
-            f"{cfg.max_requests} is spent with {pending} box(es) of its area unsearched ({len(failures)} failed "
-            f"search(es) in all, {requests} request(s), {len(found)} candidates so far); raise "
-            "fetch.streets.max_requests, or take a smaller fetch.streets.bbox"
-        )
-
     while boxes:
         box, because = boxes.popleft()
-        url: str | None = (
-            f"{cfg.api_url.rstrip('/')}/images?fields={fields}&bbox={_bbox_text(box)}&limit={cfg.page_size}"
-        )
+        url: str | None = _search_url(cfg, box)
         full = False
         while url:
             if requests == cfg.max_requests:
                 unsearched = [w for _, w in [(box, because), *boxes] if w is not None]
                 if unsearched:
-                    raise out_of_budget(*unsearched[0], sum(w == unsearched[0] for w in unsearched))
+                    pending = sum(w == unsearched[0] for w in unsearched)
+                    raise _out_of_budget(cfg, *unsearched[0], pending, len(failures), requests, len(found))
                 log.warning(
                     "streets: stopped after fetch.streets.max_requests = %d API requests with %d candidates; the "
                     "bbox holds more (a smaller bbox, or more requests, samples from all of it)",
@@ -186,18 +204,14 @@ def search(cfg: StreetsSource, headers: dict[str, str], policy: RetryPolicy) -> 
                 why = _split_or_raise(exc, cfg, box, url)
                 failures.append(why)
                 if requests + 4 > cfg.max_requests:
-                    raise out_of_budget(box, why, 4) from exc
+                    raise _out_of_budget(cfg, box, why, 4, len(failures), requests, len(found)) from exc
                 log.warning(
                     "streets: the search of box [%s] failed (%s); searching its quadrants", _bbox_text(box), why
                 )
                 boxes.extend((quadrant, (box, why)) for quadrant in _quadrants(box))
                 break
-            items = answer.get("data") if isinstance(answer, dict) else None
-            if not isinstance(items, list):
-                raise FetchError(f"fetch.streets: unexpected answer from {cfg.api_url}/images (no 'data' list)")
+            items, url = _page(answer, cfg)
             found.update((str(i["id"]), i) for i in items if isinstance(i, dict) and i.get("id"))
-            following = (answer.get("paging") or {}).get("next")
-            url = _without_token(following) if isinstance(following, str) and following else None
             full = url is None and len(items) >= cfg.page_size
         if full and box[2] - box[0] > MIN_BOX_DEG:  # the answer may have been cut at page_size: look closer
             boxes.extend((quadrant, None) for quadrant in _quadrants(box))

@@ -59,7 +59,7 @@ from methods.errors import NstError
 from methods.registry import list_methods, tuned_methods
 from pipeline import tracking
 from pipeline.commands import add_command
-from pipeline.config import Params, load_params
+from pipeline.config import EvaluateSection, Params, load_params
 from pipeline.io import list_images, read_csv, read_image, write_csv, write_text_atomic
 from pipeline.resources import pick_device
 from pipeline.scoring import build_scorer
@@ -94,6 +94,34 @@ def find_methods(outputs: Path) -> list[str]:
     return sorted(p.name for p in outputs.iterdir() if p.is_dir() and (p / "timing.csv").is_file())
 
 
+def check_complete(methods: list[str], outputs: Path, contents: list[Path], styles: list[Path]) -> None:
+    """Raise EvaluateError naming the first ``outputs/<method>/<content>__<style>.png`` that is missing."""
+    for method in methods:
+        for c in contents:
+            for s in styles:
+                path = outputs / method / f"{c.stem}__{s.stem}.png"
+                if not path.is_file():
+                    raise EvaluateError(f"{path}: missing output for pair ({c.name}, {s.name})")
+
+
+def _method_outputs(
+    methods: list[str], outputs: Path, name: str, content: Any, content_name: str, device: Any
+) -> dict[str, Any]:
+    """Each method's output ``outputs/<method>/<name>`` on ``device``, by method; raises EvaluateError when one's
+    size differs from ``content``'s (the image read from ``content_name``)."""
+    candidates = {}
+    for method in methods:
+        path = outputs / method / name
+        output = read_image(path).to(device)
+        if output.shape != content.shape:
+            raise EvaluateError(
+                f"{path}: {output.shape[-1]}x{output.shape[-2]} but content {content_name} is "
+                f"{content.shape[-1]}x{content.shape[-2]}"
+            )
+        candidates[method] = output
+    return candidates
+
+
 def score_all(
     scorer: Scorer,
     methods: list[str],
@@ -109,12 +137,7 @@ def score_all(
     if not contents or not styles:
         raise EvaluateError(f"{content_dir} / {style_dir}: no test images")
     timings = {m: {row["file"]: row for row in read_csv(outputs / m / "timing.csv")} for m in methods}
-    for method in methods:  # check everything is there before the (slow) scoring starts
-        for c in contents:
-            for s in styles:
-                path = outputs / method / f"{c.stem}__{s.stem}.png"
-                if not path.is_file():
-                    raise EvaluateError(f"{path}: missing output for pair ({c.name}, {s.name})")
+    check_complete(methods, outputs, contents, styles)  # before the (slow) scoring starts
     scorer.to(device)
     rows: list[dict[str, Any]] = []
     bar = tqdm(
@@ -128,16 +151,7 @@ def score_all(
         for s in styles:
             style = read_image(s).to(device)
             name = f"{c.stem}__{s.stem}.png"
-            candidates = {}
-            for method in methods:
-                path = outputs / method / name
-                output = read_image(path).to(device)
-                if output.shape != content.shape:
-                    raise EvaluateError(
-                        f"{path}: {output.shape[-1]}x{output.shape[-2]} but content {c.name} is "
-                        f"{content.shape[-1]}x{content.shape[-2]}"
-                    )
-                candidates[method] = output
+            candidates = _method_outputs(methods, outputs, name, content, c.name, device)
             candidates.update(reference_outputs(content, style))
             for method, output in candidates.items():
                 timing = timings.get(method, {}).get(name, {})
@@ -266,8 +280,6 @@ def run(
         per_pair[col] = pd.to_numeric(per_pair[col], errors="coerce")
     cfg = params.evaluate
     boot = {"n_boot": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed}
-    metrics = [*METRICS, "seconds", "peak_mem_mb"]
-    pairs = int(per_pair.groupby(["content", "style"]).ngroups)
     grid_min = {"min_contents": cfg.min_contents, "min_styles": cfg.min_styles}
     paired = paired_differences(per_pair, list(METRICS), references=REFERENCE_ROWS, **grid_min, **boot)
     ranking = rank_methods(
@@ -283,55 +295,92 @@ def run(
     )
     headline = headline_metrics(per_pair, [*HEADLINE, "seconds"])
     summary = {method: {**values, **distribution.get(method, {})} for method, values in headline.items()}
-    statistics = {
-        "pairs": pairs,
-        "methods_order": [*methods, *REFERENCE_ROWS],
-        "references": list(REFERENCE_ROWS),
-        "ci_level": cfg.ci_level,
-        "bootstrap": f"two-way: contents and styles resampled independently, {cfg.bootstrap} replicates",
-        "contents": int(per_pair["content"].nunique()),
-        "styles": int(per_pair["style"].nunique()),
-        **grid_min,
-        # paired.csv's p_holm: Holm (1979) within each metric over the pairs of competing methods
-        "multiple_comparisons": {"method": "holm", "pairs_per_metric": len(methods) * (len(methods) - 1) // 2},
-        "methods": summarize(per_pair, metrics, **boot),
-        "ranking": ranking,
-    }
-    networks = scorer.networks()
-    info = {**METRICS, **SUMMARY_METRICS}
+    statistics = statistics_record(per_pair, methods, cfg, ranking)
     scoring = {
-        "metrics": {
-            k: {
-                "higher_is_better": m.higher_is_better,
-                "compares_to": m.compares_to,
-                "description": m.description,
-                "network": networks.get(k, m.network),
-                "normalisation": m.normalisation,
-            }
-            for k, m in info.items()
-        },
+        "metrics": metric_descriptions(scorer),
         "headline": list(HEADLINE),
         "references": list(REFERENCE_ROWS),
-        "scorer": {
-            "style_encoder": scorer.style_encoder.weights_source,
-            "encoder_sha256": scorer.style_encoder.weights_sha256,
-            "content_encoder": scorer.content_encoder.weights_source,
-            "content_encoder_sha256": scorer.content_encoder.weights_sha256,
-            "cfsd_encoder": scorer.cfsd_encoder.weights_source,
-            "cfsd_encoder_sha256": scorer.cfsd_encoder.weights_sha256,
-            # per style layer: the per-filter normalisation's largest boost against the layer's median filter
-            "style_filter_boost": {
-                layer: round(boost, 1)
-                for layer in STYLE_LAYERS
-                if (boost := scorer.style_encoder.filter_boost.get(layer.replace("relu", "conv"))) is not None
-            },
-        },
+        "scorer": scorer_record(scorer),
         "lpips": "available" if scorer.lpips_model is not None else f"n/a: {notes.get('lpips', 'no LPIPS model')}",
         **distribution_notes,  # fid_imagenet, artfid: "available" or "n/a: <why>"
         "weights": weights.record,  # models/scorer/found.json: file and sha256 of each weight, or why it is absent
         "cfsd": cfsd_record(scorer, saturation),
         "own_objectives": method_objectives(params, methods),
     }
+    write_metrics(out_dir, per_pair, paired, scoring, statistics, summary)
+    return {**statistics, "summary": summary, "scoring": scoring}
+
+
+def statistics_record(
+    per_pair: pd.DataFrame, methods: list[str], cfg: EvaluateSection, ranking: dict[str, Any]
+) -> dict[str, Any]:
+    """statistics.json: the grid's size, the bootstrap and multiple-comparison settings, per method and metric
+    mean, std, n and CI (:func:`evaluation.summary.summarize`), and the ``ranking``."""
+    boot = {"n_boot": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed}
+    metrics = [*METRICS, "seconds", "peak_mem_mb"]
+    return {
+        "pairs": int(per_pair.groupby(["content", "style"]).ngroups),
+        "methods_order": [*methods, *REFERENCE_ROWS],
+        "references": list(REFERENCE_ROWS),
+        "ci_level": cfg.ci_level,
+        "bootstrap": f"two-way: contents and styles resampled independently, {cfg.bootstrap} replicates",
+        "contents": int(per_pair["content"].nunique()),
+        "styles": int(per_pair["style"].nunique()),
+        "min_contents": cfg.min_contents,
+        "min_styles": cfg.min_styles,
+        # paired.csv's p_holm: Holm (1979) within each metric over the pairs of competing methods
+        "multiple_comparisons": {"method": "holm", "pairs_per_metric": len(methods) * (len(methods) - 1) // 2},
+        "methods": summarize(per_pair, metrics, **boot),
+        "ranking": ranking,
+    }
+
+
+def metric_descriptions(scorer: Scorer) -> dict[str, dict[str, Any]]:
+    """scoring.json's ``metrics``: per metric its direction, what it compares to, description, network (the one
+    ``scorer`` ran, where it names one) and normalisation."""
+    networks = scorer.networks()
+    info = {**METRICS, **SUMMARY_METRICS}
+    return {
+        k: {
+            "higher_is_better": m.higher_is_better,
+            "compares_to": m.compares_to,
+            "description": m.description,
+            "network": networks.get(k, m.network),
+            "normalisation": m.normalisation,
+        }
+        for k, m in info.items()
+    }
+
+
+def scorer_record(scorer: Scorer) -> dict[str, Any]:
+    """scoring.json's ``scorer``: the weights source and sha256 of each of ``scorer``'s encoders, and the style
+    encoder's per-layer filter boost."""
+    return {
+        "style_encoder": scorer.style_encoder.weights_source,
+        "encoder_sha256": scorer.style_encoder.weights_sha256,
+        "content_encoder": scorer.content_encoder.weights_source,
+        "content_encoder_sha256": scorer.content_encoder.weights_sha256,
+        "cfsd_encoder": scorer.cfsd_encoder.weights_source,
+        "cfsd_encoder_sha256": scorer.cfsd_encoder.weights_sha256,
+        # per style layer: the per-filter normalisation's largest boost against the layer's median filter
+        "style_filter_boost": {
+            layer: round(boost, 1)
+            for layer in STYLE_LAYERS
+            if (boost := scorer.style_encoder.filter_boost.get(layer.replace("relu", "conv"))) is not None
+        },
+    }
+
+
+def write_metrics(
+    out_dir: Path,
+    per_pair: pd.DataFrame,
+    paired: pd.DataFrame,
+    scoring: dict[str, Any],
+    statistics: dict[str, Any],
+    summary: dict[str, Any],
+) -> None:
+    """Write per_pair.csv, paired.csv (non-finite floats as empty cells), scoring.json, statistics.json and
+    summary.json into ``out_dir``, each atomically."""
     write_csv(per_pair.to_dict("records"), PAIR_FIELDS, out_dir / "per_pair.csv")
     paired_rows = [
         {k: _finite(v) if isinstance(v, float) else v for k, v in r.items()} for r in paired.to_dict("records")
@@ -340,7 +389,6 @@ def run(
     write_text_atomic(out_dir / "scoring.json", json.dumps(scoring, indent=2) + "\n")
     write_text_atomic(out_dir / "statistics.json", json.dumps(statistics, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return {**statistics, "summary": summary, "scoring": scoring}
 
 
 def method_objectives(params: Params, methods: list[str]) -> dict[str, dict[str, str]]:

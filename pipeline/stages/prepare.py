@@ -30,6 +30,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from methods.errors import NstError
@@ -37,9 +38,9 @@ from methods.image import resize_to_edge
 from methods.utils import sha256_file
 from pipeline import tracking
 from pipeline.commands import add_command
-from pipeline.config import Params, SplitSection, load_params
+from pipeline.config import Params, PrepareSection, SplitSection, load_params
 from pipeline.io import ImageError, atomic_dir, read_image, write_csv, write_image, write_text_atomic
-from pipeline.sources import ROLES, read_manifest
+from pipeline.sources import ROLES, Record, read_manifest
 from pipeline.stage_params import declared_tree, dump_declared
 
 log = logging.getLogger(__name__)
@@ -152,58 +153,107 @@ def cap_test(assignment: dict[str, str], groups: list[list[str]], cap: int | Non
     return {i for unit in units for i in unit} - set(kept)
 
 
+def manifest_row(rec: Record) -> dict[str, object]:
+    """The prepared manifest's row for ``rec`` before validation: status "ok", no split, file or size yet."""
+    return {
+        "role": rec.role,
+        "id": rec.id,
+        "split": "",
+        "file": "",
+        "status": "ok",
+        "reason": "",
+        "width": "",
+        "height": "",
+        "src_file": rec.file,
+        "src_width": rec.width or "",
+        "src_height": rec.height or "",
+        "src_sha256": rec.sha256,
+        "source": rec.source,
+        "license": rec.license,
+        "label": rec.label,
+    }
+
+
+def validated_image(rec: Record, path: Path, cfg: PrepareSection) -> torch.Tensor:
+    """The image at ``path`` (``rec``'s raw file) as read by :func:`pipeline.io.read_image`; raises ImageError when
+    its role is unknown, it is missing, its sha256 differs from the manifest, or it is over ``max_pixels`` or under
+    ``min_side``."""
+    if rec.role not in ROLES:
+        raise ImageError(f"{path}: unknown role {rec.role!r} in the manifest")
+    if not path.is_file():
+        raise ImageError(f"{path}: listed in the manifest but missing")
+    if sha256_file(path) != rec.sha256:
+        raise ImageError(f"{path}: sha256 differs from the manifest (file changed after fetch)")
+    image = read_image(path, max_pixels=cfg.max_pixels)
+    h, w = image.shape[-2:]
+    if min(h, w) < cfg.min_side:
+        raise ImageError(f"{path}: {w}x{h} is smaller than prepare.min_side = {cfg.min_side} px")
+    return image
+
+
+def stage_images(
+    records: list[Record], raw_dir: Path, cfg: PrepareSection, tmp: Path
+) -> tuple[list[dict[str, object]], dict[str, list[dict[str, object]]]]:
+    """Validate and resize every record into ``tmp/_staging/<role>/<id>.png``; return every manifest row (in
+    manifest order, the skipped ones with their reason) and, per role, the rows of the usable images."""
+    rows: list[dict[str, object]] = []
+    staged: dict[str, list[dict[str, object]]] = {role: [] for role in ROLES}
+    for rec in tqdm(records, desc="prepare", unit="img", disable=None):
+        path = raw_dir / rec.file
+        row = manifest_row(rec)
+        try:
+            image = validated_image(rec, path, cfg)
+        except ImageError as exc:
+            log.warning("skipped: %s", exc)
+            row.update(status="skipped", reason=str(exc))
+            rows.append(row)
+            continue
+        image = resize_to_edge(image, cfg.resize.side_px, cfg.resize.edge, cfg.resize.upscale)
+        staging = tmp / "_staging" / rec.role / f"{rec.id}.png"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        write_image(image, staging)
+        row.update(width=image.shape[-1], height=image.shape[-2])
+        staged[rec.role].append(row)
+        rows.append(row)
+    return rows, staged
+
+
+def split_role(
+    role: str,
+    usable: list[dict[str, object]],
+    group_values: dict[tuple[str, str], dict[str, str]],
+    cfg: PrepareSection,
+    tmp: Path,
+) -> None:
+    """Assign ``role``'s usable rows to their splits (or "spare", beyond the test cap), moving each kept image from
+    ``tmp/_staging`` to ``tmp/<split>/<role>/``; updates the rows' ``split``, ``file`` and ``reason`` in place."""
+    ids = [str(r["id"]) for r in usable]
+    groups = split_groups({ident: group_values[role, ident] for ident in ids})
+    if len(groups) < len(ids):
+        log.info("prepare: %d %s images in %d groups (%s)", len(ids), role, len(groups), cfg.split.group_by)
+    assignment = assign_splits(ids, cfg.split, cfg.seed, role, groups)
+    cap = getattr(cfg.split.test_max, role)
+    spare = cap_test(assignment, groups, cap, cfg.seed, role)
+    for row in usable:
+        split = assignment[str(row["id"])]
+        if row["id"] in spare:
+            row.update(split="spare", reason=f"test image beyond prepare.split.test_max.{role} = {cap}")
+            continue
+        dest = tmp / split / role / f"{row['id']}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / "_staging" / role / f"{row['id']}.png", dest)
+        row.update(split=split, file=dest.relative_to(tmp).as_posix())
+
+
 def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
     """Prepare ``raw_dir`` into ``out_dir`` (replaced atomically); return the stats written to stats.json."""
     cfg = params.prepare
     records = read_manifest(raw_dir / "manifest.csv")
-    rows: list[dict[str, object]] = []
     with atomic_dir(out_dir) as tmp:
-        staged: dict[str, list[dict[str, object]]] = {role: [] for role in ROLES}
         group_values = {  # (role, id) -> the group_by columns' values
             (rec.role, rec.id): {c: getattr(rec, c) for c in cfg.split.group_by} for rec in records
         }
-        for rec in tqdm(records, desc="prepare", unit="img", disable=None):
-            path = raw_dir / rec.file
-            row: dict[str, object] = {
-                "role": rec.role,
-                "id": rec.id,
-                "split": "",
-                "file": "",
-                "status": "ok",
-                "reason": "",
-                "width": "",
-                "height": "",
-                "src_file": rec.file,
-                "src_width": rec.width or "",
-                "src_height": rec.height or "",
-                "src_sha256": rec.sha256,
-                "source": rec.source,
-                "license": rec.license,
-                "label": rec.label,
-            }
-            try:
-                if rec.role not in ROLES:
-                    raise ImageError(f"{path}: unknown role {rec.role!r} in the manifest")
-                if not path.is_file():
-                    raise ImageError(f"{path}: listed in the manifest but missing")
-                if sha256_file(path) != rec.sha256:
-                    raise ImageError(f"{path}: sha256 differs from the manifest (file changed after fetch)")
-                image = read_image(path, max_pixels=cfg.max_pixels)
-                h, w = image.shape[-2:]
-                if min(h, w) < cfg.min_side:
-                    raise ImageError(f"{path}: {w}x{h} is smaller than prepare.min_side = {cfg.min_side} px")
-            except ImageError as exc:
-                log.warning("skipped: %s", exc)
-                row.update(status="skipped", reason=str(exc))
-                rows.append(row)
-                continue
-            image = resize_to_edge(image, cfg.resize.side_px, cfg.resize.edge, cfg.resize.upscale)
-            staging = tmp / "_staging" / rec.role / f"{rec.id}.png"
-            staging.parent.mkdir(parents=True, exist_ok=True)
-            write_image(image, staging)
-            row.update(width=image.shape[-1], height=image.shape[-2])
-            staged[rec.role].append(row)
-            rows.append(row)
+        rows, staged = stage_images(records, raw_dir, cfg, tmp)
         stats: dict[str, object] = {"skipped": sum(1 for r in rows if r["status"] == "skipped")}
         for role in ROLES:
             usable = staged[role]
@@ -213,22 +263,7 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict[str, object]:
                     f"{raw_dir}: {len(usable)} usable {role} image(s) ({skipped} skipped), "
                     "but train/val/test need at least one each"
                 )
-            ids = [str(r["id"]) for r in usable]
-            groups = split_groups({ident: group_values[role, ident] for ident in ids})
-            if len(groups) < len(ids):
-                log.info("prepare: %d %s images in %d groups (%s)", len(ids), role, len(groups), cfg.split.group_by)
-            assignment = assign_splits(ids, cfg.split, cfg.seed, role, groups)
-            cap = getattr(cfg.split.test_max, role)
-            spare = cap_test(assignment, groups, cap, cfg.seed, role)
-            for row in usable:
-                split = assignment[str(row["id"])]
-                if row["id"] in spare:
-                    row.update(split="spare", reason=f"test image beyond prepare.split.test_max.{role} = {cap}")
-                    continue
-                dest = tmp / split / role / f"{row['id']}.png"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp / "_staging" / role / f"{row['id']}.png", dest)
-                row.update(split=split, file=dest.relative_to(tmp).as_posix())
+            split_role(role, usable, group_values, cfg, tmp)
             per_split = Counter(str(row["split"]) for row in usable)
             stats[role] = {
                 "usable": len(usable),

@@ -138,31 +138,23 @@ def place_link(src: Path, dest: Path, incoming: Path) -> None:
     os.replace(tmp, dest)
 
 
-def resolve(
-    name: str,
-    source: WeightSource,
-    out_dir: Path,
-    cfg: ScorerWeightsSection,
-    unreachable: dict[str, str],
-    sleep: Callable[[float], None] = time.sleep,
-) -> Found:
-    """Find, link or download weight ``name`` into ``out_dir``; see the module docstring for the order.
+def _already_here(name: str, dest: Path, pin: str | None, checked: str) -> Found | None:
+    """``dest`` as found when it is already there and matches ``pin``; None otherwise (a mismatching one is
+    deleted)."""
+    if not dest.is_file():
+        return None
+    sha = sha256_file(dest)
+    if matches(sha, pin):
+        log.info("scorer-weights: %s: %s already here", name, dest.name)
+        return Found(dest.name, sha, checked)
+    log.warning("scorer-weights: %s: %s here has sha256 %s, pinned %s: replacing it", name, dest.name, sha, pin)
+    dest.unlink()
+    return None
 
-    ``unreachable`` (host -> why) is shared between weights: a host that could not be reached is not asked again.
 
-    Raises:
-        ScorerWeightsError: a downloaded file does not match ``scorer_weights.<name>.sha256``.
-    """
-    file, pin = file_name(source.url), source.sha256
-    dest, incoming = out_dir / file, out_dir / INCOMING
-    checked = how_checked(pin)
-    if dest.is_file():
-        sha = sha256_file(dest)
-        if matches(sha, pin):
-            log.info("scorer-weights: %s: %s already here", name, file)
-            return Found(file, sha, checked)
-        log.warning("scorer-weights: %s: %s here has sha256 %s, pinned %s: replacing it", name, file, sha, pin)
-        dest.unlink()
+def _linked_locally(name: str, file: str, dest: Path, incoming: Path, pin: str | None, checked: str) -> Found | None:
+    """The first of :func:`local_candidates` that matches ``pin``, linked to ``dest``, as found; None when none
+    does."""
     for candidate in local_candidates(name, file):
         if not candidate.is_file():
             continue
@@ -173,6 +165,21 @@ def resolve(
         place_link(candidate, dest, incoming)
         log.info("scorer-weights: %s: %s from %s", name, file, candidate.parent)
         return Found(file, sha, checked)
+    return None
+
+
+def _downloaded(
+    name: str,
+    source: WeightSource,
+    dest: Path,
+    incoming: Path,
+    cfg: ScorerWeightsSection,
+    unreachable: dict[str, str],
+    sleep: Callable[[float], None],
+) -> Found:
+    """``source.url`` downloaded through ``incoming`` to ``dest``, as found, or not found with the reason (its host
+    unreachable, now or before, or the download failed); raises ScorerWeightsError on a sha256 other than the pin."""
+    file, pin = file_name(source.url), source.sha256
     host = urlsplit(source.url).netloc
     if host in unreachable:
         return Found(None, None, reason=f"not on this machine; {unreachable[host]}")
@@ -200,7 +207,33 @@ def resolve(
         )
     os.replace(tmp, dest)
     log.info("scorer-weights: %s: %s downloaded from %s (sha256 %s)", name, file, host, sha)
-    return Found(file, sha, checked)
+    return Found(file, sha, how_checked(pin))
+
+
+def resolve(
+    name: str,
+    source: WeightSource,
+    out_dir: Path,
+    cfg: ScorerWeightsSection,
+    unreachable: dict[str, str],
+    sleep: Callable[[float], None] = time.sleep,
+) -> Found:
+    """Find, link or download weight ``name`` into ``out_dir``; see the module docstring for the order.
+
+    ``unreachable`` (host -> why) is shared between weights: a host that could not be reached is not asked again.
+
+    Raises:
+        ScorerWeightsError: a downloaded file does not match ``scorer_weights.<name>.sha256``.
+    """
+    file, pin = file_name(source.url), source.sha256
+    dest, incoming = out_dir / file, out_dir / INCOMING
+    checked = how_checked(pin)
+    found = _already_here(name, dest, pin, checked)
+    if found is None:
+        found = _linked_locally(name, file, dest, incoming, pin, checked)
+    if found is None:
+        found = _downloaded(name, source, dest, incoming, cfg, unreachable, sleep)
+    return found
 
 
 def run(

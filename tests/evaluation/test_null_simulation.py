@@ -1,7 +1,7 @@
 """How often the report marks a difference that is not there (issue 26): 4 methods with no true difference, crossed
 content and style effects, judged by the project's own decision functions (evaluation.summary.paired_differences
-for "≠ 0", rank_methods for ★, called as pipeline/stages/evaluate.py calls them); the fraction of simulated tables with at
-least one mark must be at most 5 % on 1 x 8, 2 x 4, 5 x 5 and 8 x 8 contents x styles. The simulation is
+for "≠ 0", rank_methods for ★, called as pipeline/stages/evaluate.py calls them); the fraction of simulated tables
+with at least one mark must be at most 5 % on 1 x 8, 2 x 4, 5 x 5 and 8 x 8 contents x styles. The simulation is
 bench/null_simulation.py's, which also gives the old rule's rates, with more replicates and params.yaml's B."""
 
 from __future__ import annotations

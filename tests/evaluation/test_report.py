@@ -54,7 +54,8 @@ def per_pair_frame(
 
 
 def evaluate_outputs(per_pair: pd.DataFrame, methods=METHODS) -> dict:
-    """What pipeline/stages/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv, scoring.json)."""
+    """What pipeline/stages/evaluate.py derives from per_pair (statistics.json, summary.json, paired.csv,
+    scoring.json)."""
     boot = {"n_boot": N_BOOT, "level": 0.95, "seed": 0}
     grid_min = {"min_contents": 5, "min_styles": 5}
     paired = paired_differences(per_pair, list(METRICS), references=REFERENCE_ROWS, **grid_min, **boot)
