@@ -4,8 +4,8 @@ besides reading the templates.
 The report stage (pipeline/stages/report.py) loads the evaluate stage's files (statistics.json, summary.json,
 paired.csv, scoring.json, per_pair.csv), each method's effective parameters and training record, computes a
 :class:`ReportView` with these functions and renders it with the Jinja2 templates in ``evaluation/templates/``
-(:func:`render_html`, :func:`render_markdown`): Python computes every text and table, the templates lay them out. The HTML templates are
-autoescaped, so no text is ever markup.
+(:func:`render_html`, :func:`render_markdown`): Python computes every text and table, the templates lay them out.
+The HTML templates are autoescaped, so no text is ever markup.
 """
 
 from __future__ import annotations
