@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 
 from bench import judge_load
 from methods.errors import NstError
-from pipeline.judging import commands
 from pipeline.judging import storage as st
 from pipeline.judging.server import Limits, RateLimiter, create_app
 from pipeline.judging.study import (
@@ -29,6 +28,7 @@ from pipeline.judging.study import (
     schedule,
     voter_rng,
 )
+from pipeline.tools import judge as commands
 
 pytestmark = pytest.mark.timeout(60)
 

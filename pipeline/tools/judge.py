@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pipeline.commands import add_command
 from pipeline.judging import storage as st
 from pipeline.judging.server import Limits, create_app, credential_digest
 from pipeline.judging.study import DECEPTION, DEFAULT_PER_VOTER, PREFERENCE, build_study
@@ -32,7 +33,7 @@ GRACEFUL_SHUTDOWN_S = 10  # after Ctrl-C, open requests get 10 s to finish, then
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("judge", help="collect people's votes on the outputs (a web page) and export them")
+    p = add_command(sub, "judge")
     judge = p.add_subparsers(dest="judge_command", metavar="COMMAND", required=True)
 
     serve = judge.add_parser("serve", help="serve the study's page; prints its secret link once", description=__doc__)
