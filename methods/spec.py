@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from methods.errors import NstError
 from methods.objectives import Objective
 
+# params class -> the name of the method it configures (filled by MethodSpec): error messages say "methods.gatys"
+METHOD_OF: dict[type, str] = {}
+
 
 class ParamsError(NstError):
     """A method's parameters are invalid; the message names the method, the key and what is allowed."""
@@ -33,8 +36,8 @@ class MethodParams(BaseModel):
     model_config = STRICT
 
     def replace(self, **changes: Any) -> MethodParams:
-        """:func:`with_changes` of ``changes`` (a method's ``stylize(**overrides)``)."""
-        return with_changes(self, changes, where=type(self).__name__)
+        """:func:`with_changes` of ``changes`` (a method's ``stylize(**overrides)``), errors naming the method."""
+        return with_changes(self, changes, where=METHOD_OF.get(type(self), type(self).__name__))
 
     def objectives(self) -> tuple[Objective, ...]:
         """The loss terms this method minimises (methods/objectives.py), derived from these params; () for none."""
@@ -89,11 +92,15 @@ def merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any
 
 
 def with_changes(params: Any, changes: Mapping[str, Any], *, where: str) -> Any:
-    """A validated copy of the params object ``params`` with ``changes`` :func:`merged` in; :class:`ParamsError`
-    naming ``where`` and the dotted key otherwise. Unchanged params come back as they are."""
+    """A validated copy of the params object ``params`` with ``changes`` :func:`merged` in; otherwise one
+    :class:`ParamsError` naming each key dotted under ``where`` (``methods.gatys.colour``). Unchanged params come back
+    as they are."""
     if not changes:
         return params
-    return parse_params(type(params), merged(params.model_dump(), changes), where=where)
+    try:
+        return type(params).model_validate(merged(params.model_dump(), changes))
+    except ValidationError as exc:
+        raise ParamsError("; ".join(describe_errors(exc, type(params), where))) from None
 
 
 def unset_keys(params: BaseModel, prefix: str = "") -> list[str]:
@@ -174,6 +181,7 @@ class MethodSpec:
     pretrained_by: str | None = None
 
     def __post_init__(self) -> None:
+        METHOD_OF.setdefault(self.params, self.name)
         if self.trains and (self.model_file is None or "train" not in self.params.model_fields):
             raise ValueError(f"method {self.name!r}: a trained method needs model_file and a params 'train' section")
 

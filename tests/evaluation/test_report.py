@@ -620,12 +620,12 @@ def test_report_stars_the_ranked_method(tmp_path, repo_root, ranked):
 
 def test_effective_params_come_from_the_stylize_outputs_not_params_yaml(tmp_path, repo_root, few):
     params_yaml = yaml.safe_load((repo_root / "params.yaml").read_text())
-    assert params_yaml["methods"]["adain"]["style_weight"] != 12.5
+    assert params_yaml["methods"]["adain"]["train"]["style_weight"] != 12.5
     effective = {}
     for method in METHODS:
         section_ = dict(params_yaml["methods"][method])
         if method == "adain":
-            section_["style_weight"] = 12.5
+            section_["train"] = {**section_["train"], "style_weight": 12.5}
         if method == "gatys":
             section_["init"] = "<script>x</script>"  # escaped, never markup
         effective[method] = {
@@ -654,15 +654,15 @@ def test_effective_params_come_from_the_stylize_outputs_not_params_yaml(tmp_path
     assert "tuning" in info["figures"]
     ran = section((paths["out"] / "index.html").read_text(), "what-ran")
     adain = re.search(r"<li><b>adain</b>.*?</li>", ran).group(0)
-    assert '<code>style_weight = 12.5</code> <span class="tuned">tuned</span>' in adain
-    assert f"style_weight = {rep.fmt(params_yaml['methods']['adain']['style_weight'], 6)}<" not in adain
+    assert '<code>train.style_weight = 12.5</code> <span class="tuned">tuned</span>' in adain
+    assert f"style_weight = {rep.fmt(params_yaml['methods']['adain']['train']['style_weight'], 6)}<" not in adain
     assert "avg pooling" in ran  # the encoder the stage ran with (params.yaml says max)
     tuned = re.search(r'<table class="tuned-weights">.*?</table>', ran).group(0)
     assert "style_weight = 12.5" in tuned
     assert "trial 0: style_weight = 10" in tuned  # the reference-weights trial (from trials.csv)
     assert ">yes<" in tuned
     md = (paths["out"] / "report.md").read_text()
-    assert "`style_weight = 12.5` (tuned)" in md
+    assert "`train.style_weight = 12.5` (tuned)" in md
     index = (paths["out"] / "index.html").read_text()
     assert "<script>" not in index
     assert "<code>init = &lt;script&gt;x&lt;/script&gt;</code>" in index

@@ -173,7 +173,7 @@ def test_stage_logs_to_mlflow(tmp_path, grid, repo_root, monkeypatch):
     assert tags["encoder_sha256"] == load_encoder("caffe").weights_sha256
     assert len(tags["params_hash"]) == 16
     assert tags["git_sha"]
-    assert run.data.params["method.gatys.iterations"] == "3"
+    assert run.data.params["methods.gatys.iterations"] == "3"
     assert run.data.params["encoder.weights"] == "caffe"
     assert run.data.metrics["pairs"] == 4
     history = client.get_metric_history(run.info.run_id, "street_a__paint_x/total")

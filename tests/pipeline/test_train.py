@@ -15,6 +15,7 @@ from PIL import Image
 from methods.training import checkpoints
 from pipeline import cli, io, training_data
 from pipeline.config import Params, load_params
+from pipeline.stage_params import effective_params
 from pipeline.stages import stylize, train
 
 
@@ -77,8 +78,7 @@ def test_changed_configuration_starts_afresh(tmp_path, data, params):
     out = tmp_path / "adain"
     train.run(params, "adain", *data, out, stop_after=2)
     changed = params.model_copy(deep=True)
-    section = changed.methods.adain.model_copy(update={"style_weight": 3.0})
-    changed = changed.model_copy(update={"methods": changed.methods.model_copy(update={"adain": section})})
+    changed = effective_params(changed, "adain", changes={"train": {"style_weight": 3.0}})
     metrics = train.run(changed, "adain", *data, out)
     assert metrics["iterations_this_run"] == 4
 

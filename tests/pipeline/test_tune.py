@@ -88,8 +88,8 @@ def test_best_yaml_round_trips_into_the_method_config(repo_root, tmp_path):
     [
         ({"method": "adain", "weights": {"style_weight": 1.0}}, "not a best.yaml for contrastive"),
         ({"method": "contrastive", "weights": {"style_weight": float("nan")}}, "not finite numbers"),
-        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key 'train.colour'"),
-        ({"method": "contrastive", "weights": {"style_weight": -1.0}}, "train.style_weight"),
+        ({"method": "contrastive", "weights": {"colour": 1.0}}, "unknown key 'methods.contrastive.train.colour'"),
+        ({"method": "contrastive", "weights": {"style_weight": -1.0}}, "methods.contrastive.train.style_weight"),
     ],
 )
 def test_bad_best_yaml_names_the_file_and_the_problem(repo_root, tmp_path, content, message):
