@@ -15,35 +15,44 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test lint setup clean plots lock lock-check which-python pretrain gpu-wheels rehearse
 
-# Shell code that prints the chosen interpreter's path (stdout) and "using <path> (Python X.Y.Z)" (stderr), or lists
-# what it looked for and fails. A candidate's version is what `<it> --version` prints (a pyenv shim for a version that
-# is not selected prints none: skipped); VERSION_IN_SPEC compares it with requires-python's clauses (<, <=, >, >=,
-# ==, != with plain release numbers: what pyproject.toml uses), in awk, so no Python is needed to choose Python.
-VERSION_IN_SPEC := 'function n(s, i, a) { split(s, a, "."); return a[i] + 0 } \
-  function cmp(x, y, i) { for (i = 1; i <= 3; i++) { if (n(x, i) != n(y, i)) return n(x, i) < n(y, i) ? -1 : 1 } return 0 } \
-  BEGIN { k = split(spec, c, ","); ok = k > 0; \
-    for (j = 1; j <= k; j++) { s = c[j]; gsub(/[ \t]/, "", s); match(s, /^[<>=!~]*/); op = substr(s, 1, RLENGTH); \
-      r = cmp(v, substr(s, RLENGTH + 1)); \
-      if (op == ">=") ok = ok && r >= 0; else if (op == ">") ok = ok && r > 0; \
-      else if (op == "<=") ok = ok && r <= 0; else if (op == "<") ok = ok && r < 0; \
-      else if (op == "==") ok = ok && r == 0; else if (op == "!=") ok = ok && r != 0; else ok = 0 } \
-    exit !ok }'
-FIND_PYTHON = PATH='$(LOOKUP_PATH)'; \
-  spec=$$(sed -n 's/^requires-python *= *"\([^"]*\)".*/\1/p' pyproject.toml); \
-  [ -n "$$spec" ] || { echo "make: no requires-python in pyproject.toml" >&2; exit 1; }; \
-  tried=""; \
-  for c in $(or $(PYTHON),$(PYTHON_CANDIDATES)); do \
-    if ! p=$$(command -v "$$c"); then tried="$$tried  $$c: not on PATH\n"; continue; fi; \
-    v=$$("$$p" --version 2>&1 | sed -n 's/^Python \([0-9][0-9.]*\).*/\1/p' | sed 's/\.$$//'); \
-    if [ -z "$$v" ]; then tried="$$tried  $$c: $$p does not run (\`$$c --version\` printed no version)\n"; continue; fi; \
-    if awk -v v="$$v" -v spec="$$spec" $(VERSION_IN_SPEC); then \
-      echo "using $$p (Python $$v)" >&2; echo "$$p"; exit 0; fi; \
-    tried="$$tried  $$c: $$p is Python $$v, outside requires-python\n"; \
-  done; \
-  printf "make: no supported Python found: pyproject.toml's requires-python is \"%s\". Looked for:\n%b" \
-    "$$spec" "$$tried" >&2; \
-  echo "Install one of them (or create the conda environment: environment.yml), or name one: make PYTHON=/path/to/python3.X" >&2; \
-  exit 1
+# ---------------------------------------------------------------------------------------------- everyday targets
+
+run: setup
+	dvc repro
+
+# Two pytest workers (pytest-xdist), one file per worker at a time (module fixtures built once): the suite is mostly
+# one process at a time, so on a 2-core machine this uses the second core (AVX2-only CPU: 21 min 20 s -> see README).
+TEST_WORKERS ?= 2
+test: setup
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The full profile rehearsed end to end on this machine: a copy of the repository, loopback fakes of the Hub and
+# Mapillary, `dvc repro` with profile: rehearsal (profiles/rehearsal.yaml), each stage's time (tests/rehearse.py).
+rehearse: setup
+	python tests/rehearse.py
+
+plots: setup
+	nst plots --out reports/dvc_plots
+
+lint: setup
+	ruff check . && ruff format --check .
+
+# Pretrain the feed-forward methods on the sample's train split (profiles/pretrain.yaml; resumes when interrupted) and
+# export them as models/pretrained/<method>.pt + card, which the sample profile warm-starts from. Commit the results.
+# The methods: params.yaml's method_stages.train (what dvc.yaml's train stage iterates over).
+pretrain: setup
+	for m in $$(python -c 'import yaml; print(*yaml.safe_load(open("params.yaml"))["method_stages"]["train"])'); do \
+	  nst train --method $$m --profile pretrain --out models/pretrain/$$m && \
+	  nst pretrained --method $$m --run models/pretrain/$$m --out models/pretrained/$$m.pt || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) data/raw data/prepared data/cache
+
+# ---------------------------------------------------------------------------------------------- set-up and tools
+
+# The chosen interpreter's path (stdout) and "using <path> (Python X.Y.Z)" (stderr), or what was looked for and a failure.
+FIND_PYTHON = PATH='$(LOOKUP_PATH)' /bin/sh .ci/find-python $(or $(PYTHON),$(PYTHON_CANDIDATES))
 
 setup: $(VENV)/.installed
 
@@ -92,28 +101,6 @@ lock-check:
 	  else echo "Python $$v: FAILS"; grep -v '^WARNING' $$tmp/$$v.log | tail -4; failed="$$failed $$v"; fi; \
 	done; rm -rf $$tmp; [ -z "$$failed" ] || { echo "the lock does not install on Python$$failed" >&2; exit 1; }
 
-run: setup
-	dvc repro
-
-# Two pytest workers (pytest-xdist), one file per worker at a time (module fixtures built once): the suite is mostly
-# one process at a time, so on a 2-core machine this uses the second core (AVX2-only CPU: 21 min 20 s -> see README).
-TEST_WORKERS ?= 2
-test: setup
-	python -m pytest -n $(TEST_WORKERS) --dist loadfile
-
-# The full profile rehearsed end to end on this machine: a copy of the repository, loopback fakes of the Hub and
-# Mapillary, `dvc repro` with profile: rehearsal (profiles/rehearsal.yaml), each stage's time (tests/rehearse.py).
-rehearse: setup
-	python tests/rehearse.py
-
-# Pretrain the feed-forward methods on the sample's train split (profiles/pretrain.yaml; resumes when interrupted) and
-# export them as models/pretrained/<method>.pt + card, which the sample profile warm-starts from. Commit the results.
-pretrain: setup
-	for m in adain contrastive; do \
-	  nst train --method $$m --profile pretrain --out models/pretrain/$$m && \
-	  nst pretrained --method $$m --run models/pretrain/$$m --out models/pretrained/$$m.pt || exit 1; \
-	done
-
 # The wheels bench/gpu_check.py needs on the GPU machine beyond its image's own packages (bench/gpu_wheels.txt: Python
 # 3.12, manylinux x86-64, no dependencies resolved: the list is the closure) into .gpu-wheels/ (git-ignored); the check's
 # docstring says how to install them there without an index. Prints the carry's size and fails when the wheels pass
@@ -138,11 +125,3 @@ gpu-wheels: setup
 	  if (w > wmax * m) { printf "gpu-wheels: the wheels pass %d MiB: carry fewer (bench/gpu_wheels.txt)\n", wmax > "/dev/stderr"; exit 1 } \
 	  if (w + t > cmax * m) { printf "gpu-wheels: wheels + working tree pass the %d MiB a call may send\n", cmax > "/dev/stderr"; exit 1 } }'
 
-plots: setup
-	nst plots --out reports/dvc_plots
-
-lint: setup
-	ruff check . && ruff format --check .
-
-clean:
-	rm -rf $(VENV) data/raw data/prepared data/cache
