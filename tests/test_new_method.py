@@ -183,7 +183,7 @@ def follow_the_recipe(repo: Path) -> None:
     (repo / "profiles" / "full.yaml").write_text(yaml.dump(full, Dumper=YamlDumper, sort_keys=False))
 
 
-def test_a_trained_method_added_by_the_readme_recipe_runs_its_stages(repo_copy):
+def test_a_trained_method_added_by_the_readme_recipe_runs_its_stages(repo_copy):  # noqa: F811
     repo = repo_copy
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], repo)
