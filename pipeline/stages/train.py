@@ -130,22 +130,13 @@ def run(
     tcfg = getattr(params.methods, method_name).train
     rank, world = dist_info()
     device = distributed_device(params) if world > 1 else pick_device(params.base.device, params.base.tf32)
-    encoder = load_encoder(**encoder_settings(params, method_name))
-    model = build_model(as_trained(params, method_name), method_name, encoder)  # inference settings: the defaults
-    init = init_file(tcfg, method_name)
-    init_sha = sha256_file(init) if init else None
-    fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, (content_dir, style_dir), init_sha)
-    # A warm start loads before training; a resumed run then replaces every weight with its checkpoint's.
-    init_info = start_from(init, init_sha, model, method_name, encoder.weights_sha256)
+    model, fingerprint, init_info = fresh_model(params, method_name, (content_dir, style_dir))
     ckpt_dir = out_dir / "checkpoints"
     resumes = decide_resume(ckpt_dir, fingerprint, resume, method_name)
     content, style = (
         crops(folder, tcfg.resize_short, tcfg.crop, workers=tcfg.workers) for folder in (content_dir, style_dir)
     )
-    # What training at this crop size uses of the architecture (e.g. the discriminator scales that see the crops).
-    info = model.train_info(tcfg.crop) if hasattr(model, "train_info") else {}
-    if info:
-        log.info("train@%s at %d px crops: %s", method_name, tcfg.crop, json.dumps(info))
+    info = architecture_info(model, tcfg.crop, method_name)
     precision = Precision.resolve(tcfg.amp, tcfg.channels_last, device)
     sample = (content.sample(1, torch.Generator().manual_seed(1)), style.sample(1, torch.Generator().manual_seed(2)))
     callbacks = TrainLog(model, sample, device, logger, sample_every=tcfg.sample_every, log_every=tcfg.log_every)
@@ -166,34 +157,56 @@ def run(
     if rank != 0:  # rank 0 writes the outputs and logs
         return {"iterations": reached, "rank": rank}
     history = callbacks.rows()
-    setting = {
+    setting = {**what_ran(params, tcfg, device, precision), "processes": world, **info, **init_info}
+    metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
+    model_path = out_dir / str(spec.model_file)
+    if reached >= setting["scheduled_iterations"] and (history or not model_path.is_file()):  # complete, trained now
+        extra = {"iterations": reached, "fingerprint": fingerprint}
+        model.save(out_dir, extra={**extra, "pretrained_iterations": init_info["pretrained_iterations"]})
+    write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
+    log_training(logger, metrics, model_path)
+    return metrics
+
+
+def fresh_model(params: Params, method_name: str, data: tuple[Path, Path]) -> tuple[Any, str, dict[str, Any]]:
+    """The model to train (at its inference defaults, :func:`~pipeline.stage_params.as_trained`), warm-started from
+    ``train.init_from`` when set; its checkpoints' fingerprint; what train_metrics.json records of the start."""
+    encoder = load_encoder(**encoder_settings(params, method_name))
+    model = build_model(as_trained(params, method_name), method_name, encoder)
+    init = init_file(getattr(params.methods, method_name).train, method_name)
+    init_sha = sha256_file(init) if init else None
+    fingerprint = run_fingerprint(params, method_name, encoder.weights_sha256, data, init_sha)
+    # A warm start loads before training; a resumed run then replaces every weight with its checkpoint's.
+    return model, fingerprint, start_from(init, init_sha, model, method_name, encoder.weights_sha256)
+
+
+def what_ran(params: Params, tcfg: Any, device: torch.device, precision: Precision) -> dict[str, Any]:
+    """The device, precision, CPU and iteration budget a training ran with (train_metrics.json, the report)."""
+    return {
         "device": device.type,
-        "processes": world,
         "precision": precision.label + tf32_label(device, params.base.tf32),
         "scheduled_iterations": scheduled_iterations(tcfg, precision),  # iterations, or its fp32 budget
         "cpu": cpu_summary(cpu_facts()),
-        **info,
-        **init_info,
     }
-    metrics = train_metrics(out_dir / "train_metrics.json", reached, history, seconds, setting)
-    model_path = out_dir / str(spec.model_file)
-    # complete (its schedule: iterations, or the fp32 budget), and trained now (or unsaved)
-    if reached >= scheduled_iterations(tcfg, precision) and (history or not model_path.is_file()):
-        model.save(
-            out_dir,
-            extra={
-                "iterations": reached,
-                "fingerprint": fingerprint,
-                "pretrained_iterations": init_info["pretrained_iterations"],
-            },
-        )
-    write_outputs(params, method_name, out_dir, metrics, history, reached, resumed=resumes)
-    if logger is not None:
-        logger.set_tags({"precision": metrics["precision"]})
-        logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
-        if model_path.is_file():
-            logger.log_artifact(model_path, "model")
-    return metrics
+
+
+def architecture_info(model: Any, crop: int, method_name: str) -> dict[str, Any]:
+    """What training at ``crop`` px uses of the model's architecture (e.g. the discriminator scales that see the
+    crops), logged and recorded in train_metrics.json; {} for a model that does not say."""
+    info = model.train_info(crop) if hasattr(model, "train_info") else {}
+    if info:
+        log.info("train@%s at %d px crops: %s", method_name, crop, json.dumps(info))
+    return info
+
+
+def log_training(logger: tracking.RunLogger | None, metrics: dict[str, Any], model_path: Path) -> None:
+    """The run's precision tag, its numeric train metrics and the model file (when written) to MLflow."""
+    if logger is None:
+        return
+    logger.set_tags({"precision": metrics["precision"]})
+    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
+    if model_path.is_file():
+        logger.log_artifact(model_path, "model")
 
 
 def run_fingerprint(

@@ -485,11 +485,7 @@ def run(
         raise TuneError(f"{method!r} is not a tuned method; tuned: {', '.join(tuned_methods())}")
     tune = getattr(params.tune, method)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shas = {
-        f"{role}/{p.name}": sha256_file(p)
-        for role, folder in (("val", val[0]), ("val", val[1]), ("train", train_dirs[0]), ("train", train_dirs[1]))
-        for p in list_images(folder)
-    }
+    shas = data_shas(val, train_dirs)
     encoder = load_encoder(**encoder_settings(params, method))  # its sha names the study; reused below
     name = study_name(params, method, shas, encoder.weights_sha256)
     url = storage_url(params, method, out_dir)
@@ -530,6 +526,15 @@ def run(
         logger.log_artifact(out_dir / "best.yaml")
         logger.log_artifact(out_dir / "trials.csv")
     return {**summary, "best": best}
+
+
+def data_shas(val: tuple[Path, Path], train_dirs: tuple[Path, Path]) -> dict[str, str]:
+    """``val/<file>`` / ``train/<file>`` -> sha256 of every image a trial reads (they name the study)."""
+    return {
+        f"{role}/{p.name}": sha256_file(p)
+        for role, folder in (("val", val[0]), ("val", val[1]), ("train", train_dirs[0]), ("train", train_dirs[1]))
+        for p in list_images(folder)
+    }
 
 
 def run_trials(
