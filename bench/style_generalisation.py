@@ -26,12 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._report import write_report  # noqa: E402
 from evaluation.references import reference_outputs  # noqa: E402
-from methods.registry import get_spec, list_methods  # noqa: E402
-from pipeline.builders import method_encoder, method_from_params  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from methods.registry import build_method, get_spec, list_methods  # noqa: E402
+from pipeline.builders import method_encoder  # noqa: E402
+from pipeline.config import effective_params, load_params  # noqa: E402
 from pipeline.io import list_images, read_image  # noqa: E402
 from pipeline.scoring import build_scorer  # noqa: E402
-from pipeline.stage_params import effective_params  # noqa: E402
 
 METRICS = ("style_gram", "style_meanstd")
 REFERENCES = ("identity", "style_copy")
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         best = args.tuning / name / "best.yaml"
         p = effective_params(params, name, tuned=best if get_spec(name).tuned and best.is_file() else None)
         model = args.models / name if get_spec(name).trains else None
-        methods[name] = method_from_params(p, name, method_encoder(p, name), model)
+        methods[name] = build_method(name, getattr(p.methods, name), encoder=method_encoder(p, name), model=model)
     scorer, _ = build_scorer(params)
     contents = list_images(args.prepared / "test" / "content")
     rows = []

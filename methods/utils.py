@@ -16,7 +16,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,16 +163,3 @@ def replace_file(src: str | Path, path: str | Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- fingerprints
-
-
-def code_fingerprint(extra: Iterable[str | Path] = ()) -> str:
-    """sha256 over the source of the ``methods`` package plus ``extra`` files (a stage's own module).
-
-    Stages that reuse earlier work (resumed stylize pairs, training checkpoints) compare it, so a code change
-    recomputes instead of reusing results of the old code.
-    """
-    digest = hashlib.sha256()
-    for path in [*sorted(Path(__file__).parent.rglob("*.py")), *map(Path, extra)]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()

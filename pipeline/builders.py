@@ -16,7 +16,7 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.pretrained import PretrainedError
 from methods.pretrained import read as read_pretrained
-from methods.registry import Method, build_method, get_method, get_spec, trained_methods
+from methods.registry import get_method, get_spec, trained_methods
 from methods.schemas.schedule import TrainParams
 from methods.utils import sha256_file
 from pipeline.config import Params, encoder_settings
@@ -78,11 +78,6 @@ def model_fingerprint(model: Path | None) -> str | None:
     for path in files:
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
-
-
-def method_from_params(params: Params, name: str, encoder: VGGEncoder | None, model: Path | None = None) -> Method:
-    """``name`` built with ``methods.<name>`` (tuned weights applied by the caller) on ``encoder``, ``model`` loaded."""
-    return build_method(name, getattr(params.methods, name), encoder=encoder, model=model)
 
 
 # ------------------------------------------------------------------------------------------------ training

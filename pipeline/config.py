@@ -19,7 +19,7 @@ import copy
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,7 @@ from evaluation.metric_names import COSTS, PAIR_METRICS
 from methods.errors import NstError
 from methods.registry import (
     STRICT,
+    ParamsError,
     describe_errors,
     get_spec,
     list_methods,
@@ -37,6 +38,7 @@ from methods.registry import (
     trained_methods,
     tuned_methods,
     unset_keys,
+    with_changes,
 )
 from methods.schemas.fields import Fraction, Seed
 
@@ -471,6 +473,76 @@ def validate(data: dict[str, Any], source: str) -> Params:
     return params
 
 
+class TuneError(NstError):
+    """A tuning problem with one clear message (bad best.yaml, no trial finished, ...)."""
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["iterations=10", "train.lr=1e-3"]`` -> ``{"iterations": 10, "train": {"lr": 0.001}}`` (values as YAML;
+    a dotted key names a nested section)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        *parents, last = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.load(value, Loader=YamlLoader)
+    return out
+
+
+def read_best(path: Path, method: str) -> dict[str, float]:
+    """The tuned weights in ``best.yaml``, checked: it must be for ``method`` and hold only numbers."""
+    if not path.is_file():
+        raise TuneError(f"{path}: not found (run the tune@{method} stage, or set tune.use_tuned: false)")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
+    except yaml.YAMLError as exc:
+        raise TuneError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict) or data.get("method") != method or not isinstance(data.get("weights"), dict):
+        raise TuneError(f"{path}: not a best.yaml for {method} (needs method: {method} and a weights mapping)")
+    weights = data["weights"]
+    bad = [k for k, v in weights.items() if not isinstance(v, int | float) or not math.isfinite(v)]
+    if bad:
+        raise TuneError(f"{path}: weights {', '.join(bad)} are not finite numbers")
+    return {k: float(v) for k, v in weights.items()}
+
+
+def weight_changes(method: str, weights: Mapping[str, float]) -> dict[str, Any]:
+    """Tuned weights (``tune.<m>.space`` keys) as changes of ``methods.<m>``: in its ``train`` section for a trained
+    method, at the top for an untrained one."""
+    return {"train": dict(weights)} if get_spec(method).trains else dict(weights)
+
+
+def effective_params(
+    params: Params,
+    method: str,
+    *,
+    tuned: Path | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> Params:
+    """``params`` with ``methods.<method>`` as the stage runs it: ``best.yaml``'s weights (when ``tuned`` is given and
+    ``tune.use_tuned``), then ``changes`` (``--set``, a trial's budget and weights), merged and validated once.
+
+    Raises:
+        TuneError: a bad ``best.yaml`` or tuned weights the params class refuses; ConfigError: a bad change.
+    """
+    section = getattr(params.methods, method)
+    if tuned is not None and params.tune.use_tuned:
+        try:
+            section = with_changes(section, weight_changes(method, read_best(tuned, method)), where=f"methods.{method}")
+        except ParamsError as exc:
+            raise TuneError(f"{tuned}: {exc}") from None
+    if changes:
+        try:
+            section = with_changes(section, changes, where=f"methods.{method}")
+        except ParamsError as exc:
+            raise ConfigError(str(exc)) from None
+    return params.model_copy(update={"methods": params.methods.model_copy(update={method: section})})
+
+
 def profile_chain(profile: str) -> list[str]:
     """The profile files merged over params.yaml for ``profile``, in order: ``rehearsal`` -> ``[full, rehearsal]``."""
     chain = [profile]
@@ -498,17 +570,27 @@ def effective_dict(path: str | Path = "params.yaml", profile: str | None = None)
     return data
 
 
-def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
-    """Read params.yaml, apply its profile (or ``profile``: ``nst train --profile pretrain``) and validate strictly.
+def load_params(
+    path: str | Path = "params.yaml",
+    profile: str | None = None,
+    *,
+    method: str | None = None,
+    tuned: Path | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> Params:
+    """Read params.yaml, apply its profile (or ``profile``: ``nst train --profile pretrain``) and validate strictly:
+    the one place a stage gets its parameters from. With ``method``, its section as the stage runs it
+    (:func:`effective_params`: ``tuned``'s best.yaml weights, then ``changes``).
 
     Raises:
-        ConfigError: naming the file, the dotted key, the value and what is allowed.
+        ConfigError: naming the file, the dotted key, the value and what is allowed; TuneError: a bad best.yaml.
     """
     path = Path(path)
     data = effective_dict(path, profile)
     chain = [] if data.get("profile", "sample") == "sample" else profile_chain(data["profile"])
     source = " + ".join([str(path), *(f"profiles/{name}.yaml" for name in chain)])
-    return validate(data, source)
+    params = validate(data, source)
+    return params if method is None else effective_params(params, method, tuned=tuned, changes=changes)
 
 
 def pick_sections(params: Params, sections: Sequence[str] | None = None) -> dict[str, Any]:

@@ -7,24 +7,19 @@ Two facts live here once:
   to MLflow (:func:`declared_tree`) and fingerprints exactly these, so an output never depends on a section whose
   change DVC does not rerun it for. A trained method's train and tune stages declare its ``train`` section only:
   its inference settings (``alpha``, ``preserve_color``, precision) rerun stylize, never training.
-- :func:`effective_params`, a method's parameters as a stage runs them: params.yaml with its profile (already merged by
-  :func:`pipeline.config.load_params`), the tuned weights of ``best.yaml`` (when ``tune.use_tuned``) and any
-  ``--set`` changes, merged by the one rule :func:`methods.spec.merged` and validated once. Tune, train, stylize and
-  the report call it; nothing else builds changed parameters.
+- :func:`as_trained`: how a trained method's tune trials and training see its params (inference settings at their
+  defaults), so that only its ``train`` section reruns them.
+
+A method's effective parameters (params.yaml, its profile, tuned weights, ``--set``) come from one place:
+:func:`pipeline.config.load_params`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from methods.errors import NstError
-from methods.registry import ParamsError, get_spec, with_changes
-from pipeline.config import ConfigError, Params, YamlLoader, dump_params, pick_sections
+from methods.registry import get_spec
+from pipeline.config import Params, dump_params, pick_sections
 
 # stage -> the params.yaml sections its dvc.yaml entry declares; "{m}" is the stage's method, "{tuned}" the section
 # whose change reruns tune@{m} (methods.{m}.train for a trained method, all of methods.{m} otherwise).
@@ -57,10 +52,6 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
-class TuneError(NstError):
-    """A tuning problem with one clear message (bad best.yaml, no trial finished, ...)."""
-
-
 def tuned_section(method: str) -> str:
     """The section whose change reruns ``tune@<method>``: a trained method's ``train`` (its trials train with it and
     score the trained network at its inference defaults, :func:`as_trained`), all of an untrained method's."""
@@ -83,75 +74,6 @@ def declared_tree(params: Params, stage: str, method: str | None = None) -> dict
 def dump_declared(params: Params, stage: str, method: str | None = None) -> str:
     """YAML text of :func:`declared_tree`: ``effective_params.yaml`` beside a stage's outputs."""
     return dump_params(params, declared(stage, method))
-
-
-# ------------------------------------------------------------------------------------------------ effective params
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["iterations=10", "train.lr=1e-3"]`` -> ``{"iterations": 10, "train": {"lr": 0.001}}`` (values as YAML;
-    a dotted key names a nested section)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected key=value")
-        *parents, last = key.strip().split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.load(value, Loader=YamlLoader)
-    return out
-
-
-def read_best(path: Path, method: str) -> dict[str, float]:
-    """The tuned weights in ``best.yaml``, checked: it must be for ``method`` and hold only numbers."""
-    if not path.is_file():
-        raise TuneError(f"{path}: not found (run the tune@{method} stage, or set tune.use_tuned: false)")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
-    except yaml.YAMLError as exc:
-        raise TuneError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict) or data.get("method") != method or not isinstance(data.get("weights"), dict):
-        raise TuneError(f"{path}: not a best.yaml for {method} (needs method: {method} and a weights mapping)")
-    weights = data["weights"]
-    bad = [k for k, v in weights.items() if not isinstance(v, int | float) or not math.isfinite(v)]
-    if bad:
-        raise TuneError(f"{path}: weights {', '.join(bad)} are not finite numbers")
-    return {k: float(v) for k, v in weights.items()}
-
-
-def weight_changes(method: str, weights: Mapping[str, float]) -> dict[str, Any]:
-    """Tuned weights (``tune.<m>.space`` keys) as changes of ``methods.<m>``: in its ``train`` section for a trained
-    method, at the top for an untrained one."""
-    return {"train": dict(weights)} if get_spec(method).trains else dict(weights)
-
-
-def effective_params(
-    params: Params,
-    method: str,
-    *,
-    tuned: Path | None = None,
-    changes: Mapping[str, Any] | None = None,
-) -> Params:
-    """``params`` with ``methods.<method>`` as the stage runs it: ``best.yaml``'s weights (when ``tuned`` is given and
-    ``tune.use_tuned``), then ``changes`` (``--set``, a trial's budget and weights), merged and validated once.
-
-    Raises:
-        TuneError: a bad ``best.yaml`` or tuned weights the params class refuses; ConfigError: a bad change.
-    """
-    section = getattr(params.methods, method)
-    if tuned is not None and params.tune.use_tuned:
-        try:
-            section = with_changes(section, weight_changes(method, read_best(tuned, method)), where=f"methods.{method}")
-        except ParamsError as exc:
-            raise TuneError(f"{tuned}: {exc}") from None
-    if changes:
-        try:
-            section = with_changes(section, changes, where=f"methods.{method}")
-        except ParamsError as exc:
-            raise ConfigError(str(exc)) from None
-    return params.model_copy(update={"methods": params.methods.model_copy(update={method: section})})
 
 
 def as_trained(params: Params, method: str) -> Params:

@@ -29,7 +29,6 @@ from methods.utils import sha256_file
 from pipeline import tracking
 from pipeline.builders import (
     method_encoder,
-    method_from_params,
     method_provenance,
     model_fingerprint,
     trained_model_note,
@@ -37,10 +36,10 @@ from pipeline.builders import (
 from pipeline.code_deps import fingerprint as code_fingerprint
 from pipeline.code_deps import method_module
 from pipeline.commands import add_command
-from pipeline.config import ConfigError, Params, load_params
+from pipeline.config import ConfigError, Params, load_params, parse_overrides
 from pipeline.io import list_images, read_csv, read_image, side_by_side, write_csv, write_image, write_text_atomic
 from pipeline.resources import measure, pick_device, tf32_label
-from pipeline.stage_params import declared_tree, dump_declared, effective_params, parse_overrides
+from pipeline.stage_params import declared_tree, dump_declared
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def run(
     device = pick_device(params.base.device, params.base.tf32)
     grid = test_grid(content_dir, style_dir)
     encoder = encoder if encoder is not None else method_encoder(params, method_name)
-    method = method_from_params(params, method_name, encoder, model)
+    method = build_method(method_name, getattr(params.methods, method_name), encoder=encoder, model=model)
     precision = runtime_label(method, device)
     if not getattr(method, "runtime", None):  # a method on a runtime of its own says what it ran in itself
         precision += tf32_label(device, params.base.tf32)
@@ -301,7 +300,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main_stage(args: argparse.Namespace) -> int:
-    params = effective_params(load_params(args.params), args.method, tuned=args.tuned)
+    params = load_params(args.params, method=args.method, tuned=args.tuned)
     encoder = method_encoder(params, args.method)
     if encoder is not None:
         tags = {"encoder_sha256": encoder.weights_sha256, "encoder_weights": encoder.weights_source}
@@ -343,10 +342,10 @@ def main_one(args: argparse.Namespace) -> int:
         encoder = load_encoder(normalise=method_params.encoder_normalise) if spec.uses_encoder else None
         method = build_method(args.method, method_params, encoder=encoder, model=args.model)
     else:
-        params = effective_params(load_params(path), args.method, changes=overrides)
+        params = load_params(path, method=args.method, changes=overrides)
         device = pick_device(params.base.device, params.base.tf32)
         encoder = method_encoder(params, args.method)
-        method = method_from_params(params, args.method, encoder, args.model)
+        method = build_method(args.method, getattr(params.methods, args.method), encoder=encoder, model=args.model)
     note = trained_model_note(args.method, args.model)
     if note is not None:
         log.warning(note)

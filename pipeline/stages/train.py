@@ -50,7 +50,7 @@ from pipeline.io import (
     write_text_atomic,
 )
 from pipeline.resources import pick_device, tf32_label
-from pipeline.stage_params import as_trained, declared_tree, dump_declared, effective_params
+from pipeline.stage_params import as_trained, declared_tree, dump_declared
 from pipeline.training_data import crops
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ def init_distributed(params: Params) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-    params = effective_params(load_params(args.params, args.profile), args.method, tuned=args.tuned)
+    params = load_params(args.params, args.profile, method=args.method, tuned=args.tuned)
     if init_distributed(params):
         try:
             return _main(args, params)

@@ -49,20 +49,28 @@ from evaluation.metrics import Scorer
 from methods.encoder import VGGEncoder, load_encoder
 from methods.precision import Precision
 from methods.pretrained import warm_start
-from methods.registry import get_spec, merged, tuned_methods
+from methods.registry import build_method, get_spec, merged, tuned_methods
 from methods.training import TrainCallbacks, scheduled_iterations, train
 from methods.utils import sha256_file
 from pipeline import tracking
-from pipeline.builders import build_model, init_file, method_from_params
+from pipeline.builders import build_model, init_file
 from pipeline.code_deps import fingerprint as code_fingerprint
 from pipeline.code_deps import method_module
 from pipeline.commands import add_command
-from pipeline.config import Params, YamlDumper, encoder_settings, load_params
+from pipeline.config import (
+    Params,
+    TuneError,
+    YamlDumper,
+    effective_params,
+    encoder_settings,
+    load_params,
+    weight_changes,
+)
 from pipeline.io import list_images, read_image, write_csv, write_text_atomic
 from pipeline.pareto import directions_for, select, times_dominated
 from pipeline.resources import pick_device, tf32_label
 from pipeline.scoring import build_scorer
-from pipeline.stage_params import TuneError, as_trained, declared_tree, effective_params, weight_changes
+from pipeline.stage_params import as_trained, declared_tree
 from pipeline.training_data import crops
 
 log = logging.getLogger(__name__)
@@ -316,7 +324,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         params, _ = self.trial_params(trial)
         if not get_spec(self.method).trains:
-            return self.score(method_from_params(params, self.method, self.encoder))
+            return self.score(build_method(self.method, getattr(params.methods, self.method), encoder=self.encoder))
         tcfg = getattr(params.methods, self.method).train
         key = (tcfg.resize_short, tcfg.crop)
         if key not in self._crops:

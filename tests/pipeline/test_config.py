@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, Params, dump_params, encoder_settings, load_params
-from pipeline.stage_params import dump_declared, effective_params
+from pipeline.config import ConfigError, Params, dump_params, effective_params, encoder_settings, load_params
+from pipeline.stage_params import dump_declared
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS = REPO_ROOT / "params.yaml"

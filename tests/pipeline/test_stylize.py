@@ -19,8 +19,7 @@ from PIL import Image
 from methods.cpu import cpu_facts, cpu_summary
 from methods.encoder import load_encoder, random_encoder
 from pipeline import cli
-from pipeline.config import Params, load_params
-from pipeline.stage_params import effective_params
+from pipeline.config import Params, effective_params, load_params
 from pipeline.stages import stylize
 
 

@@ -14,8 +14,7 @@ from PIL import Image
 
 from methods.training import checkpoints
 from pipeline import cli, io, training_data
-from pipeline.config import Params, load_params
-from pipeline.stage_params import effective_params
+from pipeline.config import Params, effective_params, load_params
 from pipeline.stages import stylize, train
 
 

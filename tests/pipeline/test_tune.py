@@ -22,9 +22,8 @@ from PIL import Image
 
 from pipeline import cli, tracking
 from pipeline.code_deps import closure
-from pipeline.config import load_params
+from pipeline.config import TuneError, effective_params, load_params
 from pipeline.pareto import dominates
-from pipeline.stage_params import TuneError, effective_params
 from pipeline.stages import tune
 from pipeline.stages.tune import make_sampler, make_storage, optimize
 
