@@ -10,6 +10,8 @@ import torch
 
 from methods import get_method, list_methods
 from methods.encoder import random_encoder
+from methods.schemas.train import TrainParams
+from methods.training import RandomCrops, train
 
 SMALL = {
     "gatys": {
@@ -79,9 +81,6 @@ def test_no_method_changes_the_shared_encoder(name, channels_last):
     """Issue 27: adain's stylize converted the shared encoder to channels_last in place (and gatys converted it back).
     Stylizing, scoring and training with channels_last (bf16 for the feed-forward methods) leave every encoder tensor
     where it was: same storage, strides, device, dtype and values."""
-    from methods.schemas.train import TrainParams
-    from methods.training import RandomCrops, train
-
     encoder = random_encoder(seed=0, last_layer="relu5_1")
     before = _encoder_state(encoder)
     method = get_method(name)(encoder=encoder)
