@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from methods.encoder import VGGEncoder, load_encoder
 from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
-from methods.losses import content_loss, mean_std, mean_std_loss
+from methods.losses import content_loss, mean_std, mean_std_loss, weighted_terms
 from methods.precision import Precision
 from methods.schemas.adain_params import CONTENT_LAYER, MODEL_FILE, STYLE_LAYERS, AdaINParams
 
@@ -39,6 +39,19 @@ def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
     c_mean, c_std = mean_std(content, eps)
     s_mean, s_std = mean_std(style, eps)
     return (content - c_mean) / c_std * s_std + s_mean
+
+
+def adain_transfer(content: Tensor, styles: Sequence[tuple[Tensor, float]], alpha: float = 1.0) -> Tensor:
+    """The decoder's input for ``content`` features in the style of ``styles``: a pure function of features.
+
+    ``styles``: (style features, weight) pairs; the AdaIN targets (:func:`adain`) are mixed with these weights in
+    order (paper sec. 7.2: style interpolation; weights that sum to 1), then interpolated with the content features:
+    ``alpha * mixed + (1 - alpha) * content`` (paper eq. 14: the content-style trade-off).
+    """
+    target = torch.zeros_like(content)
+    for feats, weight in styles:
+        target += weight * adain(content, feats)
+    return alpha * target + (1 - alpha) * content
 
 
 def match_color(style: Tensor, content: Tensor, eps: float = 1e-5) -> Tensor:
@@ -145,12 +158,10 @@ class AdaIN(nn.Module):
         out_feats = {k: v.float() for k, v in out_feats.items()}
         c = content_loss(out_feats[CONTENT_LAYER], target.float()).mean()
         s = mean_std_loss(out_feats, s_feats).mean()
-        p = self.params
-        return {
-            "content": p.train.content_weight * c,
-            "style": p.train.style_weight * s,
-            "total": p.train.content_weight * c + p.train.style_weight * s,
-        }
+        train = self.params.train
+        return weighted_terms(
+            {"content": c, "style": s}, {"content": train.content_weight, "style": train.style_weight}
+        )
 
     # ------------------------------------------------------------------------------------------ inference
 
@@ -176,19 +187,19 @@ class AdaIN(nn.Module):
         mixture = style_mixture(style, style_weights, "adain")
         device = content.device
         precision = Precision.resolve(p.amp, p.channels_last, device)
-        self.to(device)
-        precision.module(self.encoder)
-        precision.module(self.decoder)
+        encoder = precision.module_on(self.encoder, device)  # the shared encoder itself stays as it is
+        precision.module(self.decoder.to(device))
         self.decoder.eval()
         padded, (h, w) = pad_to_multiple(content.float(), 8)
+
+        def features(image: Tensor) -> Tensor:
+            return encoder(precision.image(image), (CONTENT_LAYER,))[CONTENT_LAYER].float()
+
         with precision.autocast():
-            c_feat = self.encode(precision.image(padded))[CONTENT_LAYER].float()
-            target = torch.zeros_like(c_feat)
+            c_feat = features(padded)
+            styles = []
             for s, weight in mixture:
                 s = s.to(device).float()
-                if p.preserve_color:
-                    s = match_color(s, content.float())
-                target += weight * adain(c_feat, self.encode(precision.image(s))[CONTENT_LAYER].float())
-            target = p.alpha * target + (1 - p.alpha) * c_feat  # paper eq. 14
-            out = self.decode(target)
+                styles.append((features(match_color(s, content.float()) if p.preserve_color else s), weight))
+            out = self.decode(adain_transfer(c_feat, styles, p.alpha))
         return out.float()[..., :h, :w].contiguous().clamp(0, 1).to(content.dtype)

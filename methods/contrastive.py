@@ -44,7 +44,7 @@ from methods.encoder import VGGEncoder, load_encoder
 from methods.errors import NstError
 from methods.feedforward import load_modules, save_modules, style_mixture
 from methods.image import pad_to_multiple
-from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item
+from methods.losses import content_loss, mean_std, mean_std_loss, mse_per_item, weighted_terms
 from methods.precision import Precision
 from methods.schemas.contrastive_params import CONTENT_LAYERS, LAYERS, MODEL_FILE, ContrastiveParams
 
@@ -255,7 +255,6 @@ class Contrastive(nn.Module):
         self.style_head = ProjectionHead(256, hidden=128, out_dim=128)  # net.py projection_style
         self.content_head = ProjectionHead(512, hidden=256, out_dim=128)  # net.py projection_content
         self.discriminator = MultiScaleDiscriminator(scales=3, width=64, depth=4)  # net.py MultiDiscriminator
-        self._fakes: Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ construction
 
@@ -318,9 +317,14 @@ class Contrastive(nn.Module):
         }
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """:meth:`generator_losses`' terms alone."""
+        return self.generator_losses(content, style)[0]
+
+    def generator_losses(self, content: Tensor, style: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Weighted generator loss terms for k contents and k styles (paper eq. 9), ``"total"`` included — all but the
-        adversarial one, which :meth:`adversarial_losses` adds after the discriminator's step (train.py's order). The
-        stylizations are kept for :meth:`adversary_losses` and :meth:`adversarial_losses`."""
+        adversarial one, which :meth:`adversarial_losses` adds after the discriminator's step (train.py's order) —
+        and the 2k stylizations, which the caller hands to :meth:`adversary_losses` and :meth:`adversarial_losses`
+        (nothing is kept between calls)."""
         k = content.shape[0]
         if style.shape[0] != k:
             raise NstError(f"contrastive: needs as many styles as contents, got {k} and {style.shape[0]}")
@@ -355,34 +359,35 @@ class Contrastive(nn.Module):
         content_nce = info_nce(
             self.content_head(g_feats[CONTENT_EMBED_LAYER]), batch.content_pos, p.train.tau, batch.unrelated
         )
-        self._fakes = stylized
-        terms = {
-            "content": p.train.content_weight * loss_c,
-            "style": p.train.style_weight * loss_s,
-            "identity_pixel": p.train.identity_pixel_weight * id_pixel,
-            "identity_feature": p.train.identity_feature_weight * id_feature,
-            "style_contrastive": p.train.style_contrastive_weight * style_nce,
-            "content_contrastive": p.train.content_contrastive_weight * content_nce,
+        raw = {
+            "content": loss_c,
+            "style": loss_s,
+            "identity_pixel": id_pixel,
+            "identity_feature": id_feature,
+            "style_contrastive": style_nce,
+            "content_contrastive": content_nce,
         }
-        terms["total"] = torch.stack(list(terms.values())).sum()
-        return terms
+        weights = {
+            "content": p.train.content_weight,
+            "style": p.train.style_weight,
+            "identity_pixel": p.train.identity_pixel_weight,
+            "identity_feature": p.train.identity_feature_weight,
+            "style_contrastive": p.train.style_contrastive_weight,
+            "content_contrastive": p.train.content_contrastive_weight,
+        }
+        return weighted_terms(raw, weights), stylized
 
-    def adversary_losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
-        """Discriminator LSGAN loss: the style batch (real artworks) -> 1, the last generator pass's fakes (detached)
-        -> 0."""
-        if self._fakes is None:
-            raise NstError("contrastive: adversary_losses needs a generator pass (losses) first")
-        real = lsgan_loss(self.discriminator(style), target_real=True)
-        fake = lsgan_loss(self.discriminator(self._fakes.detach()), target_real=False)
-        return {"real": real, "fake": fake, "total": real + fake}
+    def adversary_losses(self, real: Tensor, fakes: Tensor) -> dict[str, Tensor]:
+        """Discriminator LSGAN loss: ``real`` (the style batch: real artworks) -> 1, ``fakes`` (a generator pass's
+        stylizations, detached here) -> 0."""
+        real_loss = lsgan_loss(self.discriminator(real), target_real=True)
+        fake_loss = lsgan_loss(self.discriminator(fakes.detach()), target_real=False)
+        return {"real": real_loss, "fake": fake_loss, "total": real_loss + fake_loss}
 
-    def adversarial_losses(self) -> dict[str, Tensor]:
-        """The generator's weighted LSGAN term ``gan``: the last generator pass's fakes judged real (-> 1) by the
-        discriminator as it is now; gradients reach the generator through the fakes."""
-        if self._fakes is None:
-            raise NstError("contrastive: adversarial_losses needs a generator pass (losses) first")
-        gan = lsgan_loss(self.discriminator(self._fakes), target_real=True)
-        self._fakes = None
+    def adversarial_losses(self, fakes: Tensor) -> dict[str, Tensor]:
+        """The generator's weighted LSGAN term ``gan``: ``fakes`` (a generator pass's stylizations) judged real (-> 1)
+        by the discriminator as it is now; gradients reach the generator through them."""
+        gan = lsgan_loss(self.discriminator(fakes), target_real=True)
         return {"gan": self.params.train.gan_weight * gan}
 
     # ------------------------------------------------------------------------------------------ inference
@@ -408,18 +413,18 @@ class Contrastive(nn.Module):
         mixture = style_mixture(style, style_weights, "contrastive")
         device = content.device
         precision = Precision.resolve(p.amp, p.channels_last, device)
-        self.to(device)
-        for module in (self.encoder, self.transform, self.decoder):
-            precision.module(module)
+        encoder = precision.module_on(self.encoder, device)  # the shared encoder itself stays as it is
+        for module in (self.transform, self.decoder):
+            precision.module(module.to(device))
         self.transform.eval()
         self.decoder.eval()
         padded, (h, w) = pad_to_multiple(content.float(), 16)  # relu5_1 is 1/16 of the input
         with precision.autocast():
-            c_feats = self.encode(precision.image(padded), ("relu4_1", "relu5_1"))
+            c_feats = encoder(precision.image(padded), ("relu4_1", "relu5_1"))
             feat: Tensor | None = None
             for s, weight in mixture:
                 s_padded, _ = pad_to_multiple(s.to(device).float(), 16)
-                s_feats = self.encode(precision.image(s_padded), ("relu4_1", "relu5_1"))
+                s_feats = encoder(precision.image(s_padded), ("relu4_1", "relu5_1"))
                 if s_feats["relu4_1"].shape[0] != c_feats["relu4_1"].shape[0]:
                     s_feats = {n: f.expand(c_feats[n].shape[0], *f.shape[1:]) for n, f in s_feats.items()}
                 term = weight * self.transform(c_feats, s_feats).float()

@@ -8,6 +8,11 @@ Gram normalisation: ``G = F F^T / (C * H * W)`` with ``F`` the (C, H*W) feature 
 scale the squared Gram difference by ``1 / (4 N^2 M^2)``; the two differ by a constant per layer, absorbed into
 the style weight. The style loss of a layer is the mean squared difference of the two Gram matrices (an MSE over the
 C x C entries), again as in neural-style.
+
+Weighting (:func:`weighted_terms`): a method's objective is ``sum_i w_i * L_i`` over named terms, each with its own
+weight, stated once per method as two mappings (terms, weights) — as pytorch-AdaIN's ``train.py`` writes
+``loss = content_weight * loss_c + style_weight * loss_s`` and pystiche gives every loss a ``score_weight`` and adds
+the weighted terms of a ``PerceptualLoss`` in one place.
 """
 
 from __future__ import annotations
@@ -44,21 +49,17 @@ def content_loss(feats: Tensor, target: Tensor) -> Tensor:
     return mse_per_item(feats, target.expand_as(feats))
 
 
-def gram_style_loss(
-    feats: Mapping[str, Tensor], target_grams: Mapping[str, Tensor], layer_weights: Mapping[str, float] | None = None
-) -> Tensor:
-    """Weighted sum over layers of the MSE between Gram matrices: (B,).
+def gram_style_loss(feats: Mapping[str, Tensor], target_grams: Mapping[str, Tensor]) -> Tensor:
+    """Sum over layers of the MSE between Gram matrices, in ``target_grams``' order: (B,).
 
     Args:
         feats: layer name -> (B, C, H, W) features of the image being scored/optimised.
         target_grams: layer name -> (B or 1, C, C) Gram matrices of the style image(s) (see :func:`gram_matrix`).
-        layer_weights: layer name -> weight; default 1 for every layer in ``target_grams``.
     """
     total: Tensor | None = None
     for name, target in target_grams.items():
-        weight = 1.0 if layer_weights is None else layer_weights[name]
         gram = gram_matrix(feats[name])
-        term = weight * mse_per_item(gram, target.expand_as(gram))
+        term = mse_per_item(gram, target.expand_as(gram))  # the former unit layer weight: x * 1.0 is x exactly
         total = term if total is None else total + term
     if total is None:
         raise ValueError("gram_style_loss needs at least one layer")
@@ -101,3 +102,29 @@ def total_variation(image: Tensor) -> Tensor:
     dh = (image[..., 1:, :] - image[..., :-1, :]).pow(2).flatten(1).mean(dim=1)
     dw = (image[..., :, 1:] - image[..., :, :-1]).pow(2).flatten(1).mean(dim=1)
     return dh + dw
+
+
+def weighted_terms(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> dict[str, Tensor]:
+    """Each term times its weight, and ``"total"``, their sum: what every method optimises (see the module docstring).
+
+    The products ``weights[name] * terms[name]`` come in the order of ``weights`` (the returned dict keeps it, for
+    logging); ``"total"`` is ``torch.stack(products).sum(dim=0)``, one reduction in that fixed order on every call. On
+    the CPU, for two or three terms, that is exactly the left fold ``(w0 * t0 + w1 * t1) + w2 * t2`` (tests/methods/
+    test_losses.py checks it bit for bit); for more terms torch's summation kernel pairs them up its own way, the same
+    on every call. Terms are tensors of one shape (0-d for an optimised loss; (B,) per item also works).
+
+    Raises:
+        ValueError: the names of ``terms`` and ``weights`` differ, or there is no term, or one is named ``"total"``.
+    """
+    if set(terms) != set(weights) or not weights or "total" in weights:
+        raise ValueError(
+            f"loss terms {sorted(terms)} and weights {sorted(weights)} must name the same terms (at least one, "
+            "none called 'total')"
+        )
+    weighted = {name: weight * terms[name] for name, weight in weights.items()}
+    return {**weighted, "total": torch.stack(list(weighted.values())).sum(dim=0)}
+
+
+def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """``sum_i weights[i] * terms[i]``: :func:`weighted_terms`'s ``"total"`` (its order and rounding)."""
+    return weighted_terms(terms, weights)["total"]

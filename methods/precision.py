@@ -16,6 +16,7 @@ float32). Same seed + same device + same setting -> same numbers (bf16 kernels a
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import platform
 from dataclasses import dataclass
@@ -90,9 +91,23 @@ class Precision:
         """``module`` converted in place to this precision's memory format (a no-op for float32 NCHW)."""
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
+    def module_on(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``module`` on ``device`` in this precision's memory format (NCHW-contiguous without channels_last), leaving
+        ``module`` itself unchanged: it is returned as it is when it already fits, else a converted copy. For the
+        shared frozen encoder, which other methods (and other calls) use as it was passed in."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        if all(_fits(t, device, fmt) for t in (*module.parameters(), *module.buffers())):
+            return module
+        return copy.deepcopy(module).to(device).to(memory_format=fmt)
+
     @property
     def label(self) -> str:
         return ("bf16" if self.bf16 else "fp32") + ("+channels_last" if self.channels_last else "")
+
+
+def _fits(t: torch.Tensor, device: torch.device, fmt: torch.memory_format) -> bool:
+    same_device = t.device.type == device.type and (device.index is None or t.device.index == device.index)
+    return same_device and (t.ndim != 4 or t.is_contiguous(memory_format=fmt))
 
 
 def runtime_label(method: Any, device: torch.device) -> str:

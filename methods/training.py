@@ -8,12 +8,18 @@ weighted loss terms (a dict of scalar tensors, ``"total"`` included). Optionally
   ``batch_size`` of each; the contrastive method draws ``batch_size / 2`` of each and pairs them up itself);
 - ``distinct_batches = True``: a batch must hold distinct images (its loss compares the items of a batch, e.g.
   InfoNCE); a batch larger than the image set is then an error instead of a wrap-around;
-- ``adversary() -> dict[str, nn.Module]``, ``adversary_losses(content, style)`` and ``adversarial_losses()``:
-  modules trained by a second Adam optimiser (a GAN discriminator). Each iteration runs the generator's forward pass
-  (``losses``, which keeps its fakes), then steps the adversary first on ``adversary_losses`` (real images against
-  the detached fakes of this pass), then adds ``adversarial_losses()`` (the generator's terms against the
-  just-stepped adversary, whose parameters are frozen meanwhile) and steps the generator — the order of
-  HalbertCH/IEContraAST train.py. The adversary's terms are logged as ``d_<name>``.
+- ``adversary() -> dict[str, nn.Module]``, ``generator_losses(content, style) -> (terms, fakes)``,
+  ``adversary_losses(real, fakes)`` and ``adversarial_losses(fakes)``: modules trained by a second Adam optimiser (a
+  GAN discriminator). Each iteration runs the generator's forward pass (``generator_losses``: its terms and its
+  fakes, handed on explicitly: a model keeps nothing between calls), then steps the adversary first on
+  ``adversary_losses`` (the style batch as the real images against the detached fakes of this pass), then adds
+  ``adversarial_losses(fakes)`` (the generator's terms against the just-stepped adversary, whose parameters are
+  frozen meanwhile) and steps the generator — the order of HalbertCH/IEContraAST train.py. The adversary's terms
+  are logged as ``d_<name>``.
+
+The model's frozen encoder (a ``model.encoder`` module), possibly shared with other methods, is never changed: the
+trainer gives the model its own copy on the device in the precision's memory format when the encoder is not already
+so (:meth:`Precision.module_on`).
 
 Batches (:meth:`RandomCrops.sample`): each batch takes the first images of a fresh random permutation of the image
 set, as IEContraAST's ``sampler.py`` (``InfiniteSamplerWrapper``) walks permutations, so within a batch contents are
@@ -323,17 +329,21 @@ def train_step(
     """One iteration; returns the loss terms (averaged over ranks; 0-d tensors on the device, not synced).
 
     Without an adversary: a step on ``losses``. With one (IEContraAST train.py's order): the generator's forward pass
-    (``losses``), an adversary step on ``adversary_losses`` (the detached fakes of this pass), then a generator step
-    on ``losses`` + ``adversarial_losses()`` against the updated adversary (its parameters frozen).
+    (``generator_losses``: terms and fakes), an adversary step on ``adversary_losses`` (the style batch against the
+    detached fakes of this pass), then a generator step on the terms + ``adversarial_losses(fakes)`` against the
+    updated adversary (its parameters frozen).
     """
     _set_requires_grad(adversary, False)
     with autocast:
-        terms = model.losses(content, style)
+        if adversary:
+            terms, fakes = model.generator_losses(content, style)  # type: ignore[attr-defined]
+        else:
+            terms = model.losses(content, style)
     detached: dict[str, Tensor] = {}
     if adversary:
         _set_requires_grad(adversary, True)
         with autocast:
-            d_terms = model.adversary_losses(content, style)  # type: ignore[attr-defined]
+            d_terms = model.adversary_losses(style, fakes)  # type: ignore[attr-defined]
         optimizers["adversary"].zero_grad(set_to_none=True)
         d_terms["total"].backward()
         _average_gradients(optimizers["adversary"])
@@ -341,7 +351,7 @@ def train_step(
         _set_requires_grad(adversary, False)
         detached.update({f"d_{k}": v.detach().float() for k, v in d_terms.items()})
         with autocast:
-            g_terms = model.adversarial_losses()  # type: ignore[attr-defined]
+            g_terms = model.adversarial_losses(fakes)  # type: ignore[attr-defined]
         total = terms.pop("total") + sum(g_terms.values())
         terms = {**terms, **g_terms, "total": total}
     optimizers["main"].zero_grad(set_to_none=True)
@@ -543,14 +553,14 @@ class _Training:
     def to_device(self) -> None:
         """The whole model (its frozen encoder included; issue 17: it stayed on the CPU), then every trained module in
         training mode, on the device in the precision's memory format — before any optimiser state is loaded (it
-        follows the parameters)."""
+        follows the parameters). The encoder passed in stays as it is: the model gets a converted copy if need be."""
+        encoder = getattr(self.model, "encoder", None)
+        if isinstance(encoder, nn.Module):
+            self.model.encoder = self.precision.module_on(encoder, self.device)  # type: ignore[attr-defined]
         if isinstance(self.model, nn.Module):
             self.precision.module(self.model.to(self.device))
         for module in self.everything.values():
             self.precision.module(module.to(self.device).train())
-        encoder = getattr(self.model, "encoder", None)
-        if isinstance(encoder, nn.Module):
-            self.precision.module(encoder.to(self.device))
 
     def make_checkpoint_dir(self) -> None:
         if self.rank == 0:

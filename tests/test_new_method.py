@@ -78,7 +78,7 @@ from torch import Tensor, nn
 
 from methods.encoder import VGGEncoder, load_encoder
 from methods.feedforward import load_modules, save_modules
-from methods.losses import weighted_sum
+from methods.losses import weighted_terms
 from methods.schemas.toy_params import ToyParams
 
 MODEL_FILE = "toy.pt"
@@ -111,7 +111,7 @@ class Toy(nn.Module):
             "style": (f_out.mean(dim=(2, 3)) - f_style.mean(dim=(2, 3))).pow(2).mean(),
         }
         p = self.params.train
-        return weighted_sum(terms, {"content": p.content_weight, "style": p.style_weight})
+        return weighted_terms(terms, {"content": p.content_weight, "style": p.style_weight})
 
     @torch.no_grad()
     def stylize(self, content: Tensor, style: Tensor, callback: Any = None, **overrides: Any) -> Tensor:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from methods.adain import AdaIN, AdaINParams, adain, match_color
+from methods.adain import AdaIN, AdaINParams, adain, adain_transfer, match_color
 from methods.encoder import random_encoder
 from methods.errors import NstError
 from methods.losses import mean_std
@@ -98,3 +98,16 @@ def test_missing_and_corrupt_models_are_named(model, tmp_path):
 def test_bad_alpha():
     with pytest.raises(ValueError, match="alpha"):
         AdaINParams(alpha=1.5)
+
+
+def test_adain_transfer_is_a_pure_function_of_features():
+    """Issue 27: the AdaIN step apart from any module: features in, features out, alpha and style weights included."""
+    gen = torch.Generator().manual_seed(0)
+    content, s1, s2 = (torch.randn(1, 4, 5, 6, generator=gen) for _ in range(3))
+    kept = [t.clone() for t in (content, s1, s2)]
+    torch.testing.assert_close(adain_transfer(content, [(s1, 1.0)]), adain(content, s1), rtol=0, atol=0)
+    torch.testing.assert_close(adain_transfer(content, [(s1, 1.0)], alpha=0.0), content, rtol=0, atol=1e-7)
+    mixed = adain_transfer(content, [(s1, 0.25), (s2, 0.75)], alpha=0.5)
+    expected = 0.5 * (0.25 * adain(content, s1) + 0.75 * adain(content, s2)) + 0.5 * content
+    torch.testing.assert_close(mixed, expected)
+    assert all(torch.equal(a, b) for a, b in zip(kept, (content, s1, s2), strict=True))  # inputs untouched

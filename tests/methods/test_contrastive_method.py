@@ -79,10 +79,38 @@ def test_loss_terms_are_finite_weighted_and_sum_to_total(encoder):
     assert all(torch.isfinite(v) for v in terms.values())
     total = sum(v for k, v in terms.items() if k != "total")
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
-    # the generator's adversarial term comes after the discriminator's step (train.py), from the same pass
-    assert set(model.adversarial_losses()) == {"gan"}
-    with pytest.raises(NstError, match="generator pass"):
-        model.adversarial_losses()  # used once per pass
+    # the generator's adversarial term comes after the discriminator's step (train.py), on the same pass's fakes
+    _, fakes = model.generator_losses(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32))
+    assert fakes.shape == (6, 3, 32, 32)
+    assert set(model.adversarial_losses(fakes)) == {"gan"}
+
+
+def test_losses_keep_nothing_between_calls(encoder):
+    """Issue 27: the fakes went from one call to the next through the model (``self._fakes``). Now every term depends
+    on its arguments alone: two passes in either order, and the adversary's terms on either pass's fakes, give the
+    same values."""
+    model = Contrastive(encoder=encoder)
+    gen = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 32, 32, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+    b = torch.rand(2, 3, 32, 32, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+
+    def values(batch):
+        terms, fakes = model.generator_losses(*batch)
+        adversary = model.adversary_losses(batch[1], fakes)
+        adversarial = model.adversarial_losses(fakes)
+        return {k: v.item() for k, v in {**terms, **adversarial, **{f"d_{k}": v for k, v in adversary.items()}}.items()}
+
+    with torch.no_grad():
+        first_a, first_b = values(a), values(b)
+        second_b, second_a = values(b), values(a)
+        _, fakes_a = model.generator_losses(*a)
+        model.generator_losses(*b)  # a later pass changes nothing for a's fakes
+        late = model.adversarial_losses(fakes_a)["gan"].item()
+    assert first_a == second_a
+    assert first_b == second_b
+    assert first_a != first_b
+    assert late == first_a["gan"]
+    assert not hasattr(model, "_fakes")
 
 
 def test_weights_scale_their_terms(encoder):
@@ -101,17 +129,15 @@ def test_discriminator_learns_to_separate_real_from_fake(encoder):
     torch.manual_seed(0)
     model = Contrastive(encoder=encoder)
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    with pytest.raises(NstError, match="generator pass"):
-        model.adversary_losses(content, style)
-    model.losses(content, style)
+    _, fakes = model.generator_losses(content, style)
     opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    first = model.adversary_losses(content, style)["total"].item()
+    first = model.adversary_losses(style, fakes)["total"].item()
     for _ in range(30):
-        loss = model.adversary_losses(content, style)["total"]
+        loss = model.adversary_losses(style, fakes)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert model.adversary_losses(content, style)["total"].item() < 0.5 * first
+    assert model.adversary_losses(style, fakes)["total"].item() < 0.5 * first
 
 
 @pytest.mark.parametrize("batch_size", [3, 2, 5])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tqdm import tqdm
 
-import methods.gatys
+import methods.optimise
 from methods import get_method, list_methods
 from methods.encoder import random_encoder
 from methods.errors import NstError
@@ -45,7 +45,8 @@ def test_total_loss_falls(encoder, optimizer):
 
 @pytest.fixture
 def bars(monkeypatch) -> list[tqdm]:
-    """The progress bars Gatys opens, enabled (written to a buffer) even though the test output is no terminal."""
+    """The progress bars Gatys opens (its loop: methods/optimise.py), enabled (written to a buffer) even though the test
+    output is no terminal."""
     opened: list[tqdm] = []
 
     class Recording(tqdm):
@@ -53,7 +54,7 @@ def bars(monkeypatch) -> list[tqdm]:
             super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
             opened.append(self)
 
-    monkeypatch.setattr(methods.gatys, "tqdm", Recording)
+    monkeypatch.setattr(methods.optimise, "tqdm", Recording)
     return opened
 
 
@@ -201,5 +202,5 @@ def test_loss_terms_rescore_an_image_in_float32(encoder):
     assert terms["style"] > 0
     assert terms["tv"] > 0
     assert terms == pytest.approx(seen[0], rel=1e-5)
-    method.stylize(content, style, amp=True, channels_last=True)  # leaves the encoder channels_last
+    method.stylize(content, style, amp=True, channels_last=True)  # (before issue 27: left the encoder channels_last)
     assert method.loss_terms(content, content, style) == pytest.approx(terms, rel=1e-6)

@@ -103,7 +103,7 @@ def test_training_batches_are_distinct_in_contents_and_styles(encoder, tmp_path,
         assert len(set(styles)) == 4
 
 
-def test_the_adversary_steps_before_the_generator(tmp_path):
+def test_the_adversary_steps_before_the_generator(tmp_path, monkeypatch):
     """IEContraAST train.py: the discriminator is stepped on the detached fakes first, then the generator's
     adversarial term is computed against the updated discriminator."""
     calls: list[str] = []
@@ -112,7 +112,6 @@ def test_the_adversary_steps_before_the_generator(tmp_path):
         def __init__(self) -> None:
             super().__init__()
             self.gen, self.disc = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 1, 1)
-            self.fakes = None
 
         def trainable(self):
             return {"gen": self.gen}
@@ -121,24 +120,39 @@ def test_the_adversary_steps_before_the_generator(tmp_path):
             return {"disc": self.disc}
 
         def losses(self, content, style):
-            calls.append("losses")
-            self.fakes = self.gen(content)
-            loss = (self.fakes - content).pow(2).mean()
-            return {"rec": loss, "total": loss}
+            return self.generator_losses(content, style)[0]
 
-        def adversary_losses(self, content, style):
-            calls.append("adversary_losses")
-            d = self.disc(style).pow(2).mean() + (self.disc(self.fakes.detach()) - 1).pow(2).mean()
+        def generator_losses(self, content, style):
+            calls.append("generator_losses")
+            fakes = self.gen(content)
+            loss = (fakes - content).pow(2).mean()
+            return {"rec": loss, "total": loss}, fakes
+
+        def adversary_losses(self, real, fakes):
+            calls.append(f"adversary_losses (real is the style batch: {real is seen_style[-1]})")
+            d = self.disc(real).pow(2).mean() + (self.disc(fakes.detach()) - 1).pow(2).mean()
             return {"total": d}
 
-        def adversarial_losses(self):
+        def adversarial_losses(self, fakes):
             calls.append(f"adversarial_losses (disc stepped: {self.disc.weight._version > 0})")
-            return {"gan": (self.disc(self.fakes) - 1).pow(2).mean()}
+            return {"gan": (self.disc(fakes) - 1).pow(2).mean()}
 
+    seen_style: list[torch.Tensor] = []
+    real_step = training.train_step
+
+    def spy_step(model, content, style, *args):
+        seen_style.append(style)
+        return real_step(model, content, style, *args)
+
+    monkeypatch.setattr(training, "train_step", spy_step)
     history = LossHistory()
     train(Toy(), crops(0), crops(10), config(iterations=1), tmp_path, device=CPU, callbacks=history, progress=False)
     seen = history.terms
-    assert calls == ["losses", "adversary_losses", "adversarial_losses (disc stepped: True)"]
+    assert calls == [
+        "generator_losses",
+        "adversary_losses (real is the style batch: True)",
+        "adversarial_losses (disc stepped: True)",
+    ]
     assert set(seen[0]) == {"rec", "gan", "total", "d_total"}
     assert seen[0]["total"] == pytest.approx(seen[0]["rec"] + seen[0]["gan"], rel=1e-6)
 
@@ -326,6 +340,9 @@ def test_the_whole_model_encoder_included_goes_to_the_training_device(method, tm
     ]
     assert not flat, f"not in the training memory format: {flat[:5]}"
     assert any(name.startswith("encoder.") for name, _ in net.named_parameters())  # the encoder was checked too
+    # ... on the model's own copy: the encoder passed in (shared with other methods) keeps its NCHW format
+    assert net.encoder is not enc
+    assert all(t.is_contiguous() for t in [*enc.parameters(), *enc.buffers()])
 
 
 def legacy_sample(images: list[torch.Tensor], batch: int, crop: int, gen: torch.Generator) -> torch.Tensor:
