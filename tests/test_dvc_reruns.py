@@ -5,7 +5,7 @@
 - methods/contrastive.py reruns no fetch, prepare or adain stage.
 
 ``dvc status --json`` on a fresh clone lists every stage (no outputs there yet), so a stage counts as rerun by an edit
-when the edit makes one of its code or params deps "modified"; absent data does not count.
+when the edit changes its list of "modified" code and params dependencies; absent data does not count.
 """
 
 from __future__ import annotations
@@ -39,15 +39,18 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return clone
 
 
-def modified(repo: Path) -> set[str]:
-    """The stages with a code or params dependency that differs from dvc.lock."""
+def modified(repo: Path) -> dict[str, set[str]]:
+    """Per stage, its code and params dependencies that differ from dvc.lock (``params.yaml:methods`` for a section)."""
     out = subprocess.run([DVC, "status", "--json"], cwd=repo, capture_output=True, text=True, timeout=300, check=True)
-    found = set()
+    found: dict[str, set[str]] = {}
     for stage, changes in json.loads(out.stdout or "{}").items():
         for change in changes:
-            deps = change.get("changed deps", {}) if isinstance(change, dict) else {}
-            if any(v == "modified" or (isinstance(v, dict) and "modified" in v.values()) for v in deps.values()):
-                found.add(stage.split(":")[-1])
+            for dep, state in (change.get("changed deps", {}) if isinstance(change, dict) else {}).items():
+                if isinstance(state, dict):
+                    keys = {f"{dep}:{key}" for key, s in state.items() if s == "modified"}
+                else:
+                    keys = {dep} if state == "modified" else set()
+                found.setdefault(stage.split(":")[-1], set()).update(keys)
     return found
 
 
@@ -59,7 +62,8 @@ def rerun_by(repo: Path, rel: str, old: str, new: str) -> set[str]:
     before = modified(repo)
     try:
         path.write_text(text.replace(old, new, 1), encoding="utf-8")
-        return modified(repo) - before
+        after = modified(repo)
+        return {stage for stage in set(before) | set(after) if before.get(stage, set()) != after.get(stage, set())}
     finally:
         path.write_text(text, encoding="utf-8")
 
