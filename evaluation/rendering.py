@@ -888,8 +888,10 @@ def fig_image_grid(
     row_images: Mapping[str, np.ndarray] | None = None,
     col_images: Mapping[str, np.ndarray] | None = None,
     title: str = "",
+    col_titles: Mapping[str, str] | None = None,
 ) -> Figure:
-    """A rows x cols grid of (H, W, 3) arrays in [0, 1], with optional header images (e.g. contents and styles)."""
+    """A rows x cols grid of (H, W, 3) arrays in [0, 1], with optional header images (e.g. contents and styles) or,
+    without them, ``col_titles`` over the first row (column -> its title)."""
     extra_r, extra_c = int(col_images is not None), int(row_images is not None)
     n_r, n_c = len(rows) + extra_r, len(cols) + extra_c
     fig, axes = plt.subplots(n_r, n_c, figsize=(2.2 * n_c, 1.9 * n_r), squeeze=False, constrained_layout=True)
@@ -906,6 +908,9 @@ def fig_image_grid(
         for j, c in enumerate(cols):
             if (r, c) in images:
                 axes[i + extra_r, j + extra_c].imshow(images[(r, c)])
+    for j, c in enumerate(cols):
+        if col_titles is not None and c in col_titles:
+            axes[0, j + extra_c].set_title(col_titles[c], fontsize=9)
     if title:
         fig.suptitle(title)
     return fig
@@ -929,6 +934,8 @@ SUBTITLE = (
 )
 
 CAPTIONS = {
+    "people": "People's Bradley-Terry strengths with their bootstrap intervals over voters (left), and how often each "
+    "metric prefers the output the voter chose among decided votes (right; dashed: a coin's 50 %).",
     "metrics": "Per-pair values of the headline metrics by method, reference rows included (arrows: better direction).",
     "tradeoff": "content_loss vs style_gram, one point per test pair; lower-left is better. Crosses are the reference "
     "rows.",
@@ -1154,6 +1161,103 @@ class StyleTable:
         return {layer: layer for layer in style_layers(self.kind)}
 
 
+# ------------------------------------------------------------------------------------------------ people's verdict
+
+
+@dataclass(frozen=True)
+class PeopleView:
+    """The report's "People's verdict" section, from the judge stage's people.json: what people said, and how often
+    each automatic metric agrees with them; or, without votes, how to collect them."""
+
+    how_to_collect: str | None  # set when there are no votes
+    summary: str = ""
+    strengths: list[dict[str, str]] = field(default_factory=list)
+    deception: list[dict[str, str]] = field(default_factory=list)
+    agreement: list[dict[str, str]] = field(default_factory=list)
+
+
+def _interval(row: Mapping[str, Any], value: str, digits: int = 2, pct: bool = False) -> str:
+    def show(x: Any) -> str:
+        if x is None or (isinstance(x, float) and not math.isfinite(x)):
+            return "n/a"
+        return f"{x:.0%}" if pct else f"{x:.{digits}f}"
+
+    return f"{show(row[value])} [{show(row.get('low'))}, {show(row.get('high'))}]"
+
+
+def _tau(tau: float | None) -> str:
+    return "n/a" if tau is None else f"{tau:+.2f}"
+
+
+def people_view(result: Mapping[str, Any] | None) -> PeopleView:
+    """The section's tables (strings) from people.json; ``None`` (the judge stage did not run) reads as no votes."""
+    from_judge = result or {}
+    if not from_judge.get("votes"):
+        return PeopleView(how_to_collect=from_judge.get("how_to_collect") or "No votes yet (`nst judge serve`).")
+    level = f"{from_judge.get('confidence', 0.95):.0%}"
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(from_judge.get("by_kind", {}).items()))
+    summary = (
+        f"{from_judge['votes']} votes ({kinds}) from {from_judge.get('voters', 0)} voters in "
+        f"{', '.join(from_judge.get('studies', []))}; intervals {level} ("
+        'strengths: bootstrap over voters; rates and shares: Wilson). "Can\'t tell" counts '
+        f"{'as half a win for each side' if from_judge.get('ties') == 'half' else 'as no vote'}."
+    )
+    strengths = [
+        {"method": r["method"], f"strength [{level}]": _interval(r, "strength"), "votes": str(r["votes"])}
+        for r in from_judge.get("strengths", [])
+    ]
+    deception = [
+        {
+            "shown": "real paintings (calibration)" if r["method"] == "painting" else r["method"],
+            f"judged a painting [{level}]": _interval(r, "rate", pct=True),
+            "n": str(r["n"]),
+        }
+        for r in from_judge.get("deception", [])
+    ]
+    taus = {r["metric"]: r for r in from_judge.get("rank_agreement", [])}
+    agreement = [
+        {
+            "metric": r["metric"],
+            f"agrees with the voter [{level}]": _interval(r, "share", pct=True),
+            "decided votes": str(r["n"]),
+            "Kendall's tau (method order)": _tau(taus.get(r["metric"], {}).get("tau")),
+        }
+        for r in sorted(from_judge.get("agreement", []), key=lambda r: -(r["share"] if r["share"] is not None else -1))
+    ]
+    return PeopleView(None, summary, strengths, deception, agreement)
+
+
+def fig_people(result: Mapping[str, Any]) -> Figure | None:
+    """People's Bradley-Terry strengths with their intervals, and each metric's agreement with the voters (the dashed
+    line: a coin's 50 %); None without preference votes."""
+    strengths, agreement = result.get("strengths") or [], result.get("agreement") or []
+    if not strengths:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.35 * max(len(strengths), len(agreement)) + 1.8))
+    ys = range(len(strengths))
+    for y, r in zip(ys, strengths, strict=True):
+        low = r["low"] if r["low"] is not None else r["strength"]
+        high = r["high"] if r["high"] is not None else r["strength"]
+        left.errorbar(r["strength"], y, xerr=[[r["strength"] - low], [high - r["strength"]]], fmt="o", color="C0")
+    left.set_yticks(list(ys), [r["method"] for r in strengths])
+    left.invert_yaxis()
+    left.axvline(0.0, color="grey", lw=0.8, ls=":")
+    left.set_xlabel("Bradley-Terry log-strength (mean 0)")
+    left.set_title("people's preference")
+    shown = [r for r in agreement if r["share"] is not None]
+    shown.sort(key=lambda r: -r["share"])
+    for y, r in enumerate(shown):
+        right.errorbar(r["share"], y, xerr=[[r["share"] - r["low"]], [r["high"] - r["share"]]], fmt="s", color="C1")
+    right.set_yticks(range(len(shown)), [r["metric"] for r in shown])
+    right.invert_yaxis()
+    right.axvline(0.5, color="grey", lw=0.8, ls="--")
+    right.set_xlim(0, 1)
+    right.set_xlabel("share of decided votes where the metric prefers the voter's choice")
+    right.set_title("metric agrees with people")
+    fig.tight_layout()
+    return fig
+
+
 @dataclass(frozen=True)
 class ReportView:
     """Every table and text of the report, computed; the templates (``evaluation/templates/report.{html,md}.j2``)
@@ -1179,6 +1283,7 @@ class ReportView:
     read: list[ReadItem]
     caveats: list[str]  # texts with `code` spans
     legend: list[str] = field(default_factory=list)  # the marks used in the comparison table (:func:`mark_legend`)
+    people: PeopleView | None = None  # the judge stage's verdict (:func:`people_view`); None: the stage did not run
     subtitle: str = SUBTITLE
     title: str = TITLE
 

@@ -28,6 +28,9 @@ COMMANDS: dict[str, Command] = {
         "pipeline.stages.scorer_weights", "fetch the scorer's weights into one tracked folder (stage)"
     ),
     "evaluate": Command("pipeline.stages.evaluate", "score every method's outputs with one fixed scorer (stage)"),
+    "judge-stage": Command(
+        "pipeline.stages.judge", "people's verdict from the exported votes, beside the metrics (stage judge)"
+    ),
     "report": Command("pipeline.stages.report", "render the method comparison report (stage)"),
     # tools around the pipeline: pipeline/tools/ (and the one-off stylization, beside its stage)
     "stylize": Command("pipeline.stages.stylize", "stylize one content image with one style image"),

@@ -236,6 +236,15 @@ class EvaluateSection(Strict):
     seed: Seed
 
 
+class JudgeSection(Strict):
+    """The judge stage (pipeline/stages/judge.py): people's verdict from the exported votes."""
+
+    bootstrap: Annotated[int, Field(ge=0, le=1_000_000)]  # resamples of voters for the strengths' intervals
+    ci_level: Annotated[float, Field(gt=0.5, lt=1.0)]
+    seed: Seed
+    ties: Literal["half", "drop"]  # "can't tell": half a win for each side, or no vote (evaluation/people.py)
+
+
 class WeightSource(Strict):
     """Where one scorer weight is downloaded from and what its bytes must hash to."""
 
@@ -380,6 +389,7 @@ class Params(Strict):
     stylize: StylizeSection
     evaluate: EvaluateSection
     scorer_weights: ScorerWeightsSection
+    judge: JudgeSection
 
 
 def _registry_key() -> tuple[tuple[str, int], ...]:

@@ -48,6 +48,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "scorer-weights": ("scorer_weights",),
     # scoring.json's own-objective table reads each method's loss terms, the encoder and what tuning selected on
     "evaluate": ("profile", "base", "evaluate", "encoder.weights", "methods", "tune.use_tuned", "tune.objectives"),
+    "judge": ("profile", "judge"),
     "report": ("profile", "prepare", "encoder", "methods", "tune"),
 }
 

@@ -187,6 +187,7 @@ class Inputs:
     styles: list[Path]  # the test styles
     losses: pd.DataFrame  # loss per step (:func:`_losses`)
     runtime: dict[str, dict[str, list[str]]]  # method -> timing.csv's distinct device / precision / cpu values
+    people: dict[str, Any] | None = None  # the judge stage's people.json (None: absent)
 
 
 def _training(methods: list[str], models: Path | None, pretrained: Mapping[str, str]) -> dict[str, TrainingRecord]:
@@ -207,7 +208,13 @@ def _training(methods: list[str], models: Path | None, pretrained: Mapping[str, 
 
 
 def load_inputs(
-    params: Params, metrics_dir: Path, outputs: Path, prepared: Path, tuning: Path, models: Path | None = None
+    params: Params,
+    metrics_dir: Path,
+    outputs: Path,
+    prepared: Path,
+    tuning: Path,
+    models: Path | None = None,
+    judging: Path | None = None,
 ) -> Inputs:
     """Read the evaluate stage's files (checked: present, well-formed, with the columns the report needs), what ran
     (effective parameters, tuning results, training records) and the prepared data's test images and stats."""
@@ -247,6 +254,7 @@ def load_inputs(
         contents=list_images(prepared / "test" / "content"),
         styles=list_images(prepared / "test" / "style"),
         losses=_losses(outputs, models, methods),
+        people=_load_json(judging / "people.json") if judging and (judging / "people.json").is_file() else None,
     )
 
 
@@ -334,6 +342,7 @@ def compute_tables(params: Params, inputs: Inputs, created: str, git_sha: str) -
         setup=setup_lines(params, inputs, git_sha, created),
         read=rep.read_items(inputs.columns, scoring),
         caveats=rep.caveats(scoring, list(budgets.values()), statistics.get("pairs"), inputs.pretrained),
+        people=rep.people_view(inputs.people),
         **({"title": rep.REHEARSAL_TITLE, "subtitle": rep.REHEARSAL_SUBTITLE} if params.profile == "rehearsal" else {}),
     )
 
@@ -388,10 +397,11 @@ def render_figures(inputs: Inputs, outputs: Path) -> dict[str, Figure]:
         [f"{c} x {s}" for c, s in pairs],
         ["content", "style", *methods],
         title="\n".join(["side by side", *(rep.pretrained_title(m, c) for m, c in pretrained.items())]),
+        col_titles={n: f"{n}\n({rep.PRETRAINED})" if n in pretrained else n for n in ("content", "style", *methods)},
     )
-    for name in ("content", "style", *methods):
-        label = f"{name}\n({rep.PRETRAINED})" if name in pretrained else name
-        figures["side_by_side"].axes[list(["content", "style", *methods]).index(name)].set_title(label, fontsize=9)
+    people = rep.fig_people(inputs.people or {})
+    if people is not None:
+        figures["people"] = people
     return figures
 
 
@@ -420,8 +430,9 @@ def build(
     out: Path,
     models: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the report into ``out`` (figures replaced as a whole); returns a small description of what was written."""
-    inputs = load_inputs(params, metrics_dir, outputs, prepared, tuning, models)
+    """Write the report into ``out`` (figures replaced as a whole); returns a small description of what was written.
+    People's verdict is read from ``out/judging/people.json`` (the judge stage's output)."""
+    inputs = load_inputs(params, metrics_dir, outputs, prepared, tuning, models, out / "judging")
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     view = compute_tables(params, inputs, created, tracking.git_sha())
     figures = render_figures(inputs, outputs)

@@ -816,3 +816,38 @@ def test_a_rehearsal_report_says_so_in_its_title(tmp_path, repo_root, few):
     index = (paths["out"] / "index.html").read_text()
     assert "<h1>nst-bench: method comparison</h1>" in index
     assert "REHEARSAL" not in index
+
+
+def test_the_peoples_section_shows_the_judge_stages_verdict_or_how_to_collect_votes(tmp_path, repo_root, few):
+    paths = write_fixture(tmp_path, few)
+    build(paths, repo_root)  # the judge stage has not run: the section says how to collect votes
+    assert "nst judge serve" in section((paths["out"] / "index.html").read_text(), "people")
+    assert "nst judge serve" in (paths["out"] / "report.md").read_text()
+    judging = paths["out"] / "judging"
+    judging.mkdir()
+    verdict = {
+        "votes": 40,
+        "voters": 4,
+        "studies": ["pilot.csv"],
+        "by_kind": {"preference": 30, "deception": 10},
+        "ties": "half",
+        "confidence": 0.95,
+        "strengths": [
+            {"method": "adain", "strength": 0.4, "low": 0.1, "high": 0.7, "votes": 20, "wins": 13.0},
+            {"method": "gatys", "strength": -0.4, "low": -0.7, "high": -0.1, "votes": 20, "wins": 7.0},
+        ],
+        "agreement": [
+            {"metric": "ssim", "higher_is_better": True, "n": 28, "agree": 21, "share": 0.75, "low": 0.57, "high": 0.87}
+        ],
+        "rank_agreement": [{"metric": "ssim", "methods": 2, "tau": 1.0, "p_value": 1.0}],
+        "deception": [{"method": "painting", "n": 5, "judged_painting": 4, "rate": 0.8, "low": 0.38, "high": 0.96}],
+    }
+    (judging / "people.json").write_text(json.dumps(verdict))
+    info = build(paths, repo_root)
+    people = section((paths["out"] / "index.html").read_text(), "people")
+    assert "40 votes (10 deception, 30 preference) from 4 voters" in people
+    assert people.index(">adain<") < people.index(">gatys<")  # strongest first
+    assert "75% [57%, 87%]" in people  # ssim agrees with people on 75 % of decided votes
+    assert "+1.00" in people
+    assert "real paintings (calibration)" in people
+    assert "people" in info["figures"]
