@@ -38,7 +38,9 @@ COMMANDS: dict[str, Command] = {
         "pipeline.tools.export_pretrained", "export a pretraining run as models/pretrained/<method>.pt + model card"
     ),
     "plots": Command("pipeline.tools.offline_plots", "render `dvc plots show` for offline viewing"),
-    "judge": Command("pipeline.tools.judge", "collect people's votes on the outputs (a web page) and export them"),
+    "judge": Command(
+        "pipeline.tools.collect_votes", "collect people's votes on the outputs (a web page) and export them"
+    ),
 }
 
 MODULES = tuple(dict.fromkeys(command.module for command in COMMANDS.values()))  # each once

@@ -28,7 +28,7 @@ from pipeline.judging.study import (
     schedule,
     voter_rng,
 )
-from pipeline.tools import judge as commands
+from pipeline.tools import collect_votes as commands
 
 pytestmark = pytest.mark.timeout(60)
 
