@@ -147,7 +147,7 @@ def test_dvc_repro_from_a_fresh_copy(repo_copy, monkeypatch):
     # the trained model used the tuned weights (use_tuned: true): the train run's params say so
     tuned = yaml.safe_load((repo_copy / "reports/tuning/adain/best.yaml").read_text())["weights"]["style_weight"]
     effective = yaml.safe_load((repo_copy / "models/adain/effective_params.yaml").read_text())
-    assert effective["methods"]["adain"]["style_weight"] == pytest.approx(tuned)
+    assert effective["methods"]["adain"]["train"]["style_weight"] == pytest.approx(tuned)
     assert (repo_copy / "reports/index.html").is_file()
     for split in ("train", "val", "test"):
         for role in ("content", "style"):

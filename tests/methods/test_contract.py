@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from methods.schemas.train import TrainParams
 
 from methods import get_method, list_methods
 from methods.encoder import random_encoder
+from methods.schemas.schedule import TrainParams
 from methods.training import RandomCrops, train
 
 SMALL = {
