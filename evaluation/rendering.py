@@ -1252,7 +1252,7 @@ def fig_people(result: Mapping[str, Any]) -> Figure | None:
     right.invert_yaxis()
     right.axvline(0.5, color="grey", lw=0.8, ls="--")
     right.set_xlim(0, 1)
-    right.set_xlabel("share of decided votes where the metric prefers the voter's choice")
+    right.set_xlabel("share of decided votes: the metric picks the voter's choice")
     right.set_title("metric agrees with people")
     fig.tight_layout()
     return fig
