@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from fakes.server import LoopbackServer
+from fakes.loopback import LoopbackServer
 
 INFOS_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "fixtures" / "huggan_wikiart_dataset_infos.json"
 INFOS_BYTES = INFOS_PATH.read_bytes()

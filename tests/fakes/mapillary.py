@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from PIL import Image
 
-from fakes.server import LoopbackServer
+from fakes.loopback import LoopbackServer
 
 Box = tuple[float, float, float, float]  # west, south, east, north
 LEUVEN: Box = (4.695, 50.872, 4.712, 50.884)  # params.yaml's fetch.streets.bbox (central Leuven)
