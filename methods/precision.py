@@ -19,6 +19,7 @@ import contextlib
 import copy
 import functools
 import platform
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,16 +94,28 @@ class Precision:
 
     def module_on(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """``module`` on ``device`` in this precision's memory format (NCHW-contiguous without channels_last), leaving
-        ``module`` itself unchanged: it is returned as it is when it already fits, else a converted copy. For the
-        shared frozen encoder, which other methods (and other calls) use as it was passed in."""
+        ``module`` itself unchanged: it is returned as it is when it already fits, else a converted copy, made once per
+        module, device and format and reused (a stylize call per pair would otherwise copy, and on CUDA upload, the
+        whole encoder each time). For the shared frozen encoder, whose weights never change, which other methods (and
+        other calls) use as it was passed in."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if all(_fits(t, device, fmt) for t in (*module.parameters(), *module.buffers())):
             return module
-        return copy.deepcopy(module).to(device).to(memory_format=fmt)
+        copies = _CONVERTED.setdefault(module, {})
+        key = (str(device), str(fmt))
+        if key not in copies:
+            copies[key] = copy.deepcopy(module).to(device).to(memory_format=fmt)
+        return copies[key]
 
     @property
     def label(self) -> str:
         return ("bf16" if self.bf16 else "fp32") + ("+channels_last" if self.channels_last else "")
+
+
+# frozen module -> (device, memory format) -> its converted copy (Precision.module_on); gone with the module
+_CONVERTED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[str, str], torch.nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _fits(t: torch.Tensor, device: torch.device, fmt: torch.memory_format) -> bool:

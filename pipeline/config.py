@@ -337,6 +337,13 @@ class TuneSection(Strict):
         return self
 
 
+def tuned_section(method: str) -> str:
+    """The section whose change reruns ``tune@<method>``: a trained method's ``train`` (its trials train with it and
+    score the trained network at its inference defaults, pipeline/stage_params.py ``as_trained``), all of an untrained
+    method's."""
+    return f"methods.{method}.train" if get_spec(method).trains else f"methods.{method}"
+
+
 class StylizeInputs(Strict):
     """What stylize@<m> reads besides the code and the test images (dvc.yaml deps and arguments)."""
 
@@ -356,7 +363,7 @@ class MethodStagesSection(Strict):
 
     @model_validator(mode="after")
     def _match_registry(self) -> MethodStagesSection:
-        expected_tune = {m: f"methods.{m}.train" if get_spec(m).trains else f"methods.{m}" for m in tuned_methods()}
+        expected_tune = {m: tuned_section(m) for m in tuned_methods()}
         problems = []
         if self.tune != expected_tune:
             problems.append(f"tune must be {expected_tune} (methods.registry's tuned methods), got {self.tune}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from methods.registry import get_spec
-from pipeline.config import Params, dump_params, pick_sections
+from pipeline.config import Params, dump_params, pick_sections, tuned_section
 
 # stage -> the params.yaml sections its dvc.yaml entry declares; "{m}" is the stage's method, "{tuned}" the section
 # whose change reruns tune@{m} (methods.{m}.train for a trained method, all of methods.{m} otherwise).
@@ -51,12 +51,6 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "judge": ("profile", "judge"),
     "report": ("profile", "prepare", "encoder", "methods", "tune"),
 }
-
-
-def tuned_section(method: str) -> str:
-    """The section whose change reruns ``tune@<method>``: a trained method's ``train`` (its trials train with it and
-    score the trained network at its inference defaults, :func:`as_trained`), all of an untrained method's."""
-    return f"methods.{method}.train" if get_spec(method).trains else f"methods.{method}"
 
 
 def declared(stage: str, method: str | None = None) -> tuple[str, ...]:

@@ -9,35 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 import torch
 import yaml
-from tests_support import running_mlflow_server
+from tests_support import CHROMIUM, CHROMIUM_ARGS, running_mlflow_server
 
 from pipeline import cli
 
 ARTIFACTS = Path(__file__).parent / ".artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
 )
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (Debian: apt-get install chromium)"),
-]
-# Offline-safe flags: no background connections, no sandbox (CI runs as root).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests_support import copy_checkout
 
 BIN = Path(sys.executable).parent
 
@@ -34,17 +34,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture
 def repo_copy(tmp_path: Path, repo_root: Path) -> Path:
     """What a fresh clone holds: tracked and untracked-but-not-ignored files, in a new git repository."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo_root, capture_output=True, check=True
-    ).stdout.decode()
-    dest = tmp_path / "repo"
-    for rel in filter(None, listed.split("\0")):
-        src = repo_root / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    run(["git", "init", "-q"], dest)
-    return dest
+    return copy_checkout(repo_root, tmp_path / "repo")
 
 
 def out_of_date(repo: Path) -> set[str]:

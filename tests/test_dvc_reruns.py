@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests_support import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
@@ -25,18 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git clone of this checkout with the working tree's tracked changes (what a commit would hold)."""
-    clone = tmp_path_factory.mktemp("reruns") / "repo"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True, timeout=120)
-    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True).stdout
-    if diff:
-        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=clone, input=diff, check=True, timeout=60)
-    for path in subprocess.run(
-        ["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split():
-        (clone / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / path, clone / path)
-    return clone
+    """A copy of this checkout as a fresh clone holds it (working-tree edits included)."""
+    return copy_checkout(ROOT, tmp_path_factory.mktemp("reruns") / "repo")
 
 
 def modified(repo: Path) -> dict[str, set[str]]:

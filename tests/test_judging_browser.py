@@ -9,19 +9,18 @@ be found). Screenshots of both tasks go to tests/.artifacts/ for people to look 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests_support import CHROMIUM, CHROMIUM_ARGS
 
 from bench import judge_load
 from pipeline.judging.server import Limits, create_app
 from pipeline.judging.study import DECEPTION, PREFERENCE
 
 ARTIFACTS = Path(__file__).parent / ".artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
 )
@@ -29,16 +28,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(120),
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (Debian: apt-get install chromium)"),
-]
-# tests/test_browser.py's offline-safe flags: no background connections, no sandbox (CI runs as root)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 SECRET = "browser-test-link"
 WAIT_MS = 20_000  # any one page load or answer

@@ -1,9 +1,11 @@
-"""Helpers shared by test modules (not fixtures): a real `mlflow server` on 127.0.0.1."""
+"""Helpers shared by test modules (not fixtures): a real `mlflow server` on 127.0.0.1, Debian's Chromium with
+offline-safe flags, and a copy of this checkout as a fresh clone holds it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -64,3 +66,31 @@ def running_mlflow_server(store_uri: str, artifacts: Path) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# Debian's Chromium (`.ci/run` installs it) for the Playwright tests; None skips them with the reason.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Offline-safe flags: no background connections, no sandbox (CI runs as root).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def copy_checkout(src: Path, dest: Path) -> Path:
+    """What a fresh clone of ``src`` holds, working-tree edits included: its tracked and untracked-but-not-ignored
+    files, copied into ``dest``, a new git repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, capture_output=True, check=True
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        if (src / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True, timeout=60)
+    return dest

@@ -38,6 +38,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from evaluation.metric_info import METRICS, SUMMARY_METRICS
+from evaluation.metric_names import COSTS, HIGHER_IS_BETTER, PAIR_METRICS
 from evaluation.metrics import (
     CFSD_SATURATED_LIMIT,
     CFSD_SATURATED_MAX,
@@ -67,7 +68,7 @@ from pipeline.stage_params import declared_tree
 
 log = logging.getLogger(__name__)
 
-PAIR_FIELDS = ("method", "content", "style", *METRICS, "seconds", "peak_mem_mb")
+PAIR_FIELDS = ("method", "content", "style", *PAIR_METRICS, *COSTS)
 # One number per method in the DVC metrics file (dvc metrics show / diff fit a screen); everything else in
 # statistics.json and per_pair.csv.
 HEADLINE = (
@@ -281,10 +282,10 @@ def run(
     cfg = params.evaluate
     boot = {"n_boot": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed}
     grid_min = {"min_contents": cfg.min_contents, "min_styles": cfg.min_styles}
-    paired = paired_differences(per_pair, list(METRICS), references=REFERENCE_ROWS, **grid_min, **boot)
+    paired = paired_differences(per_pair, list(PAIR_METRICS), references=REFERENCE_ROWS, **grid_min, **boot)
     ranking = rank_methods(
         per_pair,
-        {k: m.higher_is_better for k, m in METRICS.items()},
+        HIGHER_IS_BETTER,
         references=REFERENCE_ROWS,
         differences=paired,
         **grid_min,
@@ -317,7 +318,7 @@ def statistics_record(
     """statistics.json: the grid's size, the bootstrap and multiple-comparison settings, per method and metric
     mean, std, n and CI (:func:`evaluation.summary.summarize`), and the ``ranking``."""
     boot = {"n_boot": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed}
-    metrics = [*METRICS, "seconds", "peak_mem_mb"]
+    metrics = [*PAIR_METRICS, *COSTS]
     return {
         "pairs": int(per_pair.groupby(["content", "style"]).ngroups),
         "methods_order": [*methods, *REFERENCE_ROWS],
