@@ -24,7 +24,9 @@ def test_a_disk_without_room_stops_the_run_before_any_test_with_one_line(tmp_pat
     done = _pytest(tmp_path, min_free_mb=10**12)  # more than any disk has
     assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
     message = [line for line in (done.stdout + done.stderr).splitlines() if "MB free" in line]
-    assert len(message) == 1 and str(tmp_path) in message[0] and "TMPDIR" in message[0], done.stdout + done.stderr
+    assert len(message) == 1, done.stdout + done.stderr
+    assert str(tmp_path) in message[0]
+    assert "TMPDIR" in message[0]
     assert not (tmp_path / "bt").exists()  # nothing was written
 
 
