@@ -13,11 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _pytest(tmp_path: Path, min_free_mb: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "NST_TEST_MIN_FREE_MB": str(min_free_mb)}
     env.pop("PYTEST_XDIST_WORKER", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--basetemp", str(tmp_path / "bt"),
-         "--collect-only", "-q", "tests/test_conftest_guards.py"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+    argv = ["-p", "no:cacheprovider", "-p", "no:xdist", "--basetemp", str(tmp_path / "bt"), "--collect-only", "-q"]
+    command = [sys.executable, "-m", "pytest", *argv, "tests/test_conftest_guards.py"]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_a_disk_without_room_stops_the_run_before_any_test_with_one_line(tmp_path):
