@@ -80,6 +80,6 @@ def as_trained(params: Params, method: str) -> Params:
         return params
     train = section.train
     fresh = type(section)(
-        train=train, **{k: getattr(train, k) for k in ("amp", "channels_last") if k in section.model_fields}
+        train=train, **{k: getattr(train, k) for k in ("amp", "channels_last") if k in type(section).model_fields}
     )
     return params.model_copy(update={"methods": params.methods.model_copy(update={method: fresh})})
