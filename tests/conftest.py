@@ -107,3 +107,16 @@ def _isolated_mlflow(tmp_path_factory, monkeypatch, _mlflow_template):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     yield
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright with the offline flags (tests_support.CHROMIUM_ARGS), one per
+    test module; the browser test modules skip first where either is missing."""
+    from playwright.sync_api import sync_playwright
+    from tests_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

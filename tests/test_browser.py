@@ -15,17 +15,14 @@ import pytest
 import requests
 import torch
 import yaml
-from tests_support import CHROMIUM, CHROMIUM_ARGS, running_mlflow_server
+from tests_support import ARTIFACTS, NEEDS_CHROMIUM, running_mlflow_server
 
 from pipeline import cli
 
-ARTIFACTS = Path(__file__).parent / ".artifacts"
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
-)
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (Debian: apt-get install chromium)"),
+    NEEDS_CHROMIUM,
 ]
 
 
@@ -175,14 +172,6 @@ def pipeline_run(tmp_path_factory, repo_root) -> dict[str, Path]:
         "report": root / "reports" / "index.html",
         "pretrained": repo_root / "models/pretrained/adain.pt",
     }
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_report_renders_with_table_and_images(pipeline_run, browser):

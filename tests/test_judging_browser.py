@@ -14,20 +14,19 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests_support import CHROMIUM, CHROMIUM_ARGS
+from tests_support import ARTIFACTS, NEEDS_CHROMIUM
 
 from bench import judge_load
 from pipeline.judging.server import Limits, create_app
 from pipeline.judging.study import DECEPTION, PREFERENCE
 
-ARTIFACTS = Path(__file__).parent / ".artifacts"
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
 )
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (Debian: apt-get install chromium)"),
+    NEEDS_CHROMIUM,
 ]
 SECRET = "browser-test-link"
 WAIT_MS = 20_000  # any one page load or answer
@@ -47,14 +46,6 @@ PREFERENCE_PLAN = [
 ]
 DECEPTION_PLAN = [("key", "p"), ("click", "photo"), ("key", "f"), ("click", "painting"), ("key", "P")]
 KEY_ANSWERS = {"1": "left", "2": "right", "0": "tie", "p": "painting", "f": "photo"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _sample_tree(root: Path, repo_root: Path) -> Path:

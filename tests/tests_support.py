@@ -80,6 +80,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+NEEDS_CHROMIUM = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (Debian: apt-get install chromium)")
+ARTIFACTS = Path(__file__).parent / ".artifacts"  # the browser tests' screenshots, for people to look at (git-ignored)
 
 
 def copy_checkout(src: Path, dest: Path) -> Path:
